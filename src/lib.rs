@@ -1,1 +1,33 @@
-//! placeholder
+//! pb-backups: the PocketBase Backups API, implemented as its specification documents it.
+//!
+//! A map of the crate, from the bottom up (arrows point down only):
+//!
+//! - [`model`]: the pure core: backup names and keys, the exclusivity coordinator, the
+//!   `fields` projection. No I/O.
+//! - [`i18n`]: every client-facing text, in Chinese (the spec's) and English.
+//! - [`storage`]: where finished backups live, behind one trait (local folder by default).
+//! - [`archive`]: zip creation from the data dir and safe validation/extraction.
+//! - [`accounts`] and [`auth`]: accounts in `data.db`, password hashes, JWT tokens.
+//! - [`restore`]: the journaled swap of restored data, and crash recovery at start.
+//! - [`listener`]: the listening socket that survives a restart.
+//! - [`service`]: the only owner of state; one method per API operation.
+//! - [`http`]: poem-openapi operations, error shape, languages, Swagger UI.
+//! - [`server`]: serve, restart after a restore; [`cli`]: the command line.
+//!
+//! Not here: the spec's documented responses and the reference model of exclusivity live
+//! in the separate `pb-backups-spec` crate (`spec/`), so tests hold this crate to an oracle
+//! that shares none of its code.
+
+pub mod accounts;
+pub mod archive;
+pub mod auth;
+pub mod cli;
+pub mod http;
+pub mod i18n;
+pub mod listener;
+pub mod model;
+pub mod restore;
+pub mod server;
+pub mod service;
+pub mod storage;
+pub mod util;

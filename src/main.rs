@@ -1,1 +1,18 @@
-fn main() {}
+//! The `pb-backups` binary: parse the command line, set up logging, run.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cli = pb_backups::cli::Cli::parse();
+    match pb_backups::cli::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pb-backups: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

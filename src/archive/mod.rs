@@ -1,0 +1,149 @@
+//! Backup archives: zip creation from the data dir (with consistent SQLite snapshots),
+//! validation of untrusted archives and their safe extraction.
+//!
+//! Everything here is synchronous std::fs code; the server runs it on a blocking thread.
+//! `create` writes archives, `read` checks and extracts them; both share the entry-name
+//! rules below so that we never write an archive we would refuse to restore.
+
+mod create;
+mod read;
+#[cfg(test)]
+mod tests;
+
+pub use create::{create_backup, CreateOptions, CreateStats};
+pub use read::{check_restorable, extract, validate};
+
+/// The first 16 bytes of every SQLite 3 database file.
+pub const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Name of the main database inside the data dir and inside an archive.
+pub const DATA_DB: &str = "data.db";
+
+/// Bounds that an archive must respect before and during extraction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArchiveLimits {
+    /// Sum of the uncompressed sizes of all entries, declared and actual.
+    pub max_total_size: u64,
+    /// Number of entries in the central directory.
+    pub max_entries: usize,
+    /// Uncompressed size divided by compressed size, per entry.
+    pub max_ratio: u64,
+}
+
+impl Default for ArchiveLimits {
+    fn default() -> Self {
+        Self {
+            max_total_size: 1 << 40,
+            max_entries: 1_000_000,
+            // Deflate cannot exceed about 1032:1, so a higher declared ratio is a lie; a lower
+            // limit would refuse genuine zero-filled files.
+            max_ratio: 1100,
+        }
+    }
+}
+
+/// What validation learned about an archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveSummary {
+    /// Number of entries (files and directories).
+    pub entries: usize,
+    /// Sum of the declared uncompressed sizes.
+    pub total_size: u64,
+    /// A top-level regular file entry named `data.db` exists.
+    pub has_data_db: bool,
+}
+
+/// Why an archive could not be created, validated or extracted.
+///
+/// Fields carry detail for the log; [`ArchiveError::client_message`] is what a client may see.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("not a valid zip archive: {0}")]
+    NotZip(String),
+    #[error("unsafe entry name {name:?}")]
+    UnsafePath { name: String },
+    #[error("entry {name:?} is a link or another special file")]
+    SpecialEntry { name: String },
+    #[error("entry {name:?} is duplicated or conflicts with another entry")]
+    DuplicateEntry { name: String },
+    #[error("entry {name:?} is encrypted or uses an unsupported compression method")]
+    Unsupported { name: String },
+    #[error("the archive's uncompressed size exceeds the limit")]
+    TooLarge,
+    #[error("the archive has more entries than allowed")]
+    TooManyEntries,
+    #[error("entry {name:?} has a suspicious compression ratio")]
+    SuspiciousRatio { name: String },
+    #[error("entry {name:?} does not match its declared size or checksum")]
+    SizeMismatch { name: String },
+    #[error("the archive has no data.db")]
+    MissingDataDb,
+    #[error("data.db in the archive is not an SQLite database")]
+    DataDbNotSqlite,
+    #[error("snapshot of {name:?} failed: {source}")]
+    Snapshot {
+        name: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("zip writer: {0}")]
+    ZipWrite(zip::result::ZipError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl ArchiveError {
+    /// A short English message for clients: no path, no OS detail.
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            Self::NotZip(_) => "The archive is not a valid zip file.",
+            Self::UnsafePath { .. } => "The archive contains an unsafe file path.",
+            Self::SpecialEntry { .. } => "The archive contains links or special files.",
+            Self::DuplicateEntry { .. } => "The archive contains duplicate or conflicting entries.",
+            Self::Unsupported { .. } => {
+                "The archive uses encryption or an unsupported compression method."
+            }
+            Self::TooLarge => "The archive is too large to extract.",
+            Self::TooManyEntries => "The archive has too many entries.",
+            Self::SuspiciousRatio { .. } => "The archive has a suspicious compression ratio.",
+            Self::SizeMismatch { .. } => "The archive is corrupt.",
+            Self::MissingDataDb => "The archive has no data.db.",
+            Self::DataDbNotSqlite => "The data.db in the archive is not an SQLite database.",
+            Self::Snapshot { .. } => "The database could not be copied.",
+            Self::ZipWrite(_) => "The archive could not be written.",
+            Self::Io(_) => "A file operation failed.",
+        }
+    }
+}
+
+impl From<zip::result::ZipError> for ArchiveError {
+    fn from(err: zip::result::ZipError) -> Self {
+        match err {
+            zip::result::ZipError::Io(io) => Self::Io(io),
+            other => Self::ZipWrite(other),
+        }
+    }
+}
+
+/// Checks that `name` is a safe relative entry name: '/'-separated, no empty, `.` or `..`
+/// component, no absolute path, drive letter, backslash or NUL. A single trailing '/' (a
+/// directory entry) is allowed. Returns the name without that trailing '/'.
+fn check_entry_name(name: &str) -> Result<&str, ArchiveError> {
+    let unsafe_path = || ArchiveError::UnsafePath {
+        name: name.to_owned(),
+    };
+    let trimmed = name.strip_suffix('/').unwrap_or(name);
+    let bytes = trimmed.as_bytes();
+    let has_drive = bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':';
+    if trimmed.is_empty() || has_drive || trimmed.contains(['\\', '\0']) {
+        return Err(unsafe_path());
+    }
+    // A leading '/' shows up as an empty first component.
+    if trimmed
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(unsafe_path());
+    }
+    Ok(trimmed)
+}

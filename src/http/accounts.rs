@@ -1,0 +1,158 @@
+//! The account endpoints around the backups API: password login for superusers and regular
+//! users, short-lived file tokens for downloads, and the health check.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+
+use super::auth::AuthToken;
+use super::error::{response_errors, ApiError, ErrorBody};
+use crate::accounts::Collection;
+use crate::i18n::Message;
+use crate::service::{AccountError, Service};
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Password login and file tokens.
+    Auth,
+    /// Server status.
+    Health,
+}
+
+/// Credentials for password login.
+#[derive(Object, Debug)]
+pub struct AuthWithPasswordBody {
+    /// The account's email.
+    #[oai(validator(max_length = 320))]
+    pub identity: String,
+    #[oai(validator(max_length = 256))]
+    pub password: String,
+}
+
+/// An auth token and the account it belongs to.
+#[derive(Object, Debug)]
+pub struct AuthResult {
+    /// JWT to send as `Authorization: TOKEN`.
+    pub token: String,
+    /// The authenticated record (`collectionName` is `_superusers` or `users`).
+    pub record: serde_json::Value,
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "AuthResponse::from_poem_error")]
+pub enum AuthResponse {
+    /// Logged in.
+    #[oai(status = 200)]
+    Ok(Json<AuthResult>),
+    /// Wrong identity or password, or a malformed body.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No such auth collection.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+}
+response_errors!(AuthResponse, parse_error: || ApiError::new(400, Message::AuthFailed), {
+    400 => BadRequest, 404 => NotFound,
+});
+
+/// A file token.
+#[derive(Object, Debug)]
+pub struct FileTokenResult {
+    /// Short-lived JWT for the `token` query parameter of a download.
+    pub token: String,
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "FileTokenResponse::from_poem_error")]
+pub enum FileTokenResponse {
+    /// A new file token for the caller.
+    #[oai(status = 200)]
+    Ok(Json<FileTokenResult>),
+    /// The token could not be issued.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No valid auth token.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+}
+response_errors!(FileTokenResponse, parse_error: || ApiError::new(400, Message::BadRequest), {
+    400 => BadRequest, 401 => Unauthorized,
+});
+
+/// The health check's answer.
+#[derive(Object, Debug)]
+pub struct Health {
+    pub message: String,
+    pub code: u16,
+    pub data: serde_json::Value,
+}
+
+pub struct AccountsApi;
+
+#[OpenApi]
+impl AccountsApi {
+    /// Auth with password
+    ///
+    /// Logs a superuser (`_superusers`) or a regular user (`users`) in with email and
+    /// password, answering an auth token.
+    #[oai(
+        path = "/collections/:collection/auth-with-password",
+        method = "post",
+        operation_id = "authWithPassword",
+        tag = "ApiTags::Auth"
+    )]
+    async fn auth_with_password(
+        &self,
+        service: Data<&Arc<Service>>,
+        /// `_superusers` or `users`.
+        collection: Path<String>,
+        body: Json<AuthWithPasswordBody>,
+    ) -> AuthResponse {
+        let Some(collection) = Collection::from_name(&collection.0).or_else(|| Collection::from_id(&collection.0)) else {
+            return ApiError::not_found().into();
+        };
+        let body = body.0;
+        if body.identity.trim().is_empty() || body.password.is_empty() {
+            let mut e = ApiError::new(400, Message::ValidationFailed);
+            if body.identity.trim().is_empty() {
+                e = e.field("identity", "validation_required", Message::Required);
+            }
+            if body.password.is_empty() {
+                e = e.field("password", "validation_required", Message::Required);
+            }
+            return e.into();
+        }
+        match service.auth_with_password(collection, body.identity, body.password).await {
+            Ok((token, record)) => AuthResponse::Ok(Json(AuthResult { token, record: record.to_json() })),
+            Err(AccountError::BadCredentials) => ApiError::new(400, Message::AuthFailed).into(),
+            Err(e) => {
+                tracing::error!(error = %e, "password login failed");
+                ApiError::new(400, Message::AuthFailed).into()
+            }
+        }
+    }
+
+    /// File token
+    ///
+    /// Issues a short-lived file token for the authenticated record; downloads take it as
+    /// their `token` query parameter.
+    #[oai(path = "/files/token", method = "post", operation_id = "fileToken", tag = "ApiTags::Auth")]
+    async fn file_token(&self, auth: AuthToken, service: Data<&Arc<Service>>) -> FileTokenResponse {
+        match service.file_token(auth.0).await {
+            Ok(token) => FileTokenResponse::Ok(Json(FileTokenResult { token })),
+            Err(e) => {
+                tracing::error!(error = %e, "file token failed");
+                ApiError::new(400, Message::BadRequest).into()
+            }
+        }
+    }
+
+    /// Health check
+    #[oai(path = "/health", method = "get", operation_id = "health", tag = "ApiTags::Health")]
+    async fn health(&self) -> Json<Health> {
+        Json(Health { message: Message::Healthy.current().to_string(), code: 200, data: serde_json::json!({}) })
+    }
+}

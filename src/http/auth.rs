@@ -1,0 +1,70 @@
+//! Who is calling: the two security schemes of the API, as typed handler arguments.
+//!
+//! `AuthToken` is the `Authorization` header (raw token or `Bearer TOKEN`), `FileToken` the
+//! `token` query parameter of a download. Each verifies its token when extracted (401 when
+//! anything is wrong with it); handlers then ask for a superuser, which is the 403.
+
+use std::sync::Arc;
+
+use poem::Request;
+use poem_openapi::{auth::ApiKey, SecurityScheme};
+
+use super::error::ApiError;
+use crate::accounts::{Collection, Record};
+use crate::auth::TokenKind;
+use crate::service::Service;
+
+/// An auth token from `POST /api/collections/{collection}/auth-with-password`, sent as
+/// `Authorization: TOKEN` or `Authorization: Bearer TOKEN`.
+#[derive(SecurityScheme)]
+#[oai(ty = "api_key", key_name = "Authorization", key_in = "header", checker = "check_auth_token")]
+pub struct AuthToken(pub Record);
+
+/// A short-lived file token from `POST /api/files/token`, sent as the `token` query parameter.
+#[derive(SecurityScheme)]
+#[oai(ty = "api_key", key_name = "token", key_in = "query", checker = "check_file_token")]
+pub struct FileToken(pub Record);
+
+async fn check_auth_token(req: &Request, key: ApiKey) -> poem::Result<Record> {
+    let raw = key.key.trim();
+    let token = match raw.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("bearer ") => raw[7..].trim(),
+        _ => raw,
+    };
+    verify(req, token, TokenKind::Auth).await
+}
+
+async fn check_file_token(req: &Request, key: ApiKey) -> poem::Result<Record> {
+    verify(req, key.key.trim(), TokenKind::File).await
+}
+
+async fn verify(req: &Request, token: &str, kind: TokenKind) -> poem::Result<Record> {
+    let service = req.data::<Arc<Service>>().ok_or_else(ApiError::unauthorized)?;
+    match service.verify_token(token.to_string(), kind).await {
+        Ok(record) => Ok(record),
+        Err(e) => {
+            tracing::debug!(error = %e, "token refused");
+            Err(ApiError::unauthorized().into())
+        }
+    }
+}
+
+fn superuser(record: Record) -> Result<Record, ApiError> {
+    match record.collection {
+        Collection::Superusers => Ok(record),
+        Collection::Users => Err(ApiError::forbidden()),
+    }
+}
+
+impl AuthToken {
+    /// The caller, if a superuser; else the documented 403.
+    pub fn superuser(self) -> Result<Record, ApiError> {
+        superuser(self.0)
+    }
+}
+
+impl FileToken {
+    pub fn superuser(self) -> Result<Record, ApiError> {
+        superuser(self.0)
+    }
+}

@@ -1,0 +1,464 @@
+//! The six backup operations, exactly as the spec documents them.
+//!
+//! Each handler: check the caller, call the service, map the result to one of the
+//! operation's documented responses. Nothing else happens here.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem::{Body, Request};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::{Binary, Json, Payload};
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::{ToJSON, Type};
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+
+use super::auth::{AuthToken, FileToken};
+use super::download::{content_disposition, parse_range};
+use super::error::{response_errors, ApiError, ErrorBody};
+use super::upload::UploadForm;
+use crate::i18n::Message;
+use crate::model::fields;
+use crate::model::names::NameError;
+use crate::service::{BackupError, Service};
+use crate::storage::BackupMeta;
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Backups of the server's data dir: list, create, upload, download, delete, restore.
+    /// Superusers only.
+    Backups,
+}
+
+/// One stored backup.
+#[derive(Object, Clone, Debug)]
+pub struct BackupInfo {
+    /// The backup's file name, which is its key.
+    pub key: String,
+    /// Last modification time, UTC, like `2023-05-19 16:25:57.542Z`.
+    pub modified: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+const MODIFIED_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]Z"
+);
+
+impl From<&BackupMeta> for BackupInfo {
+    fn from(m: &BackupMeta) -> Self {
+        let modified = time::OffsetDateTime::from(m.modified);
+        BackupInfo {
+            key: m.key.to_string(),
+            modified: modified.format(MODIFIED_FORMAT).unwrap_or_default(),
+            size: m.size,
+        }
+    }
+}
+
+/// JSON already shaped by `?fields=`, documented with the schema of the full value `T`.
+pub struct ProjectedJson<T>(serde_json::Value, PhantomData<T>);
+
+impl<T: Type> Payload for ProjectedJson<T> {
+    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Send> poem::IntoResponse for ProjectedJson<T> {
+    fn into_response(self) -> poem::Response {
+        poem::web::Json(self.0).into_response()
+    }
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "ListResponse::from_poem_error")]
+pub enum ListResponse {
+    /// The backups, newest first.
+    #[oai(status = 200)]
+    Ok(ProjectedJson<Vec<BackupInfo>>),
+    /// The backups storage cannot be opened or listed.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No valid auth token.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The token is not a superuser's.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+}
+response_errors!(ListResponse, parse_error: || ApiError::new(400, Message::BadRequest), {
+    400 => BadRequest, 401 => Unauthorized, 403 => Forbidden,
+});
+
+/// The optional name of a backup to create.
+#[derive(Object, Debug, Default)]
+pub struct CreateBackupBody {
+    /// Base name of the backup file, matching `[a-z0-9_-]+\.zip`, at most 150 characters.
+    /// Generated (`pb_backup_YYYYMMDDHHMMSS.zip`, UTC) when absent or empty.
+    #[oai(validator(max_length = 1024))]
+    pub name: Option<String>,
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "CreateResponse::from_poem_error")]
+pub enum CreateResponse {
+    /// The backup is complete and stored.
+    #[oai(status = 204)]
+    Created,
+    /// Another backup or restore is in progress, or the name is invalid or taken.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No valid auth token.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The token is not a superuser's.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+}
+response_errors!(CreateResponse, parse_error: || ApiError::new(400, Message::InvalidJson), {
+    400 => BadRequest, 401 => Unauthorized, 403 => Forbidden,
+});
+
+fn upload_parse_error() -> ApiError {
+    ApiError::new(400, Message::UploadFailed).field("file", "validation_required", Message::Required)
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "UploadResponse::from_poem_error")]
+pub enum UploadResponse {
+    /// The archive is stored under the base name of its file name.
+    #[oai(status = 204)]
+    Uploaded,
+    /// The file is missing, not a zip archive, unsafe, or its name is invalid or taken.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No valid auth token.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The token is not a superuser's.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+}
+response_errors!(UploadResponse, parse_error: upload_parse_error, {
+    400 => BadRequest, 401 => Unauthorized, 403 => Forbidden,
+});
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "DeleteResponse::from_poem_error")]
+pub enum DeleteResponse {
+    /// Deleted.
+    #[oai(status = 204)]
+    Deleted,
+    /// This backup is being created or restored right now.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No valid auth token.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The token is not a superuser's.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No such backup.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+}
+response_errors!(DeleteResponse, parse_error: || ApiError::new(400, Message::BadRequest), {
+    400 => BadRequest, 401 => Unauthorized, 403 => Forbidden, 404 => NotFound,
+});
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "RestoreResponse::from_poem_error")]
+pub enum RestoreResponse {
+    /// Accepted: the archive passed validation and the server is now busy restoring it;
+    /// it restarts on the same socket once the data is swapped in.
+    #[oai(status = 204)]
+    Accepted,
+    /// Another backup or restore is in progress, or the archive cannot be restored.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No valid auth token.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The token is not a superuser's.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No such backup.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+}
+response_errors!(RestoreResponse, parse_error: || ApiError::new(400, Message::BadRequest), {
+    400 => BadRequest, 401 => Unauthorized, 403 => Forbidden, 404 => NotFound,
+});
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "DownloadResponse::from_poem_error")]
+pub enum DownloadResponse {
+    /// The backup archive, streamed.
+    #[oai(status = 200, content_type = "application/zip")]
+    Ok(
+        Binary<Body>,
+        #[oai(header = "Content-Disposition")] String,
+        #[oai(header = "Accept-Ranges")] String,
+        #[oai(header = "Last-Modified")] String,
+        #[oai(header = "Content-Length")] u64,
+    ),
+    /// The byte range asked for with a single-range `Range` header.
+    #[oai(status = 206, content_type = "application/zip")]
+    Partial(
+        Binary<Body>,
+        #[oai(header = "Content-Disposition")] String,
+        #[oai(header = "Accept-Ranges")] String,
+        #[oai(header = "Last-Modified")] String,
+        #[oai(header = "Content-Length")] u64,
+        #[oai(header = "Content-Range")] String,
+    ),
+    /// The backups storage cannot be opened.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No valid file token.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The file token is not a superuser's.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No such backup.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+}
+response_errors!(DownloadResponse, parse_error: || ApiError::new(400, Message::BadRequest), {
+    400 => BadRequest, 401 => Unauthorized, 403 => Forbidden, 404 => NotFound,
+});
+
+/// How each operation reports a service error; `busy` is the operation's busy text (the
+/// spec words create's differently from delete's and restore's).
+fn api_error(e: BackupError, busy: Message, failed: Message) -> ApiError {
+    match e {
+        BackupError::Busy => ApiError::new(400, busy),
+        BackupError::NotFound => ApiError::not_found(),
+        BackupError::InvalidName(n) => {
+            let (code, msg) = match n {
+                NameError::Invalid => ("validation_match_invalid", Message::InvalidFormat),
+                NameError::TooLong => ("validation_length_out_of_range", Message::LengthOutOfRange),
+            };
+            ApiError::new(400, failed).field(field_of(failed), code, msg)
+        }
+        BackupError::NameExists => ApiError::new(400, failed).field(
+            field_of(failed),
+            "validation_backup_name_exists",
+            Message::NameExists,
+        ),
+        BackupError::FileRequired => upload_parse_error(),
+        BackupError::NotZip(_) => ApiError::new(400, Message::UploadFailed).field(
+            "file",
+            "validation_invalid_mime_type",
+            Message::NotZip,
+        ),
+        BackupError::BadArchive(ref a) | BackupError::Unrestorable(ref a) => {
+            tracing::info!(error = %e, "archive refused");
+            let msg = archive_message(a);
+            if failed == Message::UploadFailed {
+                ApiError::new(400, failed).field("file", "validation_invalid_archive", msg)
+            } else {
+                ApiError::new(400, msg)
+            }
+        }
+        BackupError::Storage(_) => {
+            tracing::error!(error = %e, "backups storage failed");
+            ApiError::new(400, Message::StorageFailure)
+        }
+        BackupError::Failed(_) => {
+            tracing::error!(error = %e, "operation failed");
+            ApiError::new(400, failed)
+        }
+    }
+}
+
+/// Which request field a name error is about: `name` on create, `file` on upload.
+fn field_of(failed: Message) -> &'static str {
+    if failed == Message::UploadFailed {
+        "file"
+    } else {
+        "name"
+    }
+}
+
+fn archive_message(e: &crate::archive::ArchiveError) -> Message {
+    use crate::archive::ArchiveError as A;
+    match e {
+        A::MissingDataDb => Message::ArchiveNoDataDb,
+        A::DataDbNotSqlite => Message::ArchiveDataDbNotSqlite,
+        A::TooLarge | A::TooManyEntries | A::SuspiciousRatio { .. } => Message::ArchiveTooLarge,
+        A::UnsafePath { .. } | A::SpecialEntry { .. } | A::DuplicateEntry { .. } => Message::ArchiveUnsafe,
+        _ => Message::ArchiveCorrupt,
+    }
+}
+
+pub struct BackupsApi;
+
+#[OpenApi(tag = "ApiTags::Backups")]
+impl BackupsApi {
+    /// List backups
+    ///
+    /// Returns the list of all available backup files. Only superusers can perform this
+    /// action.
+    #[oai(path = "/backups", method = "get", operation_id = "listBackups")]
+    async fn list(
+        &self,
+        auth: AuthToken,
+        service: Data<&Arc<Service>>,
+        /// Comma separated fields to return in the JSON response (all by default), e.g.
+        /// `?fields=*,key:excerpt(10,true)`. `*` targets all keys of a level; the
+        /// `:excerpt(maxLength, withEllipsis?)` modifier shortens a string value.
+        fields: Query<Option<String>>,
+    ) -> ListResponse {
+        if let Err(e) = auth.superuser() {
+            return e.into();
+        }
+        let list = match service.list().await {
+            Ok(list) => list,
+            Err(e) => return api_error(e, Message::Busy, Message::StorageFailure).into(),
+        };
+        let value = list.iter().map(BackupInfo::from).collect::<Vec<_>>().to_json().unwrap_or_default();
+        let value = match fields.0.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
+            None => value,
+            Some(raw) => match fields::parse(raw) {
+                Ok(f) => fields::project(&value, &f),
+                Err(e) => {
+                    tracing::debug!(error = %e, "invalid fields parameter");
+                    return ApiError::new(400, Message::ValidationFailed)
+                        .field("fields", "validation_invalid_fields", Message::InvalidFormat)
+                        .into();
+                }
+            },
+        };
+        ListResponse::Ok(ProjectedJson(value, PhantomData))
+    }
+
+    /// Create backup
+    ///
+    /// Creates a new backup; answers once it is complete and stored. Only superusers can
+    /// perform this action.
+    #[oai(path = "/backups", method = "post", operation_id = "createBackup")]
+    async fn create(
+        &self,
+        auth: AuthToken,
+        service: Data<&Arc<Service>>,
+        body: Json<CreateBackupBody>,
+    ) -> CreateResponse {
+        if let Err(e) = auth.superuser() {
+            return e.into();
+        }
+        match service.create(body.0.name.as_deref()).await {
+            Ok(_) => CreateResponse::Created,
+            Err(e) => api_error(e, Message::BusyCreate, Message::CreateFailed).into(),
+        }
+    }
+
+    /// Upload backup
+    ///
+    /// Uploads a backup file (`multipart/form-data`, field `file`, a zip archive). Only
+    /// superusers can perform this action.
+    #[oai(path = "/backups/upload", method = "post", operation_id = "uploadBackup")]
+    async fn upload(&self, auth: AuthToken, service: Data<&Arc<Service>>, form: UploadForm) -> UploadResponse {
+        if let Err(e) = auth.superuser() {
+            return e.into();
+        }
+        match service.upload(form.0).await {
+            Ok(_) => UploadResponse::Uploaded,
+            Err(e) => api_error(e, Message::Busy, Message::UploadFailed).into(),
+        }
+    }
+
+    /// Delete backup
+    ///
+    /// Deletes a single backup file by its key. Fails while that backup is being created
+    /// or restored. Only superusers can perform this action.
+    #[oai(path = "/backups/:key", method = "delete", operation_id = "deleteBackup")]
+    async fn delete(
+        &self,
+        auth: AuthToken,
+        service: Data<&Arc<Service>>,
+        /// The key (file name) of the backup to delete.
+        key: Path<String>,
+    ) -> DeleteResponse {
+        if let Err(e) = auth.superuser() {
+            return e.into();
+        }
+        match service.delete(&key.0).await {
+            Ok(()) => DeleteResponse::Deleted,
+            Err(e) => api_error(e, Message::Busy, Message::DeleteFailed).into(),
+        }
+    }
+
+    /// Restore backup
+    ///
+    /// Restores the app from a backup file: all current data is replaced by the backup's and
+    /// the server restarts (on the same socket: clients see a pause, not a refusal). Backups
+    /// and restores cannot run at the same time. Only superusers can perform this action.
+    #[oai(path = "/backups/:key/restore", method = "post", operation_id = "restoreBackup")]
+    async fn restore(
+        &self,
+        auth: AuthToken,
+        service: Data<&Arc<Service>>,
+        /// The key (file name) of the backup to restore.
+        key: Path<String>,
+    ) -> RestoreResponse {
+        if let Err(e) = auth.superuser() {
+            return e.into();
+        }
+        match service.restore(&key.0).await {
+            Ok(()) => RestoreResponse::Accepted,
+            Err(e) => api_error(e, Message::Busy, Message::RestoreFailed).into(),
+        }
+    }
+
+    /// Download backup
+    ///
+    /// Downloads a single backup file. Authorised by a superuser's file token in the
+    /// `token` query parameter (see `POST /api/files/token`). Supports single `Range`
+    /// requests.
+    #[oai(path = "/backups/:key", method = "get", operation_id = "downloadBackup")]
+    async fn download(
+        &self,
+        token: FileToken,
+        service: Data<&Arc<Service>>,
+        req: &Request,
+        /// The key (file name) of the backup to download.
+        key: Path<String>,
+    ) -> DownloadResponse {
+        if let Err(e) = token.superuser() {
+            return e.into();
+        }
+        let range_header = req.headers().get(poem::http::header::RANGE).and_then(|v| v.to_str().ok());
+        let range = |size| range_header.and_then(|h| parse_range(h, size));
+        let reader = match service.download(&key.0, range).await {
+            Ok(r) => r,
+            Err(e) => return api_error(e, Message::Busy, Message::StorageFailure).into(),
+        };
+        let disposition = content_disposition(reader.meta.key.as_str());
+        let modified = httpdate::fmt_http_date(reader.meta.modified);
+        let len = reader.range.end - reader.range.start;
+        let body = Binary(Body::from_async_read(reader.body));
+        // A satisfiable Range gets 206 even when it covers the whole file (RFC 9110).
+        let partial = range_header.and_then(|h| parse_range(h, reader.meta.size)).is_some();
+        if !partial {
+            DownloadResponse::Ok(body, disposition, "bytes".into(), modified, len)
+        } else {
+            let content_range = format!(
+                "bytes {}-{}/{}",
+                reader.range.start,
+                reader.range.end - 1,
+                reader.meta.size
+            );
+            DownloadResponse::Partial(body, disposition, "bytes".into(), modified, len, content_range)
+        }
+    }
+}

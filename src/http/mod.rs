@@ -1,0 +1,89 @@
+//! The HTTP adapter: poem-openapi operations, the error shape, languages, Swagger UI.
+//!
+//! Thin by design: handlers parse, call the [`Service`], and map results to documented
+//! responses. Everything that is the same for all requests (language, security headers,
+//! CORS, access log, turning stray poem errors into our error shape) happens once, here.
+
+pub mod accounts;
+pub mod auth;
+pub mod backups;
+pub mod download;
+pub mod error;
+pub mod openapi;
+pub mod upload;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use poem::endpoint::make_sync;
+use poem::middleware::{Cors, SetHeader};
+use poem::web::{Html, Redirect};
+use poem::{get, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+
+use crate::i18n::{with_request_lang, Lang, Message};
+use crate::service::Service;
+use error::{from_poem_error, ApiError};
+
+/// Where Swagger UI and the OpenAPI document are served.
+pub const DOCS_PATH: &str = "/docs";
+pub const OPENAPI_JSON_PATH: &str = "/openapi.json";
+pub const OPENAPI_YAML_PATH: &str = "/openapi.yaml";
+
+/// The whole HTTP application over `service`; `default_lang` answers requests whose
+/// `Accept-Language` names neither zh nor en.
+pub fn app(service: Arc<Service>, default_lang: Lang) -> impl Endpoint {
+    let document = openapi::document_json();
+    let yaml = openapi::document_yaml();
+    let swagger = openapi::swagger_ui_html();
+    Route::new()
+        .nest("/api", openapi::api_service())
+        .at(OPENAPI_JSON_PATH, make_sync(move |_| {
+            Response::builder().content_type("application/json").body(document.clone())
+        }))
+        .at(OPENAPI_YAML_PATH, make_sync(move |_| {
+            Response::builder().content_type("application/yaml").body(yaml.clone())
+        }))
+        .at(DOCS_PATH, make_sync(move |_| Html(swagger.clone())))
+        .at("/", get(make_sync(|_| Redirect::see_other(DOCS_PATH))))
+        .with(Cors::new())
+        .with(
+            SetHeader::new()
+                .overriding("X-Content-Type-Options", "nosniff")
+                .overriding("X-Frame-Options", "SAMEORIGIN")
+                .overriding("X-XSS-Protection", "1; mode=block")
+                .overriding("Cross-Origin-Opener-Policy", "same-origin"),
+        )
+        .around(move |ep, req| per_request(ep, req, default_lang))
+        .data(service)
+}
+
+/// Sets the request's language, logs the request, and turns any error that escaped the
+/// operations (unknown route, wrong method) into the documented shape.
+async fn per_request<E: Endpoint>(ep: Arc<E>, req: Request, default_lang: Lang) -> poem::Result<Response> {
+    let lang = req
+        .headers()
+        .get(poem::http::header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Lang::from_accept_language)
+        .unwrap_or(default_lang);
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let started = Instant::now();
+    let response = with_request_lang(lang, async move {
+        match ep.call(req).await {
+            Ok(r) => r.into_response(),
+            Err(e) => {
+                let api: ApiError = from_poem_error(e, || ApiError::new(400, Message::BadRequest));
+                poem::error::ResponseError::as_response(&api)
+            }
+        }
+    })
+    .await;
+    tracing::info!(
+        %method,
+        path = %path,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    Ok(response)
+}

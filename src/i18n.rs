@@ -1,0 +1,186 @@
+//! Every text the API sends to clients, in the spec's Chinese and its English edition.
+//!
+//! The documented messages are the spec's words, letter for letter; the others (validation,
+//! auth, restore refusals) are ours, written in the same two languages. Which language a
+//! request gets is decided once per request by the HTTP layer (`Accept-Language`, else the
+//! server's default) and read back here through a task-local, so that error mapping deep in
+//! the stack needs no request in hand.
+
+use std::str::FromStr;
+
+/// The two languages the spec exists in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Lang {
+    Zh,
+    En,
+}
+
+impl FromStr for Lang {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "zh" | "zh-cn" | "zh-hans" => Ok(Lang::Zh),
+            "en" | "en-us" | "en-gb" => Ok(Lang::En),
+            other => Err(format!("unknown language {other:?}: use zh or en")),
+        }
+    }
+}
+
+impl Lang {
+    /// The language an `Accept-Language` header prefers among ours, if it names one of them.
+    /// Tags are weighed by `q`; the first of equal weight wins, as RFC 9110 suggests.
+    pub fn from_accept_language(header: &str) -> Option<Lang> {
+        let mut best: Option<(f32, Lang)> = None;
+        for item in header.split(',') {
+            let mut parts = item.split(';');
+            let tag = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|v| v.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let primary = tag.split('-').next().unwrap_or("");
+            let lang = match primary {
+                "zh" => Lang::Zh,
+                "en" => Lang::En,
+                _ => continue,
+            };
+            if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
+                best = Some((q, lang));
+            }
+        }
+        best.map(|(_, lang)| lang)
+    }
+
+    /// The language of the request being served (see [`with_request_lang`]), else Chinese.
+    pub fn current() -> Lang {
+        REQUEST_LANG.try_with(|l| *l).unwrap_or(Lang::Zh)
+    }
+}
+
+tokio::task_local! {
+    static REQUEST_LANG: Lang;
+}
+
+/// Runs `fut` with `lang` as the language of every message rendered inside it.
+pub async fn with_request_lang<F: std::future::Future>(lang: Lang, fut: F) -> F::Output {
+    REQUEST_LANG.scope(lang, fut).await
+}
+
+/// A client-facing text. `text(lang)` is the only way to turn one into words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Message {
+    // The spec's documented messages.
+    StorageFailure,
+    Unauthorized,
+    Forbidden,
+    BusyCreate,
+    Busy,
+    UploadFailed,
+    NotZip,
+    NotFound,
+    // Ours.
+    ValidationFailed,
+    BadRequest,
+    CreateFailed,
+    DeleteFailed,
+    RestoreFailed,
+    AuthFailed,
+    Required,
+    InvalidFormat,
+    LengthOutOfRange,
+    NameExists,
+    InvalidJson,
+    ArchiveUnsafe,
+    ArchiveTooLarge,
+    ArchiveNoDataDb,
+    ArchiveDataDbNotSqlite,
+    ArchiveCorrupt,
+    Healthy,
+}
+
+impl Message {
+    pub fn text(self, lang: Lang) -> &'static str {
+        use Message::*;
+        match (self, lang) {
+            (StorageFailure, Lang::Zh) => "加载备份文件系统失败。",
+            (StorageFailure, Lang::En) => "Failed to load backups filesystem.",
+            (Unauthorized, Lang::Zh) => "请求需要有效的记录授权令牌。",
+            (Unauthorized, Lang::En) => "The request requires valid record authorization token.",
+            (Forbidden, Lang::Zh) => "只有超级用户可以执行此操作。",
+            (Forbidden, Lang::En) => "Only superusers can perform this action.",
+            (BusyCreate, Lang::Zh) => "请稍后重试 - 另一个备份/恢复进程已经启动。",
+            (Busy, Lang::Zh) => "请稍后重试 - 另一个备份/恢复进程已在运行。",
+            (BusyCreate | Busy, Lang::En) => {
+                "Try again later - another backup/restore process has already been started."
+            }
+            (UploadFailed, Lang::Zh) => "上传备份失败。",
+            (UploadFailed, Lang::En) => "Failed to upload the backup.",
+            (NotZip, Lang::Zh) => "文件必须是 zip 压缩包。",
+            (NotZip, Lang::En) => "The file must be a zip archive.",
+            (NotFound, Lang::Zh) => "请求的资源未找到。",
+            (NotFound, Lang::En) => "The requested resource wasn't found.",
+            (ValidationFailed, Lang::Zh) => "验证提交的数据时出错。",
+            (ValidationFailed, Lang::En) => "An error occurred while validating the submitted data.",
+            (BadRequest, Lang::Zh) => "处理请求时出错。",
+            (BadRequest, Lang::En) => "Something went wrong while processing your request.",
+            (CreateFailed, Lang::Zh) => "创建备份失败。",
+            (CreateFailed, Lang::En) => "Failed to create the backup.",
+            (DeleteFailed, Lang::Zh) => "删除备份失败。",
+            (DeleteFailed, Lang::En) => "Failed to delete the backup.",
+            (RestoreFailed, Lang::Zh) => "无法恢复该备份。",
+            (RestoreFailed, Lang::En) => "The backup cannot be restored.",
+            (AuthFailed, Lang::Zh) => "身份验证失败。",
+            (AuthFailed, Lang::En) => "Failed to authenticate.",
+            (Required, Lang::Zh) => "不能为空。",
+            (Required, Lang::En) => "Cannot be blank.",
+            (InvalidFormat, Lang::Zh) => "格式无效。",
+            (InvalidFormat, Lang::En) => "Must be in a valid format.",
+            (LengthOutOfRange, Lang::Zh) => "长度必须在 1 到 150 之间。",
+            (LengthOutOfRange, Lang::En) => "The length must be between 1 and 150.",
+            (NameExists, Lang::Zh) => "同名备份已存在。",
+            (NameExists, Lang::En) => "A backup with the same name already exists.",
+            (InvalidJson, Lang::Zh) => "请求体不是有效的 JSON。",
+            (InvalidJson, Lang::En) => "The request body is not valid JSON.",
+            (ArchiveUnsafe, Lang::Zh) => "压缩包包含不安全的条目（绝对路径、.. 、链接或重复名称）。",
+            (ArchiveUnsafe, Lang::En) => {
+                "The archive holds unsafe entries (absolute paths, .., links or duplicate names)."
+            }
+            (ArchiveTooLarge, Lang::Zh) => "压缩包解压后过大。",
+            (ArchiveTooLarge, Lang::En) => "The archive is too large once extracted.",
+            (ArchiveNoDataDb, Lang::Zh) => "压缩包中没有 data.db。",
+            (ArchiveNoDataDb, Lang::En) => "The archive has no data.db.",
+            (ArchiveDataDbNotSqlite, Lang::Zh) => "压缩包中的 data.db 不是 SQLite 数据库。",
+            (ArchiveDataDbNotSqlite, Lang::En) => "The data.db in the archive is not an SQLite database.",
+            (ArchiveCorrupt, Lang::Zh) => "压缩包已损坏。",
+            (ArchiveCorrupt, Lang::En) => "The archive is corrupt.",
+            (Healthy, _) => "API is healthy.",
+        }
+    }
+
+    /// The text in the language of the request being served.
+    pub fn current(self) -> &'static str {
+        self.text(Lang::current())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_language_picks_the_preferred_of_ours() {
+        assert_eq!(Lang::from_accept_language("en-US,en;q=0.9"), Some(Lang::En));
+        assert_eq!(Lang::from_accept_language("zh-CN,zh;q=0.9,en;q=0.8"), Some(Lang::Zh));
+        assert_eq!(Lang::from_accept_language("fr, en;q=0.5"), Some(Lang::En));
+        assert_eq!(Lang::from_accept_language("en;q=0.2, zh;q=0.7"), Some(Lang::Zh));
+        assert_eq!(Lang::from_accept_language("fr, de"), None);
+        assert_eq!(Lang::from_accept_language("en;q=0"), None);
+    }
+
+    #[tokio::test]
+    async fn the_request_language_reaches_rendering() {
+        assert_eq!(Message::NotFound.current(), "请求的资源未找到。");
+        let en = with_request_lang(Lang::En, async { Message::NotFound.current() }).await;
+        assert_eq!(en, "The requested resource wasn't found.");
+    }
+}

@@ -1,0 +1,116 @@
+//! Backup/restore exclusivity: at most one create or restore runs at a time, server-wide.
+//!
+//! Pure state and transitions, no locking and no I/O: the service keeps one `Coordinator`
+//! behind a mutex and asks it before starting work. The tests' reference model (in `spec/`)
+//! is written separately on purpose, so that the state-machine test can catch this file.
+
+use super::names::BackupKey;
+
+/// What the server is doing right now, as far as exclusivity is concerned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Activity {
+    #[default]
+    Idle,
+    Creating(BackupKey),
+    Restoring(BackupKey),
+}
+
+/// Refusal: another create or restore holds the server.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("another backup/restore process is running ({0:?})")]
+pub struct Busy(pub Activity);
+
+#[derive(Debug, Default)]
+pub struct Coordinator {
+    activity: Activity,
+}
+
+impl Coordinator {
+    pub fn activity(&self) -> &Activity {
+        &self.activity
+    }
+
+    pub fn is_busy(&self) -> bool {
+        self.activity != Activity::Idle
+    }
+
+    /// The key a running create or restore works on: it may not be deleted meanwhile, and a
+    /// key being created counts as taken.
+    pub fn key_in_use(&self) -> Option<&BackupKey> {
+        match &self.activity {
+            Activity::Idle => None,
+            Activity::Creating(k) | Activity::Restoring(k) => Some(k),
+        }
+    }
+
+    pub fn start_create(&mut self, key: BackupKey) -> Result<(), Busy> {
+        self.start(Activity::Creating(key))
+    }
+
+    pub fn start_restore(&mut self, key: BackupKey) -> Result<(), Busy> {
+        self.start(Activity::Restoring(key))
+    }
+
+    /// Ends whatever runs. Ending nothing is harmless, so a failed start can always call it.
+    pub fn finish(&mut self) {
+        self.activity = Activity::Idle;
+    }
+
+    #[cfg(not(feature = "broken-coordinator"))]
+    fn start(&mut self, next: Activity) -> Result<(), Busy> {
+        if self.is_busy() {
+            return Err(Busy(self.activity.clone()));
+        }
+        self.activity = next;
+        Ok(())
+    }
+
+    /// The deliberate bug the state-machine test must catch: a create is let through while a
+    /// restore runs. Only built with the `broken-coordinator` feature.
+    #[cfg(feature = "broken-coordinator")]
+    fn start(&mut self, next: Activity) -> Result<(), Busy> {
+        match (&self.activity, &next) {
+            (Activity::Restoring(_), Activity::Creating(_)) | (Activity::Idle, _) => {
+                self.activity = next;
+                Ok(())
+            }
+            _ => Err(Busy(self.activity.clone())),
+        }
+    }
+}
+
+#[cfg(all(test, not(feature = "broken-coordinator")))]
+mod tests {
+    use super::*;
+
+    fn key(s: &str) -> BackupKey {
+        BackupKey::parse(s).unwrap()
+    }
+
+    #[test]
+    fn one_operation_at_a_time() {
+        let mut c = Coordinator::default();
+        assert!(!c.is_busy());
+        c.start_create(key("a.zip")).unwrap();
+        assert_eq!(c.key_in_use(), Some(&key("a.zip")));
+        assert_eq!(
+            c.start_restore(key("b.zip")),
+            Err(Busy(Activity::Creating(key("a.zip"))))
+        );
+        assert!(c.start_create(key("c.zip")).is_err());
+        c.finish();
+        assert_eq!(c.key_in_use(), None);
+        c.start_restore(key("b.zip")).unwrap();
+        assert!(c.start_create(key("a.zip")).is_err());
+        assert!(c.start_restore(key("b.zip")).is_err());
+        assert_eq!(c.activity(), &Activity::Restoring(key("b.zip")));
+    }
+
+    #[test]
+    fn finishing_when_idle_is_harmless() {
+        let mut c = Coordinator::default();
+        c.finish();
+        assert!(!c.is_busy());
+        c.start_create(key("a.zip")).unwrap();
+    }
+}

@@ -1,0 +1,169 @@
+//! Running the server: open the data dir, serve, and restart after a restore.
+//!
+//! `run` takes a bound listener (so tests bind port 0) and loops: recover any unfinished
+//! restore, open the accounts, serve until a restore asks for a restart or `shutdown`
+//! fires, then swap the restored data in and start again on the same socket. The binary
+//! restarts by re-executing itself with the socket inherited; tests may restart in-process.
+//! Either way connections that arrive meanwhile wait in the kernel's backlog: none is refused.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::accounts::{Accounts, AccountsError, Collection};
+use crate::archive::ArchiveLimits;
+use crate::i18n::Lang;
+use crate::restore::{self, Recovery, RestoreError};
+use crate::service::{CreateGate, RestartRequest, Service, ServiceConfig, BACKUPS_DIR};
+use crate::storage::LocalStorage;
+use crate::{http, listener};
+
+/// How the server comes back after a restore.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartMode {
+    /// Re-execute the binary, handing it the listening socket (the spec's "restart").
+    Exec,
+    /// Reopen everything inside this process (library use and tests).
+    InProcess,
+}
+
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub default_lang: Lang,
+    pub restart: RestartMode,
+    pub limits: ArchiveLimits,
+    /// How long in-flight requests may take to finish before a restart cuts them off.
+    pub shutdown_grace: Duration,
+    pub create_gate: Option<CreateGate>,
+}
+
+impl ServeConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> ServeConfig {
+        ServeConfig {
+            data_dir: data_dir.into(),
+            default_lang: Lang::Zh,
+            restart: RestartMode::Exec,
+            limits: ArchiveLimits::default(),
+            shutdown_grace: Duration::from_secs(10),
+            create_gate: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("unfinished restore could not be recovered: {0}")]
+    Recovery(#[from] RestoreError),
+    #[error("accounts database: {0}")]
+    Accounts(#[from] AccountsError),
+    #[error("restored data has no superuser")]
+    NoSuperuser,
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Finishes or undoes a restore left by a previous run, then opens the accounts. A restore
+/// is committed only if its data opens and holds a superuser; otherwise the old data
+/// comes back.
+pub fn open_data_dir(data_dir: &Path) -> Result<Accounts, ServerError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|source| ServerError::DataDir { path: data_dir.to_path_buf(), source })?;
+    let dir = restore::DataDir::new(data_dir);
+    match restore::recover_at_start(&dir)? {
+        Recovery::None => {}
+        Recovery::RolledBack => tracing::warn!("an interrupted restore was rolled back; data unchanged"),
+        Recovery::PendingCommit => {
+            let opened = Accounts::open(data_dir).map_err(ServerError::from).and_then(|a| {
+                match a.count(Collection::Superusers)? {
+                    0 => Err(ServerError::NoSuperuser),
+                    _ => Ok(a),
+                }
+            });
+            match opened {
+                Ok(accounts) => {
+                    restore::commit(&dir)?;
+                    tracing::info!("restore complete: serving the restored data");
+                    return Ok(accounts);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "restored data unusable; putting the old data back");
+                    restore::rollback(&dir)?;
+                }
+            }
+        }
+    }
+    Ok(Accounts::open(data_dir)?)
+}
+
+enum Stop {
+    Shutdown,
+    Restart(RestartRequest),
+}
+
+/// Serves on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accounts = Arc::new(open_data_dir(&config.data_dir)?);
+        let storage = LocalStorage::open(config.data_dir.join(BACKUPS_DIR))
+            .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
+        let (restart_tx, mut restart_rx) = mpsc::unbounded_channel();
+        let service_config = ServiceConfig {
+            data_dir: config.data_dir.clone(),
+            storage: Arc::new(storage),
+            limits: config.limits.clone(),
+            create_gate: config.create_gate.clone(),
+        };
+        let service = Service::new(service_config, accounts, restart_tx)
+            .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
+        let app = http::app(Arc::new(service), config.default_lang);
+
+        // poem gets a duplicate: `listener` itself stays open for the next round (or the
+        // re-exec), so the socket never closes. Non-blocking is a property of the shared
+        // socket, as tokio requires.
+        let acceptor = listener
+            .try_clone()
+            .and_then(|l| {
+                l.set_nonblocking(true)?;
+                poem::listener::TcpAcceptor::from_std(l)
+            })
+            .map_err(ServerError::Serve)?;
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let signal = async {
+            let stop = tokio::select! {
+                Some(request) = restart_rx.recv() => Stop::Restart(request),
+                () = &mut shutdown => Stop::Shutdown,
+            };
+            let _ = stop_tx.send(stop);
+        };
+        poem::Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(app, signal, Some(config.shutdown_grace))
+            .await
+            .map_err(ServerError::Serve)?;
+
+        let request = match stop_rx.await {
+            Ok(Stop::Restart(request)) => request,
+            Ok(Stop::Shutdown) | Err(_) => return Ok(()),
+        };
+        // The app (and with it the service and the accounts' connection) is gone now.
+        match restore::swap_in(&restore::DataDir::new(&config.data_dir), &request.extracted) {
+            Ok(_) => tracing::info!(key = %request.key, "restore swapped in; restarting"),
+            Err(e) => tracing::error!(key = %request.key, error = %e, "restore failed; old data kept, restarting"),
+        }
+        let _ = std::fs::remove_dir_all(&request.extracted);
+        if config.restart == RestartMode::Exec {
+            let e = listener::reexec(&listener);
+            tracing::error!(error = %e, "re-exec failed; restarting in-process instead");
+        }
+    }
+}

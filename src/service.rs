@@ -1,0 +1,395 @@
+//! The one place that owns the server's state and does the backup and restore work.
+//!
+//! It holds the exclusivity coordinator, the backups storage, the accounts and the data
+//! dir, and exposes one async method per API operation, each returning a typed error that
+//! the HTTP layer maps to a documented response. Heavy work (zip, SQLite, password hashes)
+//! runs on blocking threads; creates and restores run in tasks of their own, so a client
+//! that disconnects cannot abandon them half-way.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+
+use crate::accounts::{Accounts, AccountsError, Collection, Record};
+use crate::archive::{self, ArchiveError, ArchiveLimits};
+use crate::auth::{self, AuthError, TokenKind};
+use crate::model::coordinator::{Busy, Coordinator};
+use crate::model::names::{self, BackupKey, NameError};
+use crate::storage::{BackupMeta, BackupReader, BackupStorage, StorageError};
+use crate::util::TempPath;
+
+pub use crate::restore::{BACKUPS_DIR, TEMP_DIR};
+
+/// Called with the key of a create whose archive is written, before it is published.
+/// Tests use it to hold a create in progress; the server has none.
+pub type CreateGate = Arc<dyn Fn(BackupKey) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Sent to the server loop once a restore is extracted and ready to be swapped in.
+#[derive(Debug)]
+pub struct RestartRequest {
+    pub key: BackupKey,
+    /// The extracted archive, inside the temp folder.
+    pub extracted: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("another backup or restore is running")]
+    Busy,
+    #[error("no such backup")]
+    NotFound,
+    #[error("invalid name: {0:?}")]
+    InvalidName(NameError),
+    #[error("a backup with that name exists")]
+    NameExists,
+    #[error("no file was sent")]
+    FileRequired,
+    #[error("not a zip archive: {0}")]
+    NotZip(#[source] ArchiveError),
+    #[error("unsafe or oversized archive: {0}")]
+    BadArchive(#[source] ArchiveError),
+    #[error("archive cannot be restored: {0}")]
+    Unrestorable(#[source] ArchiveError),
+    #[error("backups storage: {0}")]
+    Storage(#[source] StorageError),
+    #[error("{0}")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<Busy> for BackupError {
+    fn from(_: Busy) -> Self {
+        BackupError::Busy
+    }
+}
+
+impl From<StorageError> for BackupError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NotFound => BackupError::NotFound,
+            StorageError::AlreadyExists => BackupError::NameExists,
+            e => BackupError::Storage(e),
+        }
+    }
+}
+
+impl From<std::io::Error> for BackupError {
+    fn from(e: std::io::Error) -> Self {
+        BackupError::Failed(Box::new(e))
+    }
+}
+
+impl From<tokio::task::JoinError> for BackupError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        BackupError::Failed(Box::new(e))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("wrong identity or password")]
+    BadCredentials,
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Accounts(#[from] AccountsError),
+    #[error("worker thread: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A multipart upload already streamed to a file in the temp folder.
+#[derive(Debug)]
+pub struct UploadedFile {
+    pub file_name: String,
+    pub temp: TempPath,
+}
+
+pub struct ServiceConfig {
+    pub data_dir: PathBuf,
+    pub storage: Arc<dyn BackupStorage>,
+    pub limits: ArchiveLimits,
+    pub create_gate: Option<CreateGate>,
+}
+
+pub struct Service {
+    data_dir: PathBuf,
+    temp_dir: PathBuf,
+    storage: Arc<dyn BackupStorage>,
+    accounts: Arc<Accounts>,
+    coordinator: Arc<Mutex<Coordinator>>,
+    limits: ArchiveLimits,
+    create_gate: Option<CreateGate>,
+    restart: mpsc::UnboundedSender<RestartRequest>,
+}
+
+/// Holds the coordinator's slot for a create or restore; dropping it frees the server,
+/// so an error or a panic anywhere in the work can never leave it busy.
+struct ActivityGuard {
+    coordinator: Arc<Mutex<Coordinator>>,
+    armed: bool,
+}
+
+impl ActivityGuard {
+    /// The restart now owns the slot: the server stays busy until the new one serves.
+    fn hand_over(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            lock(&self.coordinator).finish();
+        }
+    }
+}
+
+fn lock(c: &Mutex<Coordinator>) -> MutexGuard<'_, Coordinator> {
+    // The coordinator's state stays valid even if a holder panicked mid-way.
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Service {
+    /// Opens the service on a data dir whose accounts are already open. Restore requests
+    /// are sent to `restart`.
+    pub fn new(
+        config: ServiceConfig,
+        accounts: Arc<Accounts>,
+        restart: mpsc::UnboundedSender<RestartRequest>,
+    ) -> std::io::Result<Service> {
+        let temp_dir = config.data_dir.join(TEMP_DIR);
+        std::fs::create_dir_all(&temp_dir)?;
+        Ok(Service {
+            data_dir: config.data_dir,
+            temp_dir,
+            storage: config.storage,
+            accounts,
+            coordinator: Arc::default(),
+            limits: config.limits,
+            create_gate: config.create_gate,
+            restart,
+        })
+    }
+
+    pub fn temp_dir(&self) -> &Path {
+        &self.temp_dir
+    }
+
+    pub fn is_busy(&self) -> bool {
+        lock(&self.coordinator).is_busy()
+    }
+
+    fn start(&self, start: impl FnOnce(&mut Coordinator) -> Result<(), Busy>) -> Result<ActivityGuard, Busy> {
+        start(&mut lock(&self.coordinator))?;
+        Ok(ActivityGuard { coordinator: self.coordinator.clone(), armed: true })
+    }
+
+    // ---- backups ----
+
+    /// Every backup, newest first (then by key).
+    pub async fn list(&self) -> Result<Vec<BackupMeta>, BackupError> {
+        let mut list = self.storage.list().await.map_err(BackupError::Storage)?;
+        list.sort_by(|a, b| b.modified.cmp(&a.modified).then_with(|| a.key.cmp(&b.key)));
+        Ok(list)
+    }
+
+    /// Creates a backup named `name` (generated when absent or empty) and returns its key
+    /// once it is complete and stored.
+    pub async fn create(&self, name: Option<&str>) -> Result<BackupKey, BackupError> {
+        if self.is_busy() {
+            return Err(BackupError::Busy);
+        }
+        let key = match name.filter(|n| !n.is_empty()) {
+            Some(name) => {
+                let key = names::create_name(name).map_err(BackupError::InvalidName)?;
+                match self.storage.head(&key).await {
+                    Ok(_) => return Err(BackupError::NameExists),
+                    Err(StorageError::NotFound) => key,
+                    Err(e) => return Err(BackupError::Storage(e)),
+                }
+            }
+            None => {
+                let existing = self.storage.list().await.map_err(BackupError::Storage)?;
+                names::generated_name(time::OffsetDateTime::now_utc(), |k| {
+                    existing.iter().any(|m| m.key.as_str() == k)
+                })
+            }
+        };
+        let guard = self.start(|c| c.start_create(key.clone()))?;
+        let work = CreateWork {
+            data_dir: self.data_dir.clone(),
+            temp_dir: self.temp_dir.clone(),
+            storage: self.storage.clone(),
+            gate: self.create_gate.clone(),
+            key: key.clone(),
+        };
+        tracing::info!(key = %key, "backup create started");
+        // Own task: the work finishes (or cleans up) even if the client goes away.
+        let result = tokio::spawn(async move {
+            let result = work.run().await;
+            drop(guard);
+            result
+        })
+        .await?;
+        match &result {
+            Ok(()) => tracing::info!(key = %key, "backup created"),
+            Err(e) => tracing::warn!(key = %key, error = %e, "backup create failed"),
+        }
+        result.map(|()| key)
+    }
+
+    /// Stores an uploaded archive under the base name of its file name.
+    pub async fn upload(&self, file: Option<UploadedFile>) -> Result<BackupKey, BackupError> {
+        let file = file.ok_or(BackupError::FileRequired)?;
+        let key = names::upload_key(&file.file_name).map_err(BackupError::InvalidName)?;
+        let (path, limits) = (file.temp.path().to_path_buf(), self.limits.clone());
+        tokio::task::spawn_blocking(move || archive::validate(&path, &limits))
+            .await?
+            .map_err(|e| match e {
+                ArchiveError::NotZip(_) => BackupError::NotZip(e),
+                ArchiveError::Io(_) => BackupError::Failed(Box::new(e)),
+                e => BackupError::BadArchive(e),
+            })?;
+        if lock(&self.coordinator).key_in_use() == Some(&key) {
+            return Err(BackupError::NameExists);
+        }
+        self.storage.put_file(&key, file.temp.path()).await?;
+        file.temp.keep(); // consumed by the storage
+        tracing::info!(key = %key, "backup uploaded");
+        Ok(key)
+    }
+
+    pub async fn delete(&self, raw_key: &str) -> Result<(), BackupError> {
+        let key = BackupKey::parse(raw_key).ok_or(BackupError::NotFound)?;
+        if lock(&self.coordinator).key_in_use() == Some(&key) {
+            return Err(BackupError::Busy);
+        }
+        self.storage.delete(&key).await?;
+        tracing::info!(key = %key, "backup deleted");
+        Ok(())
+    }
+
+    /// Accepts a restore: checks the archive, marks the server busy, and hands the rest
+    /// (extract, swap, restart) to a background task. Returns once accepted.
+    pub async fn restore(&self, raw_key: &str) -> Result<(), BackupError> {
+        let key = BackupKey::parse(raw_key).ok_or(BackupError::NotFound)?;
+        let guard = self.start(|c| c.start_restore(key.clone()))?;
+        self.storage.head(&key).await?;
+        let archive_path = TempPath::new_in(&self.temp_dir, "restore", ".zip");
+        self.storage.fetch_to_file(&key, archive_path.path()).await?;
+        let (path, limits) = (archive_path.path().to_path_buf(), self.limits.clone());
+        tokio::task::spawn_blocking(move || archive::check_restorable(&path, &limits))
+            .await?
+            .map_err(BackupError::Unrestorable)?;
+
+        let (temp_dir, restart, limits) = (self.temp_dir.clone(), self.restart.clone(), self.limits.clone());
+        tracing::info!(key = %key, "restore accepted");
+        tokio::spawn(async move {
+            let extracted = TempPath::new_in(&temp_dir, "restore", "");
+            let dest = extracted.path().to_path_buf();
+            let src = archive_path.path().to_path_buf();
+            let result = tokio::task::spawn_blocking(move || {
+                std::fs::create_dir(&dest)?;
+                archive::extract(&src, &dest, &limits)
+            })
+            .await;
+            drop(archive_path);
+            match result {
+                Ok(Ok(())) => {
+                    let request = RestartRequest { key: key.clone(), extracted: extracted.keep() };
+                    if restart.send(request).is_ok() {
+                        guard.hand_over();
+                    } else {
+                        tracing::error!(key = %key, "restore extracted but the server loop is gone");
+                    }
+                }
+                Ok(Err(e)) => tracing::error!(key = %key, error = %e, "restore failed while extracting; data unchanged"),
+                Err(e) => tracing::error!(key = %key, error = %e, "restore task failed; data unchanged"),
+            }
+        });
+        Ok(())
+    }
+
+    /// Opens the backup (or `range` of it) for streaming.
+    pub async fn download(
+        &self,
+        raw_key: &str,
+        range: impl FnOnce(u64) -> Option<std::ops::Range<u64>>,
+    ) -> Result<BackupReader, BackupError> {
+        let key = BackupKey::parse(raw_key).ok_or(BackupError::NotFound)?;
+        let meta = self.storage.head(&key).await?;
+        Ok(self.storage.open(&key, range(meta.size)).await?)
+    }
+
+    // ---- accounts ----
+
+    async fn with_accounts<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Accounts) -> Result<T, AccountError> + Send + 'static,
+    ) -> Result<T, AccountError> {
+        let accounts = self.accounts.clone();
+        tokio::task::spawn_blocking(move || f(&accounts)).await?
+    }
+
+    /// Password login: an auth token and the record.
+    pub async fn auth_with_password(
+        &self,
+        collection: Collection,
+        identity: String,
+        password: String,
+    ) -> Result<(String, Record), AccountError> {
+        self.with_accounts(move |a| {
+            let record = a
+                .authenticate(collection, &identity, &password)?
+                .ok_or(AccountError::BadCredentials)?;
+            let token = auth::issue(a, &record, TokenKind::Auth, now_unix())?;
+            Ok((token, record))
+        })
+        .await
+    }
+
+    /// The record a token of `kind` belongs to, if the token is valid now.
+    pub async fn verify_token(&self, token: String, kind: TokenKind) -> Result<Record, AccountError> {
+        self.with_accounts(move |a| Ok(auth::verify(a, &token, kind, now_unix())?)).await
+    }
+
+    pub async fn file_token(&self, record: Record) -> Result<String, AccountError> {
+        self.with_accounts(move |a| Ok(auth::issue(a, &record, TokenKind::File, now_unix())?)).await
+    }
+}
+
+/// Everything a create needs, owned, so it can run in a task of its own.
+struct CreateWork {
+    data_dir: PathBuf,
+    temp_dir: PathBuf,
+    storage: Arc<dyn BackupStorage>,
+    gate: Option<CreateGate>,
+    key: BackupKey,
+}
+
+impl CreateWork {
+    async fn run(self) -> Result<(), BackupError> {
+        let zip = TempPath::new_in(&self.temp_dir, "create", ".zip");
+        let (data_dir, temp_dir, path) = (self.data_dir.clone(), self.temp_dir.clone(), zip.path().to_path_buf());
+        tokio::task::spawn_blocking(move || -> Result<(), BackupError> {
+            let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+            archive::create_backup(&data_dir, &[BACKUPS_DIR, TEMP_DIR], &temp_dir, &mut out, &Default::default())
+                .map_err(|e| BackupError::Failed(Box::new(e)))?;
+            out.sync_all()?;
+            Ok(())
+        })
+        .await??;
+        if let Some(gate) = &self.gate {
+            gate(self.key.clone()).await;
+        }
+        self.storage.put_file(&self.key, zip.path()).await?;
+        zip.keep(); // consumed by the storage
+        Ok(())
+    }
+}

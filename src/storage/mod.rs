@@ -1,0 +1,77 @@
+//! The backups storage: where finished backup archives live, behind one interface.
+//!
+//! The service only ever talks to [`BackupStorage`]; `local` (a folder, by default
+//! `<data dir>/backups`) is the embedded default, and other backends plug in here without
+//! the service or the HTTP layer changing. A backend must never show a partial archive:
+//! `put_file` publishes a complete file at once, or not at all.
+
+pub mod local;
+
+use std::ops::Range;
+use std::path::Path;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use futures_util::future::BoxFuture;
+use tokio::io::AsyncRead;
+
+use crate::model::names::BackupKey;
+
+pub use local::LocalStorage;
+
+/// One stored backup as the list shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupMeta {
+    pub key: BackupKey,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+/// A byte range of a stored archive, ready to stream.
+pub struct BackupReader {
+    pub meta: BackupMeta,
+    /// The bytes served: the whole file, or the requested range.
+    pub range: Range<u64>,
+    pub body: Pin<Box<dyn AsyncRead + Send>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("backup not found")]
+    NotFound,
+    #[error("a backup with this key already exists")]
+    AlreadyExists,
+    #[error("backups storage unavailable: {0}")]
+    Unavailable(#[source] std::io::Error),
+    #[error("backups storage I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+pub trait BackupStorage: Send + Sync {
+    /// Every complete backup, in no particular order.
+    fn list(&self) -> BoxFuture<'_, StorageResult<Vec<BackupMeta>>>;
+
+    /// `NotFound` when there is no such backup.
+    fn head<'a>(&'a self, key: &'a BackupKey) -> BoxFuture<'a, StorageResult<BackupMeta>>;
+
+    /// Opens the archive, or the part of it in `range` (already clamped by the caller).
+    fn open<'a>(
+        &'a self,
+        key: &'a BackupKey,
+        range: Option<Range<u64>>,
+    ) -> BoxFuture<'a, StorageResult<BackupReader>>;
+
+    /// Publishes the complete file at `local` (synced by the caller) under `key`, consuming
+    /// it, unless the key exists already (`AlreadyExists`, and `local` is left as it was).
+    fn put_file<'a>(&'a self, key: &'a BackupKey, local: &'a Path)
+        -> BoxFuture<'a, StorageResult<()>>;
+
+    fn delete<'a>(&'a self, key: &'a BackupKey) -> BoxFuture<'a, StorageResult<()>>;
+
+    /// Makes the archive available as a local file at `dest` (for restore), as cheaply as the
+    /// backend can: a hard link for the local folder, a download for remote stores.
+    fn fetch_to_file<'a>(&'a self, key: &'a BackupKey, dest: &'a Path)
+        -> BoxFuture<'a, StorageResult<()>>;
+}
