@@ -121,10 +121,14 @@ async fn serve(addr: &str, dir: PathBuf, lang: Lang) -> Result<(), Box<dyn std::
     ensure_superuser(&server::open_data_dir(&dir)?)?;
     let listener = listener::bind_or_inherit(addr)?;
     let local = listener.local_addr()?;
-    println!("pb-backups serving {}", dir.display());
-    println!("  REST API:     http://{local}/api/");
-    println!("  Swagger UI:   http://{local}{}", http::DOCS_PATH);
-    println!("  OpenAPI:      http://{local}{}", http::OPENAPI_YAML_PATH);
+    // Not println!: a closed stdout must not stop a (re-executed) server.
+    let banner = format!(
+        "pb-backups serving {}\n  REST API:     http://{local}/api/\n  Swagger UI:   http://{local}{}\n  OpenAPI:      http://{local}{}\n",
+        dir.display(),
+        http::DOCS_PATH,
+        http::OPENAPI_YAML_PATH
+    );
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
     let mut config = ServeConfig::new(dir);
     config.default_lang = lang;
     config.restart = RestartMode::Exec;

@@ -48,7 +48,13 @@ pub fn reexec(listener: &TcpListener) -> io::Error {
     // The environment is passed explicitly rather than through `set_var`, which races with
     // other threads reading it.
     // SAFETY: both arrays are null-terminated and point into CStrings that outlive the call.
-    unsafe { libc::execve(c"/proc/self/exe".as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
+    unsafe {
+        libc::execve(
+            c"/proc/self/exe".as_ptr(),
+            argv_ptrs.as_ptr(),
+            envp_ptrs.as_ptr(),
+        )
+    };
     let err = io::Error::last_os_error();
     // Still running: keep the listener from leaking into processes started later.
     let _ = set_cloexec(fd, true);
@@ -66,9 +72,10 @@ fn exec_args(fd: RawFd) -> io::Result<(Vec<CString>, Vec<CString>)> {
             envp.push(c_string(env_entry(&key, &value))?);
         }
     }
-    envp.push(c_string(
-        env_entry(OsStr::new(LISTEN_FD_ENV), OsStr::new(&fd.to_string())),
-    )?);
+    envp.push(c_string(env_entry(
+        OsStr::new(LISTEN_FD_ENV),
+        OsStr::new(&fd.to_string()),
+    ))?);
     Ok((argv, envp))
 }
 
@@ -152,7 +159,9 @@ fn to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     let len = match addr {
         SocketAddr::V4(v4) => {
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            let sin = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = v4.port().to_be();
             sin.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
@@ -160,7 +169,9 @@ fn to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         }
         SocketAddr::V6(v6) => {
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            let sin6 = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let sin6 = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_port = v6.port().to_be();
             sin6.sin6_flowinfo = v6.flowinfo();
@@ -177,7 +188,13 @@ fn int_sockopt(fd: RawFd, option: libc::c_int) -> io::Result<libc::c_int> {
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `value` and `len` describe a c_int-sized buffer.
     check(unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, option, (&mut value as *mut libc::c_int).cast(), &mut len)
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
     })?;
     Ok(value)
 }
@@ -186,7 +203,13 @@ fn set_int_sockopt(fd: RawFd, option: libc::c_int, value: libc::c_int) -> io::Re
     let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `value` is a c_int of `len` bytes.
     check(unsafe {
-        libc::setsockopt(fd, libc::SOL_SOCKET, option, (&value as *const libc::c_int).cast(), len)
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            len,
+        )
     })?;
     Ok(())
 }
@@ -228,9 +251,15 @@ mod tests {
 
     fn child(mode: &str) -> Command {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args([CHILD_TEST, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-            .env(MODE_ENV, mode)
-            .env_remove(LISTEN_FD_ENV);
+        cmd.args([
+            CHILD_TEST,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(MODE_ENV, mode)
+        .env_remove(LISTEN_FD_ENV);
         cmd
     }
 
@@ -323,9 +352,10 @@ mod tests {
         while port.is_none() || other.is_none() {
             line.clear();
             assert_ne!(stdout.read_line(&mut line).unwrap(), 0, "child ended early");
-            if let Some(p) = line.trim().strip_prefix("PORT=") {
+            // The harness may print its own text before ours on the same line.
+            if let Some((_, p)) = line.trim().split_once("PORT=") {
                 port = p.parse::<u16>().ok();
-            } else if let Some(p) = line.trim().strip_prefix("OTHER=") {
+            } else if let Some((_, p)) = line.trim().split_once("OTHER=") {
                 other = p.parse::<u16>().ok();
             }
         }

@@ -43,6 +43,8 @@ pub enum RestoreError {
     NotSwapped(PathBuf),
     #[error("the extracted backup {0} is not a directory")]
     NotADirectory(PathBuf),
+    #[error("the extracted backup {0} lies inside the restore journal folder")]
+    InsideJournal(PathBuf),
     #[error("unreadable restore journal {path}: {source}")]
     BadJournal {
         path: PathBuf,
@@ -105,10 +107,8 @@ impl DataDir {
         temp_dir: &str,
     ) -> Result<Self, RestoreError> {
         for name in [backups_dir, temp_dir] {
-            let plain = !name.is_empty()
-                && name != "."
-                && name != ".."
-                && !name.contains(['/', '\0']);
+            let plain =
+                !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0']);
             if !plain {
                 return Err(RestoreError::BadReservedName(name.to_owned()));
             }
@@ -219,6 +219,9 @@ fn swap_in_with(
         .is_dir();
     if !is_dir {
         return Err(RestoreError::NotADirectory(extracted.to_path_buf()));
+    }
+    if extracted.starts_with(&journal_dir) {
+        return Err(RestoreError::InsideJournal(extracted.to_path_buf()));
     }
     // A folder without a journal is the leftover of a swap that never moved any data.
     remove_if_exists(&journal_dir)?;
@@ -647,7 +650,11 @@ mod tests {
                     Ok(())
                 });
             });
-            assert_eq!(recover_at_start(&fx.dir).unwrap(), Recovery::RolledBack, "k = {k}");
+            assert_eq!(
+                recover_at_start(&fx.dir).unwrap(),
+                Recovery::RolledBack,
+                "k = {k}"
+            );
             assert_eq!(snapshot(&fx.dir), fx.old_tree, "k = {k}");
             assert!(temp_names(&fx.dir).is_empty(), "k = {k}");
         }
@@ -672,7 +679,11 @@ mod tests {
                     Ok(())
                 });
             });
-            assert_eq!(recover_at_start(&fx.dir).unwrap(), Recovery::RolledBack, "j = {j}");
+            assert_eq!(
+                recover_at_start(&fx.dir).unwrap(),
+                Recovery::RolledBack,
+                "j = {j}"
+            );
             assert_eq!(snapshot(&fx.dir), fx.old_tree, "j = {j}");
         }
     }

@@ -93,15 +93,29 @@ pub fn create_backup<W: Write + Seek>(
                     continue;
                 };
                 let len = file.metadata()?.len();
-                stats.bytes_in +=
-                    write_file(&mut zip, entry, base, &mut file, len, &mut chooser, &mut buf)?;
+                stats.bytes_in += write_file(
+                    &mut zip,
+                    entry,
+                    base,
+                    &mut file,
+                    len,
+                    &mut chooser,
+                    &mut buf,
+                )?;
             }
             Source::Sqlite => {
                 let snapshot = Snapshot::take(&entry.path, scratch_dir, &entry.name)?;
                 let mut file = File::open(&snapshot.path)?;
                 let len = file.metadata()?.len();
-                stats.bytes_in +=
-                    write_file(&mut zip, entry, base, &mut file, len, &mut chooser, &mut buf)?;
+                stats.bytes_in += write_file(
+                    &mut zip,
+                    entry,
+                    base,
+                    &mut file,
+                    len,
+                    &mut chooser,
+                    &mut buf,
+                )?;
             }
         }
         stats.entries += 1;
@@ -134,7 +148,10 @@ struct PlannedEntry {
 
 /// Lists the archive's entries in a stable order (sorted names, each directory before its
 /// content). Memory grows with the number of files, not with their size.
-fn plan_entries(data_dir: &Path, exclude_top_level: &[&str]) -> Result<Vec<PlannedEntry>, ArchiveError> {
+fn plan_entries(
+    data_dir: &Path,
+    exclude_top_level: &[&str],
+) -> Result<Vec<PlannedEntry>, ArchiveError> {
     let mut entries = Vec::new();
     walk(data_dir, None, exclude_top_level, &mut entries)?;
     Ok(entries)
@@ -329,7 +346,9 @@ impl MethodChooser {
 fn zip_time(modified: Option<SystemTime>) -> zip::DateTime {
     modified
         .map(time::OffsetDateTime::from)
-        .and_then(|t| zip::DateTime::try_from(time::PrimitiveDateTime::new(t.date(), t.time())).ok())
+        .and_then(|t| {
+            zip::DateTime::try_from(time::PrimitiveDateTime::new(t.date(), t.time())).ok()
+        })
         .unwrap_or_default()
 }
 
@@ -342,7 +361,10 @@ impl Snapshot {
     fn take(source: &Path, scratch_dir: &Path, name: &str) -> Result<Self, ArchiveError> {
         let path = scratch_dir.join(format!(".snapshot-{:016x}-{name}", rand::random::<u64>()));
         // create_new: never reuse (or follow) anything already at that path.
-        fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         let snapshot = Self { path };
         copy_database(source, &snapshot.path).map_err(|source| ArchiveError::Snapshot {
             name: name.to_owned(),

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -14,7 +14,9 @@ use flate2::read::DeflateDecoder;
 use zip::result::ZipError;
 use zip::{CompressionMethod, ZipArchive};
 
-use super::{check_entry_name, ArchiveError, ArchiveLimits, ArchiveSummary, DATA_DB, SQLITE_HEADER};
+use super::{
+    check_entry_name, ArchiveError, ArchiveLimits, ArchiveSummary, DATA_DB, SQLITE_HEADER,
+};
 
 const CHUNK_SIZE: usize = 256 * 1024;
 const S_IFMT: u32 = 0o170_000;
@@ -30,14 +32,17 @@ const DEFAULT_DIR_MODE: u32 = 0o755;
 /// Checks the archive at `path` without extracting it: the central directory parses, names
 /// are safe, no links or special entries, no duplicates, sizes and ratios within `limits`.
 pub fn validate(path: &Path, limits: &ArchiveLimits) -> Result<ArchiveSummary, ArchiveError> {
-    let archive = open_archive(path)?;
+    let archive = open_archive(path, limits)?;
     Ok(check_entries(&archive, limits)?.summary)
 }
 
 /// [`validate`], plus: the archive holds a top-level `data.db` that starts like an SQLite
 /// database.
-pub fn check_restorable(path: &Path, limits: &ArchiveLimits) -> Result<ArchiveSummary, ArchiveError> {
-    let mut archive = open_archive(path)?;
+pub fn check_restorable(
+    path: &Path,
+    limits: &ArchiveLimits,
+) -> Result<ArchiveSummary, ArchiveError> {
+    let mut archive = open_archive(path, limits)?;
     let checked = check_entries(&archive, limits)?;
     let Some(data_db) = checked
         .entries
@@ -51,7 +56,9 @@ pub fn check_restorable(path: &Path, limits: &ArchiveLimits) -> Result<ArchiveSu
     match read {
         Ok(()) if &header == SQLITE_HEADER => Ok(checked.summary),
         Ok(()) => Err(ArchiveError::DataDbNotSqlite),
-        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Err(ArchiveError::DataDbNotSqlite),
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+            Err(ArchiveError::DataDbNotSqlite)
+        }
         Err(err) => Err(entry_read_error(err, data_db)),
     }
 }
@@ -63,7 +70,7 @@ pub fn check_restorable(path: &Path, limits: &ArchiveLimits) -> Result<ArchiveSu
 /// always with owner read/write). On error `dest` holds an unspecified part of the archive
 /// and the caller deletes it; nothing is ever written outside `dest`.
 pub fn extract(path: &Path, dest: &Path, limits: &ArchiveLimits) -> Result<(), ArchiveError> {
-    let mut archive = open_archive(path)?;
+    let mut archive = open_archive(path, limits)?;
     let checked = check_entries(&archive, limits)?;
     let mut dirs = DirTracker::new(dest);
     let mut buf = vec![0u8; CHUNK_SIZE];
@@ -139,20 +146,78 @@ struct CheckedArchive {
     entries: Vec<CheckedEntry>,
 }
 
-fn open_archive(path: &Path) -> Result<ZipArchive<BufReader<File>>, ArchiveError> {
-    let file = File::open(path)?;
+fn open_archive(
+    path: &Path,
+    limits: &ArchiveLimits,
+) -> Result<ZipArchive<BufReader<File>>, ArchiveError> {
+    let mut file = File::open(path)?;
+    if declared_entry_count(&mut file)? > limits.max_entries as u64 {
+        return Err(ArchiveError::TooManyEntries);
+    }
+    file.rewind()?;
     ZipArchive::new(BufReader::new(file)).map_err(|err| match err {
         // A short or garbled file surfaces as an I/O error from the parser.
         ZipError::Io(io)
             if !matches!(
                 io.kind(),
-                io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+                io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::InvalidData
+                    | io::ErrorKind::InvalidInput
             ) =>
         {
             ArchiveError::Io(io)
         }
         other => ArchiveError::NotZip(other.to_string()),
     })
+}
+
+/// The entry count from the end-of-central-directory record (zip64 when present), read
+/// before the zip crate parses the directory: it allocates per declared entry, so a huge
+/// count in a small upload must be refused first. 0 when no record is found (the parser
+/// then reports the archive as invalid).
+fn declared_entry_count(file: &mut File) -> Result<u64, ArchiveError> {
+    const EOCD: &[u8] = b"PK\x05\x06";
+    const ZIP64_LOCATOR: &[u8] = b"PK\x06\x07";
+    const ZIP64_EOCD: &[u8] = b"PK\x06\x06";
+    // The record is 22 bytes plus a comment of at most 64 KiB, preceded by the 20-byte
+    // zip64 locator.
+    let len = file.metadata()?.len();
+    let tail_len = len.min(22 + 0xFFFF + 20);
+    file.seek(SeekFrom::Start(len - tail_len))?;
+    let mut tail = Vec::with_capacity(tail_len as usize);
+    Read::by_ref(file).take(tail_len).read_to_end(&mut tail)?;
+    let Some(eocd) = tail
+        .windows(4)
+        .rposition(|w| w == EOCD)
+        .filter(|pos| pos + 22 <= tail.len())
+    else {
+        return Ok(0);
+    };
+    let classic = u64::from(u16::from_le_bytes([tail[eocd + 10], tail[eocd + 11]]));
+    let Some(locator) = eocd
+        .checked_sub(20)
+        .filter(|l| &tail[*l..l + 4] == ZIP64_LOCATOR)
+    else {
+        return Ok(classic);
+    };
+    let mut offset = [0u8; 8];
+    offset.copy_from_slice(&tail[locator + 8..locator + 16]);
+    let mut record = [0u8; 40];
+    file.seek(SeekFrom::Start(u64::from_le_bytes(offset)))?;
+    match file.read_exact(&mut record) {
+        Ok(()) if &record[..4] == ZIP64_EOCD => {
+            let mut count = [0u8; 8];
+            count.copy_from_slice(&record[32..40]);
+            Ok(u64::from_le_bytes(count))
+        }
+        Ok(()) => Err(ArchiveError::NotZip(
+            "zip64 record not where its locator says".into(),
+        )),
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Err(ArchiveError::NotZip(
+            "zip64 locator points past the end".into(),
+        )),
+        Err(err) => Err(err.into()),
+    }
 }
 
 fn check_entries<R: Read + Seek>(
@@ -257,12 +322,10 @@ fn open_entry<'a, R: Read + Seek>(
     archive: &'a mut ZipArchive<R>,
     entry: &CheckedEntry,
 ) -> Result<Box<dyn Read + 'a>, ArchiveError> {
-    let raw = archive
-        .by_index_raw(entry.index)
-        .map_err(|err| match err {
-            ZipError::Io(io) => ArchiveError::Io(io),
-            other => ArchiveError::NotZip(other.to_string()),
-        })?;
+    let raw = archive.by_index_raw(entry.index).map_err(|err| match err {
+        ZipError::Io(io) => ArchiveError::Io(io),
+        other => ArchiveError::NotZip(other.to_string()),
+    })?;
     Ok(match entry.method {
         CompressionMethod::Deflated => Box::new(DeflateDecoder::new(raw)),
         _ => Box::new(raw),

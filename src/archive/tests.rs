@@ -23,7 +23,12 @@ fn tree(root: &Path) -> BTreeMap<String, (Option<Vec<u8>>, u32)> {
     fn visit(root: &Path, dir: &Path, out: &mut BTreeMap<String, (Option<Vec<u8>>, u32)>) {
         for child in fs::read_dir(dir).unwrap() {
             let path = child.unwrap().path();
-            let rel = path.strip_prefix(root).unwrap().to_str().unwrap().to_owned();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
             let meta = fs::symlink_metadata(&path).unwrap();
             let mode = meta.permissions().mode() & 0o7777;
             if meta.is_dir() {
@@ -69,7 +74,11 @@ fn populate(data: &Path) {
     fs::write(data.join("private.txt"), b"secret").unwrap();
     fs::set_permissions(data.join("private.txt"), fs::Permissions::from_mode(0o640)).unwrap();
     fs::write(data.join("other.db-wal"), b"side file").unwrap();
-    fs::write(data.join("plain.db"), b"not sqlite, archived as a plain file").unwrap();
+    fs::write(
+        data.join("plain.db"),
+        b"not sqlite, archived as a plain file",
+    )
+    .unwrap();
     symlink("/etc/hostname", data.join("link")).unwrap();
 }
 
@@ -89,7 +98,11 @@ fn round_trip_with_live_sqlite_writer() {
     let db_path = data.join("data.db");
     let conn = open_wal_db(&db_path);
     for i in 1..=500 {
-        conn.execute("INSERT INTO t (id, v) VALUES (?1, ?2)", (i, format!("row {i}"))).unwrap();
+        conn.execute(
+            "INSERT INTO t (id, v) VALUES (?1, ?2)",
+            (i, format!("row {i}")),
+        )
+        .unwrap();
     }
     // Keep this connection open so the WAL stays in place, as under a running server.
     let stop = Arc::new(AtomicBool::new(false));
@@ -101,8 +114,11 @@ fn round_trip_with_live_sqlite_writer() {
             let conn = open_wal_db(&db_path);
             let mut i = 501;
             while !stop.load(Ordering::Relaxed) {
-                conn.execute("INSERT INTO t (id, v) VALUES (?1, ?2)", (i, format!("row {i}")))
-                    .unwrap();
+                conn.execute(
+                    "INSERT INTO t (id, v) VALUES (?1, ?2)",
+                    (i, format!("row {i}")),
+                )
+                .unwrap();
                 if i == 600 {
                     started_tx.send(()).unwrap();
                 }
@@ -116,16 +132,32 @@ fn round_trip_with_live_sqlite_writer() {
     let archive_path = tmp.path().join("backup.zip");
     let scratch = data.join(".pb_temp");
     let mut out = File::create(&archive_path).unwrap();
-    let stats =
-        create_backup(&data, &EXCLUDED, &scratch, &mut out, &CreateOptions::default()).unwrap();
+    let stats = create_backup(
+        &data,
+        &EXCLUDED,
+        &scratch,
+        &mut out,
+        &CreateOptions::default(),
+    )
+    .unwrap();
     stop.store(true, Ordering::Relaxed);
     let last_written = writer.join().unwrap();
     drop(conn);
 
     assert_eq!(stats.bytes_out, fs::metadata(&archive_path).unwrap().len());
-    assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0, "snapshot left behind");
-    assert_eq!(method_of(&archive_path, "storage/abc/blob.bin"), CompressionMethod::Stored);
-    assert_eq!(method_of(&archive_path, "storage/notes.jsonl"), CompressionMethod::Deflated);
+    assert_eq!(
+        fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "snapshot left behind"
+    );
+    assert_eq!(
+        method_of(&archive_path, "storage/abc/blob.bin"),
+        CompressionMethod::Stored
+    );
+    assert_eq!(
+        method_of(&archive_path, "storage/notes.jsonl"),
+        CompressionMethod::Deflated
+    );
 
     let summary = check_restorable(&archive_path, &ArchiveLimits::default()).unwrap();
     assert!(summary.has_data_db);
@@ -137,14 +169,23 @@ fn round_trip_with_live_sqlite_writer() {
 
     // The snapshot: intact, and exactly the first n rows for some n the writer reached.
     let restored = Connection::open(dest.join("data.db")).unwrap();
-    let check: String = restored.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let check: String = restored
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(check, "ok");
     let (count, max): (i64, i64) = restored
-        .query_row("SELECT count(*), max(id) FROM t", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row("SELECT count(*), max(id) FROM t", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
     assert_eq!(count, max, "rows are not a prefix");
-    assert!((600..=last_written).contains(&max), "max {max}, writer reached {last_written}");
-    let v: String = restored.query_row("SELECT v FROM t WHERE id = ?1", [max], |r| r.get(0)).unwrap();
+    assert!(
+        (600..=last_written).contains(&max),
+        "max {max}, writer reached {last_written}"
+    );
+    let v: String = restored
+        .query_row("SELECT v FROM t WHERE id = ?1", [max], |r| r.get(0))
+        .unwrap();
     assert_eq!(v, format!("row {max}"));
     drop(restored);
 
@@ -187,12 +228,27 @@ fn archives_are_readable_without_a_database() {
 
 #[test]
 fn entry_names_are_checked() {
-    for good in ["a", "a/b.txt", "dir/", "a/b/c/", "c:", "x:y", "..a", "a.."] {
+    for good in [
+        "a", "a/b.txt", "dir/", "a/b/c/", "a/c:d", "ab:c", "..a", "a..",
+    ] {
         assert!(check_entry_name(good).is_ok(), "{good:?}");
     }
     for bad in [
-        "", "/", "/abs", "../x", "a/../../x", "a/..", "./a", "a/./b", "a//b", "C:/x", "c:x",
-        "a\\b", "a\0b", "a//",
+        "",
+        "/",
+        "/abs",
+        "../x",
+        "a/../../x",
+        "a/..",
+        "./a",
+        "a/./b",
+        "a//b",
+        "C:/x",
+        "c:x",
+        "c:",
+        "a\\b",
+        "a\0b",
+        "a//",
     ] {
         assert!(
             matches!(check_entry_name(bad), Err(ArchiveError::UnsafePath { .. })),
@@ -234,7 +290,11 @@ impl Scene {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(names, ["dest", "upload.zip"], "something was written outside dest");
+        assert_eq!(
+            names,
+            ["dest", "upload.zip"],
+            "something was written outside dest"
+        );
         assert!(!self.root.parent().unwrap().join("x").exists());
         result
     }
@@ -244,7 +304,8 @@ fn zip_of(entries: &[(&str, &[u8], CompressionMethod)]) -> Vec<u8> {
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
     for (name, content, method) in entries {
         if let Some(dir) = name.strip_suffix('/') {
-            zip.add_directory(dir, SimpleFileOptions::default()).unwrap();
+            zip.add_directory(dir, SimpleFileOptions::default())
+                .unwrap();
         } else {
             let options = SimpleFileOptions::default().compression_method(*method);
             zip.start_file(*name, options).unwrap();
@@ -292,17 +353,28 @@ const STORED: CompressionMethod = CompressionMethod::Stored;
 #[test]
 fn zip_slip_and_absolute_paths_are_refused() {
     for name in ["../x", "/abs.txt", "a/../../x", "a\\b"] {
-        let scene = Scene::new(&zip_of(&[("ok.txt", b"fine", DEFLATED), (name, b"evil", DEFLATED)]));
+        let scene = Scene::new(&zip_of(&[
+            ("ok.txt", b"fine", DEFLATED),
+            (name, b"evil", DEFLATED),
+        ]));
         let err = scene.extract(&ArchiveLimits::default()).unwrap_err();
-        assert!(matches!(err, ArchiveError::UnsafePath { .. }), "{name}: {err:?}");
-        assert_eq!(fs::read_dir(&scene.dest).unwrap().count(), 0, "{name}: extracted before validating");
+        assert!(
+            matches!(err, ArchiveError::UnsafePath { .. }),
+            "{name}: {err:?}"
+        );
+        assert_eq!(
+            fs::read_dir(&scene.dest).unwrap().count(),
+            0,
+            "{name}: extracted before validating"
+        );
     }
 }
 
 #[test]
 fn symlink_entries_are_refused() {
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
-    zip.add_symlink("link", "/etc/passwd", SimpleFileOptions::default()).unwrap();
+    zip.add_symlink("link", "/etc/passwd", SimpleFileOptions::default())
+        .unwrap();
     let scene = Scene::new(&zip.finish().unwrap().into_inner());
     let err = scene.extract(&ArchiveLimits::default()).unwrap_err();
     assert!(matches!(err, ArchiveError::SpecialEntry { .. }), "{err:?}");
@@ -312,7 +384,8 @@ fn symlink_entries_are_refused() {
 fn fifo_entries_are_refused() {
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
     let fifo = SimpleFileOptions::default().external_attributes(0o010_644 << 16);
-    zip.start_file("pipe", fifo.system(zip::System::Unix)).unwrap();
+    zip.start_file("pipe", fifo.system(zip::System::Unix))
+        .unwrap();
     let scene = Scene::new(&zip.finish().unwrap().into_inner());
     let err = scene.extract(&ArchiveLimits::default()).unwrap_err();
     assert!(matches!(err, ArchiveError::SpecialEntry { .. }), "{err:?}");
@@ -324,20 +397,31 @@ fn duplicate_names_are_refused() {
     assert_eq!(patch(&mut bytes, b"b.txt", b"a.txt"), 2);
     let scene = Scene::new(&bytes);
     let err = scene.extract(&ArchiveLimits::default()).unwrap_err();
-    assert!(matches!(err, ArchiveError::DuplicateEntry { .. }), "{err:?}");
+    assert!(
+        matches!(err, ArchiveError::DuplicateEntry { .. }),
+        "{err:?}"
+    );
 
     // Same name once the trailing '/' is dropped.
-    let scene = Scene::new(&zip_of(&[("d/", b"", STORED), ("e", b"file", STORED)]));
-    let mut bytes = fs::read(&scene.archive).unwrap();
-    assert_eq!(patch(&mut bytes, b"e", b"d"), 2);
+    let mut bytes = zip_of(&[("samename/", b"", STORED), ("samenamX", b"file", STORED)]);
+    assert_eq!(patch(&mut bytes, b"samenamX", b"samename"), 2);
     let scene = Scene::new(&bytes);
     let err = scene.extract(&ArchiveLimits::default()).unwrap_err();
-    assert!(matches!(err, ArchiveError::DuplicateEntry { .. }), "{err:?}");
+    assert!(
+        matches!(err, ArchiveError::DuplicateEntry { .. }),
+        "{err:?}"
+    );
 
     // A file that is also a parent directory.
-    let scene = Scene::new(&zip_of(&[("a", b"file", STORED), ("a/b", b"child", STORED)]));
+    let scene = Scene::new(&zip_of(&[
+        ("a", b"file", STORED),
+        ("a/b", b"child", STORED),
+    ]));
     let err = scene.extract(&ArchiveLimits::default()).unwrap_err();
-    assert!(matches!(err, ArchiveError::DuplicateEntry { .. }), "{err:?}");
+    assert!(
+        matches!(err, ArchiveError::DuplicateEntry { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -376,7 +460,10 @@ fn compression_bombs_are_refused() {
         ..ArchiveLimits::default()
     };
     let err = scene.extract(&strict).unwrap_err();
-    assert!(matches!(err, ArchiveError::SuspiciousRatio { .. }), "{err:?}");
+    assert!(
+        matches!(err, ArchiveError::SuspiciousRatio { .. }),
+        "{err:?}"
+    );
     // Genuine zeros stay within the default ratio.
     scene.extract(&ArchiveLimits::default()).unwrap();
 
@@ -385,18 +472,28 @@ fn compression_bombs_are_refused() {
     patch_declared_size(&mut bytes, 4_000_000_000);
     let scene = Scene::new(&bytes);
     let err = scene.extract(&ArchiveLimits::default()).unwrap_err();
-    assert!(matches!(err, ArchiveError::SuspiciousRatio { .. }), "{err:?}");
+    assert!(
+        matches!(err, ArchiveError::SuspiciousRatio { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn size_and_count_limits_apply() {
-    let bytes = zip_of(&[("a", b"12345", STORED), ("b", b"67890", STORED), ("c/", b"", STORED)]);
+    let bytes = zip_of(&[
+        ("a", b"12345", STORED),
+        ("b", b"67890", STORED),
+        ("c/", b"", STORED),
+    ]);
     let scene = Scene::new(&bytes);
     let few = ArchiveLimits {
         max_entries: 2,
         ..ArchiveLimits::default()
     };
-    assert!(matches!(scene.extract(&few), Err(ArchiveError::TooManyEntries)));
+    assert!(matches!(
+        scene.extract(&few),
+        Err(ArchiveError::TooManyEntries)
+    ));
     let small = ArchiveLimits {
         max_total_size: 9,
         ..ArchiveLimits::default()
@@ -415,12 +512,19 @@ fn size_and_count_limits_apply() {
 
 #[test]
 fn not_a_zip_is_refused() {
-    for bytes in [Vec::new(), b"just some text, not a zip".to_vec(), random_bytes(4096)] {
+    for bytes in [
+        Vec::new(),
+        b"just some text, not a zip".to_vec(),
+        random_bytes(4096),
+    ] {
         let scene = Scene::new(&bytes);
         let err = validate(&scene.archive, &ArchiveLimits::default()).unwrap_err();
         assert!(matches!(err, ArchiveError::NotZip(_)), "{err:?}");
         assert_eq!(err.client_message(), "The archive is not a valid zip file.");
-        assert!(matches!(scene.extract(&ArchiveLimits::default()), Err(ArchiveError::NotZip(_))));
+        assert!(matches!(
+            scene.extract(&ArchiveLimits::default()),
+            Err(ArchiveError::NotZip(_))
+        ));
     }
 }
 
@@ -432,10 +536,22 @@ fn restorable_needs_a_sqlite_data_db_at_the_top() {
         check_restorable(&scene.archive, &limits)
     };
     let sqlite = b"SQLite format 3\0 and then pages";
-    assert!(matches!(check(&[("x.txt", b"x", STORED)]), Err(ArchiveError::MissingDataDb)));
-    assert!(matches!(check(&[("sub/data.db", sqlite, STORED)]), Err(ArchiveError::MissingDataDb)));
-    assert!(matches!(check(&[("data.db/", b"", STORED)]), Err(ArchiveError::MissingDataDb)));
-    assert!(matches!(check(&[("data.db", b"hello", DEFLATED)]), Err(ArchiveError::DataDbNotSqlite)));
+    assert!(matches!(
+        check(&[("x.txt", b"x", STORED)]),
+        Err(ArchiveError::MissingDataDb)
+    ));
+    assert!(matches!(
+        check(&[("sub/data.db", sqlite, STORED)]),
+        Err(ArchiveError::MissingDataDb)
+    ));
+    assert!(matches!(
+        check(&[("data.db/", b"", STORED)]),
+        Err(ArchiveError::MissingDataDb)
+    ));
+    assert!(matches!(
+        check(&[("data.db", b"hello", DEFLATED)]),
+        Err(ArchiveError::DataDbNotSqlite)
+    ));
     assert!(matches!(
         check(&[("data.db", b"SQLite format 3", STORED)]),
         Err(ArchiveError::DataDbNotSqlite)
@@ -471,11 +587,19 @@ fn permissions_are_restored_without_special_bits() {
     zip.write_all(b"#!/bin/sh\n").unwrap();
     let locked = SimpleFileOptions::default().unix_permissions(0o000);
     zip.start_file("locked", locked).unwrap();
-    zip.add_directory("ro", SimpleFileOptions::default().unix_permissions(0o555)).unwrap();
-    zip.start_file("ro/inner", SimpleFileOptions::default()).unwrap();
+    zip.add_directory("ro", SimpleFileOptions::default().unix_permissions(0o555))
+        .unwrap();
+    zip.start_file("ro/inner", SimpleFileOptions::default())
+        .unwrap();
     let scene = Scene::new(&zip.finish().unwrap().into_inner());
     scene.extract(&ArchiveLimits::default()).unwrap();
-    let mode = |name: &str| fs::metadata(scene.dest.join(name)).unwrap().permissions().mode() & 0o7777;
+    let mode = |name: &str| {
+        fs::metadata(scene.dest.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
     assert_eq!(mode("tool"), 0o755);
     assert_eq!(mode("locked"), 0o600);
     assert_eq!(mode("ro"), 0o755);
@@ -485,7 +609,9 @@ fn permissions_are_restored_without_special_bits() {
 #[test]
 fn client_messages_hide_details() {
     let errors = [
-        ArchiveError::UnsafePath { name: "/etc/passwd".into() },
+        ArchiveError::UnsafePath {
+            name: "/etc/passwd".into(),
+        },
         ArchiveError::Io(std::io::Error::other("/secret/path: denied")),
         ArchiveError::NotZip("/tmp/x: bad".into()),
     ];
@@ -494,4 +620,20 @@ fn client_messages_hide_details() {
         assert!(!message.contains('/'), "{message}");
         assert!(message.ends_with('.'), "{message}");
     }
+}
+
+#[test]
+fn declared_entry_count_is_checked_before_parsing() {
+    let mut bytes = zip_of(&[("a", b"1", STORED), ("b", b"2", STORED)]);
+    let eocd = bytes.windows(4).rposition(|w| w == b"PK\x05\x06").unwrap();
+    for offset in [8, 10] {
+        bytes[eocd + offset..eocd + offset + 2].copy_from_slice(&60_000u16.to_le_bytes());
+    }
+    let scene = Scene::new(&bytes);
+    let limits = ArchiveLimits {
+        max_entries: 1000,
+        ..ArchiveLimits::default()
+    };
+    let err = validate(&scene.archive, &limits).unwrap_err();
+    assert!(matches!(err, ArchiveError::TooManyEntries), "{err:?}");
 }

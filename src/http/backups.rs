@@ -17,7 +17,8 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use super::auth::{AuthToken, FileToken};
 use super::download::{content_disposition, parse_range};
 use super::error::{response_errors, ApiError, ErrorBody};
-use super::upload::UploadForm;
+use super::body::DeferredBody;
+use super::upload::{self as upload_body, UploadForm};
 use crate::i18n::Message;
 use crate::model::fields;
 use crate::model::names::NameError;
@@ -301,6 +302,18 @@ fn archive_message(e: &crate::archive::ArchiveError) -> Message {
     }
 }
 
+/// The create body: JSON `{"name": ...}`, or nothing at all for a generated name.
+async fn read_create_body(body: DeferredBody<Json<CreateBackupBody>>) -> Result<CreateBackupBody, ApiError> {
+    use poem_openapi::types::ParseFromJSON;
+    let invalid = || ApiError::new(400, Message::InvalidJson);
+    let bytes = body.into_body().into_bytes_limit(64 * 1024).await.map_err(|_| invalid())?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(CreateBackupBody::default());
+    }
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+    CreateBackupBody::parse_from_json(Some(value)).map_err(|_| invalid())
+}
+
 pub struct BackupsApi;
 
 #[OpenApi(tag = "ApiTags::Backups")]
@@ -351,12 +364,16 @@ impl BackupsApi {
         &self,
         auth: AuthToken,
         service: Data<&Arc<Service>>,
-        body: Json<CreateBackupBody>,
+        body: DeferredBody<Json<CreateBackupBody>>,
     ) -> CreateResponse {
         if let Err(e) = auth.superuser() {
             return e.into();
         }
-        match service.create(body.0.name.as_deref()).await {
+        let body = match read_create_body(body).await {
+            Ok(body) => body,
+            Err(e) => return e.into(),
+        };
+        match service.create(body.name.as_deref()).await {
             Ok(_) => CreateResponse::Created,
             Err(e) => api_error(e, Message::BusyCreate, Message::CreateFailed).into(),
         }
@@ -367,11 +384,21 @@ impl BackupsApi {
     /// Uploads a backup file (`multipart/form-data`, field `file`, a zip archive). Only
     /// superusers can perform this action.
     #[oai(path = "/backups/upload", method = "post", operation_id = "uploadBackup")]
-    async fn upload(&self, auth: AuthToken, service: Data<&Arc<Service>>, form: UploadForm) -> UploadResponse {
+    async fn upload(
+        &self,
+        auth: AuthToken,
+        service: Data<&Arc<Service>>,
+        req: &Request,
+        form: DeferredBody<UploadForm>,
+    ) -> UploadResponse {
         if let Err(e) = auth.superuser() {
             return e.into();
         }
-        match service.upload(form.0).await {
+        let file = match upload_body::receive(req, form.into_body(), &service).await {
+            Ok(file) => file,
+            Err(e) => return e.into(),
+        };
+        match service.upload(file).await {
             Ok(_) => UploadResponse::Uploaded,
             Err(e) => api_error(e, Message::Busy, Message::UploadFailed).into(),
         }

@@ -29,6 +29,8 @@ English with `Accept-Language: en`.";
 pub fn api_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new((BackupsApi, AccountsApi), "pb-backups: PocketBase Backups API", env!("CARGO_PKG_VERSION"))
         .description(DESCRIPTION)
+        // Served nested under /api: the document's paths say so, as the spec's do.
+        .url_prefix("/api")
 }
 
 /// The documented body of an error response, if the spec documents one for it.

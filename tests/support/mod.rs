@@ -1,0 +1,223 @@
+//! Test support: servers on port 0 (in-process or the real binary), accounts, HTTP helpers.
+//!
+//! Every integration test binary includes this with `mod support;`; not every binary uses
+//! every helper.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pb_backups::accounts::Collection;
+use pb_backups::i18n::Lang;
+use pb_backups::server::{self, RestartMode, ServeConfig};
+use pb_backups::service::CreateGate;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+pub const SUPERUSER: (&str, &str) = ("admin@example.com", "1234567890");
+pub const USER: (&str, &str) = ("user@example.com", "0987654321");
+
+/// Creates the test accounts in a data dir (which may not exist yet).
+pub fn seed_accounts(dir: &Path) {
+    let accounts = server::open_data_dir(dir).expect("open data dir");
+    accounts.upsert(Collection::Superusers, SUPERUSER.0, SUPERUSER.1).unwrap();
+    accounts.upsert(Collection::Users, USER.0, USER.1).unwrap();
+}
+
+/// Options for an in-process server.
+#[derive(Default)]
+pub struct Options {
+    pub lang: Option<Lang>,
+    pub create_gate: Option<CreateGate>,
+}
+
+/// The server running inside the test process (restarts in-process after a restore).
+pub struct TestServer {
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> TestServer {
+        // Server logs show with a failing test's output (RUST_LOG to change the level).
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        let dir = tempfile::tempdir().unwrap();
+        seed_accounts(dir.path());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let mut config = ServeConfig::new(dir.path());
+        config.restart = RestartMode::InProcess;
+        config.default_lang = options.lang.unwrap_or(Lang::Zh);
+        config.create_gate = options.create_gate;
+        config.shutdown_grace = Duration::from_secs(2);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server::run(listener, config, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server failed");
+        });
+        TestServer { base, dir, client: reqwest::Client::new(), shutdown: Some(tx), task: Some(task) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    pub async fn token(&self, collection: &str, (email, password): (&str, &str)) -> String {
+        login(&self.client, &self.base, collection, email, password).await
+    }
+
+    pub async fn superuser_token(&self) -> String {
+        self.token("_superusers", SUPERUSER).await
+    }
+
+    pub async fn user_token(&self) -> String {
+        self.token("users", USER).await
+    }
+
+    pub async fn file_token(&self, auth: &str) -> String {
+        file_token(&self.client, &self.base, auth).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub async fn login(client: &reqwest::Client, base: &str, collection: &str, email: &str, password: &str) -> String {
+    let r = client
+        .post(format!("{base}/api/collections/{collection}/auth-with-password"))
+        .json(&json!({"identity": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "login of {email}");
+    r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
+}
+
+pub async fn file_token(client: &reqwest::Client, base: &str, auth: &str) -> String {
+    let r = client.post(format!("{base}/api/files/token")).header("Authorization", auth).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
+}
+
+/// Status and JSON body (Null when empty) of a response.
+pub async fn status_json(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let bytes = r.bytes().await.unwrap();
+    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())) };
+    (status, body)
+}
+
+/// The documented error body.
+pub fn error_body(status: u16, message: &str) -> Value {
+    json!({"status": status, "message": message, "data": {}})
+}
+
+/// A small valid zip holding `data.db` copied from the server's own data (any SQLite file).
+pub fn zip_with(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut buf);
+        for (name, data) in entries {
+            zip.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+            zip.write_all(data).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+    buf.into_inner()
+}
+
+pub fn multipart_file(name: &str, bytes: Vec<u8>) -> reqwest::multipart::Form {
+    let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()).mime_str("application/zip").unwrap();
+    reqwest::multipart::Form::new().part("file", part)
+}
+
+/// Polls `f` until it returns Some, failing after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The real `pb-backups` binary serving a data dir on port 0 (restarts by re-exec).
+pub struct BinaryServer {
+    pub base: String,
+    pub dir: PathBuf,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl BinaryServer {
+    pub fn start(dir: &Path) -> BinaryServer {
+        let log = dir.with_extension("log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pb-backups"))
+            .args(["serve", "--http", "127.0.0.1:0", "--dir"])
+            .arg(dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start pb-backups");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Keep draining stdout: the server prints again after every restart.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.trim().strip_prefix("REST API:") {
+                    let _ = tx.send(url.trim().trim_end_matches("/api/").to_string());
+                }
+            }
+        });
+        let base = rx.recv_timeout(Duration::from_secs(30)).expect("the server printed its address");
+        BinaryServer { base, dir: dir.to_path_buf(), child, log }
+    }
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
