@@ -1,0 +1,101 @@
+//! A restore with the real binary: the data is replaced, the accounts come from the backup,
+//! the process re-executes itself on the same socket, and no connection is ever refused.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_replaces_data_and_never_refuses_a_connection() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("pb_data");
+    seed_accounts(&dir);
+    std::fs::create_dir_all(dir.join("uploads")).unwrap();
+    std::fs::write(dir.join("uploads/a.txt"), "before").unwrap();
+    let server = BinaryServer::start(&dir);
+    let base = server.base.clone();
+    let client = reqwest::Client::new();
+    let su = login(&client, &base, "_superusers", SUPERUSER.0, SUPERUSER.1).await;
+
+    let r = client.post(format!("{base}/api/backups")).header("Authorization", &su).json(&json!({"name": "snap.zip"})).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+
+    // Change everything after the backup: files, and the accounts.
+    std::fs::write(dir.join("uploads/a.txt"), "after").unwrap();
+    std::fs::write(dir.join("uploads/new.txt"), "new").unwrap();
+    let accounts = pb_backups::accounts::Accounts::open(&dir).unwrap();
+    accounts.upsert(pb_backups::accounts::Collection::Users, "late@example.com", "late-password").unwrap();
+    drop(accounts);
+    let late = login(&client, &base, "users", "late@example.com", "late-password").await;
+
+    // Poll with a fresh connection each time, counting refusals, all through the restore.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (refused, answered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let poller = tokio::spawn({
+        let (stop, refused, answered, base) = (stop.clone(), refused.clone(), answered.clone(), base.clone());
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+                match fresh.get(format!("{base}/api/health")).timeout(Duration::from_secs(10)).send().await {
+                    Ok(_) => answered.fetch_add(1, Ordering::Relaxed),
+                    Err(e) if e.is_connect() => refused.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => panic!("health poll failed: {e}"),
+                };
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+
+    let r = client.post(format!("{base}/api/backups/snap.zip/restore")).header("Authorization", &su).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    // The restored data shows once the new process serves.
+    eventually(Duration::from_secs(30), "the restored data", || async {
+        (std::fs::read_to_string(dir.join("uploads/a.txt")).ok()? == "before").then_some(())
+    })
+    .await;
+    let fresh = reqwest::Client::new();
+    let restored_token = eventually(Duration::from_secs(30), "the restarted server", || async {
+        let r = fresh
+            .post(format!("{base}/api/collections/_superusers/auth-with-password"))
+            .json(&json!({"identity": SUPERUSER.0, "password": SUPERUSER.1}))
+            .send()
+            .await
+            .ok()?;
+        let body: Value = r.json().await.ok()?;
+        body["token"].as_str().map(String::from)
+    })
+    .await;
+    // Let the poller see the server for a little longer, then stop it.
+    let seen = answered.load(Ordering::Relaxed);
+    eventually(Duration::from_secs(10), "more polls", || async { (answered.load(Ordering::Relaxed) > seen + 5).then_some(()) }).await;
+    stop.store(true, Ordering::Relaxed);
+    poller.await.unwrap();
+    assert_eq!(refused.load(Ordering::Relaxed), 0, "connections refused during the restore");
+
+    assert!(!dir.join("uploads/new.txt").exists(), "files made after the backup are gone");
+    assert!(dir.join("backups/snap.zip").exists(), "backups are kept across a restore");
+    assert!(!dir.join(".pb_temp/restore").exists(), "the restore journal is cleaned up");
+
+    // Accounts are the backup's: the later user is gone; the superuser (same record and
+    // secrets in the backup) keeps working, old token included.
+    let r = fresh.get(format!("{base}/api/backups")).header("Authorization", &late).send().await.unwrap();
+    assert_eq!(r.status(), 401, "a token of an account newer than the backup");
+    let r = fresh
+        .post(format!("{base}/api/collections/users/auth-with-password"))
+        .json(&json!({"identity": "late@example.com", "password": "late-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    for token in [&su, &restored_token] {
+        let r = fresh.get(format!("{base}/api/backups")).header("Authorization", token).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(log.contains("restore complete"), "the re-executed server committed the restore:\n{log}");
+}
