@@ -248,7 +248,7 @@ impl Service {
     pub async fn upload(&self, file: Option<UploadedFile>) -> Result<BackupKey, BackupError> {
         let file = file.ok_or(BackupError::FileRequired)?;
         let key = names::upload_key(&file.file_name).map_err(BackupError::InvalidName)?;
-        let (path, limits) = (file.temp.path().to_path_buf(), self.limits.clone());
+        let (path, limits) = (file.temp.path().to_path_buf(), self.limits);
         tokio::task::spawn_blocking(move || archive::validate(&path, &limits))
             .await?
             .map_err(|e| match e {
@@ -283,12 +283,13 @@ impl Service {
         self.storage.head(&key).await?;
         let archive_path = TempPath::new_in(&self.temp_dir, "restore", ".zip");
         self.storage.fetch_to_file(&key, archive_path.path()).await?;
-        let (path, limits) = (archive_path.path().to_path_buf(), self.limits.clone());
+        let limits = self.restore_limits();
+        let path = archive_path.path().to_path_buf();
         tokio::task::spawn_blocking(move || archive::check_restorable(&path, &limits))
             .await?
             .map_err(BackupError::Unrestorable)?;
 
-        let (temp_dir, restart, limits) = (self.temp_dir.clone(), self.restart.clone(), self.limits.clone());
+        let (temp_dir, restart) = (self.temp_dir.clone(), self.restart.clone());
         tracing::info!(key = %key, "restore accepted");
         tokio::spawn(async move {
             let extracted = TempPath::new_in(&temp_dir, "restore", "");
@@ -314,6 +315,18 @@ impl Service {
             }
         });
         Ok(())
+    }
+
+    /// The configured limits, with the total size further capped by the free space of the
+    /// data dir's disk (less a margin): an extraction that cannot fit is refused up front.
+    fn restore_limits(&self) -> ArchiveLimits {
+        const MARGIN: u64 = 64 << 20;
+        let mut limits = self.limits;
+        match crate::util::free_space(&self.temp_dir) {
+            Ok(free) => limits.max_total_size = limits.max_total_size.min(free.saturating_sub(MARGIN)),
+            Err(e) => tracing::warn!(error = %e, "free space unknown; using the configured limit"),
+        }
+        limits
     }
 
     /// Opens the backup (or `range` of it) for streaming.
