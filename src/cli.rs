@@ -1,4 +1,4 @@
-//! The command line: `serve`, account management and `openapi`.
+//! The command line: `serve`, account management, `backups check-s3` and `openapi`.
 
 use std::path::PathBuf;
 
@@ -6,7 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::accounts::{Accounts, Collection};
 use crate::i18n::Lang;
-use crate::server::{self, RestartMode, ServeConfig};
+use crate::server::{self, RestartMode, ServeConfig, StorageChoice};
+use crate::storage::s3::{S3Config, S3Storage};
 use crate::{http, listener};
 
 #[derive(Parser, Debug)]
@@ -21,6 +22,51 @@ pub struct DataDirArg {
     /// The data directory: data.db (accounts), the files backed up, and backups/.
     #[arg(long, default_value = "pb_data", env = "PB_DATA_DIR")]
     pub dir: PathBuf,
+}
+
+/// Backups in an S3-compatible bucket instead of `<dir>/backups`. Access keys are read from
+/// the environment only (PB_BACKUPS_S3_ACCESS_KEY, PB_BACKUPS_S3_SECRET_KEY) and never shown.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Backups in S3")]
+pub struct S3Args {
+    /// Keep backups in this S3 bucket (which must exist) instead of <dir>/backups. Keys are
+    /// read from PB_BACKUPS_S3_ACCESS_KEY and PB_BACKUPS_S3_SECRET_KEY (environment only).
+    #[arg(long = "backups-s3-bucket", env = "PB_BACKUPS_S3_BUCKET", value_name = "BUCKET")]
+    pub bucket: Option<String>,
+    /// Base URL of an S3-compatible service (MinIO, R2, …); AWS S3 when absent.
+    #[arg(long = "backups-s3-endpoint", env = "PB_BACKUPS_S3_ENDPOINT", value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Region of the bucket.
+    #[arg(long = "backups-s3-region", env = "PB_BACKUPS_S3_REGION", default_value = "us-east-1", value_name = "REGION")]
+    pub region: String,
+    /// Folder inside the bucket for the backups (and their lease objects).
+    #[arg(long = "backups-s3-prefix", env = "PB_BACKUPS_S3_PREFIX", default_value = "", value_name = "PREFIX")]
+    pub prefix: String,
+    /// Path-style requests (URL/BUCKET/KEY) instead of virtual-hosted (BUCKET.HOST/KEY):
+    /// needed for IP-address endpoints and most self-hosted stores.
+    #[arg(long = "backups-s3-path-style", env = "PB_BACKUPS_S3_PATH_STYLE", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false", value_name = "BOOL")]
+    pub path_style: bool,
+}
+
+impl S3Args {
+    /// The S3 configuration, keys from the environment; `None` without a bucket.
+    pub fn config(&self) -> Result<Option<S3Config>, Box<dyn std::error::Error>> {
+        let Some(bucket) = self.bucket.clone().filter(|b| !b.is_empty()) else {
+            return Ok(None);
+        };
+        let key = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let mut config = S3Config::new(bucket);
+        config.endpoint = self.endpoint.clone().filter(|e| !e.is_empty());
+        config.region = self.region.clone();
+        config.prefix = self.prefix.clone();
+        config.path_style = self.path_style;
+        config.access_key = key("PB_BACKUPS_S3_ACCESS_KEY");
+        config.secret_key = key("PB_BACKUPS_S3_SECRET_KEY");
+        if config.access_key.is_some() != config.secret_key.is_some() {
+            return Err("set both PB_BACKUPS_S3_ACCESS_KEY and PB_BACKUPS_S3_SECRET_KEY, or neither".into());
+        }
+        Ok(Some(config))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -38,7 +84,12 @@ pub enum Command {
         /// Language of messages for requests whose Accept-Language names neither zh nor en.
         #[arg(long, default_value = "zh", env = "PB_LANG", value_parser = ["zh", "en"])]
         lang: String,
+        #[command(flatten)]
+        s3: S3Args,
     },
+    /// Backups storage tools.
+    #[command(subcommand)]
+    Backups(BackupsCommand),
     /// Manage superuser accounts (they may use the backups API).
     #[command(subcommand)]
     Superuser(AccountCommand),
@@ -47,6 +98,17 @@ pub enum Command {
     User(AccountCommand),
     /// Print the OpenAPI document (YAML), exactly as served at /openapi.yaml.
     Openapi,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupsCommand {
+    /// Check an S3 configuration (the same flags and environment as `serve`): endpoint
+    /// reachable, bucket present, keys accepted, writes and conditional writes working.
+    /// Writes and removes a few small test objects under the prefix.
+    CheckS3 {
+        #[command(flatten)]
+        s3: S3Args,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -72,7 +134,11 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Openapi => print!("{}", http::openapi::document_yaml()),
         Command::Superuser(cmd) => account(Collection::Superusers, cmd)?,
         Command::User(cmd) => account(Collection::Users, cmd)?,
-        Command::Serve { http, dir, lang } => serve(&http, dir.dir, lang.parse()?).await?,
+        Command::Serve { http, dir, lang, s3 } => {
+            let storage = s3.config()?.map_or(StorageChoice::Local, StorageChoice::S3);
+            serve(&http, dir.dir, lang.parse()?, storage).await?
+        }
+        Command::Backups(BackupsCommand::CheckS3 { s3 }) => check_s3(&s3).await?,
     }
     Ok(())
 }
@@ -115,7 +181,31 @@ fn ensure_superuser(accounts: &Accounts) -> Result<(), Box<dyn std::error::Error
     Ok(())
 }
 
-async fn serve(addr: &str, dir: PathBuf, lang: Lang) -> Result<(), Box<dyn std::error::Error>> {
+async fn check_s3(args: &S3Args) -> Result<(), Box<dyn std::error::Error>> {
+    let config = args.config()?.ok_or("no bucket: set --backups-s3-bucket or PB_BACKUPS_S3_BUCKET")?;
+    let keys = if config.access_key.is_some() { "from PB_BACKUPS_S3_ACCESS_KEY/SECRET_KEY" } else { "none (default AWS chain)" };
+    println!(
+        "checking bucket {:?} at {} (region {}, prefix {:?}, {} requests, keys {keys})",
+        config.bucket,
+        config.endpoint.as_deref().unwrap_or("AWS S3"),
+        config.region,
+        config.normalized_prefix(),
+        if config.path_style { "path-style" } else { "virtual-hosted" },
+    );
+    let storage = S3Storage::new(config)?;
+    match storage.check().await {
+        Ok(done) => {
+            for line in done {
+                println!("ok: {line}");
+            }
+            println!("the configuration works");
+            Ok(())
+        }
+        Err(problem) => Err(format!("S3 check failed: {problem}").into()),
+    }
+}
+
+async fn serve(addr: &str, dir: PathBuf, lang: Lang, storage: StorageChoice) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&dir)?;
     let dir = dir.canonicalize()?;
     ensure_superuser(&server::open_data_dir(&dir)?)?;
@@ -132,6 +222,13 @@ async fn serve(addr: &str, dir: PathBuf, lang: Lang) -> Result<(), Box<dyn std::
     let mut config = ServeConfig::new(dir);
     config.default_lang = lang;
     config.restart = RestartMode::Exec;
+    if let StorageChoice::S3(s3) = &storage {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stdout(),
+            format!("  Backups:      S3 bucket {} prefix {:?}\n", s3.bucket, s3.normalized_prefix()).as_bytes(),
+        );
+    }
+    config.storage = storage;
     server::run(listener, config, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

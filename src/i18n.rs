@@ -90,6 +90,7 @@ pub enum Message {
     LengthOutOfRange,
     NameExists,
     InvalidJson,
+    TooManyRequests,
     ArchiveUnsafe,
     ArchiveTooLarge,
     ArchiveNoDataDb,
@@ -141,6 +142,8 @@ impl Message {
             (NameExists, Lang::En) => "A backup with the same name already exists.",
             (InvalidJson, Lang::Zh) => "请求体不是有效的 JSON。",
             (InvalidJson, Lang::En) => "The request body is not valid JSON.",
+            (TooManyRequests, Lang::Zh) => "请求过多，请稍后再试。",
+            (TooManyRequests, Lang::En) => "Too many requests, try again later.",
             (ArchiveUnsafe, Lang::Zh) => "压缩包包含不安全的条目（绝对路径、.. 、链接或重复名称）。",
             (ArchiveUnsafe, Lang::En) => {
                 "The archive holds unsafe entries (absolute paths, .., links or duplicate names)."

@@ -19,7 +19,8 @@ use crate::archive::ArchiveLimits;
 use crate::i18n::Lang;
 use crate::restore::{self, Recovery, RestoreError};
 use crate::service::{CreateGate, RestartRequest, Service, ServiceConfig, BACKUPS_DIR};
-use crate::storage::LocalStorage;
+use crate::storage::s3::{S3Config, S3Storage};
+use crate::storage::{BackupStorage, LocalStorage};
 use crate::{http, listener};
 
 /// How the server comes back after a restore.
@@ -31,8 +32,19 @@ pub enum RestartMode {
     InProcess,
 }
 
+/// Where finished backups are kept.
+#[derive(Clone, Debug, Default)]
+pub enum StorageChoice {
+    /// `<data dir>/backups`.
+    #[default]
+    Local,
+    /// A bucket of an S3-compatible store.
+    S3(S3Config),
+}
+
 pub struct ServeConfig {
     pub data_dir: PathBuf,
+    pub storage: StorageChoice,
     pub default_lang: Lang,
     pub restart: RestartMode,
     pub limits: ArchiveLimits,
@@ -45,6 +57,7 @@ impl ServeConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> ServeConfig {
         ServeConfig {
             data_dir: data_dir.into(),
+            storage: StorageChoice::Local,
             default_lang: Lang::Zh,
             restart: RestartMode::Exec,
             limits: ArchiveLimits::default(),
@@ -64,6 +77,8 @@ pub enum ServerError {
     Accounts(#[from] AccountsError),
     #[error("restored data has no superuser")]
     NoSuperuser,
+    #[error(transparent)]
+    Storage(#[from] crate::storage::s3::S3ConfigError),
     #[error("serving: {0}")]
     Serve(std::io::Error),
 }
@@ -113,14 +128,24 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let mut shutdown = std::pin::pin!(shutdown);
+    // A remote store outlives in-process restarts; the local folder is reopened each time.
+    let remote: Option<Arc<dyn BackupStorage>> = match &config.storage {
+        StorageChoice::Local => None,
+        StorageChoice::S3(s3) => Some(Arc::new(S3Storage::new(s3.clone())?)),
+    };
     loop {
         let accounts = Arc::new(open_data_dir(&config.data_dir)?);
-        let storage = LocalStorage::open(config.data_dir.join(BACKUPS_DIR))
-            .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
+        let storage: Arc<dyn BackupStorage> = match &remote {
+            Some(remote) => remote.clone(),
+            None => Arc::new(
+                LocalStorage::open(config.data_dir.join(BACKUPS_DIR))
+                    .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?,
+            ),
+        };
         let (restart_tx, mut restart_rx) = mpsc::unbounded_channel();
         let service_config = ServiceConfig {
             data_dir: config.data_dir.clone(),
-            storage: Arc::new(storage),
+            storage,
             limits: config.limits.clone(),
             create_gate: config.create_gate.clone(),
         };

@@ -181,10 +181,6 @@ impl Service {
         &self.temp_dir
     }
 
-    pub fn is_busy(&self) -> bool {
-        lock(&self.coordinator).is_busy()
-    }
-
     fn start(&self, start: impl FnOnce(&mut Coordinator) -> Result<(), Busy>) -> Result<ActivityGuard, Busy> {
         start(&mut lock(&self.coordinator))?;
         Ok(ActivityGuard { coordinator: self.coordinator.clone(), armed: true })
@@ -202,7 +198,7 @@ impl Service {
     /// Creates a backup named `name` (generated when absent or empty) and returns its key
     /// once it is complete and stored.
     pub async fn create(&self, name: Option<&str>) -> Result<BackupKey, BackupError> {
-        if self.is_busy() {
+        if !lock(&self.coordinator).admits_create() {
             return Err(BackupError::Busy);
         }
         let key = match name.filter(|n| !n.is_empty()) {

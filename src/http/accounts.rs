@@ -9,6 +9,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use super::auth::AuthToken;
+use super::body::DeferredBody;
+use super::ratelimit::RateLimiter;
 use super::error::{response_errors, ApiError, ErrorBody};
 use crate::accounts::Collection;
 use crate::i18n::Message;
@@ -53,9 +55,12 @@ pub enum AuthResponse {
     /// No such auth collection.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// Too many login attempts from this address: wait a little.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>),
 }
 response_errors!(AuthResponse, parse_error: || ApiError::new(400, Message::AuthFailed), {
-    400 => BadRequest, 404 => NotFound,
+    400 => BadRequest, 404 => NotFound, 429 => TooManyRequests,
 });
 
 /// A file token.
@@ -107,14 +112,26 @@ impl AccountsApi {
     async fn auth_with_password(
         &self,
         service: Data<&Arc<Service>>,
+        limiter: Data<&Arc<RateLimiter>>,
+        req: &poem::Request,
         /// `_superusers` or `users`.
         collection: Path<String>,
-        body: Json<AuthWithPasswordBody>,
+        body: DeferredBody<Json<AuthWithPasswordBody>>,
     ) -> AuthResponse {
         let Some(collection) = Collection::from_name(&collection.0).or_else(|| Collection::from_id(&collection.0)) else {
             return ApiError::not_found().into();
         };
-        let body = body.0;
+        if let Some(ip) = req.remote_addr().as_socket_addr().map(|a| a.ip()) {
+            if !limiter.try_acquire(ip, std::time::Instant::now()) {
+                tracing::warn!(%ip, "password login throttled");
+                return ApiError::new(429, Message::TooManyRequests).into();
+            }
+        }
+        let body = match body.read_json().await {
+            Ok(Some(body)) => body,
+            Ok(None) => AuthWithPasswordBody { identity: String::new(), password: String::new() },
+            Err(()) => return ApiError::new(400, Message::InvalidJson).into(),
+        };
         if body.identity.trim().is_empty() || body.password.is_empty() {
             let mut e = ApiError::new(400, Message::ValidationFailed);
             if body.identity.trim().is_empty() {

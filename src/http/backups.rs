@@ -104,7 +104,6 @@ response_errors!(ListResponse, parse_error: || ApiError::new(400, Message::BadRe
 pub struct CreateBackupBody {
     /// Base name of the backup file, matching `[a-z0-9_-]+\.zip`, at most 150 characters.
     /// Generated (`pb_backup_YYYYMMDDHHMMSS.zip`, UTC) when absent or empty.
-    #[oai(validator(max_length = 1024))]
     pub name: Option<String>,
 }
 
@@ -171,7 +170,8 @@ pub enum DeleteResponse {
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
 }
-response_errors!(DeleteResponse, parse_error: || ApiError::new(400, Message::BadRequest), {
+// The only parsed input is the path key: one that does not even decode is no backup.
+response_errors!(DeleteResponse, parse_error: ApiError::not_found, {
     400 => BadRequest, 401 => Unauthorized, 403 => Forbidden, 404 => NotFound,
 });
 
@@ -195,7 +195,8 @@ pub enum RestoreResponse {
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
 }
-response_errors!(RestoreResponse, parse_error: || ApiError::new(400, Message::BadRequest), {
+// The only parsed input is the path key: one that does not even decode is no backup.
+response_errors!(RestoreResponse, parse_error: ApiError::not_found, {
     400 => BadRequest, 401 => Unauthorized, 403 => Forbidden, 404 => NotFound,
 });
 
@@ -234,7 +235,8 @@ pub enum DownloadResponse {
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
 }
-response_errors!(DownloadResponse, parse_error: || ApiError::new(400, Message::BadRequest), {
+// The only parsed input is the path key: one that does not even decode is no backup.
+response_errors!(DownloadResponse, parse_error: ApiError::not_found, {
     400 => BadRequest, 401 => Unauthorized, 403 => Forbidden, 404 => NotFound,
 });
 
@@ -302,18 +304,6 @@ fn archive_message(e: &crate::archive::ArchiveError) -> Message {
     }
 }
 
-/// The create body: JSON `{"name": ...}`, or nothing at all for a generated name.
-async fn read_create_body(body: DeferredBody<Json<CreateBackupBody>>) -> Result<CreateBackupBody, ApiError> {
-    use poem_openapi::types::ParseFromJSON;
-    let invalid = || ApiError::new(400, Message::InvalidJson);
-    let bytes = body.into_body().into_bytes_limit(64 * 1024).await.map_err(|_| invalid())?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(CreateBackupBody::default());
-    }
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
-    CreateBackupBody::parse_from_json(Some(value)).map_err(|_| invalid())
-}
-
 pub struct BackupsApi;
 
 #[OpenApi(tag = "ApiTags::Backups")]
@@ -364,14 +354,14 @@ impl BackupsApi {
         &self,
         auth: AuthToken,
         service: Data<&Arc<Service>>,
-        body: DeferredBody<Json<CreateBackupBody>>,
+        body: DeferredBody<Json<CreateBackupBody>, false>,
     ) -> CreateResponse {
         if let Err(e) = auth.superuser() {
             return e.into();
         }
-        let body = match read_create_body(body).await {
-            Ok(body) => body,
-            Err(e) => return e.into(),
+        let body = match body.read_json().await {
+            Ok(body) => body.unwrap_or_default(),
+            Err(()) => return ApiError::new(400, Message::InvalidJson).into(),
         };
         match service.create(body.name.as_deref()).await {
             Ok(_) => CreateResponse::Created,

@@ -13,18 +13,41 @@ use poem_openapi::payload::{ParsePayload, Payload};
 use poem_openapi::registry::{MetaMediaType, MetaRequest, Registry};
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 
-pub struct DeferredBody<P> {
+/// `REQUIRED = false` documents a body that may be left out (create: no body, no name).
+pub struct DeferredBody<P, const REQUIRED: bool = true> {
     body: Body,
     _payload: PhantomData<P>,
 }
 
-impl<P> DeferredBody<P> {
+impl<P, const R: bool> DeferredBody<P, R> {
     pub fn into_body(self) -> Body {
         self.body
     }
 }
 
-impl<'a, P: Payload + ParsePayload> ApiExtractor<'a> for DeferredBody<P> {
+/// Small JSON bodies (login, create) are read within these bounds, so a stalled or huge
+/// body costs the server neither a task forever nor memory.
+pub const JSON_BODY_LIMIT: usize = 64 * 1024;
+pub const JSON_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl<T: poem_openapi::types::ParseFromJSON, const R: bool> DeferredBody<poem_openapi::payload::Json<T>, R> {
+    /// The parsed body; `None` when it is empty (or only white space). Any other problem
+    /// (too large, too slow, not JSON, wrong shape) is `Err(())`: the caller picks the message.
+    pub async fn read_json(self) -> Result<Option<T>, ()> {
+        let read = self.body.into_bytes_limit(JSON_BODY_LIMIT);
+        let bytes = match tokio::time::timeout(JSON_BODY_TIMEOUT, read).await {
+            Ok(Ok(bytes)) => bytes,
+            _ => return Err(()),
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| ())?;
+        T::parse_from_json(Some(value)).map(Some).map_err(|_| ())
+    }
+}
+
+impl<'a, P: Payload + ParsePayload, const R: bool> ApiExtractor<'a> for DeferredBody<P, R> {
     const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
     type ParamType = ();
     type ParamRawType = ();
@@ -37,7 +60,7 @@ impl<'a, P: Payload + ParsePayload> ApiExtractor<'a> for DeferredBody<P> {
         Some(MetaRequest {
             description: None,
             content: vec![MetaMediaType { content_type: P::CONTENT_TYPE, schema: P::schema_ref() }],
-            required: P::IS_REQUIRED,
+            required: R && P::IS_REQUIRED,
         })
     }
 

@@ -78,7 +78,7 @@ mod tests {
         assert_eq!(content_disposition("a_b.zip"), "attachment; filename=\"a_b.zip\"");
         assert_eq!(
             content_disposition("备份 \"x\".zip"),
-            "attachment; filename=\"___x_.zip\"; filename*=UTF-8''%E5%A4%87%E4%BB%BD%20%22x%22.zip"
+            "attachment; filename=\"____x_.zip\"; filename*=UTF-8''%E5%A4%87%E4%BB%BD%20%22x%22.zip"
         );
     }
 }

@@ -113,6 +113,10 @@ pub fn from_poem_error(err: poem::Error, parse_error: impl FnOnce() -> ApiError)
     if err.is::<poem_openapi::error::AuthorizationError>() {
         return ApiError::unauthorized();
     }
+    // A path that does not even percent-decode to UTF-8 names nothing that exists.
+    if err.is::<poem::error::ParsePathError>() {
+        return ApiError::not_found();
+    }
     tracing::debug!(error = %err, "request refused");
     match err.status() {
         StatusCode::NOT_FOUND => ApiError::not_found(),

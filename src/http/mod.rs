@@ -11,6 +11,7 @@ pub mod body;
 pub mod download;
 pub mod error;
 pub mod openapi;
+pub mod ratelimit;
 pub mod upload;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub fn app(service: Arc<Service>, default_lang: Lang) -> impl Endpoint {
     let document = openapi::document_json();
     let yaml = openapi::document_yaml();
     let swagger = openapi::swagger_ui_html();
+    let allowed = Arc::new(openapi::allowed_methods());
     Route::new()
         .nest("/api", openapi::api_service())
         .at(OPENAPI_JSON_PATH, make_sync(move |_| {
@@ -54,13 +56,19 @@ pub fn app(service: Arc<Service>, default_lang: Lang) -> impl Endpoint {
                 .overriding("X-XSS-Protection", "1; mode=block")
                 .overriding("Cross-Origin-Opener-Policy", "same-origin"),
         )
-        .around(move |ep, req| per_request(ep, req, default_lang))
+        .around(move |ep, req| per_request(ep, req, default_lang, allowed.clone()))
         .data(service)
+        .data(Arc::new(ratelimit::RateLimiter::new(ratelimit::RateLimit::default())))
 }
 
 /// Sets the request's language, logs the request, and turns any error that escaped the
 /// operations (unknown route, wrong method) into the documented shape.
-async fn per_request<E: Endpoint>(ep: Arc<E>, req: Request, default_lang: Lang) -> poem::Result<Response> {
+async fn per_request<E: Endpoint>(
+    ep: Arc<E>,
+    req: Request,
+    default_lang: Lang,
+    allowed: Arc<Vec<(Vec<String>, String)>>,
+) -> poem::Result<Response> {
     let lang = req
         .headers()
         .get(poem::http::header::ACCEPT_LANGUAGE)
@@ -79,6 +87,12 @@ async fn per_request<E: Endpoint>(ep: Arc<E>, req: Request, default_lang: Lang) 
         }
     })
     .await;
+    let mut response = response;
+    if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
+        if let Some(methods) = allowed_for(&allowed, &path).and_then(|m| m.parse().ok()) {
+            response.headers_mut().insert(poem::http::header::ALLOW, methods);
+        }
+    }
     tracing::info!(
         %method,
         path = %path,
@@ -87,4 +101,17 @@ async fn per_request<E: Endpoint>(ep: Arc<E>, req: Request, default_lang: Lang) 
         "request"
     );
     Ok(response)
+}
+
+/// The `Allow` value for `path`: a literal segment match beats a `{param}` one.
+fn allowed_for<'a>(allowed: &'a [(Vec<String>, String)], path: &str) -> Option<&'a str> {
+    let segments: Vec<&str> = path.split('/').collect();
+    allowed
+        .iter()
+        .filter(|(template, _)| {
+            template.len() == segments.len()
+                && template.iter().zip(&segments).all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}')))
+        })
+        .min_by_key(|(template, _)| template.iter().filter(|t| t.starts_with('{')).count())
+        .map(|(_, methods)| methods.as_str())
 }

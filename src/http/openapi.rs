@@ -85,7 +85,42 @@ pub fn document() -> Value {
             }
         }
     }
+    // What poem-openapi cannot say from the types alone:
+    // - `fields` may drop any key of a listed backup, so none is required in the list;
+    // - the create name's rule is checked by the service (its errors carry spec codes),
+    //   so it is documented here rather than enforced by the schema.
+    let list_items = "/paths/~1api~1backups/get/responses/200/content/application~1json; charset=utf-8/schema/items";
+    if let Some(items) = doc.pointer_mut(list_items) {
+        *items = json!({
+            "type": "object",
+            "description": "One stored backup: `key`, `modified` and `size`, or the part of them that `fields` selects.",
+            "properties": {
+                "key": {"type": "string", "description": "The backup's file name, which is its key."},
+                "modified": {"type": "string", "description": "Last modification time, UTC, like `2023-05-19 16:25:57.542Z`."},
+                "size": {"type": "integer", "format": "uint64", "description": "Size in bytes."}
+            }
+        });
+    }
+    if let Some(name) = doc.pointer_mut("/components/schemas/CreateBackupBody/properties/name") {
+        name["maxLength"] = json!(150);
+        name["pattern"] = json!(r"^([a-z0-9_-]+\.zip)?$");
+    }
     doc
+}
+
+/// The methods the document lists for each path template (`{x}` matches one segment).
+pub fn allowed_methods() -> Vec<(Vec<String>, String)> {
+    let doc = document();
+    let Some(paths) = doc["paths"].as_object() else { return Vec::new() };
+    paths
+        .iter()
+        .map(|(path, ops)| {
+            let segments = path.split('/').map(String::from).collect();
+            let mut methods: Vec<String> = ops.as_object().map(|o| o.keys().map(|m| m.to_uppercase()).collect()).unwrap_or_default();
+            methods.sort();
+            (segments, methods.join(", "))
+        })
+        .collect()
 }
 
 pub fn document_json() -> String {

@@ -56,25 +56,33 @@ impl Coordinator {
         self.activity = Activity::Idle;
     }
 
-    #[cfg(not(feature = "broken-coordinator"))]
+    /// Whether a create may start now. The service asks before it checks the name, so that
+    /// "busy" wins over validation errors; `start_create` asks again.
+    pub fn admits_create(&self) -> bool {
+        self.admits(true)
+    }
+
     fn start(&mut self, next: Activity) -> Result<(), Busy> {
-        if self.is_busy() {
+        if !self.admits(matches!(next, Activity::Creating(_))) {
             return Err(Busy(self.activity.clone()));
         }
         self.activity = next;
         Ok(())
     }
 
+    #[cfg(not(feature = "broken-coordinator"))]
+    fn admits(&self, _create: bool) -> bool {
+        !self.is_busy()
+    }
+
     /// The deliberate bug the state-machine test must catch: a create is let through while a
     /// restore runs. Only built with the `broken-coordinator` feature.
     #[cfg(feature = "broken-coordinator")]
-    fn start(&mut self, next: Activity) -> Result<(), Busy> {
-        match (&self.activity, &next) {
-            (Activity::Restoring(_), Activity::Creating(_)) | (Activity::Idle, _) => {
-                self.activity = next;
-                Ok(())
-            }
-            _ => Err(Busy(self.activity.clone())),
+    fn admits(&self, create: bool) -> bool {
+        match self.activity {
+            Activity::Idle => true,
+            Activity::Restoring(_) => create,
+            Activity::Creating(_) => false,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! `put_file` publishes a complete file at once, or not at all.
 
 pub mod local;
+pub mod s3;
 
 use std::ops::Range;
 use std::path::Path;
@@ -41,6 +42,9 @@ pub enum StorageError {
     NotFound,
     #[error("a backup with this key already exists")]
     AlreadyExists,
+    /// Another server is working on this key (a lease of a shared remote store).
+    #[error("another server is working on this backup")]
+    Busy,
     #[error("backups storage unavailable: {0}")]
     Unavailable(#[source] std::io::Error),
     #[error("backups storage I/O: {0}")]

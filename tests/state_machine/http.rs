@@ -4,6 +4,7 @@
 //! accepted before a restore belongs to the old instance, and the restarted one never
 //! sees it. A pooled client (reqwest) hides connections and silently resends a request
 //! whose connection was closed, so here a closed connection is reported, never retried.
+#![allow(dead_code)] // shared by two test binaries; each uses a part
 
 use std::net::SocketAddr;
 

@@ -3,6 +3,7 @@
 //! Accounts are seeded (and tokens issued) once, in a template data dir; every server
 //! starts on a copy of it, so starting one costs no password hashing. A backup of any
 //! copy restores the same accounts, so tokens stay valid across restores.
+#![allow(dead_code)] // shared by two test binaries; each uses a part
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;

@@ -32,6 +32,8 @@ pub fn seed_accounts(dir: &Path) {
 pub struct Options {
     pub lang: Option<Lang>,
     pub create_gate: Option<CreateGate>,
+    /// Keep backups in this S3 bucket instead of the data dir (tests/s3.rs).
+    pub s3: Option<pb_backups::storage::s3::S3Config>,
 }
 
 /// The server running inside the test process (restarts in-process after a restore).
@@ -61,6 +63,9 @@ impl TestServer {
         config.restart = RestartMode::InProcess;
         config.default_lang = options.lang.unwrap_or(Lang::Zh);
         config.create_gate = options.create_gate;
+        if let Some(s3) = options.s3 {
+            config.storage = server::StorageChoice::S3(s3);
+        }
         config.shutdown_grace = Duration::from_secs(2);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -1,0 +1,230 @@
+//! Exclusivity under real concurrency: many clients released together by a barrier race
+//! creates, restores and deletes on one live server, and creates are fired at the old
+//! instance in the moment after a restore is accepted.
+//!
+//! Each client sends on its own connection, opened and answered before the race, so every
+//! answer comes from the instance the race started on: a restart cannot be mistaken for
+//! a second winner (see `state_machine/http.rs`).
+
+mod support;
+
+#[path = "state_machine/http.rs"]
+mod http;
+#[path = "state_machine/live.rs"]
+mod live;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pb_backups_spec::Lang;
+use serde_json::json;
+use tokio::sync::{mpsc, Barrier};
+
+use http::{Conn, Request, Response, Sent};
+use live::{template, Gate, Live};
+
+const CLIENTS: usize = 16;
+const ROUNDS: usize = 8;
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn su() -> Option<&'static str> {
+    Some(&template().superuser)
+}
+
+/// A connection known to be served by the instance running now.
+async fn warm(live: &Live) -> Conn {
+    let mut conn = Conn::connect(live.addr).await;
+    match conn.send(&Request::new("GET", "/api/health")).await {
+        Sent::Answered(r) => assert_eq!(r.status, 200),
+        Sent::Closed => panic!("health check refused"),
+    }
+    conn
+}
+
+async fn send_ok(live: &Live, request: Request) -> Response {
+    match Conn::connect(live.addr).await.send(&request).await {
+        Sent::Answered(r) => r,
+        Sent::Closed => panic!("{} {}: connection closed", request.method, request.path),
+    }
+}
+
+async fn upload(live: &Live, key: &str) {
+    let r = send_ok(live, Request::new("POST", "/api/backups/upload").auth(su()).file(key, &template().backup_zip)).await;
+    assert_eq!(r.status, 204, "upload {key}: {}", r.json());
+}
+
+async fn keys(live: &Live) -> Vec<String> {
+    let r = send_ok(live, Request::new("GET", "/api/backups").auth(su())).await;
+    assert_eq!(r.status, 200);
+    let mut keys: Vec<String> =
+        r.json().as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap().to_string()).collect();
+    keys.sort();
+    keys
+}
+
+/// Waits until a restore has been swapped in (the old instance has stopped by then) and
+/// the restarted instance answers.
+async fn restarted(live: &Live, data_db_before: Option<(u64, u64)>) {
+    let deadline = Instant::now() + DEADLINE;
+    while live.data_db_id().is_none() || live.data_db_id() == data_db_before {
+        assert!(Instant::now() < deadline, "timed out waiting for the restore to be swapped in");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(send_ok(live, Request::new("GET", "/api/health")).await.status, 200);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Create,
+    Restore,
+    Delete,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_one_create_or_restore_wins_a_race() {
+    let messages = Lang::Zh.messages();
+    let gate = Gate::new();
+    let live = Live::start(Some(gate.create_gate()));
+    upload(&live, "seed.zip").await;
+    let mut wins = (0, 0);
+    for round in 0..ROUNDS {
+        upload(&live, "doomed.zip").await;
+        let data_db_before = live.data_db_id();
+        // A winning create waits in the gate until every other client has its answer.
+        gate.hold_next();
+        let barrier = Arc::new(Barrier::new(CLIENTS));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for i in 0..CLIENTS {
+            let (kind, request) = match i % 4 {
+                0 | 1 => (Kind::Create, Request::new("POST", "/api/backups").auth(su()).json(&json!({"name": format!("race-{round}-{i}.zip")}))),
+                2 => (Kind::Restore, Request::new("POST", "/api/backups/seed.zip/restore").auth(su())),
+                _ => (Kind::Delete, Request::new("DELETE", "/api/backups/doomed.zip").auth(su())),
+            };
+            let mut conn = warm(&live).await;
+            let (barrier, tx) = (barrier.clone(), tx.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let sent = conn.send(&request).await;
+                let _ = tx.send((i, kind, sent));
+            });
+        }
+        let mut answers = Vec::new();
+        let mut held = false;
+        tokio::time::timeout(DEADLINE, async {
+            while answers.len() < CLIENTS {
+                tokio::select! {
+                    Some(answer) = rx.recv() => answers.push(answer),
+                    () = gate.held(), if !held => held = true,
+                }
+                if held && answers.len() == CLIENTS - 1 {
+                    gate.release();
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: {} of {CLIENTS} answers, create held: {held}", answers.len()));
+        gate.cancel_hold();
+        gate.take_passed();
+
+        let winners: Vec<_> = answers
+            .iter()
+            .filter(|(_, kind, sent)| *kind != Kind::Delete && matches!(sent, Sent::Answered(r) if r.status == 204))
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+        let restore_won = winners[0].1 == Kind::Restore;
+        let deletes_won = answers
+            .iter()
+            .filter(|(_, kind, sent)| *kind == Kind::Delete && matches!(sent, Sent::Answered(r) if r.status == 204))
+            .count();
+        assert!(deletes_won <= 1, "round {round}: {deletes_won} deletes of one key succeeded");
+        for (i, kind, sent) in &answers {
+            let r = match sent {
+                Sent::Answered(r) => r,
+                // Only a restart closes these connections before they answer.
+                Sent::Closed => {
+                    assert!(restore_won, "round {round}: client {i} ({kind:?}) closed without an answer");
+                    continue;
+                }
+            };
+            let body = r.json();
+            let expected = match (kind, r.status) {
+                (_, 204) => continue,
+                (Kind::Create, _) => (400, messages.busy_create),
+                (Kind::Restore, _) => (400, messages.busy_delete_restore),
+                (Kind::Delete, _) => (404, messages.not_found),
+            };
+            assert_eq!((r.status, body["message"].as_str().unwrap_or("")), expected, "round {round}: client {i} ({kind:?}): {body}");
+        }
+        if restore_won {
+            wins.1 += 1;
+            restarted(&live, data_db_before).await;
+        } else {
+            wins.0 += 1;
+            let winner = winners[0].0;
+            assert!(keys(&live).await.contains(&format!("race-{round}-{winner}.zip")), "round {round}");
+        }
+        if deletes_won == 0 {
+            // Every delete was cut off by the restart: remove the key for the next round.
+            assert!(restore_won);
+            let r = send_ok(&live, Request::new("DELETE", "/api/backups/doomed.zip").auth(su())).await;
+            assert_eq!(r.status, 204);
+        }
+    }
+    eprintln!("{ROUNDS} rounds: {} won by a create, {} by a restore", wins.0, wins.1);
+    live.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_create_slips_in_right_after_a_restore_is_accepted() {
+    let messages = Lang::Zh.messages();
+    let gate = Gate::new();
+    let live = Live::start(Some(gate.create_gate()));
+    upload(&live, "seed.zip").await;
+    let mut conns = Vec::new();
+    for _ in 0..CLIENTS {
+        conns.push(warm(&live).await);
+    }
+    let mut restore_conn = warm(&live).await;
+    let data_db_before = live.data_db_id();
+
+    let Sent::Answered(r) = restore_conn.send(&Request::new("POST", "/api/backups/seed.zip/restore").auth(su())).await else {
+        panic!("restore: connection closed");
+    };
+    assert_eq!(r.status, 204, "restore: {}", r.json());
+    // Every client fires creates at the old instance until it closes the connection.
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut conn)| {
+            tokio::spawn(async move {
+                let mut refused = 0;
+                for n in 0.. {
+                    let name = format!("slipped-{i}-{n}.zip");
+                    let request = Request::new("POST", "/api/backups").auth(su()).json(&json!({ "name": name }));
+                    match conn.send(&request).await {
+                        Sent::Answered(r) => {
+                            let body = r.json();
+                            assert_eq!((r.status, body["message"].as_str()), (400, Some(messages.busy_create)), "{name}: {body}");
+                            refused += 1;
+                        }
+                        Sent::Closed => break,
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for task in tasks {
+        refused += tokio::time::timeout(DEADLINE, task).await.expect("the old instance stops").expect("client");
+    }
+    assert!(refused > 0, "no create reached the old instance after the 204: the race was not run");
+    assert_eq!(gate.take_passed(), Vec::<String>::new(), "a create started while the restore ran");
+
+    restarted(&live, data_db_before).await;
+    let r = send_ok(&live, Request::new("POST", "/api/backups").auth(su()).json(&json!({"name": "after.zip"}))).await;
+    assert_eq!(r.status, 204, "the restarted server is free: {}", r.json());
+    assert_eq!(keys(&live).await, vec!["after.zip", "seed.zip"]);
+    eprintln!("{refused} creates refused by the old instance after the restore's 204");
+    live.stop().await;
+}
