@@ -271,46 +271,29 @@ impl Service {
         Ok(())
     }
 
-    /// Accepts a restore: checks the archive, marks the server busy, and hands the rest
-    /// (extract, swap, restart) to a background task. Returns once accepted.
+    /// Accepts a restore: marks the server busy, fetches and checks the archive, and extracts
+    /// it into the temp folder, so that the 204 means the data is ready to be swapped in;
+    /// then hands the swap and the restart to the server loop. An archive that fails any
+    /// check (including a decode of every entry) is refused with nothing changed.
     pub async fn restore(&self, raw_key: &str) -> Result<(), BackupError> {
         let key = BackupKey::parse(raw_key).ok_or(BackupError::NotFound)?;
         let guard = self.start(|c| c.start_restore(key.clone()))?;
         self.storage.head(&key).await?;
-        let archive_path = TempPath::new_in(&self.temp_dir, "restore", ".zip");
-        self.storage.fetch_to_file(&key, archive_path.path()).await?;
-        let limits = self.restore_limits();
-        let path = archive_path.path().to_path_buf();
-        tokio::task::spawn_blocking(move || archive::check_restorable(&path, &limits))
-            .await?
-            .map_err(BackupError::Unrestorable)?;
-
-        let (temp_dir, restart) = (self.temp_dir.clone(), self.restart.clone());
-        tracing::info!(key = %key, "restore accepted");
-        tokio::spawn(async move {
-            let extracted = TempPath::new_in(&temp_dir, "restore", "");
-            let dest = extracted.path().to_path_buf();
-            let src = archive_path.path().to_path_buf();
-            let result = tokio::task::spawn_blocking(move || {
-                std::fs::create_dir(&dest)?;
-                archive::extract(&src, &dest, &limits)
-            })
-            .await;
-            drop(archive_path);
-            match result {
-                Ok(Ok(())) => {
-                    let request = RestartRequest { key: key.clone(), extracted: extracted.keep() };
-                    if restart.send(request).is_ok() {
-                        guard.hand_over();
-                    } else {
-                        tracing::error!(key = %key, "restore extracted but the server loop is gone");
-                    }
-                }
-                Ok(Err(e)) => tracing::error!(key = %key, error = %e, "restore failed while extracting; data unchanged"),
-                Err(e) => tracing::error!(key = %key, error = %e, "restore task failed; data unchanged"),
-            }
-        });
-        Ok(())
+        let work = RestoreWork {
+            storage: self.storage.clone(),
+            temp_dir: self.temp_dir.clone(),
+            limits: self.restore_limits(),
+            restart: self.restart.clone(),
+            key: key.clone(),
+        };
+        tracing::info!(key = %key, "restore started");
+        // Own task, as for create: a client that goes away does not abandon it half-way.
+        let result = tokio::spawn(work.run(guard)).await?;
+        match &result {
+            Ok(()) => tracing::info!(key = %key, "restore accepted: extracted, swapping in next"),
+            Err(e) => tracing::warn!(key = %key, error = %e, "restore refused; data unchanged"),
+        }
+        result
     }
 
     /// The configured limits, with the total size further capped by the free space of the
@@ -370,6 +353,42 @@ impl Service {
 
     pub async fn file_token(&self, record: Record) -> Result<String, AccountError> {
         self.with_accounts(move |a| Ok(auth::issue(a, &record, TokenKind::File, now_unix())?)).await
+    }
+}
+
+/// Everything a restore needs before the swap, owned, so it can run in a task of its own.
+struct RestoreWork {
+    storage: Arc<dyn BackupStorage>,
+    temp_dir: PathBuf,
+    limits: ArchiveLimits,
+    restart: mpsc::UnboundedSender<RestartRequest>,
+    key: BackupKey,
+}
+
+impl RestoreWork {
+    async fn run(self, guard: ActivityGuard) -> Result<(), BackupError> {
+        let archive_path = TempPath::new_in(&self.temp_dir, "restore", ".zip");
+        self.storage.fetch_to_file(&self.key, archive_path.path()).await?;
+        let extracted = TempPath::new_in(&self.temp_dir, "restore", "");
+        let (src, dest, limits) = (archive_path.path().to_path_buf(), extracted.path().to_path_buf(), self.limits);
+        tokio::task::spawn_blocking(move || {
+            archive::check_restorable(&src, &limits)?;
+            std::fs::create_dir(&dest)?;
+            archive::extract(&src, &dest, &limits)
+        })
+        .await?
+        .map_err(|e| match e {
+            ArchiveError::Io(_) => BackupError::Failed(Box::new(e)),
+            e => BackupError::Unrestorable(e),
+        })?;
+        drop(archive_path);
+        let request = RestartRequest { key: self.key.clone(), extracted: extracted.keep() };
+        if let Err(e) = self.restart.send(request) {
+            let _ = std::fs::remove_dir_all(&e.0.extracted);
+            return Err(BackupError::Failed("the server loop is gone".into()));
+        }
+        guard.hand_over();
+        Ok(())
     }
 }
 

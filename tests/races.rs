@@ -174,12 +174,46 @@ async fn exactly_one_create_or_restore_wins_a_race() {
     live.stop().await;
 }
 
+/// A restorable archive big enough (32 MiB, stored) that extracting it takes a while: the
+/// window in which creates must be refused.
+fn big_seed_zip() -> Vec<u8> {
+    use std::io::Write;
+    let data_db = {
+        let mut z = zip::ZipArchive::new(std::io::Cursor::new(template().backup_zip.clone())).unwrap();
+        let mut f = z.by_name("data.db").unwrap();
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut v).unwrap();
+        v
+    };
+    let mut big = vec![0u8; 32 << 20];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for chunk in big.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let mut buf = std::io::Cursor::new(Vec::new());
+    let mut zip = zip::ZipWriter::new(&mut buf);
+    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("data.db", stored).unwrap();
+    zip.write_all(&data_db).unwrap();
+    zip.start_file("big.bin", stored).unwrap();
+    zip.write_all(&big).unwrap();
+    zip.finish().unwrap();
+    buf.into_inner()
+}
+
+/// From the moment a restore has started (its archive appears in the temp folder) until
+/// the old instance stops, every create is refused: before the 204 while the archive is
+/// extracted, and after it while the old instance drains.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn no_create_slips_in_right_after_a_restore_is_accepted() {
+async fn no_create_slips_in_while_a_restore_runs() {
     let messages = Lang::Zh.messages();
     let gate = Gate::new();
     let live = Live::start(Some(gate.create_gate()));
-    upload(&live, "seed.zip").await;
+    let r = send_ok(&live, Request::new("POST", "/api/backups/upload").auth(su()).file("seed.zip", &big_seed_zip())).await;
+    assert_eq!(r.status, 204, "upload seed: {}", r.json());
     let mut conns = Vec::new();
     for _ in 0..CLIENTS {
         conns.push(warm(&live).await);
@@ -187,10 +221,18 @@ async fn no_create_slips_in_right_after_a_restore_is_accepted() {
     let mut restore_conn = warm(&live).await;
     let data_db_before = live.data_db_id();
 
-    let Sent::Answered(r) = restore_conn.send(&Request::new("POST", "/api/backups/seed.zip/restore").auth(su())).await else {
-        panic!("restore: connection closed");
-    };
-    assert_eq!(r.status, 204, "restore: {}", r.json());
+    let restore = tokio::spawn(async move {
+        match restore_conn.send(&Request::new("POST", "/api/backups/seed.zip/restore").auth(su())).await {
+            Sent::Answered(r) => r,
+            Sent::Closed => panic!("restore: connection closed"),
+        }
+    });
+    let temp = live.data_dir().join(".pb_temp");
+    let started = Instant::now();
+    while !std::fs::read_dir(&temp).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("restore-"))).unwrap_or(false) {
+        assert!(started.elapsed() < DEADLINE, "the restore never started");
+        tokio::task::yield_now().await;
+    }
     // Every client fires creates at the old instance until it closes the connection.
     let tasks: Vec<_> = conns
         .into_iter()
@@ -214,17 +256,19 @@ async fn no_create_slips_in_right_after_a_restore_is_accepted() {
             })
         })
         .collect();
+    let r = tokio::time::timeout(DEADLINE, restore).await.expect("the restore answers").expect("restore task");
+    assert_eq!(r.status, 204, "restore: {}", r.json());
     let mut refused = 0;
     for task in tasks {
         refused += tokio::time::timeout(DEADLINE, task).await.expect("the old instance stops").expect("client");
     }
-    assert!(refused > 0, "no create reached the old instance after the 204: the race was not run");
+    assert!(refused > 0, "no create reached the old instance during the restore: the race was not run");
     assert_eq!(gate.take_passed(), Vec::<String>::new(), "a create started while the restore ran");
 
     restarted(&live, data_db_before).await;
     let r = send_ok(&live, Request::new("POST", "/api/backups").auth(su()).json(&json!({"name": "after.zip"}))).await;
     assert_eq!(r.status, 204, "the restarted server is free: {}", r.json());
     assert_eq!(keys(&live).await, vec!["after.zip", "seed.zip"]);
-    eprintln!("{refused} creates refused by the old instance after the restore's 204");
+    eprintln!("{refused} creates refused by the old instance during the restore");
     live.stop().await;
 }
