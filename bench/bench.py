@@ -259,6 +259,10 @@ class RssSampler:
             pass
         return time.monotonic()
 
+    def begin_step(self, r, step):
+        r["rss_before_%s_mib" % step] = self.current()
+        return self.begin()
+
     def peak_since(self, t0):
         sampled = max([rss for t, rss in self.samples if t >= t0] or [0])
         hwm = self._field("VmHWM") or 0
@@ -366,7 +370,7 @@ def run_server(server, args, loadgen, upload_source):
         auth = {"Authorization": token}
 
         log(server.name, "create")
-        t0 = rss.begin()
+        t0 = rss.begin_step(r, "create")
         started = time.monotonic()
         status, body = request(port, "POST", "/api/backups", {"name": "bench_create.zip"}, auth)
         r["create_s"] = time.monotonic() - started
@@ -379,7 +383,7 @@ def run_server(server, args, loadgen, upload_source):
         log(server.name, "download")
         status, body = request(port, "POST", "/api/files/token", None, auth)
         file_token = json.loads(body)["token"]
-        t0 = rss.begin()
+        t0 = rss.begin_step(r, "download")
         code, secs = curl(["-o", "/dev/null", "http://127.0.0.1:%d/api/backups/bench_create.zip?token=%s" % (port, file_token)])
         r["download_s"] = secs
         r["rss_download_mib"] = rss.peak_since(t0)
@@ -394,7 +398,7 @@ def run_server(server, args, loadgen, upload_source):
         if os.path.abspath(upload_source) != upload_path:
             shutil.copyfile(upload_source, upload_path)
         r["upload_mib"] = os.path.getsize(upload_path) / MiB
-        t0 = rss.begin()
+        t0 = rss.begin_step(r, "upload")
         code, secs = curl(["-o", "/dev/null", "-H", "Authorization: " + token,
                            "-F", "file=@%s" % upload_path, "http://127.0.0.1:%d/api/backups/upload" % port])
         r["upload_s"] = secs
@@ -412,7 +416,7 @@ def run_server(server, args, loadgen, upload_source):
             names.append(name)
         status, body = request(port, "GET", "/api/backups", None, auth)
         r["list_count"] = len(json.loads(body))
-        t0 = rss.begin()
+        t0 = rss.begin_step(r, "list")
         out = subprocess.run([loadgen, "127.0.0.1:%d" % port, "/api/backups", str(args.list_clients),
                               "1", str(args.list_secs), "Authorization: " + token],
                              check=True, capture_output=True, text=True).stdout
@@ -432,7 +436,7 @@ def run_server(server, args, loadgen, upload_source):
         token_2 = login(port, PASSWORD_2)
         poller = RefusalPoller(port)
         time.sleep(0.2)
-        t0 = rss.begin()
+        t0 = rss.begin_step(r, "restore")
         started = time.monotonic()
         status, body = request(port, "POST", "/api/backups/bench_create.zip/restore", None,
                                {"Authorization": token_2})
@@ -466,6 +470,38 @@ def run_server(server, args, loadgen, upload_source):
     return r
 
 
+RESTORE_MARKS = [
+    ("restore accepted", "accepted"),
+    ("initiate graceful shutdown", "extracted"),
+    ("restore swapped in", "swapped"),
+    ("restore complete", "committed"),
+    ("server started", "serving"),
+]
+
+
+def restore_phases(log_path):
+    """Seconds from the restore's acceptance to each later mark of our server's log."""
+    import re
+    marks = {}
+    with open(log_path, "rb") as f:
+        text = re.sub(rb"\x1b\[[0-9;]*m", b"", f.read()).decode(errors="replace")
+    lines = text.splitlines()
+    start = max((i for i, l in enumerate(lines) if "restore accepted" in l), default=None)
+    if start is None:
+        return None
+    for line in lines[start:]:
+        for needle, mark in RESTORE_MARKS:
+            if needle in line and mark not in marks:
+                stamp = line.split()[0]
+                try:
+                    t = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+                except ValueError:
+                    continue
+                marks[mark] = t
+    t0 = marks.get("accepted")
+    return {m: round((t - t0).total_seconds(), 3) for m, t in marks.items()} if t0 else None
+
+
 def bench_one(name, binary, args, payload, loadgen, upload_source):
     base = os.path.join(args.work, name)
     shutil.rmtree(base, ignore_errors=True)
@@ -477,9 +513,12 @@ def bench_one(name, binary, args, payload, loadgen, upload_source):
     log("%s: serving %s on port %d" % (name, data_dir, server.port))
     server.start()
     try:
-        return run_server(server, args, loadgen, upload_source)
+        r = run_server(server, args, loadgen, upload_source)
     finally:
         server.stop()
+    if name == "ours":
+        r["restore_phases_s"] = restore_phases(server.log_path)
+    return r
 
 
 # ---------------------------------------------------------------- report
@@ -511,6 +550,7 @@ ROWS = [
     ("rss_upload_mib", "peak RSS upload (MiB)"),
     ("rss_list_mib", "peak RSS list (MiB)"),
     ("rss_restore_mib", "peak RSS restore (MiB)"),
+    ("rss_before_restore_mib", "  RSS when the restore starts (MiB)"),
 ]
 
 
@@ -597,6 +637,9 @@ def main():
           % (UPSTREAM_VERSION, args.size, datetime.date.today(), load_before[0], load_after[0]))
     print()
     print_table(ours, upstream, targets)
+    if ours and ours.get("restore_phases_s"):
+        print("\nours, restore phases (s after the request was accepted):",
+              ", ".join("%s %.3f" % kv for kv in ours["restore_phases_s"].items()))
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "size_mib": args.size,

@@ -146,7 +146,7 @@ pub async fn run(
         let service_config = ServiceConfig {
             data_dir: config.data_dir.clone(),
             storage,
-            limits: config.limits.clone(),
+            limits: config.limits,
             create_gate: config.create_gate.clone(),
         };
         let service = Service::new(service_config, accounts, restart_tx)

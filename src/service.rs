@@ -70,6 +70,7 @@ impl From<StorageError> for BackupError {
         match e {
             StorageError::NotFound => BackupError::NotFound,
             StorageError::AlreadyExists => BackupError::NameExists,
+            StorageError::Busy => BackupError::Busy,
             e => BackupError::Storage(e),
         }
     }

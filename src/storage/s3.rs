@@ -62,6 +62,8 @@ use crate::model::names::BackupKey;
 pub type PublishHook = Arc<dyn Fn(BackupKey) -> BoxFuture<'static, ()> + Send + Sync>;
 
 const LEASES: &str = ".leases";
+/// Listings give `last_modified` in whole seconds (AWS): a lease may look up to that much older.
+const LISTING_PRECISION: Duration = Duration::from_secs(1);
 const MIN_PART: usize = 8 << 20;
 /// S3 allows 10,000 parts; a little less leaves room for rounding.
 const MAX_PARTS: u64 = 9_000;
@@ -315,7 +317,7 @@ impl S3Storage {
             if &lease.location == own {
                 continue;
             }
-            if SystemTime::from(lease.last_modified) + self.ttl <= now {
+            if SystemTime::from(lease.last_modified) + self.ttl + LISTING_PRECISION <= now {
                 tracing::info!(lease = %lease.location, "removing an expired lease");
                 let _ = self.store.delete(&lease.location).await;
                 continue;

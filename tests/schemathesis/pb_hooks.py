@@ -2,7 +2,8 @@
 
 The spec answers some schema-valid requests with 400 for reasons no schema can express:
 a name that is already taken, a file that is not a zip, another create or restore running,
-an archive that cannot be restored. Schemathesis' own `positive_data_acceptance` counts every
+an archive that cannot be restored, a `fields` expression with unbalanced parentheses or
+quotes (a grammar no regular expression describes). Schemathesis' own `positive_data_acceptance` counts every
 such 400 as a failure, so it is switched off for those operations (schemathesis.toml) and
 `documented_rejection` below takes its place: a schema-valid request may get 400 only with
 one of these documented reasons, anything else still fails.
@@ -41,6 +42,7 @@ ARCHIVE_REFUSED = {
 }
 # (operation, field) -> validation codes that a schema-valid request may still earn.
 FIELD_CODES = {
+    ("listBackups", "fields"): {"validation_invalid_fields"},
     # The name is free (the schema's pattern holds) unless a backup already has it.
     ("createBackup", "name"): {"validation_backup_name_exists"},
     # The schema says "a file"; the key comes from its file name and the content must be a zip.
@@ -54,7 +56,7 @@ FIELD_CODES = {
 }
 UPLOAD_FAILED = {"上传备份失败。", "Failed to upload the backup."}
 # Operations that `documented_rejection` watches (positive_data_acceptance is off for them).
-WATCHED = {"createBackup", "uploadBackup", "deleteBackup", "restoreBackup"}
+WATCHED = {"listBackups", "createBackup", "uploadBackup", "deleteBackup", "restoreBackup"}
 
 
 def _has_control_char(text):

@@ -1,0 +1,874 @@
+//! Nothing lost when the server dies, when the disk fills up, or when an upload is huge.
+//!
+//! - The real binary is killed with SIGKILL at spread-out moments of create, upload and
+//!   restore, then started again on the same data dir, which must serve, list only complete
+//!   archives, hold nothing in its temp folder and be entirely the old or the new data.
+//! - On a small tmpfs (mounted by the test, which needs root), create and upload answer a
+//!   clear 400 and leave nothing behind; the server keeps serving.
+//! - A multi-GiB upload, generated on the fly, is stored while the server's memory stays flat.
+//!
+//! Knobs: `PB_CRASH_KILLS` (kills per operation, default 12), `PB_BIG_UPLOAD_MIB` (size of the
+//! big upload, default 3072), `PB_REQUIRE_TMPFS=1` (fail instead of skipping when the tmpfs
+//! cannot be mounted).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::fs;
+use std::hash::Hasher;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream::{self, Stream};
+use pb_backups::accounts::{Accounts, Collection};
+use pb_backups::i18n::{Lang, Message};
+use pb_backups::service::{BACKUPS_DIR, TEMP_DIR};
+use rand::{Rng, RngCore, SeedableRng};
+use serde_json::json;
+use support::*;
+
+const ONLY_A: (&str, &str) = ("only-a@example.com", "password-of-a");
+const ONLY_B: (&str, &str) = ("only-b@example.com", "password-of-b");
+const MIB: u64 = 1 << 20;
+
+/// The tests below each use most of the 2 cores and time their kills against a measured
+/// duration: they run one at a time.
+fn heavy() -> MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+// ---------------------------------------------------------------------------------------
+// The data dir: two states, A and B, told apart by file contents and by accounts.
+// ---------------------------------------------------------------------------------------
+
+/// Every file and folder of the data dir except backups, temp and SQLite files: `None` for
+/// a folder, else length and hash of the contents.
+type Manifest = BTreeMap<String, Option<(u64, u64)>>;
+
+#[derive(Clone, Debug, PartialEq)]
+struct Snapshot {
+    files: Manifest,
+    /// Emails of the `users` collection (`data.db` is compared through its accounts, since
+    /// SQLite rewrites the file's bytes as it pleases).
+    users: BTreeSet<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    A,
+    B,
+}
+
+impl State {
+    fn other(self) -> State {
+        match self {
+            State::A => State::B,
+            State::B => State::A,
+        }
+    }
+
+    fn archive(self) -> &'static str {
+        match self {
+            State::A => "state-a.zip",
+            State::B => "state-b.zip",
+        }
+    }
+
+    /// The user that exists in this state only.
+    fn own_user(self) -> (&'static str, &'static str) {
+        match self {
+            State::A => ONLY_A,
+            State::B => ONLY_B,
+        }
+    }
+}
+
+struct Fixture {
+    root: tempfile::TempDir,
+    dir: PathBuf,
+    rng: rand::rngs::StdRng,
+    a: Snapshot,
+    b: Option<Snapshot>,
+}
+
+fn write_file(path: &Path, bytes: &[u8]) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, bytes).unwrap();
+}
+
+fn random_bytes(rng: &mut impl RngCore, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rng.fill_bytes(&mut v);
+    v
+}
+
+/// Log-like text: compresses, so the archive mixes Deflated and Stored entries.
+fn text(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 100);
+    let mut i = 0u64;
+    while out.len() < len {
+        writeln!(out, "2024-01-01 00:00:{:02} INFO request {seed}-{i} served in {}ms", i % 60, (i * 7919 + seed) % 1000).unwrap();
+        i += 1;
+    }
+    out
+}
+
+impl Fixture {
+    /// State A: about 45 MiB in big and small random files, text logs and nested folders,
+    /// plus the accounts (the test superuser and user, and `ONLY_A`).
+    fn new() -> Fixture {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("pb_data");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        seed_accounts(&dir);
+        let accounts = Accounts::open(&dir).unwrap();
+        accounts.upsert(Collection::Users, ONLY_A.0, ONLY_A.1).unwrap();
+        drop(accounts);
+        for i in 0..4 {
+            write_file(&dir.join(format!("storage/blob-{i}.bin")), &random_bytes(&mut rng, 6 * MIB as usize));
+        }
+        for i in 0..150 {
+            let len = rng.random_range(4 << 10..64 << 10);
+            write_file(&dir.join(format!("storage/small/{:02}/{i}.bin", i % 10)), &random_bytes(&mut rng, len));
+        }
+        for i in 0..8 {
+            write_file(&dir.join(format!("logs/{i}.log")), &text(i, 2 * MIB as usize));
+        }
+        write_file(&dir.join("marker.txt"), b"state a");
+        let a = snapshot(&dir);
+        Fixture { root, dir, rng, a, b: None }
+    }
+
+    /// Turns the data dir into state B: files changed, removed and added; `ONLY_A` replaced
+    /// by `ONLY_B`.
+    fn mutate_to_b(&mut self) {
+        let dir = &self.dir;
+        write_file(&dir.join("storage/blob-0.bin"), &random_bytes(&mut self.rng, 6 * MIB as usize));
+        fs::remove_file(dir.join("logs/0.log")).unwrap();
+        fs::remove_dir_all(dir.join("storage/small/03")).unwrap();
+        write_file(&dir.join("only-b/new.txt"), b"only in b");
+        write_file(&dir.join("marker.txt"), b"state b");
+        let accounts = Accounts::open(dir).unwrap();
+        assert!(accounts.delete(Collection::Users, ONLY_A.0).unwrap());
+        accounts.upsert(Collection::Users, ONLY_B.0, ONLY_B.1).unwrap();
+        drop(accounts);
+        let b = snapshot(dir);
+        assert_ne!(b.files, self.a.files);
+        self.b = Some(b);
+    }
+
+    /// A backup of the data dir as it is now, made by the server's own archive code.
+    fn archive_bytes(&self) -> Vec<u8> {
+        let scratch = self.root.path().join("scratch");
+        fs::create_dir_all(&scratch).unwrap();
+        let mut out = io::Cursor::new(Vec::new());
+        pb_backups::archive::create_backup(&self.dir, &[BACKUPS_DIR, TEMP_DIR], &scratch, &mut out, &Default::default())
+            .unwrap();
+        out.into_inner()
+    }
+
+    fn store_archive(&self, key: &str) {
+        write_file(&self.dir.join(BACKUPS_DIR).join(key), &self.archive_bytes());
+    }
+
+    fn snapshot_of(&self, state: State) -> &Snapshot {
+        match state {
+            State::A => &self.a,
+            State::B => self.b.as_ref().expect("state B was made"),
+        }
+    }
+}
+
+fn is_sqlite_file(name: &str) -> bool {
+    name == "data.db" || ["-wal", "-shm", "-journal"].iter().any(|s| name.ends_with(s))
+}
+
+fn manifest(dir: &Path) -> Manifest {
+    fn walk(base: &Path, folder: &Path, out: &mut Manifest) {
+        for entry in fs::read_dir(folder).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let rel = path.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            let top = !rel.contains('/');
+            if top && (rel == BACKUPS_DIR || rel == TEMP_DIR || is_sqlite_file(&rel)) {
+                continue;
+            }
+            let md = fs::symlink_metadata(&path).unwrap();
+            if md.is_dir() {
+                out.insert(rel, None);
+                walk(base, &path, out);
+            } else {
+                let mut hasher = std::hash::DefaultHasher::new();
+                let mut file = fs::File::open(&path).unwrap();
+                let mut buf = vec![0u8; 256 << 10];
+                let mut len = 0u64;
+                loop {
+                    let n = file.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.write(&buf[..n]);
+                    len += n as u64;
+                }
+                out.insert(rel, Some((len, hasher.finish())));
+            }
+        }
+    }
+    let mut out = Manifest::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn users(dir: &Path) -> BTreeSet<String> {
+    let conn = rusqlite::Connection::open_with_flags(dir.join("data.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    let mut stmt = conn.prepare("SELECT email FROM users").unwrap();
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
+fn snapshot(dir: &Path) -> Snapshot {
+    Snapshot { files: manifest(dir), users: users(dir) }
+}
+
+/// Paths whose entry differs between two manifests (for failure messages).
+fn differences(x: &Manifest, y: &Manifest) -> Vec<String> {
+    let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+    keys.into_iter().filter(|k| x.get(*k) != y.get(*k)).take(10).cloned().collect()
+}
+
+/// Which of `allowed` the data dir is in, whole: files and accounts must agree.
+fn state_of(fx: &Fixture, allowed: &[State], context: &str) -> State {
+    let now = snapshot(&fx.dir);
+    for &state in allowed {
+        if &now == fx.snapshot_of(state) {
+            return state;
+        }
+    }
+    let report: Vec<String> = allowed
+        .iter()
+        .map(|&s| {
+            let want = fx.snapshot_of(s);
+            format!("vs {s:?}: files differ at {:?}; users {:?} (want {:?})", differences(&now.files, &want.files), now.users, want.users)
+        })
+        .collect();
+    panic!("{context}: the data dir is a mix, neither of {allowed:?}:\n{}", report.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------
+// The real binary, and what must hold each time it comes back.
+// ---------------------------------------------------------------------------------------
+
+struct Live {
+    server: BinaryServer,
+    base: String,
+    client: reqwest::Client,
+    su: String,
+}
+
+impl Live {
+    async fn start(dir: &Path) -> Live {
+        let server = BinaryServer::start(dir);
+        let base = server.base.clone();
+        let client = reqwest::Client::new();
+        let r = client.get(format!("{base}/api/health")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "health after start");
+        let su = login(&client, &base, "_superusers", SUPERUSER.0, SUPERUSER.1).await;
+        Live { server, base, client, su }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix, and what dropping a `BinaryServer` does),
+    /// then waits for the process to be gone.
+    fn kill(self) {
+        drop(self.server);
+    }
+
+    async fn list(&self) -> Vec<(String, u64)> {
+        let r = self.client.get(self.url("/api/backups")).header("Authorization", &self.su).send().await.unwrap();
+        let (status, body) = status_json(r).await;
+        assert_eq!(status, 200, "{body}");
+        body.as_array().unwrap().iter().map(|b| (b["key"].as_str().unwrap().to_string(), b["size"].as_u64().unwrap())).collect()
+    }
+
+    async fn delete(&self, key: &str) {
+        let r = self.client.delete(self.url(&format!("/api/backups/{key}"))).header("Authorization", &self.su).send().await.unwrap();
+        assert_eq!(r.status(), 204, "delete {key}");
+    }
+
+    async fn login_status(&self, (email, password): (&str, &str)) -> u16 {
+        let r = self
+            .client
+            .post(self.url("/api/collections/users/auth-with-password"))
+            .json(&json!({"identity": email, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    }
+}
+
+/// Opens a stored archive and reads every entry to its end, which checks each CRC.
+fn check_zip(path: &Path) -> Result<usize, String> {
+    let file = fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut zip = zip::ZipArchive::new(io::BufReader::new(file)).map_err(|e| e.to_string())?;
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(|e| e.to_string())?;
+        let name = entry.name().map_err(|e| e.to_string())?.into_owned();
+        let n = io::copy(&mut entry, &mut io::sink()).map_err(|e| format!("{name}: {e}"))?;
+        if n != entry.size() {
+            return Err(format!("{name}: {n} bytes, {} declared", entry.size()));
+        }
+    }
+    if zip.index_for_name("data.db").is_none() {
+        return Err("no data.db".into());
+    }
+    Ok(zip.len())
+}
+
+fn names_in(folder: &Path) -> Vec<String> {
+    match fs::read_dir(folder) {
+        Ok(entries) => {
+            let mut names: Vec<String> = entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            names.sort();
+            names
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("{}: {e}", folder.display()),
+    }
+}
+
+/// What a kill left behind, seen before the restart cleans up.
+#[derive(Debug, Default)]
+struct Leftovers {
+    temp: Vec<String>,
+    journal: bool,
+}
+
+fn leftovers(dir: &Path) -> Leftovers {
+    Leftovers {
+        temp: names_in(&dir.join(TEMP_DIR)),
+        journal: dir.join(TEMP_DIR).join("restore/journal.json").exists(),
+    }
+}
+
+/// The checks after every restart: an empty temp folder; every file of the backups folder
+/// listed, at its size, and a complete zip; the data dir wholly one of `allowed`, and the
+/// accounts of that state working. Returns the state and the listed keys.
+async fn check_restarted(live: &Live, fx: &Fixture, allowed: &[State], context: &str) -> (State, Vec<String>) {
+    let temp = names_in(&fx.dir.join(TEMP_DIR));
+    assert!(temp.is_empty(), "{context}: leftovers in {TEMP_DIR} after start: {temp:?}");
+
+    let listed = live.list().await;
+    let keys: Vec<String> = listed.iter().map(|(k, _)| k.clone()).collect();
+    let mut on_disk = names_in(&fx.dir.join(BACKUPS_DIR));
+    on_disk.sort();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(on_disk, sorted, "{context}: files in {BACKUPS_DIR}/ that are not listed backups (partial or staging)");
+    for (key, size) in &listed {
+        let path = fx.dir.join(BACKUPS_DIR).join(key);
+        assert_eq!(fs::metadata(&path).unwrap().len(), *size, "{context}: listed size of {key}");
+        if let Err(e) = check_zip(&path) {
+            panic!("{context}: listed backup {key} is not a complete archive: {e}");
+        }
+    }
+
+    let state = state_of(fx, allowed, context);
+    assert_eq!(live.login_status(state.own_user()).await, 200, "{context}: login of the {state:?} user");
+    if allowed.len() > 1 {
+        assert_eq!(live.login_status(state.other().own_user()).await, 400, "{context}: login of the {:?} user", state.other());
+    }
+    (state, keys)
+}
+
+/// Kill delays from 0 to a little past the measured duration, evenly spread.
+fn delays(measured: Duration, kills: u64) -> Vec<Duration> {
+    let span = measured.mul_f64(1.3);
+    (0..kills).map(|i| span.mul_f64(i as f64 / (kills - 1).max(1) as f64)).collect()
+}
+
+fn kills_per_op() -> u64 {
+    env_u64("PB_CRASH_KILLS", 12).max(2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_create_lists_no_partial_backup() {
+    let _heavy = heavy();
+    let fx = Fixture::new();
+    let mut live = Live::start(&fx.dir).await;
+
+    let create = |live: &Live, key: String| {
+        let request = live.client.post(live.url("/api/backups")).header("Authorization", &live.su).json(&json!({"name": key}));
+        tokio::spawn(async move { request.timeout(Duration::from_secs(120)).send().await.map(|r| r.status().as_u16()) })
+    };
+    let started = Instant::now();
+    assert_eq!(create(&live, "calibrate.zip".into()).await.unwrap().unwrap(), 204);
+    let measured = started.elapsed();
+    live.delete("calibrate.zip").await;
+
+    let (mut mid_op, mut published) = (0, 0);
+    for (i, delay) in delays(measured, kills_per_op()).into_iter().enumerate() {
+        let key = format!("kill-{i}.zip");
+        let request = create(&live, key.clone());
+        tokio::time::sleep(delay).await;
+        live.kill();
+        let left = leftovers(&fx.dir);
+        mid_op += usize::from(!left.temp.is_empty());
+        let _ = request.await.unwrap();
+
+        live = Live::start(&fx.dir).await;
+        let context = format!("create killed after {delay:?} (left {left:?})");
+        let (_, keys) = check_restarted(&live, &fx, &[State::A], &context).await;
+        assert!(keys.iter().all(|k| *k == key), "{context}: unexpected backups {keys:?}");
+        if keys.contains(&key) {
+            published += 1;
+            live.delete(&key).await;
+        }
+    }
+    eprintln!("create: {measured:?} per create; {} kills: {mid_op} left work in {TEMP_DIR}, {published} found published", kills_per_op());
+    assert!(mid_op >= 2, "too few kills landed during a create ({mid_op}): the kill timing does not cover the work");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_upload_lists_no_partial_backup() {
+    let _heavy = heavy();
+    let fx = Fixture::new();
+    let archive = Bytes::from(fx.archive_bytes());
+    let mut live = Live::start(&fx.dir).await;
+
+    let upload = |live: &Live, key: String| {
+        let part = reqwest::multipart::Part::stream_with_length(archive.clone(), archive.len() as u64)
+            .file_name(key)
+            .mime_str("application/zip")
+            .unwrap();
+        let request = live
+            .client
+            .post(live.url("/api/backups/upload"))
+            .header("Authorization", &live.su)
+            .multipart(reqwest::multipart::Form::new().part("file", part));
+        tokio::spawn(async move { request.timeout(Duration::from_secs(120)).send().await.map(|r| r.status().as_u16()) })
+    };
+    let started = Instant::now();
+    assert_eq!(upload(&live, "calibrate.zip".into()).await.unwrap().unwrap(), 204);
+    let measured = started.elapsed();
+    live.delete("calibrate.zip").await;
+
+    let (mut mid_op, mut published) = (0, 0);
+    for (i, delay) in delays(measured, kills_per_op()).into_iter().enumerate() {
+        let key = format!("kill-{i}.zip");
+        let request = upload(&live, key.clone());
+        tokio::time::sleep(delay).await;
+        live.kill();
+        let left = leftovers(&fx.dir);
+        mid_op += usize::from(!left.temp.is_empty());
+        let _ = request.await.unwrap();
+
+        live = Live::start(&fx.dir).await;
+        let context = format!("upload killed after {delay:?} (left {left:?})");
+        let (_, keys) = check_restarted(&live, &fx, &[State::A], &context).await;
+        assert!(keys.iter().all(|k| *k == key), "{context}: unexpected backups {keys:?}");
+        if keys.contains(&key) {
+            published += 1;
+            let stored = fs::read(fx.dir.join(BACKUPS_DIR).join(&key)).unwrap();
+            assert!(stored == archive, "{context}: the published upload differs from what was sent");
+            live.delete(&key).await;
+        }
+    }
+    eprintln!(
+        "upload: {measured:?} per {} MiB upload; {} kills: {mid_op} left work in {TEMP_DIR}, {published} found published",
+        archive.len() as u64 / MIB,
+        kills_per_op()
+    );
+    assert!(mid_op >= 2, "too few kills landed during an upload ({mid_op}): the kill timing does not cover the work");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_restore_leaves_old_or_new_data_whole() {
+    let _heavy = heavy();
+    let mut fx = Fixture::new();
+    fx.store_archive(State::A.archive());
+    fx.mutate_to_b();
+    fx.store_archive(State::B.archive());
+    let mut live = Live::start(&fx.dir).await;
+    let mut state = check_restarted(&live, &fx, &[State::B], "before any restore").await.0;
+
+    let restore = |live: &Live, key: &str| {
+        let request = live.client.post(live.url(&format!("/api/backups/{key}/restore"))).header("Authorization", &live.su);
+        tokio::spawn(async move { request.timeout(Duration::from_secs(120)).send().await.map(|r| r.status().as_u16()) })
+    };
+    // Measured until the re-executed server serves the other state's accounts, committed.
+    let started = Instant::now();
+    assert_eq!(restore(&live, state.other().archive()).await.unwrap().unwrap(), 204);
+    let target = state.other();
+    eventually(Duration::from_secs(120), "the restored server", || async {
+        let fresh = reqwest::Client::new();
+        let r = fresh
+            .post(live.url("/api/collections/users/auth-with-password"))
+            .json(&json!({"identity": target.own_user().0, "password": target.own_user().1}))
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200 && !fx.dir.join(TEMP_DIR).join("restore").exists()).then_some(())
+    })
+    .await;
+    let measured = started.elapsed();
+    live.kill();
+    live = Live::start(&fx.dir).await;
+    state = check_restarted(&live, &fx, &[target], "after the measured restore").await.0;
+
+    let (mut mid_op, mut mid_swap, mut flipped) = (0, 0, 0);
+    for delay in delays(measured, kills_per_op()) {
+        let request = restore(&live, state.other().archive());
+        tokio::time::sleep(delay).await;
+        live.kill();
+        let left = leftovers(&fx.dir);
+        mid_op += usize::from(!left.temp.is_empty());
+        mid_swap += usize::from(left.journal);
+        let _ = request.await.unwrap();
+
+        live = Live::start(&fx.dir).await;
+        let context = format!("restore {state:?} -> {:?} killed after {delay:?} (left {left:?})", state.other());
+        let (now, keys) = check_restarted(&live, &fx, &[State::A, State::B], &context).await;
+        assert_eq!(keys.len(), 2, "{context}: both archives are still listed: {keys:?}");
+        flipped += usize::from(now != state);
+        state = now;
+    }
+    eprintln!(
+        "restore: {measured:?} until the restored server serves; {} kills: {mid_op} left work in {TEMP_DIR}, \
+         {mid_swap} with a journal, {flipped} found restored",
+        kills_per_op()
+    );
+    assert!(mid_op >= 2, "too few kills landed during a restore ({mid_op}): the kill timing does not cover the work");
+}
+
+// ---------------------------------------------------------------------------------------
+// Disk full.
+// ---------------------------------------------------------------------------------------
+
+/// A tmpfs mounted for the test, unmounted (lazily, even if a file is still open) on drop.
+struct Tmpfs {
+    target: CString,
+}
+
+impl Tmpfs {
+    fn mount(target: &Path, size: u64) -> io::Result<Tmpfs> {
+        let target = CString::new(target.as_os_str().as_bytes()).unwrap();
+        let options = CString::new(format!("size={size},mode=0755")).unwrap();
+        // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+        let rc = unsafe {
+            libc::mount(c"tmpfs".as_ptr(), target.as_ptr(), c"tmpfs".as_ptr(), 0, options.as_ptr().cast())
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Tmpfs { target })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // SAFETY: target is a valid NUL-terminated string.
+        unsafe { libc::umount2(self.target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// Mounts a tmpfs of `size` at `target`, or explains why the test is skipped.
+fn tmpfs_or_skip(target: &Path, size: u64) -> Option<Tmpfs> {
+    match Tmpfs::mount(target, size) {
+        Ok(mount) => Some(mount),
+        Err(e) if std::env::var("PB_REQUIRE_TMPFS").as_deref() != Ok("1") => {
+            eprintln!("SKIPPED: cannot mount a tmpfs here ({e}); run as root, or set PB_REQUIRE_TMPFS=1 to fail");
+            None
+        }
+        Err(e) => panic!("cannot mount a tmpfs: {e}"),
+    }
+}
+
+fn free_space(path: &Path) -> u64 {
+    pb_backups::util::free_space(path).unwrap()
+}
+
+/// After a failed operation: nothing in the temp folder or the backups folder but `keep`,
+/// the list unchanged, the space given back.
+async fn assert_nothing_left(live: &Live, dir: &Path, keep: &[&str], free_before: u64, what: &str) {
+    assert_eq!(names_in(&dir.join(TEMP_DIR)), Vec::<String>::new(), "{what}: leftovers in {TEMP_DIR}");
+    assert_eq!(names_in(&dir.join(BACKUPS_DIR)), keep, "{what}: files in {BACKUPS_DIR}/");
+    let listed: Vec<String> = live.list().await.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(listed, keep, "{what}: listed backups");
+    let free = free_space(dir);
+    // SQLite may have grown its WAL by a few pages meanwhile.
+    assert!(free + MIB >= free_before, "{what}: {} KiB not given back", (free_before - free) / 1024);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_during_create_and_upload_leaves_nothing_behind() {
+    let _heavy = heavy();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("pb_data");
+    fs::create_dir(&dir).unwrap();
+    // The data (20 MiB of random bytes) fits; an archive of it does not.
+    let Some(_tmpfs) = tmpfs_or_skip(&dir, 32 * MIB) else { return };
+    seed_accounts(&dir);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    write_file(&dir.join("storage/big.bin"), &random_bytes(&mut rng, 20 * MIB as usize));
+    let live = Live::start(&dir).await;
+    let free_before = free_space(&dir);
+    assert!(free_before < 16 * MIB, "{free_before} bytes free: the disk is not small enough to fill");
+
+    let r = live.client.post(live.url("/api/backups")).header("Authorization", &live.su).json(&json!({"name": "full.zip"})).send().await.unwrap();
+    let (status, body) = status_json(r).await;
+    assert_eq!((status, body), (400, error_body(400, Message::CreateFailed.text(Lang::Zh))), "create on a full disk");
+    assert_nothing_left(&live, &dir, &[], free_before, "create on a full disk").await;
+
+    // 16 MiB of zip: more than the space left.
+    let upload = |name: &str, size: u64| {
+        let (len, body) = zip_of_zeros(size, false);
+        let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(body), len)
+            .file_name(name.to_string())
+            .mime_str("application/zip")
+            .unwrap();
+        live.client
+            .post(live.url("/api/backups/upload"))
+            .header("Authorization", &live.su)
+            .multipart(reqwest::multipart::Form::new().part("file", part))
+            .send()
+    };
+    let r = upload("full.zip", 16 * MIB).await.expect("an answer, not a reset, for an upload that fills the disk");
+    let (status, body) = status_json(r).await;
+    assert_eq!((status, body), (400, error_body(400, Message::UploadFailed.text(Lang::Zh))), "upload on a full disk");
+    assert_nothing_left(&live, &dir, &[], free_before, "upload on a full disk").await;
+
+    // Still serving: with room made, both work again.
+    let r = live.client.get(live.url("/api/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    fs::remove_file(dir.join("storage/big.bin")).unwrap();
+    let r = upload("small.zip", MIB).await.unwrap();
+    assert_eq!(r.status(), 204, "upload once there is room");
+    let r = live.client.post(live.url("/api/backups")).header("Authorization", &live.su).json(&json!({"name": "fits.zip"})).send().await.unwrap();
+    assert_eq!(r.status(), 204, "create once there is room");
+    assert_eq!(names_in(&dir.join(TEMP_DIR)), Vec::<String>::new());
+    let log = fs::read_to_string(&live.server.log).unwrap();
+    live.kill();
+    // The causes are in the log (never in a body): both failures were the disk filling up.
+    let full = |what: &str| log.lines().any(|l| l.contains(what) && l.contains("No space left"));
+    assert!(full("backup create failed") && full("upload could not be written"), "both for lack of space:\n{log}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Huge uploads.
+// ---------------------------------------------------------------------------------------
+
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
+/// A zip holding one Stored entry `zeros.bin` of `size` zero bytes, as a stream: the CRC is
+/// computed on the fly and written after the data (general purpose flag bit 3), so nothing
+/// but one static chunk of zeros is ever held. Zip64 records when the size needs them (or
+/// when forced). Returns the total length and the stream.
+fn zip_of_zeros(size: u64, force_zip64: bool) -> (u64, impl Stream<Item = io::Result<Bytes>> + Send + 'static) {
+    const NAME: &[u8] = b"zeros.bin";
+    let zip64 = force_zip64 || size >= u64::from(u32::MAX) - (1 << 20);
+    let version: u16 = if zip64 { 45 } else { 20 };
+    let (time, date) = (0u16, (1 << 5) | 1); // 1980-01-01 00:00
+    let descriptor_len: u64 = if zip64 { 24 } else { 16 };
+    let local_len = 30 + NAME.len() as u64;
+    let cd_offset = local_len + size + descriptor_len;
+    let cd_extra: u16 = if zip64 { 4 + 16 } else { 0 };
+    let cd_len = 46 + NAME.len() as u64 + u64::from(cd_extra);
+    let tail_len = if zip64 { 56 + 20 } else { 0 } + 22;
+    let total = cd_offset + cd_len + tail_len;
+
+    let mut local = Vec::new();
+    local.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+    for v in [version, 0x0008, 0, time, date] {
+        local.extend_from_slice(&v.to_le_bytes());
+    }
+    local.extend_from_slice(&[0; 12]); // CRC and sizes: in the descriptor
+    local.extend_from_slice(&(NAME.len() as u16).to_le_bytes());
+    local.extend_from_slice(&0u16.to_le_bytes());
+    local.extend_from_slice(NAME);
+
+    let trailer = move |crc: u32| -> Bytes {
+        let mut t = Vec::new();
+        t.extend_from_slice(&0x0807_4b50u32.to_le_bytes());
+        t.extend_from_slice(&crc.to_le_bytes());
+        if zip64 {
+            t.extend_from_slice(&size.to_le_bytes());
+            t.extend_from_slice(&size.to_le_bytes());
+        } else {
+            t.extend_from_slice(&(size as u32).to_le_bytes());
+            t.extend_from_slice(&(size as u32).to_le_bytes());
+        }
+        let short_size = if zip64 { u32::MAX } else { size as u32 };
+        t.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        for v in [(3 << 8) | version, version, 0x0008, 0, time, date] {
+            t.extend_from_slice(&v.to_le_bytes());
+        }
+        t.extend_from_slice(&crc.to_le_bytes());
+        t.extend_from_slice(&short_size.to_le_bytes());
+        t.extend_from_slice(&short_size.to_le_bytes());
+        for v in [NAME.len() as u16, cd_extra, 0, 0, 0] {
+            t.extend_from_slice(&v.to_le_bytes());
+        }
+        t.extend_from_slice(&(0o100_644u32 << 16).to_le_bytes());
+        t.extend_from_slice(&0u32.to_le_bytes()); // local header offset
+        t.extend_from_slice(NAME);
+        if zip64 {
+            t.extend_from_slice(&1u16.to_le_bytes());
+            t.extend_from_slice(&16u16.to_le_bytes());
+            t.extend_from_slice(&size.to_le_bytes());
+            t.extend_from_slice(&size.to_le_bytes());
+            let eocd64_offset = cd_offset + cd_len;
+            t.extend_from_slice(&0x0606_4b50u32.to_le_bytes());
+            t.extend_from_slice(&44u64.to_le_bytes());
+            t.extend_from_slice(&((3 << 8) | version).to_le_bytes());
+            t.extend_from_slice(&version.to_le_bytes());
+            t.extend_from_slice(&[0; 8]); // this disk, disk of the central directory
+            t.extend_from_slice(&1u64.to_le_bytes());
+            t.extend_from_slice(&1u64.to_le_bytes());
+            t.extend_from_slice(&cd_len.to_le_bytes());
+            t.extend_from_slice(&cd_offset.to_le_bytes());
+            t.extend_from_slice(&0x0706_4b50u32.to_le_bytes());
+            t.extend_from_slice(&0u32.to_le_bytes());
+            t.extend_from_slice(&eocd64_offset.to_le_bytes());
+            t.extend_from_slice(&1u32.to_le_bytes());
+        }
+        t.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+        for v in [0u16, 0, 1, 1] {
+            t.extend_from_slice(&v.to_le_bytes());
+        }
+        t.extend_from_slice(&(cd_len as u32).to_le_bytes());
+        t.extend_from_slice(&u32::try_from(cd_offset).unwrap_or(u32::MAX).to_le_bytes());
+        t.extend_from_slice(&0u16.to_le_bytes());
+        Bytes::from(t)
+    };
+
+    enum Phase {
+        Header(Vec<u8>),
+        Data(u64, flate2::Crc),
+        Done,
+    }
+    let body = stream::unfold(Phase::Header(local), move |phase| {
+        let trailer = trailer.clone();
+        async move {
+            match phase {
+                Phase::Header(h) => Some((Ok(Bytes::from(h)), Phase::Data(size, flate2::Crc::new()))),
+                Phase::Data(0, crc) => Some((Ok(trailer(crc.sum())), Phase::Done)),
+                Phase::Data(left, mut crc) => {
+                    let n = left.min(ZEROS.len() as u64) as usize;
+                    crc.update(&ZEROS[..n]);
+                    Some((Ok(Bytes::from_static(&ZEROS[..n])), Phase::Data(left - n as u64, crc)))
+                }
+                Phase::Done => None,
+            }
+        }
+    });
+    (total, body)
+}
+
+async fn collect(body: impl Stream<Item = io::Result<Bytes>>) -> Vec<u8> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn generated_zips_are_valid_archives() {
+    for (size, zip64) in [(0, false), (3 * MIB + 17, false), (MIB + 5, true)] {
+        let (len, body) = zip_of_zeros(size, zip64);
+        let bytes = collect(body).await;
+        assert_eq!(bytes.len() as u64, len, "declared length, zip64 {zip64}");
+        let mut zip = zip::ZipArchive::new(io::Cursor::new(&bytes)).unwrap();
+        assert_eq!(zip.len(), 1);
+        let mut entry = zip.by_index(0).unwrap();
+        assert_eq!(entry.size(), size);
+        assert_eq!(io::copy(&mut entry, &mut io::sink()).unwrap(), size, "read with its CRC checked");
+        drop(entry);
+        // And the server's own validation accepts it.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        fs::write(file.path(), &bytes).unwrap();
+        let summary = pb_backups::archive::validate(file.path(), &Default::default()).unwrap();
+        assert_eq!(summary.total_size, size);
+    }
+}
+
+/// A field of /proc/self/status, in bytes.
+fn proc_status(field: &str) -> u64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field}"));
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_gib_upload_is_stored_with_flat_memory() {
+    let _heavy = heavy();
+    let size = env_u64("PB_BIG_UPLOAD_MIB", 3072) * MIB;
+    let server = TestServer::start().await;
+    let su = server.superuser_token().await;
+    let (len, body) = zip_of_zeros(size, false);
+
+    let rss_before = proc_status("VmRSS:");
+    // Resets the peak (VmHWM) to the current size, so that the peak below is this upload's.
+    let peak_reset = fs::write("/proc/self/clear_refs", "5").is_ok();
+    let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(body), len)
+        .file_name("big.zip")
+        .mime_str("application/zip")
+        .unwrap();
+    let started = Instant::now();
+    let r = server
+        .client
+        .post(server.url("/api/backups/upload"))
+        .header("Authorization", &su)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(r).await;
+    let took = started.elapsed();
+    let (rss_after, peak) = (proc_status("VmRSS:"), proc_status("VmHWM:"));
+    assert_eq!(status, 204, "{body}");
+
+    let r = server.client.get(server.url("/api/backups")).header("Authorization", &su).send().await.unwrap();
+    let (_, list) = status_json(r).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["key"], "big.zip");
+    assert_eq!(list[0]["size"].as_u64(), Some(len), "listed size");
+    // The stored central directory (not the GiB of data) says what was sent.
+    let stored = server.data_dir().join(BACKUPS_DIR).join("big.zip");
+    let mut zip = zip::ZipArchive::new(fs::File::open(&stored).unwrap()).unwrap();
+    assert_eq!(zip.by_index(0).unwrap().size(), size);
+    drop(zip);
+    let r = server.client.delete(server.url("/api/backups/big.zip")).header("Authorization", &su).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+
+    let grown = peak.saturating_sub(rss_before);
+    eprintln!(
+        "big upload: {} MiB in {took:?} ({:.0} MiB/s); RSS {} -> {} MiB, peak {} MiB{}",
+        len / MIB,
+        len as f64 / MIB as f64 / took.as_secs_f64(),
+        rss_before / MIB,
+        rss_after / MIB,
+        peak / MIB,
+        if peak_reset { "" } else { " (peak not resettable: process-wide)" }
+    );
+    assert!(grown < 200 * MIB, "memory grew by {} MiB during a {} MiB upload", grown / MIB, len / MIB);
+    server.stop().await;
+}

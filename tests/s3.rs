@@ -1,0 +1,601 @@
+//! The backups API with backups in an S3-compatible bucket: a moto server on 127.0.0.1,
+//! started once for this file by `scripts/s3-test-server` (which installs it on first use),
+//! one fresh bucket per test. Covers the endpoints' flows on S3, the storage contract
+//! (multipart, ranges, conditional publish), two servers sharing a bucket, an endpoint that
+//! dies mid-create, and the storage 400 for an unreachable endpoint or a missing bucket.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use pb_backups::model::names::BackupKey;
+use pb_backups::storage::s3::{Activity, S3Config, S3Storage};
+use pb_backups::storage::{BackupStorage, StorageError};
+use serde_json::{json, Value};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{watch, Notify, Semaphore};
+
+const STORAGE_FAILURE: &str = "加载备份文件系统失败。";
+const STORAGE_FAILURE_EN: &str = "Failed to load backups filesystem.";
+const BUSY: &str = "请稍后重试 - 另一个备份/恢复进程已在运行。";
+
+// ---- the S3 server ----
+
+/// The moto endpoint, started on first use and killed when this test process exits.
+fn moto() -> &'static str {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The server is tied to this thread (PDEATHSIG), which lives as long as the process.
+        std::thread::spawn(move || {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/s3-test-server");
+            let mut cmd = Command::new(script);
+            cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let mut child = cmd.spawn().expect("scripts/s3-test-server (needs python3)");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+            let _ = tx.send(line.trim().strip_prefix("endpoint ").map(str::to_string));
+            let _ = child.wait();
+        });
+        // The first run installs moto into .venv-moto (about a minute).
+        let endpoint = rx.recv_timeout(Duration::from_secs(300)).ok().flatten().expect("the S3 server's endpoint");
+        let addr = endpoint.trim_start_matches("http://").to_string();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "the S3 server did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        endpoint
+    })
+}
+
+/// A new empty bucket; object_store never creates buckets.
+async fn new_bucket(endpoint: &str) -> String {
+    let name = format!("t-{}", pb_backups::util::random_suffix().to_lowercase());
+    let r = reqwest::Client::new().put(format!("{endpoint}/{name}")).send().await.unwrap();
+    assert!(r.status().is_success(), "create bucket: {}", r.status());
+    name
+}
+
+fn config(endpoint: &str, bucket: &str, prefix: &str) -> S3Config {
+    let mut c = S3Config::new(bucket);
+    c.endpoint = Some(endpoint.to_string());
+    c.path_style = true;
+    c.prefix = prefix.to_string();
+    c.access_key = Some("test".into());
+    c.secret_key = Some("test".into());
+    c
+}
+
+/// Direct access to the bucket, to look behind the server's back.
+fn raw(endpoint: &str, bucket: &str) -> AmazonS3 {
+    AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .with_allow_http(true)
+        .build()
+        .unwrap()
+}
+
+async fn object_names(store: &AmazonS3) -> Vec<String> {
+    use futures_util::TryStreamExt;
+    let all: Vec<_> = store.list(None).try_collect().await.unwrap();
+    let mut names: Vec<String> = all.into_iter().map(|m| m.location.to_string()).collect();
+    names.sort();
+    names
+}
+
+async fn s3_server(bucket: &str, prefix: &str) -> TestServer {
+    TestServer::start_with(Options { s3: Some(config(moto(), bucket, prefix)), ..Default::default() }).await
+}
+
+// ---- HTTP helpers ----
+
+async fn list(s: &TestServer, token: &str) -> (u16, Value) {
+    status_json(s.client.get(s.url("/api/backups")).header("Authorization", token).send().await.unwrap()).await
+}
+
+async fn create(s: &TestServer, token: &str, body: Value) -> (u16, Value) {
+    status_json(s.client.post(s.url("/api/backups")).header("Authorization", token).json(&body).send().await.unwrap()).await
+}
+
+async fn upload(s: &TestServer, token: &str, name: &str, bytes: Vec<u8>) -> (u16, Value) {
+    let r = s.client.post(s.url("/api/backups/upload")).header("Authorization", token);
+    status_json(r.multipart(multipart_file(name, bytes)).send().await.unwrap()).await
+}
+
+async fn delete(s: &TestServer, token: &str, key: &str) -> (u16, Value) {
+    status_json(s.client.delete(s.url(&format!("/api/backups/{key}"))).header("Authorization", token).send().await.unwrap()).await
+}
+
+async fn restore(s: &TestServer, token: &str, key: &str) -> (u16, Value) {
+    let r = s.client.post(s.url(&format!("/api/backups/{key}/restore"))).header("Authorization", token);
+    status_json(r.send().await.unwrap()).await
+}
+
+async fn download(s: &TestServer, token: &str, key: &str) -> Vec<u8> {
+    let ft = s.file_token(token).await;
+    let r = s.client.get(s.url(&format!("/api/backups/{key}?token={ft}"))).send().await.unwrap();
+    assert_eq!(r.status(), 200, "download {key}");
+    r.bytes().await.unwrap().to_vec()
+}
+
+async fn keys(s: &TestServer, token: &str) -> Vec<String> {
+    let (status, body) = list(s, token).await;
+    assert_eq!(status, 200, "{body}");
+    let mut keys: Vec<String> = body.as_array().unwrap().iter().map(|b| b["key"].as_str().unwrap().to_string()).collect();
+    keys.sort();
+    keys
+}
+
+fn random_bytes(len: usize) -> Vec<u8> {
+    use rand::RngCore;
+    let mut v = vec![0; len];
+    rand::rng().fill_bytes(&mut v);
+    v
+}
+
+// ---- tests ----
+
+#[tokio::test]
+async fn endpoint_flows_on_s3() {
+    let bucket = new_bucket(moto()).await;
+    let s = s3_server(&bucket, "/site-a/backups/").await;
+    let su = s.superuser_token().await;
+    assert_eq!(keys(&s, &su).await, Vec::<String>::new());
+
+    std::fs::write(s.data_dir().join("marker.txt"), "before").unwrap();
+    assert_eq!(create(&s, &su, json!({"name": "first.zip"})).await, (204, Value::Null));
+    assert_eq!(create(&s, &su, json!({})).await.0, 204, "generated name");
+    let all = keys(&s, &su).await;
+    assert_eq!(all.len(), 2);
+    assert!(all[0] == "first.zip" && all[1].starts_with("pb_backup_"), "{all:?}");
+    let (_, body) = list(&s, &su).await;
+    let first = body.as_array().unwrap().iter().find(|e| e["key"] == "first.zip").unwrap().clone();
+    assert!(first["modified"].as_str().unwrap().ends_with('Z'));
+
+    // Under the prefix in the bucket, and nothing in the data dir.
+    let store = raw(moto(), &bucket);
+    assert!(object_names(&store).await.contains(&"site-a/backups/first.zip".to_string()));
+    assert!(!s.data_dir().join("backups/first.zip").exists());
+    assert_eq!(create(&s, &su, json!({"name": "first.zip"})).await.1["data"]["name"]["code"], "validation_backup_name_exists");
+
+    // Download: whole, then a range passed through to S3.
+    let bytes = download(&s, &su, "first.zip").await;
+    assert_eq!(bytes.len() as u64, first["size"].as_u64().unwrap());
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes.clone())).unwrap();
+    assert!(zip.by_name("data.db").is_ok() && zip.by_name("marker.txt").is_ok());
+    let ft = s.file_token(&su).await;
+    let r = s.client.get(s.url(&format!("/api/backups/first.zip?token={ft}"))).header("Range", "bytes=2-5").send().await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], format!("bytes 2-5/{}", bytes.len()));
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[2..6]);
+
+    // Upload, name taken, delete, 404s.
+    assert_eq!(upload(&s, &su, "Uploaded Copy.zip", bytes.clone()).await, (204, Value::Null));
+    assert_eq!(upload(&s, &su, "Uploaded Copy.zip", bytes.clone()).await.1["data"]["file"]["code"], "validation_backup_name_exists");
+    assert_eq!(download(&s, &su, "Uploaded%20Copy.zip").await, bytes);
+    assert_eq!(delete(&s, &su, "Uploaded%20Copy.zip").await, (204, Value::Null));
+    assert_eq!(delete(&s, &su, "Uploaded%20Copy.zip").await, (404, error_body(404, "请求的资源未找到。")));
+    assert_eq!(restore(&s, &su, "missing.zip").await.0, 404);
+    let r = s.client.get(s.url(&format!("/api/backups/missing.zip?token={ft}"))).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Restore: fetched from S3, swapped in, served again; the bucket is untouched.
+    std::fs::write(s.data_dir().join("marker.txt"), "after").unwrap();
+    assert_eq!(restore(&s, &su, "first.zip").await, (204, Value::Null));
+    eventually(Duration::from_secs(30), "the restored data", || async {
+        (std::fs::read_to_string(s.data_dir().join("marker.txt")).ok()? == "before").then_some(())
+    })
+    .await;
+    let su = eventually(Duration::from_secs(30), "the restarted server", || async {
+        let r = s.client.post(s.url("/api/collections/_superusers/auth-with-password"))
+            .json(&json!({"identity": SUPERUSER.0, "password": SUPERUSER.1})).send().await.ok()?;
+        let token = r.json::<Value>().await.ok()?["token"].as_str()?.to_string();
+        (create(&s, &token, json!({"name": "after-restore.zip"})).await.0 == 204).then_some(token)
+    })
+    .await;
+    assert_eq!(keys(&s, &su).await.len(), 3);
+    let names = object_names(&store).await;
+    assert!(names.iter().all(|n| !n.contains(".leases")), "no lease left: {names:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn storage_contract_on_s3() {
+    let bucket = new_bucket(moto()).await;
+    let store = raw(moto(), &bucket);
+    let s3 = S3Storage::new(config(moto(), &bucket, "p")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = |k: &str| BackupKey::parse(k).unwrap();
+
+    // 20 MiB: three parts of 8 MiB, two in flight.
+    let big = random_bytes(20 << 20);
+    let local = dir.path().join("big");
+    std::fs::write(&local, &big).unwrap();
+    s3.put_file(&key("big.zip"), &local).await.unwrap();
+    assert!(!local.exists(), "put_file consumes the local file");
+    std::fs::write(&local, b"again").unwrap();
+    assert!(matches!(s3.put_file(&key("big.zip"), &local).await, Err(StorageError::AlreadyExists)));
+    assert!(local.exists(), "a refused put leaves the local file");
+
+    // Only backup keys directly under the prefix are listed.
+    for other in ["p/notes.txt", "p/sub/x.zip", "p/.hidden.zip", "elsewhere.zip"] {
+        store.put(&ObjPath::parse(other).unwrap(), PutPayload::from_static(b"x")).await.unwrap();
+    }
+    let listed = s3.list().await.unwrap();
+    assert_eq!(listed.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(), vec!["big.zip"]);
+    assert_eq!(listed[0].size, big.len() as u64);
+    assert_eq!(s3.head(&key("big.zip")).await.unwrap().size, big.len() as u64);
+
+    // A range across a part boundary, streamed.
+    let at = (8 << 20) - 10;
+    let mut r = s3.open(&key("big.zip"), Some(at..at + 20)).await.unwrap();
+    let mut got = Vec::new();
+    r.body.read_to_end(&mut got).await.unwrap();
+    assert_eq!((r.range.clone(), got.as_slice()), (at..at + 20, &big[at as usize..at as usize + 20]));
+
+    let fetched = dir.path().join("fetched.zip");
+    s3.fetch_to_file(&key("big.zip"), &fetched).await.unwrap();
+    assert!(std::fs::read(&fetched).unwrap() == big, "fetched copy differs");
+
+    s3.delete(&key("big.zip")).await.unwrap();
+    assert!(matches!(s3.delete(&key("big.zip")).await, Err(StorageError::NotFound)));
+    assert!(matches!(s3.head(&key("big.zip")).await, Err(StorageError::NotFound)));
+    assert!(matches!(s3.open(&key("big.zip"), None).await, Err(StorageError::NotFound)));
+    assert!(matches!(s3.fetch_to_file(&key("big.zip"), &dir.path().join("f2")).await, Err(StorageError::NotFound)));
+    let names = object_names(&store).await;
+    assert!(names.iter().all(|n| !n.contains(".leases")), "leases released: {names:?}");
+
+    // A key that appears between the check and the publish is never overwritten, for a
+    // single PUT and for a multipart upload alike.
+    for (name, len) in [("small.zip", 1000), ("large.zip", 12 << 20)] {
+        let path = ObjPath::parse(format!("p/{name}")).unwrap();
+        let mut c = config(moto(), &bucket, "p");
+        let (racer, racer_path) = (Arc::new(raw(moto(), &bucket)), path.clone());
+        c.before_publish = Some(Arc::new(move |_key| {
+            let (racer, path) = (racer.clone(), racer_path.clone());
+            async move {
+                racer.put(&path, PutPayload::from_static(b"the other server's")).await.unwrap();
+            }
+            .boxed()
+        }));
+        let hooked = S3Storage::new(c).unwrap();
+        std::fs::write(&local, random_bytes(len)).unwrap();
+        assert!(matches!(hooked.put_file(&key(name), &local).await, Err(StorageError::AlreadyExists)), "{name}");
+        let kept = store.get(&path).await.unwrap().bytes().await.unwrap();
+        assert_eq!(kept.as_ref(), b"the other server's", "{name} was overwritten");
+    }
+}
+
+/// A gate that holds every create until released, and says when one is waiting.
+fn gate() -> (pb_backups::service::CreateGate, Arc<Notify>, Arc<Semaphore>) {
+    let waiting = Arc::new(Notify::new());
+    let release = Arc::new(Semaphore::new(0));
+    let (w, r) = (waiting.clone(), release.clone());
+    let gate: pb_backups::service::CreateGate = Arc::new(move |_key| {
+        let (w, r) = (w.clone(), r.clone());
+        async move {
+            w.notify_one();
+            r.acquire().await.unwrap().forget();
+        }
+        .boxed()
+    });
+    (gate, waiting, release)
+}
+
+#[tokio::test]
+async fn two_servers_one_bucket() {
+    let bucket = new_bucket(moto()).await;
+    let (gate, waiting, release) = gate();
+    let a = TestServer::start_with(Options { s3: Some(config(moto(), &bucket, "shared")), create_gate: Some(gate), ..Default::default() }).await;
+    let b = s3_server(&bucket, "shared").await;
+    let (sa, sb) = (a.superuser_token().await, b.superuser_token().await);
+
+    // Both see one set of backups; names are taken across servers.
+    let created = async { create(&a, &sa, json!({"name": "one.zip"})).await };
+    let (_, got) = tokio::join!(async { waiting.notified().await; release.add_permits(1) }, created);
+    assert_eq!(got.0, 204);
+    assert_eq!(keys(&b, &sb).await, vec!["one.zip"]);
+    assert_eq!(create(&b, &sb, json!({"name": "one.zip"})).await.1["data"]["name"]["code"], "validation_backup_name_exists");
+    let zip = zip_with(&[("data.db", b"x")]);
+    assert_eq!(upload(&b, &sb, "one.zip", zip.clone()).await.1["data"]["file"]["code"], "validation_backup_name_exists");
+
+    // A create whose key appears meanwhile on the other server fails; the other's stays.
+    let held = tokio::spawn({
+        let (client, url, sa) = (a.client.clone(), a.url("/api/backups"), sa.clone());
+        async move { status_json(client.post(url).header("Authorization", sa).json(&json!({"name": "race.zip"})).send().await.unwrap()).await }
+    });
+    waiting.notified().await;
+    assert_eq!(upload(&b, &sb, "race.zip", zip.clone()).await, (204, Value::Null));
+    release.add_permits(1);
+    let (status, body) = held.await.unwrap();
+    assert_eq!((status, body["data"]["name"]["code"].as_str()), (400, Some("validation_backup_name_exists")), "{body}");
+    assert_eq!(download(&a, &sa, "race.zip").await, zip, "the first one published is kept");
+
+    // A delete never removes a backup that the other server is reading for a restore.
+    let key = BackupKey::parse("one.zip").unwrap();
+    let reader = S3Storage::new(config(moto(), &bucket, "shared")).unwrap();
+    let lease = reader.hold(&key, Activity::Restore).await.unwrap();
+    assert_eq!(delete(&b, &sb, "one.zip").await, (400, error_body(400, BUSY)));
+    assert!(keys(&a, &sa).await.contains(&"one.zip".to_string()));
+    lease.release().await;
+    assert_eq!(delete(&b, &sb, "one.zip").await, (204, Value::Null));
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A storage whose leases live two seconds (renewed every third of it).
+fn short_lived(bucket: &str) -> S3Storage {
+    let mut c = config(moto(), bucket, "");
+    c.lease_ttl = Duration::from_secs(2);
+    S3Storage::new(c).unwrap()
+}
+
+#[tokio::test]
+async fn leases_are_renewed_and_expire_with_their_holder() {
+    let bucket = new_bucket(moto()).await;
+    let store = raw(moto(), &bucket);
+    let key = BackupKey::parse("k.zip").unwrap();
+    store.put(&ObjPath::parse("k.zip").unwrap(), PutPayload::from_static(b"zip")).await.unwrap();
+    let (holder, deleter) = (short_lived(&bucket), short_lived(&bucket));
+
+    // A live holder renews its lease: refused for twice the TTL and more.
+    let lease = holder.hold(&key, Activity::Restore).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        assert!(matches!(deleter.delete(&key).await, Err(StorageError::Busy)), "lease not renewed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    lease.release().await;
+    assert!(object_names(&store).await == vec!["k.zip"], "released lease removed");
+
+    // A holder that died leaves its lease behind: refused until it expires, then cleaned up.
+    let orphan = ObjPath::parse(".leases/k.zip/restore.deadserver").unwrap();
+    store.put(&orphan, PutPayload::from_static(b"lease")).await.unwrap();
+    assert!(matches!(deleter.delete(&key).await, Err(StorageError::Busy)));
+    eventually(Duration::from_secs(10), "the dead holder's lease to expire", || async {
+        deleter.delete(&key).await.ok()
+    })
+    .await;
+    let names = object_names(&store).await;
+    assert!(names.is_empty(), "backup deleted and expired lease removed: {names:?}");
+
+    // A restore backs off while a delete holds the key.
+    let reader = short_lived(&bucket);
+    store.put(&ObjPath::parse("k.zip").unwrap(), PutPayload::from_static(b"zip")).await.unwrap();
+    let deleting = deleter.hold(&key, Activity::Delete).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(reader.fetch_to_file(&key, &dir.path().join("r.zip")).await, Err(StorageError::Busy)));
+    deleting.release().await;
+    reader.fetch_to_file(&key, &dir.path().join("r.zip")).await.unwrap();
+}
+
+/// A TCP relay to the S3 server that can play dead: it drops every connection once the
+/// client has sent `kill_after` bytes, and until revived.
+struct FlakyRelay {
+    endpoint: String,
+    dead: watch::Sender<bool>,
+    kill_after: Arc<AtomicU64>,
+}
+
+impl FlakyRelay {
+    async fn start(upstream: &str) -> FlakyRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let (dead, _) = watch::channel(false);
+        let kill_after = Arc::new(AtomicU64::new(u64::MAX));
+        let sent = Arc::new(AtomicU64::new(0));
+        let (d, k) = (dead.clone(), kill_after.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if *d.borrow() {
+                    continue; // dropped: the endpoint is dead
+                }
+                let (d, k, sent, upstream) = (d.clone(), k.clone(), sent.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let mut dead_rx = d.subscribe();
+                    let up = async {
+                        let mut buf = vec![0; 64 << 10];
+                        loop {
+                            let n = match cr.read(&mut buf).await { Ok(0) | Err(_) => return, Ok(n) => n };
+                            if sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > k.load(Ordering::SeqCst) {
+                                d.send_replace(true);
+                                return;
+                            }
+                            if sw.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    let down = tokio::io::copy(&mut sr, &mut cw);
+                    tokio::select! {
+                        _ = up => {}
+                        _ = down => {}
+                        _ = dead_rx.wait_for(|dead| *dead) => {}
+                    }
+                });
+            }
+        });
+        FlakyRelay { endpoint, dead, kill_after }
+    }
+
+    fn revive(&self) {
+        self.kill_after.store(u64::MAX, Ordering::SeqCst);
+        self.dead.send_replace(false);
+    }
+}
+
+#[tokio::test]
+async fn an_endpoint_dying_mid_create_leaves_nothing_and_the_server_goes_on() {
+    let bucket = new_bucket(moto()).await;
+    let relay = FlakyRelay::start(moto()).await;
+    let s = TestServer::start_with(Options { s3: Some(config(&relay.endpoint, &bucket, "")), ..Default::default() }).await;
+    let su = s.superuser_token().await;
+
+    // About 24 MiB of incompressible data: a multipart upload of three parts; the endpoint
+    // dies after about 10 MiB, inside the second.
+    std::fs::write(s.data_dir().join("blob.bin"), random_bytes(24 << 20)).unwrap();
+    relay.kill_after.store(10 << 20, Ordering::SeqCst);
+    assert_eq!(create(&s, &su, json!({"name": "big.zip"})).await, (400, error_body(400, STORAGE_FAILURE)));
+    assert!(*relay.dead.borrow(), "the endpoint died during the upload");
+    // Still serving, with the storage error while the endpoint is gone.
+    assert_eq!(list(&s, &su).await, (400, error_body(400, STORAGE_FAILURE)));
+    assert_eq!(s.client.get(s.url("/api/health")).send().await.unwrap().status(), 200);
+
+    relay.revive();
+    assert_eq!(keys(&s, &su).await, Vec::<String>::new(), "no partial backup listed");
+    assert!(object_names(&raw(moto(), &bucket)).await.is_empty());
+    let temp = std::fs::read_dir(s.data_dir().join(".pb_temp")).unwrap().count();
+    assert_eq!(temp, 0, "the local archive was cleaned up");
+    std::fs::remove_file(s.data_dir().join("blob.bin")).unwrap();
+    assert_eq!(create(&s, &su, json!({"name": "small.zip"})).await, (204, Value::Null), "not left busy");
+    assert_eq!(keys(&s, &su).await, vec!["small.zip"]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_or_missing_bucket_is_the_storage_400() {
+    // A port with nothing listening.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let unreachable = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    for (what, endpoint, bucket) in [("unreachable", unreachable.as_str(), "some-bucket"), ("no bucket", moto(), "never-created")] {
+        let s = TestServer::start_with(Options { s3: Some(config(endpoint, bucket, "x")), ..Default::default() }).await;
+        let su = s.superuser_token().await;
+        let ft = s.file_token(&su).await;
+        let failure = (400, error_body(400, STORAGE_FAILURE));
+        assert_eq!(list(&s, &su).await, failure, "{what}: list");
+        assert_eq!(create(&s, &su, json!({"name": "a.zip"})).await, failure, "{what}: create");
+        assert_eq!(create(&s, &su, json!({})).await, failure, "{what}: create, generated name");
+        assert_eq!(upload(&s, &su, "u.zip", zip_with(&[("data.db", b"x")])).await, failure, "{what}: upload");
+        assert_eq!(delete(&s, &su, "a.zip").await, failure, "{what}: delete");
+        assert_eq!(restore(&s, &su, "a.zip").await, failure, "{what}: restore");
+        let r = s.client.get(s.url(&format!("/api/backups/a.zip?token={ft}"))).send().await.unwrap();
+        assert_eq!(status_json(r).await, failure, "{what}: download");
+        let r = s.client.get(s.url("/api/backups")).header("Authorization", &su).header("Accept-Language", "en").send().await.unwrap();
+        assert_eq!(status_json(r).await, (400, error_body(400, STORAGE_FAILURE_EN)), "{what}: en");
+        s.stop().await;
+    }
+}
+
+#[test]
+fn official_js_sdk_on_s3() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bucket = rt.block_on(new_bucket(moto()));
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("pb_data");
+    seed_accounts(&dir);
+    // The real binary, configured from the environment as in a container.
+    let log = root.path().join("server.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pb-backups"))
+        .args(["serve", "--http", "127.0.0.1:0", "--dir"])
+        .arg(&dir)
+        .env("RUST_LOG", "info")
+        .env("PB_BACKUPS_S3_ENDPOINT", moto())
+        .env("PB_BACKUPS_S3_BUCKET", &bucket)
+        .env("PB_BACKUPS_S3_PREFIX", "sdk")
+        .env("PB_BACKUPS_S3_PATH_STYLE", "true")
+        .env("PB_BACKUPS_S3_ACCESS_KEY", "test")
+        .env("PB_BACKUPS_S3_SECRET_KEY", "test")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let banner: Vec<String> = (0..5).map_while(|_| rx.recv_timeout(Duration::from_secs(30)).ok()).collect();
+    let base = banner.iter().find_map(|l| l.trim().strip_prefix("REST API:")).expect("the server printed its address");
+    let base = base.trim().trim_end_matches("/api/").to_string();
+    assert!(banner.iter().any(|l| l.contains(&format!("S3 bucket {bucket}"))), "{banner:?}");
+    let output = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/run.sh"))
+        .env("PB_URL", &base)
+        .env("PB_SUPERUSER_EMAIL", SUPERUSER.0)
+        .env("PB_SUPERUSER_PASSWORD", SUPERUSER.1)
+        .env("PB_USER_EMAIL", USER.0)
+        .env("PB_USER_PASSWORD", USER.1)
+        .output()
+        .expect("bash and node are needed for the SDK test");
+    let _ = child.kill();
+    let _ = child.wait();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let server_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        output.status.success() && stdout.contains("# fail 0") && !stdout.contains("# pass 0"),
+        "SDK test failed\n--- stdout\n{stdout}\n--- stderr\n{}\n--- server log\n{server_log}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!server_log.contains("\"test\"") && !server_log.contains("=test"), "keys never logged");
+    let local = std::fs::read_dir(dir.join("backups")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(local, 0, "nothing stored in the data dir");
+}
+
+/// Not a check: prints how long a create and a restore of a 64 MiB data dir take on S3
+/// (moto) and on the local folder. `cargo test --test s3 -- --ignored --nocapture measure`
+#[tokio::test]
+#[ignore]
+async fn measure_create_and_restore_64mib() {
+    let bucket = new_bucket(moto()).await;
+    for backend in ["local", "s3"] {
+        let s = match backend {
+            "s3" => s3_server(&bucket, "").await,
+            _ => TestServer::start().await,
+        };
+        let su = s.superuser_token().await;
+        // Half random, half text-like: 64 MiB.
+        std::fs::write(s.data_dir().join("random.bin"), random_bytes(32 << 20)).unwrap();
+        let text: String = (0..).map(|i| format!("{{\"id\":{i},\"name\":\"record {i}\"}}\n")).take_while({
+            let mut len = 0;
+            move |l: &String| { len += l.len(); len <= 32 << 20 }
+        }).collect();
+        std::fs::write(s.data_dir().join("records.json"), text).unwrap();
+        std::fs::write(s.data_dir().join("marker.txt"), "before").unwrap();
+
+        let started = Instant::now();
+        assert_eq!(create(&s, &su, json!({"name": "m.zip"})).await.0, 204);
+        let create_time = started.elapsed();
+        std::fs::write(s.data_dir().join("marker.txt"), "after").unwrap();
+        let started = Instant::now();
+        assert_eq!(restore(&s, &su, "m.zip").await.0, 204);
+        eventually(Duration::from_secs(120), "the restored server", || async {
+            let marker = std::fs::read_to_string(s.data_dir().join("marker.txt")).ok()?;
+            let r = s.client.get(s.url("/api/health")).send().await.ok()?;
+            (marker == "before" && r.status() == 200).then_some(())
+        })
+        .await;
+        let restore_time = started.elapsed();
+        let size = list(&s, &s.superuser_token().await).await.1[0]["size"].as_u64().unwrap();
+        println!("{backend}: create {create_time:?}, restore {restore_time:?} (archive {} MiB)", size >> 20);
+        s.stop().await;
+    }
+}
