@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, watch};
 
 use crate::accounts::{Accounts, AccountsError, Collection};
 use crate::archive::ArchiveLimits;
 use crate::i18n::Lang;
 use crate::restore::{self, Recovery, RestoreError};
-use crate::service::{CreateGate, RestartRequest, Service, ServiceConfig, BACKUPS_DIR};
+use crate::service::{CreateGate, RestartHandle, RestartRequest, Service, ServiceConfig, BACKUPS_DIR};
 use crate::storage::s3::{S3Config, S3Storage};
 use crate::storage::{BackupStorage, LocalStorage};
 use crate::{http, listener};
@@ -116,6 +116,36 @@ pub fn open_data_dir(data_dir: &Path) -> Result<Accounts, ServerError> {
     Ok(Accounts::open(data_dir)?)
 }
 
+/// How long a draining server keeps serving the connections it has already taken before
+/// it shuts them down for a restart.
+const DRAIN_SETTLE: Duration = Duration::from_millis(200);
+
+/// poem's acceptor, which stops taking connections from the socket once paused.
+struct PausableAcceptor {
+    inner: poem::listener::TcpAcceptor,
+    paused: watch::Receiver<bool>,
+}
+
+impl poem::listener::Acceptor for PausableAcceptor {
+    type Io = tokio::net::TcpStream;
+
+    fn local_addr(&self) -> Vec<poem::web::LocalAddr> {
+        self.inner.local_addr()
+    }
+
+    async fn accept(
+        &mut self,
+    ) -> std::io::Result<(Self::Io, poem::web::LocalAddr, poem::web::RemoteAddr, poem::http::uri::Scheme)> {
+        let mut paused = self.paused.clone();
+        tokio::select! {
+            biased;
+            // Never resolves: poem's loop waits here until its shutdown signal fires.
+            _ = async { let _ = paused.wait_for(|p| *p).await; } => std::future::pending().await,
+            accepted = self.inner.accept() => accepted,
+        }
+    }
+}
+
 enum Stop {
     Shutdown,
     Restart(RestartRequest),
@@ -142,31 +172,40 @@ pub async fn run(
                     .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?,
             ),
         };
-        let (restart_tx, mut restart_rx) = mpsc::unbounded_channel();
+        let (restart, mut restart_rx) = RestartHandle::new();
         let service_config = ServiceConfig {
             data_dir: config.data_dir.clone(),
             storage,
             limits: config.limits,
             create_gate: config.create_gate.clone(),
         };
-        let service = Service::new(service_config, accounts, restart_tx)
+        let service = Service::new(service_config, accounts, restart)
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
         let app = http::app(Arc::new(service), config.default_lang);
 
         // poem gets a duplicate: `listener` itself stays open for the next round (or the
         // re-exec), so the socket never closes. Non-blocking is a property of the shared
         // socket, as tokio requires.
+        let (pause_tx, pause_rx) = watch::channel(false);
         let acceptor = listener
             .try_clone()
             .and_then(|l| {
                 l.set_nonblocking(true)?;
                 poem::listener::TcpAcceptor::from_std(l)
             })
+            .map(|inner| PausableAcceptor { inner, paused: pause_rx })
             .map_err(ServerError::Serve)?;
         let (stop_tx, stop_rx) = oneshot::channel();
         let signal = async {
             let stop = tokio::select! {
-                Some(request) = restart_rx.recv() => Stop::Restart(request),
+                Some(request) = restart_rx.recv() => {
+                    // Stop taking connections (new ones wait in the backlog for the restarted
+                    // server), and give those already taken a moment to send their request:
+                    // poem's shutdown drops a connection that has not sent one yet.
+                    let _ = pause_tx.send(true);
+                    tokio::time::sleep(DRAIN_SETTLE).await;
+                    Stop::Restart(request)
+                }
                 () = &mut shutdown => Stop::Shutdown,
             };
             let _ = stop_tx.send(stop);

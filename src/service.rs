@@ -7,6 +7,7 @@
 //! that disconnects cannot abandon them half-way.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -26,6 +27,35 @@ pub use crate::restore::{BACKUPS_DIR, TEMP_DIR};
 /// Called with the key of a create whose archive is written, before it is published.
 /// Tests use it to hold a create in progress; the server has none.
 pub type CreateGate = Arc<dyn Fn(BackupKey) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// The way from a restore to the server loop. Once a restart is requested the server is
+/// *draining*: every response says `Connection: close`, so that clients come back on a new
+/// connection, which the restarted server will take from the socket's backlog.
+#[derive(Clone, Debug)]
+pub struct RestartHandle {
+    tx: mpsc::UnboundedSender<RestartRequest>,
+    draining: Arc<AtomicBool>,
+}
+
+impl RestartHandle {
+    pub fn new() -> (RestartHandle, mpsc::UnboundedReceiver<RestartRequest>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (RestartHandle { tx, draining: Arc::default() }, rx)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Hands `request` to the server loop; gives it back if the loop is gone.
+    fn request(&self, request: RestartRequest) -> Result<(), RestartRequest> {
+        self.draining.store(true, Ordering::SeqCst);
+        self.tx.send(request).map_err(|e| {
+            self.draining.store(false, Ordering::SeqCst);
+            e.0
+        })
+    }
+}
 
 /// Sent to the server loop once a restore is extracted and ready to be swapped in.
 #[derive(Debug)]
@@ -122,7 +152,7 @@ pub struct Service {
     coordinator: Arc<Mutex<Coordinator>>,
     limits: ArchiveLimits,
     create_gate: Option<CreateGate>,
-    restart: mpsc::UnboundedSender<RestartRequest>,
+    restart: RestartHandle,
 }
 
 /// Holds the coordinator's slot for a create or restore; dropping it frees the server,
@@ -162,7 +192,7 @@ impl Service {
     pub fn new(
         config: ServiceConfig,
         accounts: Arc<Accounts>,
-        restart: mpsc::UnboundedSender<RestartRequest>,
+        restart: RestartHandle,
     ) -> std::io::Result<Service> {
         let temp_dir = config.data_dir.join(TEMP_DIR);
         std::fs::create_dir_all(&temp_dir)?;
@@ -176,6 +206,11 @@ impl Service {
             create_gate: config.create_gate,
             restart,
         })
+    }
+
+    /// True once a restore has asked for a restart: see [`RestartHandle`].
+    pub fn is_draining(&self) -> bool {
+        self.restart.is_draining()
     }
 
     pub fn temp_dir(&self) -> &Path {
@@ -362,7 +397,7 @@ struct RestoreWork {
     storage: Arc<dyn BackupStorage>,
     temp_dir: PathBuf,
     limits: ArchiveLimits,
-    restart: mpsc::UnboundedSender<RestartRequest>,
+    restart: RestartHandle,
     key: BackupKey,
 }
 
@@ -384,8 +419,8 @@ impl RestoreWork {
         })?;
         drop(archive_path);
         let request = RestartRequest { key: self.key.clone(), extracted: extracted.keep() };
-        if let Err(e) = self.restart.send(request) {
-            let _ = std::fs::remove_dir_all(&e.0.extracted);
+        if let Err(request) = self.restart.request(request) {
+            let _ = std::fs::remove_dir_all(&request.extracted);
             return Err(BackupError::Failed("the server loop is gone".into()));
         }
         guard.hand_over();

@@ -7,7 +7,7 @@
 //!   clear 400 and leave nothing behind; the server keeps serving.
 //! - A multi-GiB upload, generated on the fly, is stored while the server's memory stays flat.
 //!
-//! Knobs: `PB_CRASH_KILLS` (kills per operation, default 12), `PB_BIG_UPLOAD_MIB` (size of the
+//! Knobs: `PB_CRASH_KILLS` (kills per operation, default 16), `PB_BIG_UPLOAD_MIB` (size of the
 //! big upload, default 3072), `PB_REQUIRE_TMPFS=1` (fail instead of skipping when the tmpfs
 //! cannot be mounted).
 
@@ -20,7 +20,8 @@ use std::hash::Hasher;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -355,14 +356,36 @@ fn names_in(folder: &Path) -> Vec<String> {
 #[derive(Debug, Default)]
 struct Leftovers {
     temp: Vec<String>,
-    journal: bool,
+    /// The phase in the restore journal, if there is one.
+    journal: Option<String>,
+}
+
+fn journal_phase(dir: &Path) -> Option<String> {
+    let bytes = fs::read(dir.join(TEMP_DIR).join("restore/journal.json")).ok()?;
+    let journal: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    journal["phase"].as_str().map(String::from)
 }
 
 fn leftovers(dir: &Path) -> Leftovers {
-    Leftovers {
-        temp: names_in(&dir.join(TEMP_DIR)),
-        journal: dir.join(TEMP_DIR).join("restore/journal.json").exists(),
-    }
+    Leftovers { temp: names_in(&dir.join(TEMP_DIR)), journal: journal_phase(dir) }
+}
+
+/// Records when the restore journal enters each phase and when it goes away, by polling
+/// it from a thread of its own until `stop` is set: the swap lasts milliseconds, so kills
+/// are aimed at it rather than left to chance.
+fn watch_journal(dir: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(Duration, Option<String>)>> {
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        let mut seen: Vec<(Duration, Option<String>)> = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let phase = journal_phase(&dir);
+            if seen.last().map(|(_, p)| p) != Some(&phase) {
+                seen.push((started.elapsed(), phase));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        seen
+    })
 }
 
 /// The checks after every restart: an empty temp folder; every file of the backups folder
@@ -402,7 +425,7 @@ fn delays(measured: Duration, kills: u64) -> Vec<Duration> {
 }
 
 fn kills_per_op() -> u64 {
-    env_u64("PB_CRASH_KILLS", 12).max(2)
+    env_u64("PB_CRASH_KILLS", 16).max(2)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -511,6 +534,8 @@ async fn sigkill_during_restore_leaves_old_or_new_data_whole() {
         tokio::spawn(async move { request.timeout(Duration::from_secs(120)).send().await.map(|r| r.status().as_u16()) })
     };
     // Measured until the re-executed server serves the other state's accounts, committed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch_journal(fx.dir.clone(), stop.clone());
     let started = Instant::now();
     assert_eq!(restore(&live, state.other().archive()).await.unwrap().unwrap(), 204);
     let target = state.other();
@@ -526,18 +551,34 @@ async fn sigkill_during_restore_leaves_old_or_new_data_whole() {
     })
     .await;
     let measured = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let phases = watcher.join().unwrap();
     live.kill();
     live = Live::start(&fx.dir).await;
     state = check_restarted(&live, &fx, &[target], "after the measured restore").await.0;
 
-    let (mut mid_op, mut mid_swap, mut flipped) = (0, 0, 0);
-    for delay in delays(measured, kills_per_op()) {
+    // Half the kills spread over the whole restore, half over the journal's lifetime (from a
+    // little before it appears until a little after it is gone), when data moves.
+    let journal_seen: Vec<Duration> = phases.iter().filter(|(_, p)| p.is_some()).map(|(t, _)| *t).collect();
+    let swap_start = *journal_seen.first().expect("the journal was seen during the measured restore");
+    let swap_end = phases.iter().rev().find(|(_, p)| p.is_none()).map(|(t, _)| *t).unwrap_or(measured);
+    let margin = Duration::from_millis(20);
+    let window = swap_end.saturating_sub(swap_start) + 2 * margin;
+    let kills = kills_per_op();
+    let mut all_delays = delays(measured, kills / 2);
+    all_delays.extend(delays(window, kills - kills / 2).into_iter().map(|d| swap_start.saturating_sub(margin) + d.div_f64(1.3)));
+
+    let (mut mid_op, mut flipped) = (0, 0);
+    let mut in_phase: BTreeMap<String, usize> = BTreeMap::new();
+    for delay in all_delays {
         let request = restore(&live, state.other().archive());
         tokio::time::sleep(delay).await;
         live.kill();
         let left = leftovers(&fx.dir);
         mid_op += usize::from(!left.temp.is_empty());
-        mid_swap += usize::from(left.journal);
+        if let Some(phase) = &left.journal {
+            *in_phase.entry(phase.clone()).or_default() += 1;
+        }
         let _ = request.await.unwrap();
 
         live = Live::start(&fx.dir).await;
@@ -548,9 +589,8 @@ async fn sigkill_during_restore_leaves_old_or_new_data_whole() {
         state = now;
     }
     eprintln!(
-        "restore: {measured:?} until the restored server serves; {} kills: {mid_op} left work in {TEMP_DIR}, \
-         {mid_swap} with a journal, {flipped} found restored",
-        kills_per_op()
+        "restore: {measured:?} until the restored server serves, journal {phases:?}; {kills} kills: {mid_op} left \
+         work in {TEMP_DIR}, journals left by phase {in_phase:?}, {flipped} found restored"
     );
     assert!(mid_op >= 2, "too few kills landed during a restore ({mid_op}): the kill timing does not cover the work");
 }
@@ -635,13 +675,16 @@ async fn disk_full_during_create_and_upload_leaves_nothing_behind() {
     assert_nothing_left(&live, &dir, &[], free_before, "create on a full disk").await;
 
     // 16 MiB of zip: more than the space left.
+    // A client of its own: the server answers before reading the whole body, then drops the
+    // connection without `Connection: close`, so a pooled connection would fail the next
+    // request (see /work/briefs/requests-crash.md).
     let upload = |name: &str, size: u64| {
         let (len, body) = zip_of_zeros(size, false);
         let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(body), len)
             .file_name(name.to_string())
             .mime_str("application/zip")
             .unwrap();
-        live.client
+        reqwest::Client::new()
             .post(live.url("/api/backups/upload"))
             .header("Authorization", &live.su)
             .multipart(reqwest::multipart::Form::new().part("file", part))

@@ -33,23 +33,31 @@ async fn restore_replaces_data_and_never_refuses_a_connection() {
     drop(accounts);
     let late = login(&client, &base, "users", "late@example.com", "late-password").await;
 
-    // Poll with a fresh connection each time, counting refusals, all through the restore.
+    // Several pollers, each opening a fresh connection for every request, all through the
+    // restore: every request must be answered, none refused or dropped.
     let stop = Arc::new(AtomicBool::new(false));
     let (refused, answered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let poller = tokio::spawn({
-        let (stop, refused, answered, base) = (stop.clone(), refused.clone(), answered.clone(), base.clone());
-        async move {
-            while !stop.load(Ordering::Relaxed) {
-                let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
-                match fresh.get(format!("{base}/api/health")).timeout(Duration::from_secs(10)).send().await {
-                    Ok(_) => answered.fetch_add(1, Ordering::Relaxed),
-                    Err(e) if e.is_connect() => refused.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => panic!("health poll failed: {e}"),
-                };
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
-    });
+    let pollers: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, refused, answered, base) = (stop.clone(), refused.clone(), answered.clone(), base.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+                    match fresh.get(format!("{base}/api/health")).timeout(Duration::from_secs(10)).send().await {
+                        Ok(r) => {
+                            assert_eq!(r.status(), 200);
+                            answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) if e.is_connect() => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => panic!("a request was dropped during the restore: {e:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let poller = futures_util::future::join_all(pollers);
 
     let r = client.post(format!("{base}/api/backups/snap.zip/restore")).header("Authorization", &su).send().await.unwrap();
     assert_eq!(r.status(), 204);
@@ -74,7 +82,9 @@ async fn restore_replaces_data_and_never_refuses_a_connection() {
     let seen = answered.load(Ordering::Relaxed);
     eventually(Duration::from_secs(10), "more polls", || async { (answered.load(Ordering::Relaxed) > seen + 5).then_some(()) }).await;
     stop.store(true, Ordering::Relaxed);
-    poller.await.unwrap();
+    for p in poller.await {
+        p.unwrap();
+    }
     assert_eq!(refused.load(Ordering::Relaxed), 0, "connections refused during the restore");
 
     assert!(!dir.join("uploads/new.txt").exists(), "files made after the backup are gone");

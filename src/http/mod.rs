@@ -56,7 +56,10 @@ pub fn app(service: Arc<Service>, default_lang: Lang) -> impl Endpoint {
                 .overriding("X-XSS-Protection", "1; mode=block")
                 .overriding("Cross-Origin-Opener-Policy", "same-origin"),
         )
-        .around(move |ep, req| per_request(ep, req, default_lang, allowed.clone()))
+        .around({
+            let service = service.clone();
+            move |ep, req| per_request(ep, req, default_lang, allowed.clone(), service.clone())
+        })
         .data(service)
         .data(Arc::new(ratelimit::RateLimiter::new(ratelimit::RateLimit::default())))
 }
@@ -68,6 +71,7 @@ async fn per_request<E: Endpoint>(
     req: Request,
     default_lang: Lang,
     allowed: Arc<Vec<(Vec<String>, String)>>,
+    service: Arc<Service>,
 ) -> poem::Result<Response> {
     let lang = req
         .headers()
@@ -88,6 +92,10 @@ async fn per_request<E: Endpoint>(
     })
     .await;
     let mut response = response;
+    if service.is_draining() {
+        // A restart is under way: the client's next request goes to a new connection.
+        response.headers_mut().insert(poem::http::header::CONNECTION, poem::http::HeaderValue::from_static("close"));
+    }
     if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
         if let Some(methods) = allowed_for(&allowed, &path).and_then(|m| m.parse().ok()) {
             response.headers_mut().insert(poem::http::header::ALLOW, methods);

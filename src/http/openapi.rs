@@ -103,6 +103,7 @@ pub fn document() -> Value {
     }
     if let Some(name) = doc.pointer_mut("/components/schemas/CreateBackupBody/properties/name") {
         name["maxLength"] = json!(150);
+        name["nullable"] = json!(true);
         name["pattern"] = json!(r"^([a-z0-9_-]+\.zip)?$");
     }
     doc

@@ -3,10 +3,11 @@
 The spec answers some schema-valid requests with 400 for reasons no schema can express:
 a name that is already taken, a file that is not a zip, another create or restore running,
 an archive that cannot be restored, a `fields` expression with unbalanced parentheses or
-quotes (a grammar no regular expression describes). Schemathesis' own `positive_data_acceptance` counts every
-such 400 as a failure, so it is switched off for those operations (schemathesis.toml) and
-`documented_rejection` below takes its place: a schema-valid request may get 400 only with
-one of these documented reasons, anything else still fails.
+quotes (a grammar no regular expression describes). Schemathesis' own
+`positive_data_acceptance` counts every such 400 as a failure, so it is switched off for
+those operations (schemathesis.toml) and `documented_rejection` below takes its place: a
+schema-valid request may get 400 only with one of these documented reasons, anything else
+still fails.
 
 `map_body` also turns half of the generated upload files into a real (small) zip, so that
 uploads are seen to succeed, and list, download, delete and restore meet real keys.
