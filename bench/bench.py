@@ -353,6 +353,12 @@ class Server:
         self.log.close()
 
 
+def median(values):
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
 def tiny_zip(path):
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("note.txt", "list benchmark filler\n")
@@ -371,12 +377,16 @@ def run_server(server, args, loadgen, upload_source):
 
         log(server.name, "create")
         t0 = rss.begin_step(r, "create")
-        started = time.monotonic()
-        status, body = request(port, "POST", "/api/backups", {"name": "bench_create.zip"}, auth)
-        r["create_s"] = time.monotonic() - started
+        runs = []
+        for i in range(args.repeat):
+            name = "bench_create.zip" if i == 0 else "bench_create_%d.zip" % (i + 1)
+            started = time.monotonic()
+            status, body = request(port, "POST", "/api/backups", {"name": name}, auth)
+            runs.append(time.monotonic() - started)
+            if status not in (200, 204):
+                raise RuntimeError("create answered %s %s" % (status, body[:200]))
+        r["create_runs_s"], r["create_s"] = runs, median(runs)
         r["rss_create_mib"] = rss.peak_since(t0)
-        if status not in (200, 204):
-            raise RuntimeError("create answered %s %s" % (status, body[:200]))
         created = os.path.join(server.backups_dir, "bench_create.zip")
         r["zip_mib"] = os.path.getsize(created) / MiB
 
@@ -384,11 +394,14 @@ def run_server(server, args, loadgen, upload_source):
         status, body = request(port, "POST", "/api/files/token", None, auth)
         file_token = json.loads(body)["token"]
         t0 = rss.begin_step(r, "download")
-        code, secs = curl(["-o", "/dev/null", "http://127.0.0.1:%d/api/backups/bench_create.zip?token=%s" % (port, file_token)])
-        r["download_s"] = secs
+        runs = []
+        for _ in range(args.repeat):
+            code, secs = curl(["-o", "/dev/null", "http://127.0.0.1:%d/api/backups/bench_create.zip?token=%s" % (port, file_token)])
+            if code != 200:
+                raise RuntimeError("download answered %s" % code)
+            runs.append(secs)
+        r["download_runs_s"], r["download_s"] = runs, median(runs)
         r["rss_download_mib"] = rss.peak_since(t0)
-        if code != 200:
-            raise RuntimeError("download answered %s" % code)
 
         log(server.name, "upload")
         if upload_source is None:
@@ -399,12 +412,17 @@ def run_server(server, args, loadgen, upload_source):
             shutil.copyfile(upload_source, upload_path)
         r["upload_mib"] = os.path.getsize(upload_path) / MiB
         t0 = rss.begin_step(r, "upload")
-        code, secs = curl(["-o", "/dev/null", "-H", "Authorization: " + token,
-                           "-F", "file=@%s" % upload_path, "http://127.0.0.1:%d/api/backups/upload" % port])
-        r["upload_s"] = secs
+        runs = []
+        for i in range(args.repeat):
+            name = "bench_upload.zip" if i == 0 else "bench_upload_%d.zip" % (i + 1)
+            code, secs = curl(["-o", "/dev/null", "-H", "Authorization: " + token,
+                               "-F", "file=@%s;filename=%s" % (upload_path, name),
+                               "http://127.0.0.1:%d/api/backups/upload" % port])
+            if code not in (200, 204):
+                raise RuntimeError("upload answered %s" % code)
+            runs.append(secs)
+        r["upload_runs_s"], r["upload_s"] = runs, median(runs)
         r["rss_upload_mib"] = rss.peak_since(t0)
-        if code not in (200, 204):
-            raise RuntimeError("upload answered %s" % code)
 
         log(server.name, "list with %d backups" % args.list_backups)
         filler = os.path.join(args.work, "filler.zip")
@@ -470,36 +488,42 @@ def run_server(server, args, loadgen, upload_source):
     return r
 
 
+# Marks of our server's log during a restore, in order: (mark, texts that show it).
 RESTORE_MARKS = [
-    ("restore accepted", "accepted"),
-    ("initiate graceful shutdown", "extracted"),
-    ("restore swapped in", "swapped"),
-    ("restore complete", "committed"),
-    ("server started", "serving"),
+    ("extracted", ("extracted, swapping in", "initiate graceful shutdown")),
+    ("old_server_stopped", ("server stopped",)),
+    ("swapped", ("restore swapped in",)),
+    ("committed", ("restore complete",)),
+    ("serving", ("server started",)),
 ]
 
 
 def restore_phases(log_path):
-    """Seconds from the restore's acceptance to each later mark of our server's log."""
+    """Seconds from the restore's start to each later mark of our server's log."""
     import re
-    marks = {}
     with open(log_path, "rb") as f:
         text = re.sub(rb"\x1b\[[0-9;]*m", b"", f.read()).decode(errors="replace")
     lines = text.splitlines()
-    start = max((i for i, l in enumerate(lines) if "restore accepted" in l), default=None)
-    if start is None:
+
+    def stamp(line):
+        try:
+            return datetime.datetime.fromisoformat(line.split()[0].replace("Z", "+00:00"))
+        except (ValueError, IndexError):
+            return None
+
+    starts = [i for i, l in enumerate(lines) if "restore started" in l]
+    starts = starts or [i for i, l in enumerate(lines) if "restore accepted" in l]
+    if not starts or stamp(lines[starts[-1]]) is None:
         return None
-    for line in lines[start:]:
-        for needle, mark in RESTORE_MARKS:
-            if needle in line and mark not in marks:
-                stamp = line.split()[0]
-                try:
-                    t = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-                except ValueError:
-                    continue
-                marks[mark] = t
-    t0 = marks.get("accepted")
-    return {m: round((t - t0).total_seconds(), 3) for m, t in marks.items()} if t0 else None
+    t0 = stamp(lines[starts[-1]])
+    phases, at = {}, starts[-1] + 1
+    for mark, needles in RESTORE_MARKS:
+        for i in range(at, len(lines)):
+            if any(n in lines[i] for n in needles) and stamp(lines[i]):
+                phases[mark] = round((stamp(lines[i]) - t0).total_seconds(), 3)
+                at = i + 1
+                break
+    return phases
 
 
 def bench_one(name, binary, args, payload, loadgen, upload_source):
@@ -601,6 +625,8 @@ def main():
                    help="where the payload, the upstream binary and the load generator are kept")
     p.add_argument("--work", help="scratch dir for the servers' data dirs (default: CACHE/work)")
     p.add_argument("--ours-bin", help="use this pb-backups binary instead of building one")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="runs of create, download and upload; the median is reported (default 3)")
     p.add_argument("--list-backups", type=int, default=1000)
     p.add_argument("--list-clients", type=int, default=64)
     p.add_argument("--list-secs", type=float, default=5)
@@ -638,7 +664,7 @@ def main():
     print()
     print_table(ours, upstream, targets)
     if ours and ours.get("restore_phases_s"):
-        print("\nours, restore phases (s after the request was accepted):",
+        print("\nours, restore phases (s after the restore started):",
               ", ".join("%s %.3f" % kv for kv in ours["restore_phases_s"].items()))
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),

@@ -1,15 +1,16 @@
 //! Nothing lost when the server dies, when the disk fills up, or when an upload is huge.
 //!
 //! - The real binary is killed with SIGKILL at spread-out moments of create, upload and
-//!   restore, then started again on the same data dir, which must serve, list only complete
-//!   archives, hold nothing in its temp folder and be entirely the old or the new data.
+//!   restore (and, for restore, at given points of the swap, seen through its journal), then
+//!   started again on the same data dir, which must serve, list only complete archives, hold
+//!   nothing in its temp folder and be entirely the old or the new data.
 //! - On a small tmpfs (mounted by the test, which needs root), create and upload answer a
 //!   clear 400 and leave nothing behind; the server keeps serving.
 //! - A multi-GiB upload, generated on the fly, is stored while the server's memory stays flat.
 //!
-//! Knobs: `PB_CRASH_KILLS` (kills per operation, default 16), `PB_BIG_UPLOAD_MIB` (size of the
-//! big upload, default 3072), `PB_REQUIRE_TMPFS=1` (fail instead of skipping when the tmpfs
-//! cannot be mounted).
+//! Knobs: `PB_CRASH_KILLS` (timed kills per operation, default 16; restore uses half, plus 11
+//! at swap points), `PB_BIG_UPLOAD_MIB` (default 3072: about 30 s in the debug build),
+//! `PB_REQUIRE_TMPFS=1` (fail instead of skipping when the tmpfs cannot be mounted).
 
 mod support;
 
@@ -20,8 +21,6 @@ use std::hash::Hasher;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -39,9 +38,9 @@ const MIB: u64 = 1 << 20;
 
 /// The tests below each use most of the 2 cores and time their kills against a measured
 /// duration: they run one at a time.
-fn heavy() -> MutexGuard<'static, ()> {
-    static HEAVY: Mutex<()> = Mutex::new(());
-    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -145,6 +144,10 @@ impl Fixture {
         for i in 0..8 {
             write_file(&dir.join(format!("logs/{i}.log")), &text(i, 2 * MIB as usize));
         }
+        // Many top-level entries: a restore moves each one, twice.
+        for i in 0..40 {
+            write_file(&dir.join(format!("top-{i:02}.txt")), &text(100 + i, 2 << 10));
+        }
         write_file(&dir.join("marker.txt"), b"state a");
         let a = snapshot(&dir);
         Fixture { root, dir, rng, a, b: None }
@@ -159,6 +162,8 @@ impl Fixture {
         fs::remove_dir_all(dir.join("storage/small/03")).unwrap();
         write_file(&dir.join("only-b/new.txt"), b"only in b");
         write_file(&dir.join("marker.txt"), b"state b");
+        write_file(&dir.join("top-05.txt"), b"changed in b");
+        fs::remove_file(dir.join("top-07.txt")).unwrap();
         let accounts = Accounts::open(dir).unwrap();
         assert!(accounts.delete(Collection::Users, ONLY_A.0).unwrap());
         accounts.upsert(Collection::Users, ONLY_B.0, ONLY_B.1).unwrap();
@@ -270,8 +275,59 @@ fn state_of(fx: &Fixture, allowed: &[State], context: &str) -> State {
 // The real binary, and what must hold each time it comes back.
 // ---------------------------------------------------------------------------------------
 
+/// The real binary, like `support::BinaryServer`, but with its pid at hand so that a
+/// watcher thread can kill it the moment the data dir reaches a given point.
+struct Proc {
+    child: std::process::Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn start(dir: &Path) -> Proc {
+        use std::io::BufRead;
+        let log = dir.with_extension("log");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pb-backups"))
+            .args(["serve", "--http", "127.0.0.1:0", "--dir"])
+            .arg(dir)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start pb-backups");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Keep draining stdout: the server prints again after every restart.
+        std::thread::spawn(move || {
+            for line in io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.trim().strip_prefix("REST API:") {
+                    let _ = tx.send(url.trim().trim_end_matches("/api/").to_string());
+                }
+            }
+        });
+        let base = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("the server did not start:\n{}", fs::read_to_string(&log).unwrap_or_default())
+        });
+        Proc { child, base, log }
+    }
+
+    fn pid(&self) -> libc::pid_t {
+        self.child.id() as libc::pid_t
+    }
+}
+
+impl Drop for Proc {
+    /// `Child::kill` is SIGKILL on Unix; a child already killed by pid is a zombie until
+    /// this wait, so its pid cannot have been reused meanwhile.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 struct Live {
-    server: BinaryServer,
+    server: Proc,
     base: String,
     client: reqwest::Client,
     su: String,
@@ -279,7 +335,7 @@ struct Live {
 
 impl Live {
     async fn start(dir: &Path) -> Live {
-        let server = BinaryServer::start(dir);
+        let server = Proc::start(dir);
         let base = server.base.clone();
         let client = reqwest::Client::new();
         let r = client.get(format!("{base}/api/health")).send().await.unwrap();
@@ -292,8 +348,7 @@ impl Live {
         format!("{}{}", self.base, path)
     }
 
-    /// SIGKILL (what `Child::kill` sends on Unix, and what dropping a `BinaryServer` does),
-    /// then waits for the process to be gone.
+    /// SIGKILL, then waits for the process to be gone.
     fn kill(self) {
         drop(self.server);
     }
@@ -358,6 +413,8 @@ struct Leftovers {
     temp: Vec<String>,
     /// The phase in the restore journal, if there is one.
     journal: Option<String>,
+    /// Entries in the journal's `old/` and `new/` folders.
+    old_new: (Option<usize>, Option<usize>),
 }
 
 fn journal_phase(dir: &Path) -> Option<String> {
@@ -367,33 +424,29 @@ fn journal_phase(dir: &Path) -> Option<String> {
 }
 
 fn leftovers(dir: &Path) -> Leftovers {
-    Leftovers { temp: names_in(&dir.join(TEMP_DIR)), journal: journal_phase(dir) }
-}
-
-/// Records when the restore journal enters each phase and when it goes away, by polling
-/// it from a thread of its own until `stop` is set: the swap lasts milliseconds, so kills
-/// are aimed at it rather than left to chance.
-fn watch_journal(dir: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(Duration, Option<String>)>> {
-    let started = Instant::now();
-    std::thread::spawn(move || {
-        let mut seen: Vec<(Duration, Option<String>)> = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            let phase = journal_phase(&dir);
-            if seen.last().map(|(_, p)| p) != Some(&phase) {
-                seen.push((started.elapsed(), phase));
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        seen
-    })
+    let journal_dir = dir.join(TEMP_DIR).join("restore");
+    Leftovers {
+        temp: names_in(&dir.join(TEMP_DIR)),
+        journal: journal_phase(dir),
+        old_new: (count_in(&journal_dir.join("old")), count_in(&journal_dir.join("new"))),
+    }
 }
 
 /// The checks after every restart: an empty temp folder; every file of the backups folder
 /// listed, at its size, and a complete zip; the data dir wholly one of `allowed`, and the
 /// accounts of that state working. Returns the state and the listed keys.
 async fn check_restarted(live: &Live, fx: &Fixture, allowed: &[State], context: &str) -> (State, Vec<String>) {
-    let temp = names_in(&fx.dir.join(TEMP_DIR));
-    assert!(temp.is_empty(), "{context}: leftovers in {TEMP_DIR} after start: {temp:?}");
+    // The server may clear old data in the background after it starts serving: allow it a
+    // few seconds.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let temp = names_in(&fx.dir.join(TEMP_DIR));
+        if temp.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{context}: leftovers in {TEMP_DIR} after start: {temp:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let listed = live.list().await;
     let keys: Vec<String> = listed.iter().map(|(k, _)| k.clone()).collect();
@@ -430,7 +483,7 @@ fn kills_per_op() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_create_lists_no_partial_backup() {
-    let _heavy = heavy();
+    let _heavy = heavy().await;
     let fx = Fixture::new();
     let mut live = Live::start(&fx.dir).await;
 
@@ -468,7 +521,7 @@ async fn sigkill_during_create_lists_no_partial_backup() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_upload_lists_no_partial_backup() {
-    let _heavy = heavy();
+    let _heavy = heavy().await;
     let fx = Fixture::new();
     let archive = Bytes::from(fx.archive_bytes());
     let mut live = Live::start(&fx.dir).await;
@@ -519,9 +572,109 @@ async fn sigkill_during_upload_lists_no_partial_backup() {
     assert!(mid_op >= 2, "too few kills landed during an upload ({mid_op}): the kill timing does not cover the work");
 }
 
+/// The checks are not vacuous: each catches the damage it is there for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checks_catch_partial_archives_leftovers_and_mixed_data() {
+    use futures_util::FutureExt;
+    use std::panic::AssertUnwindSafe;
+    let _heavy = heavy().await;
+    let mut fx = Fixture::new();
+    let archive = fx.archive_bytes();
+    fx.mutate_to_b();
+    let live = Live::start(&fx.dir).await;
+    let (l, f) = (&live, &fx);
+    let fails = |what: &'static str| async move {
+        let result = AssertUnwindSafe(check_restarted(l, f, &[State::A, State::B], what)).catch_unwind().await;
+        assert!(result.is_err(), "the checks missed: {what}");
+    };
+    // Sound as it is.
+    assert_eq!(check_restarted(&live, &fx, &[State::A, State::B], "sound").await.0, State::B);
+
+    let backups = fx.dir.join(BACKUPS_DIR);
+    fs::create_dir_all(&backups).unwrap();
+    fs::write(backups.join("cut.zip"), &archive[..archive.len() - 1000]).unwrap();
+    fails("a truncated archive").await;
+    let mut flipped = archive.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 1;
+    fs::write(backups.join("cut.zip"), &flipped).unwrap();
+    fails("a flipped bit").await;
+    fs::remove_file(backups.join("cut.zip")).unwrap();
+    fs::write(backups.join(".staging-x"), b"").unwrap();
+    fails("a staging file").await;
+    fs::remove_file(backups.join(".staging-x")).unwrap();
+
+    fs::write(fx.dir.join(TEMP_DIR).join("upload-x.zip"), b"").unwrap();
+    fails("a temp leftover").await;
+    fs::remove_file(fx.dir.join(TEMP_DIR).join("upload-x.zip")).unwrap();
+
+    // B's files with A's marker, then B's files with A's accounts.
+    fs::write(fx.dir.join("marker.txt"), b"state a").unwrap();
+    fails("one file of the other state").await;
+    fs::write(fx.dir.join("marker.txt"), b"state b").unwrap();
+    let accounts = Accounts::open(&fx.dir).unwrap();
+    accounts.upsert(Collection::Users, ONLY_A.0, ONLY_A.1).unwrap();
+    drop(accounts);
+    fails("the accounts of both states").await;
+    live.kill();
+}
+
+/// A point of the restore's swap, seen from outside through the journal folder.
+#[derive(Clone, Copy, Debug)]
+enum Trigger {
+    /// The journal says `swapping` and `old/` holds at least this many entries.
+    OldMoved(usize),
+    /// The journal says `swapping` and `new/` holds at most this many entries.
+    NewLeft(usize),
+    /// The journal says `swapped`: the new data is in place, not committed yet.
+    Swapped,
+    /// The journal was there and is gone: committed.
+    Gone,
+}
+
+fn count_in(folder: &Path) -> Option<usize> {
+    fs::read_dir(folder).ok().map(|entries| entries.count())
+}
+
+/// Kills `pid` with SIGKILL from a thread of its own as soon as `trigger` holds, polling the
+/// journal folder (the swap lasts about a millisecond, too short to hit with a timer).
+/// Returns whether it fired; gives up once the journal is gone, or at `deadline`.
+fn kill_when(dir: PathBuf, pid: libc::pid_t, trigger: Trigger, deadline: Duration) -> std::thread::JoinHandle<bool> {
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        let journal_dir = dir.join(TEMP_DIR).join("restore");
+        let mut journal_seen = false;
+        while started.elapsed() < deadline {
+            let phase = journal_phase(&dir);
+            let swapping = phase.as_deref() == Some("swapping");
+            let fire = match trigger {
+                Trigger::OldMoved(n) => swapping && count_in(&journal_dir.join("old")).is_some_and(|c| c >= n),
+                Trigger::NewLeft(n) => swapping && count_in(&journal_dir.join("new")).is_some_and(|c| c <= n),
+                Trigger::Swapped => phase.as_deref() == Some("swapped"),
+                Trigger::Gone => journal_seen && phase.is_none(),
+            };
+            if fire {
+                // SAFETY: kill(2) has no memory effects; the pid is our unreaped child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                return true;
+            }
+            if journal_seen && phase.is_none() {
+                return false;
+            }
+            journal_seen |= phase.is_some();
+            if journal_dir.exists() {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        false
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_restore_leaves_old_or_new_data_whole() {
-    let _heavy = heavy();
+    let _heavy = heavy().await;
     let mut fx = Fixture::new();
     fx.store_archive(State::A.archive());
     fx.mutate_to_b();
@@ -534,8 +687,6 @@ async fn sigkill_during_restore_leaves_old_or_new_data_whole() {
         tokio::spawn(async move { request.timeout(Duration::from_secs(120)).send().await.map(|r| r.status().as_u16()) })
     };
     // Measured until the re-executed server serves the other state's accounts, committed.
-    let stop = Arc::new(AtomicBool::new(false));
-    let watcher = watch_journal(fx.dir.clone(), stop.clone());
     let started = Instant::now();
     assert_eq!(restore(&live, state.other().archive()).await.unwrap().unwrap(), 204);
     let target = state.other();
@@ -551,48 +702,72 @@ async fn sigkill_during_restore_leaves_old_or_new_data_whole() {
     })
     .await;
     let measured = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let phases = watcher.join().unwrap();
     live.kill();
     live = Live::start(&fx.dir).await;
     state = check_restarted(&live, &fx, &[target], "after the measured restore").await.0;
 
-    // Half the kills spread over the whole restore, half over the journal's lifetime (from a
-    // little before it appears until a little after it is gone), when data moves.
-    let journal_seen: Vec<Duration> = phases.iter().filter(|(_, p)| p.is_some()).map(|(t, _)| *t).collect();
-    let swap_start = *journal_seen.first().expect("the journal was seen during the measured restore");
-    let swap_end = phases.iter().rev().find(|(_, p)| p.is_none()).map(|(t, _)| *t).unwrap_or(measured);
-    let margin = Duration::from_millis(20);
-    let window = swap_end.saturating_sub(swap_start) + 2 * margin;
+    // Timed kills spread over the whole restore (mostly during extraction), then kills fired
+    // at points of the swap itself: after k old entries moved aside, with k new entries
+    // left to move in, swapped but not committed, just committed.
+    let top = fx.a.files.keys().filter(|k| !k.contains('/')).count();
     let kills = kills_per_op();
-    let mut all_delays = delays(measured, kills / 2);
-    all_delays.extend(delays(window, kills - kills / 2).into_iter().map(|d| swap_start.saturating_sub(margin) + d.div_f64(1.3)));
+    let mut plan: Vec<(Option<Duration>, Option<Trigger>)> = delays(measured, kills / 2).into_iter().map(|d| (Some(d), None)).collect();
+    for k in [0, 1, top / 3, 2 * top / 3, top] {
+        plan.push((None, Some(Trigger::OldMoved(k))));
+    }
+    for k in [top, top / 2, 1, 0] {
+        plan.push((None, Some(Trigger::NewLeft(k))));
+    }
+    plan.extend([(None, Some(Trigger::Swapped)), (None, Some(Trigger::Gone))]);
 
-    let (mut mid_op, mut flipped) = (0, 0);
+    let (mut mid_op, mut flipped, mut missed) = (0, 0, Vec::new());
     let mut in_phase: BTreeMap<String, usize> = BTreeMap::new();
-    for delay in all_delays {
+    let mut mid_swap = Vec::new();
+    let planned = plan.len();
+    for (delay, trigger) in plan {
         let request = restore(&live, state.other().archive());
-        tokio::time::sleep(delay).await;
+        match (delay, trigger) {
+            (Some(delay), _) => tokio::time::sleep(delay).await,
+            (None, Some(trigger)) => {
+                let watcher = kill_when(fx.dir.clone(), live.server.pid(), trigger, measured * 3 + Duration::from_secs(10));
+                if !tokio::task::spawn_blocking(move || watcher.join().unwrap()).await.unwrap() {
+                    missed.push(trigger);
+                }
+            }
+            (None, None) => unreachable!(),
+        }
         live.kill();
         let left = leftovers(&fx.dir);
         mid_op += usize::from(!left.temp.is_empty());
         if let Some(phase) = &left.journal {
             *in_phase.entry(phase.clone()).or_default() += 1;
+            if phase == "swapping" {
+                mid_swap.push(left.old_new);
+            }
         }
         let _ = request.await.unwrap();
 
         live = Live::start(&fx.dir).await;
-        let context = format!("restore {state:?} -> {:?} killed after {delay:?} (left {left:?})", state.other());
+        let context = format!("restore {state:?} -> {:?} killed at {delay:?} {trigger:?} (left {left:?})", state.other());
         let (now, keys) = check_restarted(&live, &fx, &[State::A, State::B], &context).await;
         assert_eq!(keys.len(), 2, "{context}: both archives are still listed: {keys:?}");
+        // A kill mid-swap is rolled back; once swapped, the new data is committed.
+        match left.journal.as_deref() {
+            Some("swapping") => assert_eq!(now, state, "{context}: rolled back"),
+            Some("swapped") => assert_eq!(now, state.other(), "{context}: committed"),
+            _ => {}
+        }
         flipped += usize::from(now != state);
         state = now;
     }
     eprintln!(
-        "restore: {measured:?} until the restored server serves, journal {phases:?}; {kills} kills: {mid_op} left \
-         work in {TEMP_DIR}, journals left by phase {in_phase:?}, {flipped} found restored"
+        "restore: {measured:?} until the restored server serves; {} kills: {mid_op} left work in {TEMP_DIR}, \
+         journals left by phase {in_phase:?} (old/, new/ entries mid-swap: {mid_swap:?}), {flipped} found \
+         restored; triggers missed {missed:?}",
+        planned
     );
     assert!(mid_op >= 2, "too few kills landed during a restore ({mid_op}): the kill timing does not cover the work");
+    assert!(in_phase.get("swapping").is_some_and(|n| *n >= 2), "too few kills landed mid-swap: {in_phase:?}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -656,7 +831,7 @@ async fn assert_nothing_left(live: &Live, dir: &Path, keep: &[&str], free_before
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_during_create_and_upload_leaves_nothing_behind() {
-    let _heavy = heavy();
+    let _heavy = heavy().await;
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("pb_data");
     fs::create_dir(&dir).unwrap();
@@ -805,7 +980,6 @@ fn zip_of_zeros(size: u64, force_zip64: bool) -> (u64, impl Stream<Item = io::Re
         Done,
     }
     let body = stream::unfold(Phase::Header(local), move |phase| {
-        let trailer = trailer.clone();
         async move {
             match phase {
                 Phase::Header(h) => Some((Ok(Bytes::from(h)), Phase::Data(size, flate2::Crc::new()))),
@@ -862,7 +1036,7 @@ fn proc_status(field: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_gib_upload_is_stored_with_flat_memory() {
-    let _heavy = heavy();
+    let _heavy = heavy().await;
     let size = env_u64("PB_BIG_UPLOAD_MIB", 3072) * MIB;
     let server = TestServer::start().await;
     let su = server.superuser_token().await;

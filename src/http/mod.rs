@@ -80,6 +80,8 @@ async fn per_request<E: Endpoint>(
         .and_then(Lang::from_accept_language)
         .unwrap_or(default_lang);
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let has_body = req.headers().contains_key(poem::http::header::TRANSFER_ENCODING)
+        || req.headers().get(poem::http::header::CONTENT_LENGTH).is_some_and(|v| v != "0");
     let started = Instant::now();
     let response = with_request_lang(lang, async move {
         match ep.call(req).await {
@@ -92,8 +94,10 @@ async fn per_request<E: Endpoint>(
     })
     .await;
     let mut response = response;
-    if service.is_draining() {
-        // A restart is under way: the client's next request goes to a new connection.
+    // A refused request's body may be left unread (a 403 on upload, a failed write): the
+    // connection cannot carry another request, so say so rather than let the client reuse it.
+    if service.is_draining() || (has_body && response.status().as_u16() >= 400) {
+        // Also while a restart is under way: the next request goes to a new connection.
         response.headers_mut().insert(poem::http::header::CONNECTION, poem::http::HeaderValue::from_static("close"));
     }
     if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
