@@ -18,7 +18,7 @@ use crate::accounts::{Accounts, AccountsError, Collection};
 use crate::archive::ArchiveLimits;
 use crate::i18n::Lang;
 use crate::restore::{self, Recovery, RestoreError};
-use crate::service::{CreateGate, RestartHandle, RestartRequest, Service, ServiceConfig, BACKUPS_DIR};
+use crate::service::{Gate, RestartHandle, RestartRequest, Service, ServiceConfig, BACKUPS_DIR};
 use crate::storage::s3::{S3Config, S3Storage};
 use crate::storage::{BackupStorage, LocalStorage};
 use crate::{http, listener};
@@ -50,7 +50,8 @@ pub struct ServeConfig {
     pub limits: ArchiveLimits,
     /// How long in-flight requests may take to finish before a restart cuts them off.
     pub shutdown_grace: Duration,
-    pub create_gate: Option<CreateGate>,
+    pub create_gate: Option<Gate>,
+    pub restore_gate: Option<Gate>,
 }
 
 impl ServeConfig {
@@ -63,6 +64,7 @@ impl ServeConfig {
             limits: ArchiveLimits::default(),
             shutdown_grace: Duration::from_secs(10),
             create_gate: None,
+            restore_gate: None,
         }
     }
 }
@@ -178,6 +180,7 @@ pub async fn run(
             storage,
             limits: config.limits,
             create_gate: config.create_gate.clone(),
+            restore_gate: config.restore_gate.clone(),
         };
         let service = Service::new(service_config, accounts, restart)
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;

@@ -24,9 +24,10 @@ use crate::util::TempPath;
 
 pub use crate::restore::{BACKUPS_DIR, TEMP_DIR};
 
-/// Called with the key of a create whose archive is written, before it is published.
-/// Tests use it to hold a create in progress; the server has none.
-pub type CreateGate = Arc<dyn Fn(BackupKey) -> BoxFuture<'static, ()> + Send + Sync>;
+/// A test hook that may hold work in progress: called with the key of a create whose archive
+/// is written, before it is published, or of a restore that is extracted, before the swap.
+/// The server has none.
+pub type Gate = Arc<dyn Fn(BackupKey) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// The way from a restore to the server loop. Once a restart is requested the server is
 /// *draining*: every response says `Connection: close`, so that clients come back on a new
@@ -141,7 +142,8 @@ pub struct ServiceConfig {
     pub data_dir: PathBuf,
     pub storage: Arc<dyn BackupStorage>,
     pub limits: ArchiveLimits,
-    pub create_gate: Option<CreateGate>,
+    pub create_gate: Option<Gate>,
+    pub restore_gate: Option<Gate>,
 }
 
 pub struct Service {
@@ -151,7 +153,8 @@ pub struct Service {
     accounts: Arc<Accounts>,
     coordinator: Arc<Mutex<Coordinator>>,
     limits: ArchiveLimits,
-    create_gate: Option<CreateGate>,
+    create_gate: Option<Gate>,
+    restore_gate: Option<Gate>,
     restart: RestartHandle,
 }
 
@@ -204,6 +207,7 @@ impl Service {
             coordinator: Arc::default(),
             limits: config.limits,
             create_gate: config.create_gate,
+            restore_gate: config.restore_gate,
             restart,
         })
     }
@@ -320,6 +324,7 @@ impl Service {
             temp_dir: self.temp_dir.clone(),
             limits: self.restore_limits(),
             restart: self.restart.clone(),
+            gate: self.restore_gate.clone(),
             key: key.clone(),
         };
         tracing::info!(key = %key, "restore started");
@@ -398,6 +403,7 @@ struct RestoreWork {
     temp_dir: PathBuf,
     limits: ArchiveLimits,
     restart: RestartHandle,
+    gate: Option<Gate>,
     key: BackupKey,
 }
 
@@ -418,6 +424,9 @@ impl RestoreWork {
             e => BackupError::Unrestorable(e),
         })?;
         drop(archive_path);
+        if let Some(gate) = &self.gate {
+            gate(self.key.clone()).await;
+        }
         let request = RestartRequest { key: self.key.clone(), extracted: extracted.keep() };
         if let Err(request) = self.restart.request(request) {
             let _ = std::fs::remove_dir_all(&request.extracted);
@@ -433,7 +442,7 @@ struct CreateWork {
     data_dir: PathBuf,
     temp_dir: PathBuf,
     storage: Arc<dyn BackupStorage>,
-    gate: Option<CreateGate>,
+    gate: Option<Gate>,
     key: BackupKey,
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
-use pb_backups::service::CreateGate;
+use pb_backups::service::Gate;
 use pb_backups_spec::{catalog, BodyKind, DocumentedResponse, Lang, Operation};
 use serde_json::{json, Value};
 use support::*;
@@ -138,7 +138,7 @@ impl Fixture {
         let waiting = Arc::new(Notify::new());
         let release = Arc::new(Semaphore::new(0));
         let (h, w, r) = (hold.clone(), waiting.clone(), release.clone());
-        let gate: CreateGate = Arc::new(move |_key| {
+        let gate: Gate = Arc::new(move |_key| {
             let (h, w, r) = (h.clone(), w.clone(), r.clone());
             async move {
                 if h.load(Ordering::SeqCst) {

@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use pb_backups::service::CreateGate;
+use pb_backups::service::Gate;
 use serde_json::{json, Value};
 use support::*;
 use tokio::sync::{Notify, Semaphore};
@@ -241,11 +241,11 @@ async fn upload_validation() {
 }
 
 /// A gate that holds every create until released, and says when one is waiting.
-fn gate() -> (CreateGate, Arc<Notify>, Arc<Semaphore>) {
+fn gate() -> (Gate, Arc<Notify>, Arc<Semaphore>) {
     let waiting = Arc::new(Notify::new());
     let release = Arc::new(Semaphore::new(0));
     let (w, r) = (waiting.clone(), release.clone());
-    let gate: CreateGate = Arc::new(move |_key| {
+    let gate: Gate = Arc::new(move |_key| {
         let (w, r) = (w.clone(), r.clone());
         async move {
             w.notify_one();

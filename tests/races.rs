@@ -84,7 +84,7 @@ enum Kind {
 async fn exactly_one_create_or_restore_wins_a_race() {
     let messages = Lang::Zh.messages();
     let gate = Gate::new();
-    let live = Live::start(Some(gate.create_gate()));
+    let live = Live::start(Some(gate.hook()), None);
     upload(&live, "seed.zip").await;
     let mut wins = (0, 0);
     for round in 0..ROUNDS {
@@ -211,7 +211,7 @@ fn big_seed_zip() -> Vec<u8> {
 async fn no_create_slips_in_while_a_restore_runs() {
     let messages = Lang::Zh.messages();
     let gate = Gate::new();
-    let live = Live::start(Some(gate.create_gate()));
+    let live = Live::start(Some(gate.hook()), None);
     let r = send_ok(&live, Request::new("POST", "/api/backups/upload").auth(su()).file("seed.zip", &big_seed_zip())).await;
     assert_eq!(r.status, 204, "upload seed: {}", r.json());
     let mut conns = Vec::new();

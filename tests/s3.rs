@@ -289,11 +289,11 @@ async fn storage_contract_on_s3() {
 }
 
 /// A gate that holds every create until released, and says when one is waiting.
-fn gate() -> (pb_backups::service::CreateGate, Arc<Notify>, Arc<Semaphore>) {
+fn gate() -> (pb_backups::service::Gate, Arc<Notify>, Arc<Semaphore>) {
     let waiting = Arc::new(Notify::new());
     let release = Arc::new(Semaphore::new(0));
     let (w, r) = (waiting.clone(), release.clone());
-    let gate: pb_backups::service::CreateGate = Arc::new(move |_key| {
+    let gate: pb_backups::service::Gate = Arc::new(move |_key| {
         let (w, r) = (w.clone(), r.clone());
         async move {
             w.notify_one();

@@ -36,6 +36,9 @@ const BLOCK_SIZE: usize = 1 << 20;
 const WINDOW: usize = 32 * 1024;
 /// Blocks queued for the writer beyond those being worked on, per worker.
 const QUEUED_PER_WORKER: usize = 3;
+/// Compression threads at most: memory grows with them (about 5 MiB each in flight), and
+/// the disk rather than the CPU limits a backup beyond a few cores.
+const MAX_WORKERS: usize = 4;
 /// Output buffer of the archive file.
 const WRITE_BUFFER: usize = 1 << 20;
 /// Files from this size on get zip64 headers: deflate may grow an incompressible tail past
@@ -93,7 +96,7 @@ pub fn create_backup<W: Write + Seek>(
     opts: &CreateOptions,
 ) -> Result<CreateStats, ArchiveError> {
     let entries = plan_entries(data_dir, exclude_top_level)?;
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS);
     let level = Compression::new(opts.deflate_level.clamp(1, 9));
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(workers);
     let job_rx = Mutex::new(job_rx);

@@ -15,7 +15,7 @@ use futures_util::FutureExt;
 use pb_backups::accounts::{Accounts, Collection};
 use pb_backups::auth::{self, TokenKind};
 use pb_backups::server::{self, RestartMode, ServeConfig};
-use pb_backups::service::CreateGate;
+use pb_backups::service::Gate as ServerGate;
 use tokio::sync::{oneshot, Notify, Semaphore};
 
 use crate::support::{seed_accounts, zip_with, SUPERUSER, USER};
@@ -74,7 +74,8 @@ impl Gate {
         })
     }
 
-    pub fn create_gate(self: &Arc<Self>) -> CreateGate {
+    /// The server hook (create or restore gate) this gate drives.
+    pub fn hook(self: &Arc<Self>) -> ServerGate {
         let gate = self.clone();
         Arc::new(move |key| {
             let gate = gate.clone();
@@ -124,7 +125,7 @@ pub struct Live {
 
 impl Live {
     /// Must be called inside a tokio runtime.
-    pub fn start(gate: Option<CreateGate>) -> Live {
+    pub fn start(create_gate: Option<ServerGate>, restore_gate: Option<ServerGate>) -> Live {
         let dir = tempfile::tempdir().unwrap();
         for (name, bytes) in &template().files {
             std::fs::write(dir.path().join(name), bytes).unwrap();
@@ -133,7 +134,8 @@ impl Live {
         let addr = listener.local_addr().unwrap();
         let mut config = ServeConfig::new(dir.path());
         config.restart = RestartMode::InProcess;
-        config.create_gate = gate;
+        config.create_gate = create_gate;
+        config.restore_gate = restore_gate;
         // Long enough never to cut off a request the test is still waiting for.
         config.shutdown_grace = Duration::from_secs(30);
         let (tx, rx) = oneshot::channel::<()>();

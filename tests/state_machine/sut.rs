@@ -56,6 +56,9 @@ fn count(counter: &AtomicU64) {
 struct RestoreInFlight {
     /// `data.db` before the swap.
     data_db_before: Option<(u64, u64)>,
+    /// The restore request, held in the restore gate (extracted, not yet swapped in) until
+    /// `FinishRestore`: meanwhile the server is deterministically busy restoring.
+    held: JoinHandle<Response>,
     /// The connection that carried the 204 is gone: the old instance may have stopped.
     connection_lost: bool,
 }
@@ -64,6 +67,7 @@ pub struct Sut {
     rt: Option<Runtime>,
     live: Option<Live>,
     gate: Arc<Gate>,
+    restore_gate: Arc<Gate>,
     conn: Option<Conn>,
     /// The model's state before the next op.
     model: State,
@@ -81,12 +85,13 @@ impl StateMachineTest for Machine {
 
     fn init_test(ref_state: &State) -> Sut {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let gate = Gate::new();
-        let live = rt.block_on(async { Live::start(Some(gate.create_gate())) });
+        let (gate, restore_gate) = (Gate::new(), Gate::new());
+        let live = rt.block_on(async { Live::start(Some(gate.hook()), Some(restore_gate.hook())) });
         let mut sut = Sut {
             rt: Some(rt),
             live: Some(live),
             gate,
+            restore_gate,
             conn: None,
             model: ref_state.clone(),
             names: BTreeMap::new(),
@@ -310,16 +315,38 @@ impl Sut {
                     self.check(op, expected, &r);
                 }
             }
-            Op::RestoreAccepted { caller, key } => {
+            Op::RestoreAccepted { caller, key } if expected.status == 204 => {
+                // The model is idle here, so any connection reaches the current instance.
                 let data_db_before = self.live().data_db_id();
+                self.restore_gate.hold_next();
+                let path = format!("/api/backups/{}/restore", segment(&self.real_key(key)));
+                let (addr, request) = (self.live().addr, Request::new("POST", path).auth(token(*caller)));
+                let mut task = self.block_on(async move {
+                    tokio::spawn(async move {
+                        match Conn::connect(addr).await.send(&request).await {
+                            Sent::Answered(r) => r,
+                            Sent::Closed => panic!("the server closed the held restore's connection"),
+                        }
+                    })
+                });
+                let gate = self.restore_gate.clone();
+                let answered_early = self.within("the restore to reach the gate", async {
+                    tokio::select! {
+                        () = gate.held() => None,
+                        r = &mut task => Some(r.expect("restore task")),
+                    }
+                });
+                if let Some(r) = answered_early {
+                    panic!("{op:?}: answered {} {} instead of being held", r.status, r.json());
+                }
+                self.restore = Some(RestoreInFlight { data_db_before, held: task, connection_lost: false });
+                count(&STATS.restores);
+            }
+            Op::RestoreAccepted { caller, key } => {
                 let path = format!("/api/backups/{}/restore", segment(&self.real_key(key)));
                 let request = Request::new("POST", path).auth(token(*caller));
                 if let Some(r) = self.exchange(Some(op), Some(expected), &request) {
                     self.check(op, expected, &r);
-                    if r.status == 204 {
-                        self.restore = Some(RestoreInFlight { data_db_before, connection_lost: false });
-                        count(&STATS.restores);
-                    }
                 }
             }
             Op::FinishRestore => {
@@ -369,6 +396,9 @@ impl Sut {
     /// the status of its health check.
     fn finish_restore(&mut self) -> u16 {
         let restore = self.restore.take().expect("a restore in flight");
+        self.restore_gate.release();
+        let r = self.within("the held restore to answer", restore.held).expect("restore task");
+        assert_eq!(r.status, 204, "the held restore: {}", r.json());
         let deadline = Instant::now() + DEADLINE;
         // The swap happens once the old instance has stopped, so after it every new
         // connection waits for the restarted instance.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use pb_backups::accounts::Collection;
 use pb_backups::i18n::Lang;
 use pb_backups::server::{self, RestartMode, ServeConfig};
-use pb_backups::service::CreateGate;
+use pb_backups::service::Gate;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -31,7 +31,7 @@ pub fn seed_accounts(dir: &Path) {
 #[derive(Default)]
 pub struct Options {
     pub lang: Option<Lang>,
-    pub create_gate: Option<CreateGate>,
+    pub create_gate: Option<Gate>,
     /// Keep backups in this S3 bucket instead of the data dir (tests/s3.rs).
     pub s3: Option<pb_backups::storage::s3::S3Config>,
 }
