@@ -376,8 +376,28 @@ fn finish(dir: &DataDir) -> Result<(), RestoreError> {
     let journal_file = dir.journal_file();
     fs::remove_file(&journal_file).map_err(io_err("remove", &journal_file))?;
     sync_dir(&journal_dir)?;
-    fs::remove_dir_all(&journal_dir).map_err(io_err("remove", &journal_dir))?;
-    sync_dir(&dir.temp())
+    // The folder now holds only garbage (the old data, or the discarded new one): move it
+    // aside and delete it in the background, so the server serves again without waiting
+    // for thousands of unlinks. What a crash leaves behind, the next start removes.
+    let trash = dir.temp().join(format!("{TRASH_PREFIX}{}", crate::util::random_suffix()));
+    rename(&journal_dir, &trash)?;
+    sync_dir(&dir.temp())?;
+    remove_in_background(trash);
+    Ok(())
+}
+
+/// Names in the temp folder of garbage that is being deleted in the background.
+const TRASH_PREFIX: &str = "trash-";
+
+fn remove_in_background(path: PathBuf) {
+    let spawned = std::thread::Builder::new().name("remove-trash".into()).spawn(move || {
+        if let Err(e) = fs::remove_dir_all(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove old data");
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start removing old data; the next start will");
+    }
 }
 
 /// Run first at every start: finishes or undoes an interrupted restore and clears the temp
@@ -397,6 +417,10 @@ pub fn recover_at_start(dir: &DataDir) -> Result<Recovery, RestoreError> {
             continue;
         }
         let path = entry.path();
+        if name.to_string_lossy().starts_with(TRASH_PREFIX) {
+            remove_in_background(path);
+            continue;
+        }
         remove_if_exists(&path)?;
         tracing::info!(path = %path.display(), "removed leftover from the temp folder");
     }
@@ -571,10 +595,12 @@ mod tests {
         }
     }
 
+    /// The temp folder's entries, except garbage being deleted in the background.
     fn temp_names(dir: &DataDir) -> Vec<OsString> {
         let mut names: Vec<_> = fs::read_dir(dir.temp())
             .unwrap()
             .map(|e| e.unwrap().file_name())
+            .filter(|n| !n.to_string_lossy().starts_with(TRASH_PREFIX))
             .collect();
         names.sort();
         names

@@ -7,8 +7,9 @@
 //! that disconnects cannot abandon them half-way.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
@@ -156,7 +157,29 @@ pub struct Service {
     create_gate: Option<Gate>,
     restore_gate: Option<Gate>,
     restart: RestartHandle,
+    /// Bumped by every change this server makes to the backups: create, upload, delete.
+    generation: AtomicU64,
+    list_cache: Mutex<Option<CachedListing>>,
 }
+
+/// A listing of the backups, newest first, shared by all the requests that ask while
+/// nothing changes; `json` is its serialized form, made once by the HTTP layer.
+#[derive(Debug)]
+pub struct Listing {
+    pub items: Vec<BackupMeta>,
+    pub json: OnceLock<bytes::Bytes>,
+}
+
+struct CachedListing {
+    generation: u64,
+    stamp: Option<(i64, i64, i64, i64)>,
+    at: Instant,
+    listing: Arc<Listing>,
+}
+
+/// How long a listing is reused at most: the folder's timestamps have a coarse clock (a
+/// change within the same tick goes unseen) and other backends have no stamp at all.
+const LIST_CACHE_MAX_AGE: Duration = Duration::from_millis(500);
 
 /// Holds the coordinator's slot for a create or restore; dropping it frees the server,
 /// so an error or a panic anywhere in the work can never leave it busy.
@@ -209,6 +232,8 @@ impl Service {
             create_gate: config.create_gate,
             restore_gate: config.restore_gate,
             restart,
+            generation: AtomicU64::new(0),
+            list_cache: Mutex::new(None),
         })
     }
 
@@ -227,6 +252,26 @@ impl Service {
     }
 
     // ---- backups ----
+
+    /// Every backup, newest first (then by key), reused while nothing has changed.
+    pub async fn listing(&self) -> Result<Arc<Listing>, BackupError> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let stamp = self.storage.change_stamp();
+        if let Some(c) = &*self.list_cache.lock().unwrap_or_else(|p| p.into_inner()) {
+            if c.generation == generation && c.stamp == stamp && c.at.elapsed() < LIST_CACHE_MAX_AGE {
+                return Ok(c.listing.clone());
+            }
+        }
+        let at = Instant::now();
+        let listing = Arc::new(Listing { items: self.list().await?, json: OnceLock::new() });
+        *self.list_cache.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(CachedListing { generation, stamp, at, listing: listing.clone() });
+        Ok(listing)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
 
     /// Every backup, newest first (then by key).
     pub async fn list(&self) -> Result<Vec<BackupMeta>, BackupError> {
@@ -273,6 +318,7 @@ impl Service {
             result
         })
         .await?;
+        self.changed();
         match &result {
             Ok(()) => tracing::info!(key = %key, "backup created"),
             Err(e) => tracing::warn!(key = %key, error = %e, "backup create failed"),
@@ -297,6 +343,7 @@ impl Service {
         }
         self.storage.put_file(&key, file.temp.path()).await?;
         file.temp.keep(); // consumed by the storage
+        self.changed();
         tracing::info!(key = %key, "backup uploaded");
         Ok(key)
     }
@@ -307,6 +354,7 @@ impl Service {
             return Err(BackupError::Busy);
         }
         self.storage.delete(&key).await?;
+        self.changed();
         tracing::info!(key = %key, "backup deleted");
         Ok(())
     }

@@ -6,7 +6,11 @@ use poem::web::Multipart;
 use poem::{Body, FromRequest, Request, RequestBody};
 use poem_openapi::payload::{ParsePayload, Payload};
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
-use tokio::io::AsyncWriteExt;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::error::ApiError;
 use crate::i18n::Message;
@@ -70,24 +74,59 @@ pub async fn receive(request: &Request, body: Body, service: &Service) -> Result
         }
         let file_name = field.file_name().unwrap_or_default().to_string();
         let temp = TempPath::new_in(service.temp_dir(), "upload", ".zip");
-        let mut out = tokio::fs::OpenOptions::new()
+        let out = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(temp.path())
             .await
-            .map_err(write_failed)?;
-        let mut reader = field.into_async_read();
-        tokio::io::copy(&mut reader, &mut out).await.map_err(|e| {
-            // A broken multipart stream is the client's; a failed write is ours.
-            if e.kind() == std::io::ErrorKind::Other {
-                ApiError::new(400, Message::UploadFailed)
-            } else {
-                write_failed(e)
-            }
-        })?;
-        out.flush().await.map_err(write_failed)?;
-        out.sync_all().await.map_err(write_failed)?;
+            .map_err(write_failed)?
+            .into_std()
+            .await;
+        copy_to_file(field.into_async_read(), out).await?;
         file = Some(UploadedFile { file_name, temp });
     }
     Ok(file)
+}
+
+/// Size of the writes of an upload to disk.
+const UPLOAD_CHUNK: usize = 1 << 20;
+
+/// Copies the part into `out` and syncs it. Each 1 MiB chunk is written on the blocking pool
+/// while the next one is received, and its writeback to disk starts at once
+/// (`sync_file_range`), so the final `fsync` has little left to wait for.
+async fn copy_to_file(mut reader: impl AsyncRead + Unpin, out: std::fs::File) -> Result<(), ApiError> {
+    let out = Arc::new(out);
+    let mut pending: Option<tokio::task::JoinHandle<std::io::Result<Vec<u8>>>> = None;
+    let mut buf = vec![0u8; UPLOAD_CHUNK];
+    let mut offset = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            // A broken multipart stream is the client's fault; a failed write is ours.
+            let n = reader.read(&mut buf[filled..]).await.map_err(|_| ApiError::new(400, Message::UploadFailed))?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        let spare = match pending.take() {
+            Some(write) => Some(write.await.map_err(write_failed)?.map_err(write_failed)?),
+            None => None,
+        };
+        if filled == 0 {
+            break;
+        }
+        let mut chunk = std::mem::replace(&mut buf, spare.unwrap_or_else(|| vec![0u8; UPLOAD_CHUNK]));
+        let file = out.clone();
+        let at = offset;
+        offset += filled as u64;
+        pending = Some(tokio::task::spawn_blocking(move || {
+            (&*file).write_all(&chunk[..filled])?;
+            // SAFETY: a plain syscall on an open descriptor; it only starts writeback.
+            unsafe { libc::sync_file_range(file.as_raw_fd(), at as i64, filled as i64, libc::SYNC_FILE_RANGE_WRITE) };
+            chunk.resize(UPLOAD_CHUNK, 0);
+            Ok(chunk)
+        }));
+    }
+    tokio::task::spawn_blocking(move || out.sync_all()).await.map_err(write_failed)?.map_err(write_failed)
 }

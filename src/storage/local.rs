@@ -114,6 +114,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl BackupStorage for LocalStorage {
+    fn change_stamp(&self) -> Option<(i64, i64, i64, i64)> {
+        use std::os::unix::fs::MetadataExt;
+        // One stat: adding, removing or renaming an entry updates the folder's mtime/ctime.
+        let md = std::fs::metadata(&self.root).ok()?;
+        Some((md.mtime(), md.mtime_nsec(), md.ctime(), md.ctime_nsec()))
+    }
+
     fn list(&self) -> BoxFuture<'_, StorageResult<Vec<BackupMeta>>> {
         let root = self.root.clone();
         blocking(move || Self::list_blocking(&root)).boxed()

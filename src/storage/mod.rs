@@ -57,6 +57,13 @@ pub trait BackupStorage: Send + Sync {
     /// Every complete backup, in no particular order.
     fn list(&self) -> BoxFuture<'_, StorageResult<Vec<BackupMeta>>>;
 
+    /// A cheap value that changes whenever the set of stored backups may have changed
+    /// behind the server's back (for a folder: its modification and change times). `None`
+    /// when the backend has no such thing: listings are then cached only briefly.
+    fn change_stamp(&self) -> Option<(i64, i64, i64, i64)> {
+        None
+    }
+
     /// `NotFound` when there is no such backup.
     fn head<'a>(&'a self, key: &'a BackupKey) -> BoxFuture<'a, StorageResult<BackupMeta>>;
 
