@@ -850,9 +850,8 @@ async fn disk_full_during_create_and_upload_leaves_nothing_behind() {
     assert_nothing_left(&live, &dir, &[], free_before, "create on a full disk").await;
 
     // 16 MiB of zip: more than the space left.
-    // A client of its own: the server answers before reading the whole body, then drops the
-    // connection without `Connection: close`, so a pooled connection would fail the next
-    // request (see /work/briefs/requests-crash.md).
+    // A client of its own: the server answers before reading the whole body and closes the
+    // connection (saying `Connection: close`), which must not leave a pooled connection behind.
     let upload = |name: &str, size: u64| {
         let (len, body) = zip_of_zeros(size, false);
         let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(body), len)
