@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::accounts::{Accounts, Collection};
-use crate::i18n::Lang;
 use crate::server::{self, RestartMode, ServeConfig, StorageChoice};
 use crate::storage::s3::{S3Config, S3Storage};
 use crate::{http, listener};
@@ -84,6 +83,10 @@ pub enum Command {
         /// Language of messages for requests whose Accept-Language names neither zh nor en.
         #[arg(long, default_value = "zh", env = "PB_LANG", value_parser = ["zh", "en"])]
         lang: String,
+        /// Largest total size (bytes) a restore may extract. Always capped by the free space
+        /// of the data dir's disk less 64 MiB, so a restore that cannot fit is refused up front.
+        #[arg(long, env = "PB_RESTORE_MAX_SIZE", value_name = "BYTES")]
+        restore_max_size: Option<u64>,
         #[command(flatten)]
         s3: S3Args,
     },
@@ -134,9 +137,14 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Openapi => print!("{}", http::openapi::document_yaml()),
         Command::Superuser(cmd) => account(Collection::Superusers, cmd)?,
         Command::User(cmd) => account(Collection::Users, cmd)?,
-        Command::Serve { http, dir, lang, s3 } => {
-            let storage = s3.config()?.map_or(StorageChoice::Local, StorageChoice::S3);
-            serve(&http, dir.dir, lang.parse()?, storage).await?
+        Command::Serve { http, dir, lang, restore_max_size, s3 } => {
+            let mut config = ServeConfig::new(dir.dir);
+            config.default_lang = lang.parse()?;
+            config.storage = s3.config()?.map_or(StorageChoice::Local, StorageChoice::S3);
+            if let Some(max) = restore_max_size {
+                config.limits.max_total_size = max;
+            }
+            serve(&http, config).await?
         }
         Command::Backups(BackupsCommand::CheckS3 { s3 }) => check_s3(&s3).await?,
     }
@@ -205,9 +213,9 @@ async fn check_s3(args: &S3Args) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-async fn serve(addr: &str, dir: PathBuf, lang: Lang, storage: StorageChoice) -> Result<(), Box<dyn std::error::Error>> {
-    std::fs::create_dir_all(&dir)?;
-    let dir = dir.canonicalize()?;
+async fn serve(addr: &str, mut config: ServeConfig) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let dir = config.data_dir.canonicalize()?;
     ensure_superuser(&server::open_data_dir(&dir)?)?;
     let listener = listener::bind_or_inherit(addr)?;
     let local = listener.local_addr()?;
@@ -219,16 +227,14 @@ async fn serve(addr: &str, dir: PathBuf, lang: Lang, storage: StorageChoice) -> 
         http::OPENAPI_YAML_PATH
     );
     let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
-    let mut config = ServeConfig::new(dir);
-    config.default_lang = lang;
+    config.data_dir = dir;
     config.restart = RestartMode::Exec;
-    if let StorageChoice::S3(s3) = &storage {
+    if let StorageChoice::S3(s3) = &config.storage {
         let _ = std::io::Write::write_all(
             &mut std::io::stdout(),
             format!("  Backups:      S3 bucket {} prefix {:?}\n", s3.bucket, s3.normalized_prefix()).as_bytes(),
         );
     }
-    config.storage = storage;
     server::run(listener, config, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

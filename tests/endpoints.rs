@@ -355,3 +355,56 @@ async fn password_change_and_deletion_revoke_tokens() {
     assert_eq!(r.status(), 400, "old password refused");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn password_guessing_is_throttled_per_address() {
+    let s = TestServer::start().await;
+    let attempt = || {
+        s.client
+            .post(s.url("/api/collections/_superusers/auth-with-password"))
+            .json(&json!({"identity": SUPERUSER.0, "password": "wrong-password"}))
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..31 {
+        statuses.push(attempt().await.unwrap().status().as_u16());
+    }
+    assert!(statuses[..30].iter().all(|s| *s == 400), "{statuses:?}");
+    let r = attempt().await.unwrap();
+    assert_eq!(status_json(r).await, (429, error_body(429, "请求过多，请稍后再试。")));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_json_body_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Promise 100 bytes, send 10, then stall: the server must give up on its own.
+    let head = "POST /api/collections/_superusers/auth-with-password HTTP/1.1\r\nHost: x\r\n\
+                Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"identity";
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server never answered a stalled body");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("请求体不是有效的 JSON。"), "{text}");
+    assert!(started.elapsed() >= pb_backups::http::body::JSON_BODY_TIMEOUT - std::time::Duration::from_millis(500));
+    s.stop().await;
+}
