@@ -52,6 +52,8 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     pub create_gate: Option<Gate>,
     pub restore_gate: Option<Gate>,
+    /// Password logins allowed per client address.
+    pub login_rate: http::ratelimit::RateLimit,
 }
 
 impl ServeConfig {
@@ -65,6 +67,7 @@ impl ServeConfig {
             shutdown_grace: Duration::from_secs(10),
             create_gate: None,
             restore_gate: None,
+            login_rate: Default::default(),
         }
     }
 }
@@ -184,7 +187,7 @@ pub async fn run(
         };
         let service = Service::new(service_config, accounts, restart)
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
-        let app = http::app(Arc::new(service), config.default_lang);
+        let app = http::app(Arc::new(service), config.default_lang, config.login_rate);
 
         // poem gets a duplicate: `listener` itself stays open for the next round (or the
         // re-exec), so the socket never closes. Non-blocking is a property of the shared

@@ -274,7 +274,7 @@ impl Service {
     }
 
     /// Every backup, newest first (then by key).
-    pub async fn list(&self) -> Result<Vec<BackupMeta>, BackupError> {
+    async fn list(&self) -> Result<Vec<BackupMeta>, BackupError> {
         let mut list = self.storage.list().await.map_err(BackupError::Storage)?;
         list.sort_by(|a, b| b.modified.cmp(&a.modified).then_with(|| a.key.cmp(&b.key)));
         Ok(list)

@@ -341,30 +341,25 @@ impl BackupsApi {
             Ok(listing) => listing,
             Err(e) => return api_error(e, Message::Busy, Message::StorageFailure).into(),
         };
-        let fields_raw = fields.0.as_deref().map(str::trim).filter(|f| !f.is_empty());
-        if fields_raw.is_none() {
+        let Some(raw) = fields.0.as_deref().map(str::trim).filter(|f| !f.is_empty()) else {
             // The common case: the same bytes for every request until the list changes.
             let json = listing.json.get_or_init(|| {
                 let infos = listing.items.iter().map(BackupInfo::from).collect::<Vec<_>>();
                 serde_json::to_vec(&infos.to_json()).unwrap_or_default().into()
             });
             return ListResponse::Ok(ProjectedJson(Projected::Bytes(json.clone()), PhantomData));
-        }
-        let list = &listing.items;
-        let value = list.iter().map(BackupInfo::from).collect::<Vec<_>>().to_json().unwrap_or_default();
-        let value = match fields.0.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
-            None => value,
-            Some(raw) => match fields::parse(raw) {
-                Ok(f) => fields::project(&value, &f),
-                Err(e) => {
-                    tracing::debug!(error = %e, "invalid fields parameter");
-                    return ApiError::new(400, Message::ValidationFailed)
-                        .field("fields", "validation_invalid_fields", Message::InvalidFormat)
-                        .into();
-                }
-            },
         };
-        ListResponse::Ok(ProjectedJson(Projected::Value(value), PhantomData))
+        let fields = match fields::parse(raw) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(error = %e, "invalid fields parameter");
+                return ApiError::new(400, Message::ValidationFailed)
+                    .field("fields", "validation_invalid_fields", Message::InvalidFormat)
+                    .into();
+            }
+        };
+        let value = listing.items.iter().map(BackupInfo::from).collect::<Vec<_>>().to_json().unwrap_or_default();
+        ListResponse::Ok(ProjectedJson(Projected::Value(fields::project(&value, &fields)), PhantomData))
     }
 
     /// Create backup

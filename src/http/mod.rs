@@ -32,8 +32,8 @@ pub const OPENAPI_JSON_PATH: &str = "/openapi.json";
 pub const OPENAPI_YAML_PATH: &str = "/openapi.yaml";
 
 /// The whole HTTP application over `service`; `default_lang` answers requests whose
-/// `Accept-Language` names neither zh nor en.
-pub fn app(service: Arc<Service>, default_lang: Lang) -> impl Endpoint {
+/// `Accept-Language` names neither zh nor en; `login_rate` throttles password logins.
+pub fn app(service: Arc<Service>, default_lang: Lang, login_rate: ratelimit::RateLimit) -> impl Endpoint {
     let document = openapi::document_json();
     let yaml = openapi::document_yaml();
     let swagger = openapi::swagger_ui_html();
@@ -61,7 +61,7 @@ pub fn app(service: Arc<Service>, default_lang: Lang) -> impl Endpoint {
             move |ep, req| per_request(ep, req, default_lang, allowed.clone(), service.clone())
         })
         .data(service)
-        .data(Arc::new(ratelimit::RateLimiter::new(ratelimit::RateLimit::default())))
+        .data(Arc::new(ratelimit::RateLimiter::new(login_rate)))
 }
 
 /// Sets the request's language, logs the request, and turns any error that escaped the

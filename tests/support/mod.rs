@@ -32,6 +32,7 @@ pub fn seed_accounts(dir: &Path) {
 pub struct Options {
     pub lang: Option<Lang>,
     pub create_gate: Option<Gate>,
+    pub login_rate: Option<pb_backups::http::ratelimit::RateLimit>,
     /// Keep backups in this S3 bucket instead of the data dir (tests/s3.rs).
     pub s3: Option<pb_backups::storage::s3::S3Config>,
 }
@@ -63,6 +64,9 @@ impl TestServer {
         config.restart = RestartMode::InProcess;
         config.default_lang = options.lang.unwrap_or(Lang::Zh);
         config.create_gate = options.create_gate;
+        if let Some(rate) = options.login_rate {
+            config.login_rate = rate;
+        }
         if let Some(s3) = options.s3 {
             config.storage = server::StorageChoice::S3(s3);
         }
