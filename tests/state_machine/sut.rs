@@ -264,13 +264,11 @@ impl Sut {
                 // The model is idle here, so any connection reaches the current instance.
                 self.gate.hold_next();
                 let (addr, request) = (self.live().addr, Self::create_request(*caller, name));
-                let mut task = self.block_on(async move {
-                    tokio::spawn(async move {
-                        match Conn::connect(addr).await.send(&request).await {
-                            Sent::Answered(r) => r,
-                            Sent::Closed => panic!("the server closed the held create's connection"),
-                        }
-                    })
+                let mut task = self.rt.as_ref().unwrap().spawn(async move {
+                    match Conn::connect(addr).await.send(&request).await {
+                        Sent::Answered(r) => r,
+                        Sent::Closed => panic!("the server closed the held create's connection"),
+                    }
                 });
                 let gate = self.gate.clone();
                 let answered_early = self.within("the create to reach the gate", async {
@@ -321,13 +319,11 @@ impl Sut {
                 self.restore_gate.hold_next();
                 let path = format!("/api/backups/{}/restore", segment(&self.real_key(key)));
                 let (addr, request) = (self.live().addr, Request::new("POST", path).auth(token(*caller)));
-                let mut task = self.block_on(async move {
-                    tokio::spawn(async move {
-                        match Conn::connect(addr).await.send(&request).await {
-                            Sent::Answered(r) => r,
-                            Sent::Closed => panic!("the server closed the held restore's connection"),
-                        }
-                    })
+                let mut task = self.rt.as_ref().unwrap().spawn(async move {
+                    match Conn::connect(addr).await.send(&request).await {
+                        Sent::Answered(r) => r,
+                        Sent::Closed => panic!("the server closed the held restore's connection"),
+                    }
                 });
                 let gate = self.restore_gate.clone();
                 let answered_early = self.within("the restore to reach the gate", async {
