@@ -5,6 +5,9 @@
 //!
 //! The table in `conformance!` below generates one test per (operation, status), each doing
 //! both languages; `the_table_covers_the_catalog` fails when the catalog and the table differ.
+//!
+//! Backups are stored in the data dir, or in a fresh S3 bucket per test (moto) with
+//! `PB_TEST_BACKEND=s3`; both runs compare against the same snapshots.
 
 mod support;
 
@@ -13,7 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures_util::FutureExt;
+use futures_util::{FutureExt, TryStreamExt};
+use object_store::aws::AmazonS3;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use pb_backups::service::Gate;
 use pb_backups_spec::{catalog, BodyKind, DocumentedResponse, Lang, Operation};
 use serde_json::{json, Value};
@@ -110,6 +116,8 @@ impl Got {
 /// A server whose creates pass through, except while `hold_create` holds one.
 struct Fixture {
     s: TestServer,
+    /// Where the backups are when they are on S3 (else in the data dir's `backups/`).
+    bucket: Option<Bucket>,
     su: String,
     user: String,
     su_file: String,
@@ -118,6 +126,15 @@ struct Fixture {
     waiting: Arc<Notify>,
     release: Arc<Semaphore>,
 }
+
+struct Bucket {
+    name: String,
+    store: AmazonS3,
+    removed: AtomicBool,
+}
+
+/// The server's prefix in the bucket.
+const PREFIX: &str = "backups";
 
 /// A create held at the gate: the server is busy with it until `finish`.
 struct Held {
@@ -148,12 +165,20 @@ impl Fixture {
             }
             .boxed()
         });
-        let s = TestServer::start_with(Options { create_gate: Some(gate), ..Default::default() }).await;
+        let mut options = Options { create_gate: Some(gate), ..Default::default() };
+        let mut bucket = None;
+        if support::s3::selected() {
+            let endpoint = support::s3::moto();
+            let name = support::s3::new_bucket(endpoint).await;
+            options.s3 = Some(support::s3::config(endpoint, &name, PREFIX));
+            bucket = Some(Bucket { store: support::s3::raw(endpoint, &name), name, removed: AtomicBool::new(false) });
+        }
+        let s = TestServer::start_with(options).await;
         let su = s.superuser_token().await;
         let user = s.user_token().await;
         let su_file = s.file_token(&su).await;
         let user_file = s.file_token(&user).await;
-        Fixture { s, su, user, su_file, user_file, hold, waiting, release }
+        Fixture { s, bucket, su, user, su_file, user_file, hold, waiting, release }
     }
 
     fn request(&self, lang: Lang, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -212,7 +237,7 @@ impl Fixture {
 
     /// Makes backup `name` unless it exists.
     async fn backup(&self, name: &str) {
-        if !self.backups_dir().join(name).exists() {
+        if self.stored(name).await.is_none() {
             assert_eq!(self.create(name).await, (204, Value::Null), "create {name}");
         }
     }
@@ -240,8 +265,48 @@ impl Fixture {
         self.s.data_dir().join("backups")
     }
 
-    /// Replaces the backups folder by a regular file, so that the storage cannot be opened.
-    fn break_storage(&self) {
+    fn object(key: &str) -> ObjPath {
+        ObjPath::parse(format!("{PREFIX}/{key}")).unwrap()
+    }
+
+    /// The stored bytes of backup `key`, read behind the server's back.
+    async fn stored(&self, key: &str) -> Option<Vec<u8>> {
+        match &self.bucket {
+            None => std::fs::read(self.backups_dir().join(key)).ok(),
+            Some(b) => Some(b.store.get(&Self::object(key)).await.ok()?.bytes().await.unwrap().to_vec()),
+        }
+    }
+
+    /// Dates backup `key` at `modified`. S3 cannot set times: there the backup is uploaded
+    /// again until it is newer than every other one, which keeps the order of the calls.
+    async fn set_modified(&self, key: &str, modified: SystemTime) {
+        let Some(b) = &self.bucket else {
+            std::fs::File::options().write(true).open(self.backups_dir().join(key)).unwrap().set_modified(modified).unwrap();
+            return;
+        };
+        let (path, bytes) = (Self::object(key), PutPayload::from(self.stored(key).await.unwrap()));
+        eventually(Duration::from_secs(10), "an upload newer than the other backups", || async {
+            let prefix = ObjPath::from(PREFIX);
+            let all: Vec<_> = b.store.list(Some(&prefix)).try_collect().await.unwrap();
+            let mine = all.iter().find(|m| m.location == path).expect("the backup is stored").last_modified;
+            if all.iter().all(|m| m.location == path || m.last_modified < mine) {
+                return Some(());
+            }
+            b.store.put(&path, bytes.clone()).await.unwrap();
+            None
+        })
+        .await;
+    }
+
+    /// Makes the storage impossible to open: the backups folder becomes a regular file, or
+    /// the bucket is deleted (the snapshots' `when` names the local way).
+    async fn break_storage(&self) {
+        if let Some(b) = &self.bucket {
+            if !b.removed.swap(true, Ordering::SeqCst) {
+                support::s3::remove_bucket(support::s3::moto(), &b.name).await;
+            }
+            return;
+        }
         let backups = self.backups_dir();
         if backups.is_dir() {
             std::fs::remove_dir_all(&backups).unwrap();
@@ -372,23 +437,36 @@ mod cases {
             let key = item["key"].as_str().unwrap();
             f.backup(key).await;
             let modified = time::PrimitiveDateTime::parse(item["modified"].as_str().unwrap(), MODIFIED_FORMAT).unwrap();
-            let modified = SystemTime::from(modified.assume_utc());
-            std::fs::File::options().write(true).open(f.backups_dir().join(key)).unwrap().set_modified(modified).unwrap();
+            f.set_modified(key, SystemTime::from(modified.assume_utc())).await;
         }
-        let got = f.send(f.get(lang, "/api/backups").header("Authorization", &f.su), "two backups exist").await;
-        // Everything but the sizes is the spec's example, in its order.
+        let mut got = f.send(f.get(lang, "/api/backups").header("Authorization", &f.su), "two backups exist").await;
+        // Everything but the sizes is the spec's example, in its order; on S3 the times are
+        // the uploads' (`verify` checks their format).
         let mut body = got.json();
         for (item, path) in body.as_array_mut().unwrap().iter_mut().zip(example.as_array().unwrap()) {
-            let file = f.backups_dir().join(path["key"].as_str().unwrap());
-            assert_eq!(item["size"], std::fs::metadata(file).unwrap().len(), "size is the file's");
+            let stored = f.stored(path["key"].as_str().unwrap()).await.expect("listed backups are stored");
+            assert_eq!(item["size"], stored.len(), "size is the file's");
             item["size"] = path["size"].clone();
+            if f.bucket.is_some() {
+                item["modified"] = path["modified"].clone();
+            }
         }
         assert_eq!(body, example);
+        if f.bucket.is_some() {
+            // The real times pass `verify` here; shown as the spec's, the response matches the
+            // snapshot that the local run pins (keys, order and sizes stay the server's).
+            verify(catalog::find(Operation::List, 200).unwrap(), lang, &got);
+            let mut shown = got.json();
+            for (item, path) in shown.as_array_mut().unwrap().iter_mut().zip(example.as_array().unwrap()) {
+                item["modified"] = path["modified"].clone();
+            }
+            got.body = serde_json::to_vec(&shown).unwrap().into();
+        }
         got
     }
 
     pub async fn list_400(f: &Fixture, lang: Lang) -> Got {
-        f.break_storage();
+        f.break_storage().await;
         f.send(f.get(lang, "/api/backups").header("Authorization", &f.su), "the backups storage is a regular file").await
     }
 
@@ -436,7 +514,7 @@ mod cases {
         let name = key(lang, "uploaded");
         let r = f.post(lang, "/api/backups/upload").header("Authorization", &f.su).multipart(multipart_file(&name, a_zip()));
         let got = f.send(r, "the file is a zip archive").await;
-        assert_eq!(std::fs::read(f.backups_dir().join(&name)).unwrap(), a_zip(), "stored as sent, under its name");
+        assert_eq!(f.stored(&name).await, Some(a_zip()), "stored as sent, under its name");
         got
     }
 
@@ -553,12 +631,12 @@ mod cases {
         f.backup(&name).await;
         let got = f.send(f.get(lang, &format!("/api/backups/{name}?token={}", f.su_file)), "the backup exists").await;
         assert_eq!(got.header("content-disposition"), Some(format!("attachment; filename=\"{name}\"").as_str()));
-        assert_eq!(got.body.as_ref(), std::fs::read(f.backups_dir().join(&name)).unwrap(), "the stored bytes");
+        assert_eq!(Some(got.body.to_vec()), f.stored(&name).await, "the stored bytes");
         got
     }
 
     pub async fn download_400(f: &Fixture, lang: Lang) -> Got {
-        f.break_storage();
+        f.break_storage().await;
         let r = f.get(lang, &format!("{MISSING}?token={}", f.su_file));
         f.send(r, "the backups storage is a regular file").await
     }

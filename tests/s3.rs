@@ -7,20 +7,19 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use pb_backups::model::names::BackupKey;
-use pb_backups::storage::s3::{Activity, S3Config, S3Storage};
+use pb_backups::storage::s3::{Activity, S3Storage};
 use pb_backups::storage::{BackupStorage, StorageError};
 use serde_json::{json, Value};
+use support::s3::{config, moto, new_bucket, object_names, raw};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Notify, Semaphore};
@@ -29,81 +28,7 @@ const STORAGE_FAILURE: &str = "加载备份文件系统失败。";
 const STORAGE_FAILURE_EN: &str = "Failed to load backups filesystem.";
 const BUSY: &str = "请稍后重试 - 另一个备份/恢复进程已在运行。";
 
-// ---- the S3 server ----
-
-/// The moto endpoint, started on first use and killed when this test process exits.
-fn moto() -> &'static str {
-    static ENDPOINT: OnceLock<String> = OnceLock::new();
-    ENDPOINT.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        // The server is tied to this thread (PDEATHSIG), which lives as long as the process.
-        std::thread::spawn(move || {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/s3-test-server");
-            let mut cmd = Command::new(script);
-            cmd.stdout(Stdio::piped()).stderr(Stdio::null());
-            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let mut child = cmd.spawn().expect("scripts/s3-test-server (needs python3)");
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-            let _ = tx.send(line.trim().strip_prefix("endpoint ").map(str::to_string));
-            let _ = child.wait();
-        });
-        // The first run installs moto into .venv-moto (about a minute).
-        let endpoint = rx.recv_timeout(Duration::from_secs(300)).ok().flatten().expect("the S3 server's endpoint");
-        let addr = endpoint.trim_start_matches("http://").to_string();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "the S3 server did not start listening");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        endpoint
-    })
-}
-
-/// A new empty bucket; object_store never creates buckets.
-async fn new_bucket(endpoint: &str) -> String {
-    let name = format!("t-{}", pb_backups::util::random_suffix().to_lowercase());
-    let r = reqwest::Client::new().put(format!("{endpoint}/{name}")).send().await.unwrap();
-    assert!(r.status().is_success(), "create bucket: {}", r.status());
-    name
-}
-
-fn config(endpoint: &str, bucket: &str, prefix: &str) -> S3Config {
-    let mut c = S3Config::new(bucket);
-    c.endpoint = Some(endpoint.to_string());
-    c.path_style = true;
-    c.prefix = prefix.to_string();
-    c.access_key = Some("test".into());
-    c.secret_key = Some("test".into());
-    c
-}
-
-/// Direct access to the bucket, to look behind the server's back.
-fn raw(endpoint: &str, bucket: &str) -> AmazonS3 {
-    AmazonS3Builder::new()
-        .with_endpoint(endpoint)
-        .with_bucket_name(bucket)
-        .with_region("us-east-1")
-        .with_access_key_id("test")
-        .with_secret_access_key("test")
-        .with_allow_http(true)
-        .build()
-        .unwrap()
-}
-
-async fn object_names(store: &AmazonS3) -> Vec<String> {
-    use futures_util::TryStreamExt;
-    let all: Vec<_> = store.list(None).try_collect().await.unwrap();
-    let mut names: Vec<String> = all.into_iter().map(|m| m.location.to_string()).collect();
-    names.sort();
-    names
-}
+// ---- the S3 server (moto, buckets, configs: support::s3) ----
 
 async fn s3_server(bucket: &str, prefix: &str) -> TestServer {
     TestServer::start_with(Options { s3: Some(config(moto(), bucket, prefix)), ..Default::default() }).await

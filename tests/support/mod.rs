@@ -4,6 +4,8 @@
 //! every helper.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -33,7 +35,7 @@ pub struct Options {
     pub lang: Option<Lang>,
     pub create_gate: Option<Gate>,
     pub login_rate: Option<pb_backups::http::ratelimit::RateLimit>,
-    /// Keep backups in this S3 bucket instead of the data dir (tests/s3.rs).
+    /// Keep backups in this S3 bucket instead of the data dir (see `s3`).
     pub s3: Option<pb_backups::storage::s3::S3Config>,
 }
 
