@@ -485,11 +485,13 @@ fn official_js_sdk_on_s3() {
     assert_eq!(local, 0, "nothing stored in the data dir");
 }
 
-/// Not a check: prints how long a create and a restore of a 64 MiB data dir take on S3
+/// Not a check: prints how long a create and a restore of a data dir (`PB_MEASURE_MIB`) take on S3
 /// (moto) and on the local folder. `cargo test --test s3 -- --ignored --nocapture measure`
 #[tokio::test]
 #[ignore]
-async fn measure_create_and_restore_64mib() {
+async fn measure_create_and_restore() {
+    // `PB_MEASURE_MIB` sets the data dir's size (64 MiB by default).
+    let mib: usize = std::env::var("PB_MEASURE_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
     let bucket = new_bucket(moto()).await;
     for backend in ["local", "s3"] {
         let s = match backend {
@@ -497,11 +499,11 @@ async fn measure_create_and_restore_64mib() {
             _ => TestServer::start().await,
         };
         let su = s.superuser_token().await;
-        // Half random, half text-like: 64 MiB.
-        std::fs::write(s.data_dir().join("random.bin"), random_bytes(32 << 20)).unwrap();
+        // Half random, half text-like.
+        std::fs::write(s.data_dir().join("random.bin"), random_bytes((mib / 2) << 20)).unwrap();
         let text: String = (0..).map(|i| format!("{{\"id\":{i},\"name\":\"record {i}\"}}\n")).take_while({
             let mut len = 0;
-            move |l: &String| { len += l.len(); len <= 32 << 20 }
+            move |l: &String| { len += l.len(); len <= (mib / 2) << 20 }
         }).collect();
         std::fs::write(s.data_dir().join("records.json"), text).unwrap();
         std::fs::write(s.data_dir().join("marker.txt"), "before").unwrap();
