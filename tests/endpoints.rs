@@ -3,13 +3,9 @@
 
 mod support;
 
-use std::sync::Arc;
 
-use futures_util::FutureExt;
-use pb_backups::service::Gate;
 use serde_json::{json, Value};
 use support::*;
-use tokio::sync::{Notify, Semaphore};
 
 const NOT_FOUND: &str = "请求的资源未找到。";
 const UNAUTHORIZED: &str = "请求需要有效的记录授权令牌。";
@@ -240,25 +236,9 @@ async fn upload_validation() {
     s.stop().await;
 }
 
-/// A gate that holds every create until released, and says when one is waiting.
-fn gate() -> (Gate, Arc<Notify>, Arc<Semaphore>) {
-    let waiting = Arc::new(Notify::new());
-    let release = Arc::new(Semaphore::new(0));
-    let (w, r) = (waiting.clone(), release.clone());
-    let gate: Gate = Arc::new(move |_key| {
-        let (w, r) = (w.clone(), r.clone());
-        async move {
-            w.notify_one();
-            r.acquire().await.unwrap().forget();
-        }
-        .boxed()
-    });
-    (gate, waiting, release)
-}
-
 #[tokio::test]
 async fn busy_while_a_create_runs() {
-    let (gate, waiting, release) = gate();
+    let (gate, waiting, release) = holding_gate();
     let s = TestServer::start_with(Options { create_gate: Some(gate), ..Default::default() }).await;
     let su = s.superuser_token().await;
     // One finished backup to act on meanwhile.

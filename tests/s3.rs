@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use support::s3::{config, moto, new_bucket, object_names, raw};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::watch;
 
 const STORAGE_FAILURE: &str = "加载备份文件系统失败。";
 const STORAGE_FAILURE_EN: &str = "Failed to load backups filesystem.";
@@ -213,26 +213,10 @@ async fn storage_contract_on_s3() {
     }
 }
 
-/// A gate that holds every create until released, and says when one is waiting.
-fn gate() -> (pb_backups::service::Gate, Arc<Notify>, Arc<Semaphore>) {
-    let waiting = Arc::new(Notify::new());
-    let release = Arc::new(Semaphore::new(0));
-    let (w, r) = (waiting.clone(), release.clone());
-    let gate: pb_backups::service::Gate = Arc::new(move |_key| {
-        let (w, r) = (w.clone(), r.clone());
-        async move {
-            w.notify_one();
-            r.acquire().await.unwrap().forget();
-        }
-        .boxed()
-    });
-    (gate, waiting, release)
-}
-
 #[tokio::test]
 async fn two_servers_one_bucket() {
     let bucket = new_bucket(moto()).await;
-    let (gate, waiting, release) = gate();
+    let (gate, waiting, release) = holding_gate();
     let a = TestServer::start_with(Options { s3: Some(config(moto(), &bucket, "shared")), create_gate: Some(gate), ..Default::default() }).await;
     let b = s3_server(&bucket, "shared").await;
     let (sa, sb) = (a.superuser_token().await, b.superuser_token().await);

@@ -232,3 +232,22 @@ impl Drop for BinaryServer {
         let _ = self.child.wait();
     }
 }
+
+/// A gate that holds every create (or restore) that reaches it: `waiting` is notified when
+/// one arrives, and each permit added to `release` lets one through.
+pub fn holding_gate() -> (Gate, std::sync::Arc<tokio::sync::Notify>, std::sync::Arc<tokio::sync::Semaphore>) {
+    use futures_util::FutureExt;
+    use std::sync::Arc;
+    let waiting = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let (w, r) = (waiting.clone(), release.clone());
+    let gate: Gate = Arc::new(move |_key| {
+        let (w, r) = (w.clone(), r.clone());
+        async move {
+            w.notify_one();
+            r.acquire().await.unwrap().forget();
+        }
+        .boxed()
+    });
+    (gate, waiting, release)
+}
