@@ -144,11 +144,25 @@ pub async fn file_token(client: &reqwest::Client, base: &str, auth: &str) -> Str
 }
 
 /// Status and JSON body (Null when empty) of a response.
+/// Every error body read here is also checked for leaks (see [`assert_no_leak`]).
 pub async fn status_json(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     let bytes = r.bytes().await.unwrap();
     let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())) };
+    if status >= 400 {
+        assert_no_leak(&body);
+    }
     (status, body)
+}
+
+/// An error body must not tell a client where the server keeps its files or what the OS
+/// said: those belong in the log. (Test data dirs live under the temp dir, so `/tmp` catches
+/// them.)
+pub fn assert_no_leak(body: &Value) {
+    let text = body.to_string();
+    for marker in ["/tmp", "/root", "/home", "/var", ".pb_temp", "os error", "Raw error", "panicked", "No such file"] {
+        assert!(!text.contains(marker), "an error body leaks {marker:?}: {text}");
+    }
 }
 
 /// The documented error body.
