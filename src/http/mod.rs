@@ -34,10 +34,12 @@ pub const OPENAPI_YAML_PATH: &str = "/openapi.yaml";
 /// The whole HTTP application over `service`; `default_lang` answers requests whose
 /// `Accept-Language` names neither zh nor en; `login_rate` throttles password logins.
 pub fn app(service: Arc<Service>, default_lang: Lang, login_rate: ratelimit::RateLimit) -> impl Endpoint {
-    let document = openapi::document_json();
-    let yaml = openapi::document_yaml();
-    let swagger = openapi::swagger_ui_html();
-    let allowed = Arc::new(openapi::allowed_methods());
+    // Built once: every form served is derived from the one document.
+    let doc = openapi::document();
+    let document = openapi::to_json(&doc);
+    let yaml = openapi::to_yaml(&doc);
+    let swagger = openapi::swagger_ui_html(&document);
+    let allowed = Arc::new(openapi::allowed_methods(&doc));
     Route::new()
         .nest("/api", openapi::api_service())
         .at(OPENAPI_JSON_PATH, make_sync(move |_| {

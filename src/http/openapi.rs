@@ -110,8 +110,7 @@ pub fn document() -> Value {
 }
 
 /// The methods the document lists for each path template (`{x}` matches one segment).
-pub fn allowed_methods() -> Vec<(Vec<String>, String)> {
-    let doc = document();
+pub fn allowed_methods(doc: &Value) -> Vec<(Vec<String>, String)> {
     let Some(paths) = doc["paths"].as_object() else { return Vec::new() };
     paths
         .iter()
@@ -124,18 +123,22 @@ pub fn allowed_methods() -> Vec<(Vec<String>, String)> {
         .collect()
 }
 
-pub fn document_json() -> String {
-    serde_json::to_string_pretty(&document()).expect("a JSON value serialises")
+pub fn to_json(doc: &Value) -> String {
+    serde_json::to_string_pretty(doc).expect("a JSON value serialises")
+}
+
+pub fn to_yaml(doc: &Value) -> String {
+    serde_yaml::to_string(doc).expect("a JSON value serialises as YAML")
 }
 
 /// Exactly what `pb-backups openapi` prints and `openapi.yaml` holds.
 pub fn document_yaml() -> String {
-    serde_yaml::to_string(&document()).expect("a JSON value serialises as YAML")
+    to_yaml(&document())
 }
 
-/// Swagger UI (assets embedded, works offline) showing [`document`].
-pub fn swagger_ui_html() -> String {
+/// Swagger UI (assets embedded, works offline) showing `document_json` (see [`to_json`]).
+pub fn swagger_ui_html(document_json: &str) -> String {
     let service = api_service();
     // The page embeds poem-openapi's raw document; put ours in its place.
-    service.swagger_ui_html().replacen(&service.spec(), &document_json(), 1)
+    service.swagger_ui_html().replacen(&service.spec(), document_json, 1)
 }
