@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::accounts::{Accounts, Collection};
+use crate::lock::DataDirLock;
 use crate::server::{self, RestartMode, ServeConfig, StorageChoice};
 use crate::storage::s3::{S3Config, S3Storage};
 use crate::{http, listener};
@@ -154,11 +155,14 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 fn account(collection: Collection, cmd: AccountCommand) -> Result<(), Box<dyn std::error::Error>> {
     match cmd {
         AccountCommand::Upsert { email, password, dir } => {
+            std::fs::create_dir_all(&dir.dir)?;
+            let _lock = DataDirLock::acquire(&dir.dir)?;
             let accounts = server::open_data_dir(&dir.dir)?;
             let record = accounts.upsert(collection, &email, &password)?;
             println!("{} {} saved (id {})", collection.name(), record.email, record.id);
         }
         AccountCommand::Delete { email, dir } => {
+            let _lock = DataDirLock::acquire(&dir.dir)?;
             let accounts = server::open_data_dir(&dir.dir)?;
             if accounts.delete(collection, &email)? {
                 println!("{} {email} deleted", collection.name());
@@ -216,7 +220,12 @@ async fn check_s3(args: &S3Args) -> Result<(), Box<dyn std::error::Error>> {
 async fn serve(addr: &str, mut config: ServeConfig) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&config.data_dir)?;
     let dir = config.data_dir.canonicalize()?;
-    ensure_superuser(&server::open_data_dir(&dir)?)?;
+    {
+        // Refuse at once, before touching anything, when another server holds the data dir;
+        // `server::run` takes the lock again for as long as it serves.
+        let _lock = DataDirLock::acquire(&dir)?;
+        ensure_superuser(&server::open_data_dir(&dir)?)?;
+    }
     let listener = listener::bind_or_inherit(addr)?;
     let local = listener.local_addr()?;
     // Not println!: a closed stdout must not stop a (re-executed) server.

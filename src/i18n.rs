@@ -95,6 +95,7 @@ pub enum Message {
     ArchiveTooLarge,
     ArchiveNoDataDb,
     ArchiveDataDbNotSqlite,
+    ArchiveNoUsableAccounts,
     ArchiveCorrupt,
     Healthy,
 }
@@ -154,6 +155,12 @@ impl Message {
             (ArchiveNoDataDb, Lang::En) => "The archive has no data.db.",
             (ArchiveDataDbNotSqlite, Lang::Zh) => "压缩包中的 data.db 不是 SQLite 数据库。",
             (ArchiveDataDbNotSqlite, Lang::En) => "The data.db in the archive is not an SQLite database.",
+            (ArchiveNoUsableAccounts, Lang::Zh) => {
+                "压缩包中的 data.db 没有可用的超级用户账户（需要 PocketBase 0.23 或更高版本的数据目录），恢复后将无人能够登录。"
+            }
+            (ArchiveNoUsableAccounts, Lang::En) => {
+                "The data.db in the archive has no usable superuser account (a PocketBase 0.23+ data dir is needed): nobody could log in after the restore."
+            }
             (ArchiveCorrupt, Lang::Zh) => "压缩包已损坏。",
             (ArchiveCorrupt, Lang::En) => "The archive is corrupt.",
             (Healthy, _) => "API is healthy.",

@@ -9,7 +9,7 @@
 //! - [`archive`]: zip creation from the data dir and safe validation/extraction.
 //! - [`accounts`] and [`auth`]: accounts in `data.db`, password hashes, JWT tokens.
 //! - [`restore`]: the journaled swap of restored data, and crash recovery at start.
-//! - [`listener`]: the listening socket that survives a restart.
+//! - [`listener`]: the listening socket that survives a restart; [`lock`]: one server per data dir.
 //! - [`service`]: the only owner of state; one method per API operation.
 //! - [`http`]: poem-openapi operations, error shape, languages, Swagger UI.
 //! - [`server`]: serve, restart after a restore; [`cli`]: the command line.
@@ -25,6 +25,7 @@ pub mod cli;
 pub mod http;
 pub mod i18n;
 pub mod listener;
+pub mod lock;
 pub mod model;
 pub mod restore;
 pub mod server;

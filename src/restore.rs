@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 pub const BACKUPS_DIR: &str = "backups";
 /// Default name of the temp folder inside the data dir (uploads, extractions, the journal).
 pub const TEMP_DIR: &str = ".pb_temp";
+/// The data dir's lock file (see `lock`): reserved like the two folders, so that a restore
+/// never moves it from under the running server.
+pub const LOCK_FILE: &str = ".pb_backups.lock";
 
 const JOURNAL_DIR: &str = "restore";
 const JOURNAL_FILE: &str = "journal.json";
@@ -133,7 +136,7 @@ impl DataDir {
     }
 
     fn is_reserved(&self, name: &OsStr) -> bool {
-        name == self.backups_dir || name == self.temp_dir
+        name == self.backups_dir || name == self.temp_dir || name == LOCK_FILE
     }
 
     fn journal_dir(&self) -> PathBuf {

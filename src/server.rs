@@ -83,6 +83,8 @@ pub enum ServerError {
     #[error("restored data has no superuser")]
     NoSuperuser,
     #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
     Storage(#[from] crate::storage::s3::S3ConfigError),
     #[error("serving: {0}")]
     Serve(std::io::Error),
@@ -163,6 +165,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let mut shutdown = std::pin::pin!(shutdown);
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
+    // Held across in-process restarts; a re-exec drops it (close-on-exec) and the new
+    // process takes it again before it serves.
+    let _lock = crate::lock::DataDirLock::acquire(&config.data_dir)?;
     // A remote store outlives in-process restarts; the local folder is reopened each time.
     let remote: Option<Arc<dyn BackupStorage>> = match &config.storage {
         StorageChoice::Local => None,

@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use crate::accounts::{Accounts, AccountsError, Collection, Record};
+use crate::accounts::{self, Accounts, AccountsError, Record};
 use crate::archive::{self, ArchiveError, ArchiveLimits};
 use crate::auth::{self, AuthError, TokenKind};
 use crate::model::coordinator::{Busy, Coordinator};
@@ -23,7 +23,7 @@ use crate::model::names::{self, BackupKey, NameError};
 use crate::storage::{BackupMeta, BackupReader, BackupStorage, StorageError};
 use crate::util::TempPath;
 
-pub use crate::restore::{BACKUPS_DIR, TEMP_DIR};
+pub use crate::restore::{BACKUPS_DIR, LOCK_FILE, TEMP_DIR};
 
 /// A test hook that may hold work in progress: called with the key of a create whose archive
 /// is written, before it is published, or of a restore that is extracted, before the swap.
@@ -85,6 +85,9 @@ pub enum BackupError {
     BadArchive(#[source] ArchiveError),
     #[error("archive cannot be restored: {0}")]
     Unrestorable(#[source] ArchiveError),
+    /// The archive is sound but its `data.db` could not serve as accounts: nobody could log in.
+    #[error("archive cannot be restored: data.db: {0}")]
+    NoUsableAccounts(#[source] AccountsError),
     #[error("backups storage: {0}")]
     Storage(#[source] StorageError),
     #[error("{0}")]
@@ -124,6 +127,8 @@ impl From<tokio::task::JoinError> for BackupError {
 pub enum AccountError {
     #[error("wrong identity or password")]
     BadCredentials,
+    #[error("no such auth collection")]
+    NoSuchCollection,
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
@@ -157,6 +162,9 @@ pub struct Service {
     create_gate: Option<Gate>,
     restore_gate: Option<Gate>,
     restart: RestartHandle,
+    /// Password hashes run at once at most: each takes a core for tens of milliseconds (and
+    /// a legacy argon2 hash 19 MiB), so a burst of logins must queue, not pile up.
+    hashing: tokio::sync::Semaphore,
     /// Bumped by every change this server makes to the backups: create, upload, delete.
     generation: AtomicU64,
     list_cache: Mutex<Option<CachedListing>>,
@@ -232,6 +240,7 @@ impl Service {
             create_gate: config.create_gate,
             restore_gate: config.restore_gate,
             restart,
+            hashing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from)),
             generation: AtomicU64::new(0),
             list_cache: Mutex::new(None),
         })
@@ -418,16 +427,26 @@ impl Service {
         tokio::task::spawn_blocking(move || f(&accounts)).await?
     }
 
-    /// Password login: an auth token and the record.
+    /// Whether `name_or_id` is an auth collection one can log in to.
+    pub fn has_auth_collection(&self, name_or_id: &str) -> bool {
+        self.accounts.collection(name_or_id).is_some()
+    }
+
+    /// Password login to the auth collection `collection` (name or id): an auth token and
+    /// the record.
     pub async fn auth_with_password(
         &self,
-        collection: Collection,
+        collection: String,
         identity: String,
         password: String,
     ) -> Result<(String, Record), AccountError> {
+        if self.accounts.collection(&collection).is_none() {
+            return Err(AccountError::NoSuchCollection);
+        }
+        let _permit = self.hashing.acquire().await.map_err(|_| AccountError::BadCredentials)?;
         self.with_accounts(move |a| {
             let record = a
-                .authenticate(collection, &identity, &password)?
+                .authenticate(&collection, &identity, &password)?
                 .ok_or(AccountError::BadCredentials)?;
             let token = auth::issue(a, &record, TokenKind::Auth, now_unix())?;
             Ok((token, record))
@@ -462,15 +481,13 @@ impl RestoreWork {
         let extracted = TempPath::new_in(&self.temp_dir, "restore", "");
         let (src, dest, limits) = (archive_path.path().to_path_buf(), extracted.path().to_path_buf(), self.limits);
         tokio::task::spawn_blocking(move || {
-            archive::check_restorable(&src, &limits)?;
+            archive::check_restorable(&src, &limits).map_err(unrestorable)?;
             std::fs::create_dir(&dest)?;
-            archive::extract(&src, &dest, &limits)
+            archive::extract(&src, &dest, &limits).map_err(unrestorable)?;
+            // R31: an archive after which nobody could log in is refused before the 204.
+            accounts::check_usable(&dest.join(accounts::DATA_DB_FILE)).map_err(BackupError::NoUsableAccounts)
         })
-        .await?
-        .map_err(|e| match e {
-            ArchiveError::Io(_) => BackupError::Failed(Box::new(e)),
-            e => BackupError::Unrestorable(e),
-        })?;
+        .await??;
         drop(archive_path);
         if let Some(gate) = &self.gate {
             gate(self.key.clone()).await;
@@ -482,6 +499,13 @@ impl RestoreWork {
         }
         guard.hand_over();
         Ok(())
+    }
+}
+
+fn unrestorable(e: ArchiveError) -> BackupError {
+    match e {
+        ArchiveError::Io(_) => BackupError::Failed(Box::new(e)),
+        e => BackupError::Unrestorable(e),
     }
 }
 
@@ -500,7 +524,7 @@ impl CreateWork {
         let (data_dir, temp_dir, path) = (self.data_dir.clone(), self.temp_dir.clone(), zip.path().to_path_buf());
         tokio::task::spawn_blocking(move || -> Result<(), BackupError> {
             let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
-            archive::create_backup(&data_dir, &[BACKUPS_DIR, TEMP_DIR], &temp_dir, &mut out, &Default::default())
+            archive::create_backup(&data_dir, &[BACKUPS_DIR, TEMP_DIR, LOCK_FILE], &temp_dir, &mut out, &Default::default())
                 .map_err(|e| BackupError::Failed(Box::new(e)))?;
             out.sync_all()?;
             Ok(())

@@ -363,15 +363,16 @@ fn now() -> u64 {
 const SUPERUSERS_ID: &str = "pbc_3142635823";
 
 /// The record id and the auth and file signing keys of a superuser, read from `data.db` the
-/// way the server builds them (record token key followed by the collection's secret).
+/// way PocketBase builds them (record `tokenKey` followed by the collection's secret).
 fn superuser_keys(dir: &Path, email: &str) -> (String, Vec<u8>, Vec<u8>) {
     let conn = rusqlite::Connection::open(dir.join("data.db")).unwrap();
     let (id, token_key): (String, String) = conn
-        .query_row("SELECT id, token_key FROM _superusers WHERE email = ?1", [email], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row("SELECT id, tokenKey FROM _superusers WHERE email = ?1", [email], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap();
     let (auth, file): (String, String) = conn
         .query_row(
-            "SELECT auth_secret, file_secret FROM _collection_secrets WHERE collection_id = ?1",
+            "SELECT json_extract(options, '$.authToken.secret'), json_extract(options, '$.fileToken.secret')
+             FROM _collections WHERE id = ?1",
             [SUPERUSERS_ID],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )

@@ -148,6 +148,15 @@ pub static RULES: &[Rule] = &[
         id: "R30",
         text: "Where the upstream PocketBase server departs from the spec, the spec wins.",
     },
+    // One data format with PocketBase.
+    Rule {
+        id: "R31",
+        text: "An archive after which nobody could log in is not a valid backup: its data.db must hold a usable _superusers auth collection in PocketBase's layout (0.23 or later, with its token secrets) and at least one superuser; otherwise restore answers 400 before the 204 and nothing changes.",
+    },
+    Rule {
+        id: "R32",
+        text: "Accounts, password hashes (bcrypt), token secrets and settings live in data.db where PocketBase keeps them, and tokens are signed as PocketBase signs them, so a data dir or a backup moves between PocketBase and this server with its accounts and valid tokens.",
+    },
 ];
 
 #[cfg(test)]

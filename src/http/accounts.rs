@@ -12,7 +12,6 @@ use super::auth::AuthToken;
 use super::body::DeferredBody;
 use super::ratelimit::RateLimiter;
 use super::error::{response_errors, ApiError, ErrorBody};
-use crate::accounts::Collection;
 use crate::i18n::Message;
 use crate::service::{AccountError, Service};
 
@@ -118,9 +117,9 @@ impl AccountsApi {
         collection: Path<String>,
         body: DeferredBody<Json<AuthWithPasswordBody>>,
     ) -> AuthResponse {
-        let Some(collection) = Collection::from_name(&collection.0).or_else(|| Collection::from_id(&collection.0)) else {
+        if !service.has_auth_collection(&collection.0) {
             return ApiError::not_found().into();
-        };
+        }
         if let Some(ip) = req.remote_addr().as_socket_addr().map(|a| a.ip()) {
             if !limiter.try_acquire(ip, std::time::Instant::now()) {
                 tracing::warn!(%ip, "password login throttled");
@@ -142,9 +141,10 @@ impl AccountsApi {
             }
             return e.into();
         }
-        match service.auth_with_password(collection, body.identity, body.password).await {
+        match service.auth_with_password(collection.0, body.identity, body.password).await {
             Ok((token, record)) => AuthResponse::Ok(Json(AuthResult { token, record: record.to_json() })),
             Err(AccountError::BadCredentials) => ApiError::new(400, Message::AuthFailed).into(),
+            Err(AccountError::NoSuchCollection) => ApiError::not_found().into(),
             Err(e) => {
                 tracing::error!(error = %e, "password login failed");
                 ApiError::new(400, Message::AuthFailed).into()

@@ -10,7 +10,7 @@ use poem::Request;
 use poem_openapi::{auth::ApiKey, SecurityScheme};
 
 use super::error::ApiError;
-use crate::accounts::{Collection, Record};
+use crate::accounts::Record;
 use crate::auth::TokenKind;
 use crate::service::Service;
 
@@ -50,9 +50,10 @@ async fn verify(req: &Request, token: &str, kind: TokenKind) -> poem::Result<Rec
 }
 
 fn superuser(record: Record) -> Result<Record, ApiError> {
-    match record.collection {
-        Collection::Superusers => Ok(record),
-        Collection::Users => Err(ApiError::forbidden()),
+    if record.is_superuser() {
+        Ok(record)
+    } else {
+        Err(ApiError::forbidden())
     }
 }
 

@@ -282,6 +282,10 @@ fn api_error(e: BackupError, busy: Message, failed: Message) -> ApiError {
                 ApiError::new(400, msg)
             }
         }
+        BackupError::NoUsableAccounts(_) => {
+            tracing::warn!(error = %e, "archive refused");
+            ApiError::new(400, Message::ArchiveNoUsableAccounts)
+        }
         BackupError::Storage(_) => {
             tracing::error!(error = %e, "backups storage failed");
             ApiError::new(400, Message::StorageFailure)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the JS SDK test against the server at $PB_URL (see backups.test.mjs for the env).
-# Installs the pinned SDK locally first when node_modules is missing or older than the lockfile.
+# Installs the pinned SDK locally first when node_modules is missing or older than the lockfile;
+# `run.sh --install-only` only installs (for other scripts in this folder).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -9,4 +10,5 @@ if [[ ! -f $stamp || package-lock.json -nt $stamp || package.json -nt $stamp ]];
   npm ci --no-audit --no-fund
 fi
 
+[[ ${1:-} == --install-only ]] && exit 0
 exec node --test "$@" backups.test.mjs

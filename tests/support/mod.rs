@@ -240,6 +240,13 @@ impl BinaryServer {
     }
 }
 
+impl BinaryServer {
+    /// The server's process id (the same after a restart: it re-executes itself).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for BinaryServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,510 @@
+//! The accounts store: PocketBase's auth collections in `<data dir>/data.db`, in PocketBase's
+//! own layout (0.23 and later), so that a data dir or a backup moves between PocketBase and
+//! this server with its accounts, password hashes and token secrets intact.
+//!
+//! Auth collections are read from `_collections` (token secrets and lifetimes from their
+//! `options`), records from their tables (`email`, bcrypt `password`, `tokenKey`).
+//! A data dir with no tables is initialised in that layout ([`schema`]); one written by
+//! pb-backups before it kept PocketBase's layout is converted at open ([`legacy`]).
+//! Synchronous: the server calls it from blocking threads.
+
+mod legacy;
+pub mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand::distr::{Alphanumeric, SampleString};
+use rand::Rng;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use serde_json::{json, Value};
+
+/// File name of the main database inside the data dir.
+pub const DATA_DB_FILE: &str = "data.db";
+/// PocketBase's second database (logs); created beside a data.db we initialise.
+pub const AUX_DB_FILE: &str = "auxiliary.db";
+
+const SECRET_LEN: usize = 50;
+const ID_LEN: usize = 15;
+const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+const PASSWORD_MIN_CHARS: usize = 8;
+const PASSWORD_MAX_CHARS: usize = 72;
+const EMAIL_MAX_CHARS: usize = 254;
+/// PocketBase's bcrypt cost for record passwords.
+const BCRYPT_COST: u32 = 10;
+
+/// A bcrypt hash (cost 10) of a random password, made once. Verified against when an
+/// identity is unknown, so that a login costs the same whether the email exists.
+static DUMMY_HASH: LazyLock<String> =
+    LazyLock::new(|| hash_password(&random_secret()[..PASSWORD_MAX_CHARS.min(SECRET_LEN)]).unwrap_or_default());
+
+/// The two auth collections the command line manages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Collection {
+    Superusers,
+    Users,
+}
+
+impl Collection {
+    /// Collection name as used in URLs; also the name of its records table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Collection::Superusers => schema::SUPERUSERS,
+            Collection::Users => schema::USERS,
+        }
+    }
+}
+
+/// An auth collection as PocketBase keeps it in `_collections`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthCollection {
+    pub id: String,
+    pub name: String,
+    pub(crate) auth_token: TokenSettings,
+    pub(crate) file_token: TokenSettings,
+    password_auth: bool,
+}
+
+/// One token kind's signing secret (second half of the key) and lifetime.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct TokenSettings {
+    pub(crate) secret: String,
+    pub(crate) duration_secs: u64,
+}
+
+// Hand-written so that secrets never reach a log line.
+impl fmt::Debug for AuthCollection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthCollection").field("id", &self.id).field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl AuthCollection {
+    pub fn is_superusers(&self) -> bool {
+        self.name == schema::SUPERUSERS
+    }
+}
+
+/// An account. `token_key` is part of every token's signing key and changes with the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Record {
+    pub id: String,
+    pub collection_id: String,
+    pub collection_name: String,
+    pub email: String,
+    pub email_visibility: bool,
+    pub verified: bool,
+    pub created: String,
+    pub updated: String,
+    pub(crate) token_key: String,
+}
+
+impl Record {
+    /// Only records of `_superusers` may use the backups API.
+    pub fn is_superuser(&self) -> bool {
+        self.collection_name == schema::SUPERUSERS
+    }
+
+    /// The record as PocketBase shows it in auth responses.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "collectionId": self.collection_id,
+            "collectionName": self.collection_name,
+            "created": self.created,
+            "email": self.email,
+            "emailVisibility": self.email_visibility,
+            "id": self.id,
+            "updated": self.updated,
+            "verified": self.verified,
+        })
+    }
+}
+
+// Hand-written so that the token key never reaches a log line.
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("id", &self.id)
+            .field("collection", &self.collection_name)
+            .field("email", &self.email)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a `data.db` cannot serve as this server's accounts.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("it holds tables but is not a PocketBase data dir (no `_collections` table)")]
+    Foreign,
+    #[error("it is a PocketBase data dir from before 0.23 (`_admins`); open it once with PocketBase 0.23 or later to upgrade it")]
+    BeforePocketBase023,
+    #[error("it has no `_superusers` auth collection")]
+    NoSuperusersCollection,
+    #[error("collection {collection}: unreadable options ({reason})")]
+    BadOptions { collection: String, reason: String },
+    #[error("collection {collection}: no {kind} secret")]
+    NoSecret { collection: String, kind: &'static str },
+    #[error("records table of {0} lacks the columns of an auth collection")]
+    BadRecordsTable(String),
+    #[error("it holds no superuser account, so nobody could log in")]
+    NoSuperuser,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountsError {
+    #[error("invalid email address")]
+    InvalidEmail,
+    #[error("password must be {PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters")]
+    InvalidPassword,
+    #[error("no auth collection {0:?}")]
+    NoSuchCollection(String),
+    #[error("accounts database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("data.db: {0}")]
+    Layout(#[from] LayoutError),
+    #[error("password hashing failed")]
+    Hash,
+}
+
+/// What a `data.db` holds, judged by its tables.
+#[derive(Debug, PartialEq, Eq)]
+enum Layout {
+    Empty,
+    PocketBase,
+    /// pb-backups' own tables from before it kept PocketBase's layout.
+    Legacy,
+}
+
+fn detect_layout(conn: &Connection) -> Result<Layout, AccountsError> {
+    let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
+    let tables: Vec<String> = stmt.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
+    let has = |name: &str| tables.iter().any(|t| t == name);
+    Ok(if tables.iter().all(|t| t.starts_with("sqlite_")) {
+        Layout::Empty
+    } else if has(legacy::SECRETS_TABLE) {
+        Layout::Legacy
+    } else if has("_admins") && !has(schema::SUPERUSERS) {
+        return Err(LayoutError::BeforePocketBase023.into());
+    } else if has("_collections") {
+        Layout::PocketBase
+    } else {
+        return Err(LayoutError::Foreign.into());
+    })
+}
+
+/// The accounts database of one data dir.
+pub struct Accounts {
+    conn: Mutex<Connection>,
+    /// Read once at open: a restore restarts the server, and collections are not edited here.
+    collections: Vec<AuthCollection>,
+}
+
+impl Accounts {
+    /// Opens `<data_dir>/data.db`: an empty or missing one is initialised in PocketBase's
+    /// layout, a legacy pb-backups one converted; anything else must already be a usable
+    /// PocketBase data dir. The data dir must exist.
+    pub fn open(data_dir: &Path) -> Result<Accounts, AccountsError> {
+        let mut conn = Connection::open(data_dir.join(DATA_DB_FILE))?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        // Judged before anything is written, so a database we refuse stays as it was.
+        let layout = detect_layout(&conn)?;
+        // journal_mode answers with the mode now in force; WAL persists in the file.
+        let _mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        if layout != Layout::PocketBase {
+            let tx = conn.transaction()?;
+            let (now, micros) = (now_timestamp(), now_micros());
+            match layout {
+                Layout::Empty => schema::initialize(&tx, &now, micros)?,
+                Layout::Legacy => legacy::convert(&tx, &now, micros)?,
+                Layout::PocketBase => unreachable!("handled above"),
+            }
+            tx.commit()?;
+            let aux = Connection::open(data_dir.join(AUX_DB_FILE))?;
+            aux.pragma_update(None, "journal_mode", "WAL")?;
+            aux.execute_batch(schema::AUX_TABLES)?;
+            tracing::info!(?layout, "data.db written in PocketBase's layout");
+        }
+        let collections = load_auth_collections(&conn)?;
+        Ok(Accounts { conn: Mutex::new(conn), collections })
+    }
+
+    /// Auth collection by name or id, as PocketBase's routes take it.
+    pub fn collection(&self, name_or_id: &str) -> Option<&AuthCollection> {
+        self.collections.iter().find(|c| c.name == name_or_id || c.id == name_or_id)
+    }
+
+    fn collection_of(&self, c: Collection) -> Result<&AuthCollection, AccountsError> {
+        self.collection(c.name()).ok_or_else(|| AccountsError::NoSuchCollection(c.name().to_string()))
+    }
+
+    /// Creates the account, or sets a new password on the existing one with this email
+    /// (which also renews its token key, invalidating its tokens).
+    pub fn upsert(&self, c: Collection, email: &str, password: &str) -> Result<Record, AccountsError> {
+        let collection = self.collection_of(c)?;
+        let email = normalize_email(email)?;
+        validate_password(password)?;
+        // Hash before taking the lock: bcrypt is deliberately slow.
+        let password_hash = hash_password(password)?;
+        let token_key = random_secret();
+        let now = now_timestamp();
+        let table = quoted(&collection.name);
+
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let existing: Option<String> = tx
+            .query_row(&format!("SELECT id FROM {table} WHERE email = ?1 COLLATE NOCASE"), [&email], |r| r.get(0))
+            .optional()?;
+        let id = match existing {
+            Some(id) => {
+                tx.execute(
+                    &format!("UPDATE {table} SET password = ?1, tokenKey = ?2, updated = ?3 WHERE id = ?4"),
+                    params![password_hash, token_key, now, id],
+                )?;
+                id
+            }
+            None => {
+                let id = random_id();
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {table} (id, email, emailVisibility, verified, password, tokenKey, created, updated)
+                         VALUES (?1, ?2, FALSE, TRUE, ?3, ?4, ?5, ?5)"
+                    ),
+                    params![id, email, password_hash, token_key, now],
+                )?;
+                id
+            }
+        };
+        let record = find_in(&tx, collection, &id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+        tx.commit()?;
+        Ok(record)
+    }
+
+    /// Deletes the account with this email; `false` when there was none.
+    pub fn delete(&self, c: Collection, email: &str) -> Result<bool, AccountsError> {
+        let table = quoted(&self.collection_of(c)?.name);
+        let conn = self.lock();
+        let deleted = conn.execute(&format!("DELETE FROM {table} WHERE email = ?1 COLLATE NOCASE"), [email])?;
+        Ok(deleted > 0)
+    }
+
+    pub fn count(&self, c: Collection) -> Result<u64, AccountsError> {
+        let table = quoted(&self.collection_of(c)?.name);
+        let conn = self.lock();
+        let n: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| row.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The account of `collection` (name or id) when `identity` (an email, any case) and
+    /// `password` match, else `None`. A legacy argon2 hash that matches is replaced by a
+    /// bcrypt one, so PocketBase can verify it too; the token key stays.
+    pub fn authenticate(&self, collection: &str, identity: &str, password: &str) -> Result<Option<Record>, AccountsError> {
+        let found = match self.collection(collection).filter(|c| c.password_auth) {
+            Some(c) => {
+                let conn = self.lock();
+                let sql = format!("SELECT {RECORD_COLUMNS}, password FROM {} WHERE email = ?1 COLLATE NOCASE", quoted(&c.name));
+                conn.query_row(&sql, [identity], |row| Ok((record_from_row(c, row)?, row.get::<_, String>(7)?)))
+                    .optional()?
+            }
+            None => None,
+        };
+        let Some((record, hash)) = found else {
+            verify_password(password, &DUMMY_HASH)?;
+            return Ok(None);
+        };
+        if !verify_password(password, &hash)? {
+            return Ok(None);
+        }
+        if legacy::is_legacy_hash(&hash) {
+            let rehashed = hash_password(password)?;
+            let sql = format!("UPDATE {} SET password = ?1 WHERE id = ?2 AND password = ?3", quoted(&record.collection_name));
+            self.lock().execute(&sql, params![rehashed, record.id, hash])?;
+        }
+        Ok(Some(record))
+    }
+
+    /// The account with this record id in the collection with this id.
+    pub fn find(&self, collection_id: &str, id: &str) -> Result<Option<Record>, AccountsError> {
+        let Some(c) = self.collections.iter().find(|c| c.id == collection_id) else {
+            return Ok(None);
+        };
+        find_in(&self.lock(), c, id)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic elsewhere cannot leave the connection half-written (SQLite statements
+        // are atomic), so a poisoned lock is still safe to use.
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Checks, without changing it, that the `data.db` at `path` would serve as accounts: a
+/// usable `_superusers` collection holding at least one account (or a legacy pb-backups
+/// database with a superuser, which open converts). A restore runs this before its 204.
+pub fn check_usable(path: &Path) -> Result<(), AccountsError> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    let superusers_table = match detect_layout(&conn)? {
+        Layout::Empty => return Err(LayoutError::Foreign.into()),
+        Layout::Legacy => legacy::check_usable(&conn)?,
+        Layout::PocketBase => {
+            let collections = load_auth_collections(&conn)?;
+            let superusers = collections.iter().find(|c| c.is_superusers()).ok_or(LayoutError::NoSuperusersCollection)?;
+            quoted(&superusers.name)
+        }
+    };
+    let n: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM {superusers_table}"), [], |r| r.get(0))?;
+    if n == 0 {
+        return Err(LayoutError::NoSuperuser.into());
+    }
+    Ok(())
+}
+
+/// Every auth collection whose options and table are usable; `_superusers` must be.
+/// Others that are not are left out with a warning (their accounts cannot log in here).
+fn load_auth_collections(conn: &Connection) -> Result<Vec<AuthCollection>, AccountsError> {
+    let mut stmt = conn.prepare("SELECT id, name, options FROM _collections WHERE type = 'auth'")?;
+    let rows: Vec<(String, String, String)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+    let mut collections = Vec::new();
+    for (id, name, options) in rows {
+        let parsed = parse_collection(id, name.clone(), &options).and_then(|c| {
+            check_records_table(conn, &c.name)?;
+            Ok(c)
+        });
+        match parsed {
+            Ok(c) => collections.push(c),
+            Err(e) if name == schema::SUPERUSERS => return Err(e),
+            Err(e) => tracing::warn!(collection = %name, error = %e, "auth collection left out"),
+        }
+    }
+    if !collections.iter().any(AuthCollection::is_superusers) {
+        return Err(LayoutError::NoSuperusersCollection.into());
+    }
+    Ok(collections)
+}
+
+fn parse_collection(id: String, name: String, options: &str) -> Result<AuthCollection, AccountsError> {
+    let bad = |reason: String| LayoutError::BadOptions { collection: name.clone(), reason };
+    let options: Value = serde_json::from_str(options).map_err(|e| bad(e.to_string()))?;
+    let token = |kind: &'static str| -> Result<TokenSettings, LayoutError> {
+        let settings = &options[kind];
+        let secret = settings["secret"].as_str().filter(|s| !s.is_empty());
+        let secret = secret.ok_or_else(|| LayoutError::NoSecret { collection: name.clone(), kind })?;
+        let duration_secs = settings["duration"].as_u64().filter(|d| *d > 0);
+        let duration_secs = duration_secs.ok_or_else(|| bad(format!("{kind}.duration is not a positive number")))?;
+        Ok(TokenSettings { secret: secret.to_string(), duration_secs })
+    };
+    let auth_token = token("authToken")?;
+    let file_token = token("fileToken")?;
+    // PocketBase's default when the section is absent is enabled.
+    let password_auth = options["passwordAuth"]["enabled"].as_bool().unwrap_or(true);
+    Ok(AuthCollection { id, name, auth_token, file_token, password_auth })
+}
+
+fn check_records_table(conn: &Connection, table: &str) -> Result<(), AccountsError> {
+    let sql = format!("SELECT {RECORD_COLUMNS}, password FROM {} LIMIT 0", quoted(table));
+    conn.prepare(&sql).map(drop).map_err(|_| LayoutError::BadRecordsTable(table.to_string()).into())
+}
+
+const RECORD_COLUMNS: &str = "id, email, emailVisibility, verified, created, updated, tokenKey";
+
+/// Expects [`RECORD_COLUMNS`] first.
+fn record_from_row(c: &AuthCollection, row: &Row<'_>) -> rusqlite::Result<Record> {
+    Ok(Record {
+        id: row.get(0)?,
+        collection_id: c.id.clone(),
+        collection_name: c.name.clone(),
+        email: row.get(1)?,
+        email_visibility: row.get(2)?,
+        verified: row.get(3)?,
+        created: row.get(4)?,
+        updated: row.get(5)?,
+        token_key: row.get(6)?,
+    })
+}
+
+fn find_in(conn: &Connection, c: &AuthCollection, id: &str) -> Result<Option<Record>, AccountsError> {
+    let sql = format!("SELECT {RECORD_COLUMNS} FROM {} WHERE id = ?1", quoted(&c.name));
+    Ok(conn.query_row(&sql, [id], |row| record_from_row(c, row)).optional()?)
+}
+
+/// A table name as an SQL identifier. Collection names come from the database itself.
+fn quoted(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// Lowercased email when it looks like `local@domain` (no spaces or control characters).
+fn normalize_email(email: &str) -> Result<String, AccountsError> {
+    let (local, domain) = email.split_once('@').ok_or(AccountsError::InvalidEmail)?;
+    let well_formed = !local.is_empty()
+        && !domain.is_empty()
+        && !domain.contains('@')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && email.chars().count() <= EMAIL_MAX_CHARS
+        && !email.chars().any(|ch| ch.is_whitespace() || ch.is_control());
+    if well_formed {
+        Ok(email.to_lowercase())
+    } else {
+        Err(AccountsError::InvalidEmail)
+    }
+}
+
+fn validate_password(password: &str) -> Result<(), AccountsError> {
+    let len = password.chars().count();
+    // bcrypt reads at most 72 bytes: a longer password would match on its prefix alone.
+    if (PASSWORD_MIN_CHARS..=PASSWORD_MAX_CHARS).contains(&len) && password.len() <= 72 {
+        Ok(())
+    } else {
+        Err(AccountsError::InvalidPassword)
+    }
+}
+
+/// A `$2a$10$` bcrypt hash, as PocketBase writes them.
+fn hash_password(password: &str) -> Result<String, AccountsError> {
+    let parts = bcrypt::hash_with_result(password, BCRYPT_COST).map_err(|_| AccountsError::Hash)?;
+    Ok(parts.format_for_version(bcrypt::Version::TwoA))
+}
+
+/// `Ok(false)` on a wrong password; `Err` only when the stored hash is unreadable.
+/// Any bcrypt variant (`2a`, `2b`, `2y`) and cost verifies; so do legacy argon2 hashes.
+fn verify_password(password: &str, hash: &str) -> Result<bool, AccountsError> {
+    if legacy::is_legacy_hash(hash) {
+        return legacy::verify_password(password, hash);
+    }
+    bcrypt::verify(password, hash).map_err(|_| AccountsError::Hash)
+}
+
+fn random_secret() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), SECRET_LEN)
+}
+
+fn random_id() -> String {
+    let mut rng = rand::rng();
+    (0..ID_LEN).map(|_| char::from(ID_ALPHABET[rng.random_range(0..ID_ALPHABET.len())])).collect()
+}
+
+/// Now in PocketBase's datetime format, e.g. `2023-05-19 16:25:57.542Z`.
+fn now_timestamp() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// `_migrations.applied` is in microseconds since the epoch.
+fn now_micros() -> i64 {
+    let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    i64::try_from(nanos / 1000).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,347 @@
+//! Unit tests of the accounts store in PocketBase's layout.
+
+use super::*;
+
+const SU: &str = schema::SUPERUSERS;
+const USERS: &str = schema::USERS;
+
+fn open_temp() -> (tempfile::TempDir, Accounts) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let accounts = Accounts::open(dir.path()).expect("open");
+    (dir, accounts)
+}
+
+fn collection_id(accounts: &Accounts, name: &str) -> String {
+    accounts.collection(name).unwrap().id.clone()
+}
+
+#[test]
+fn a_new_data_dir_has_pocketbase_s_collections_and_ids() {
+    let (dir, accounts) = open_temp();
+    assert_eq!(collection_id(&accounts, SU), "pbc_3142635823");
+    assert_eq!(collection_id(&accounts, USERS), "_pb_users_auth_");
+    assert_eq!(accounts.collection("pbc_3142635823").unwrap().name, SU);
+    assert!(accounts.collection("_mfas").is_none(), "base collections are not auth collections");
+    let conn = Connection::open(dir.path().join(DATA_DB_FILE)).unwrap();
+    let mut stmt = conn.prepare("SELECT id, name FROM _collections ORDER BY name").unwrap();
+    let rows: Vec<(String, String)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+    // The ids PocketBase 0.40.6 gives its system collections.
+    let expected = [
+        ("pbc_4275539003", "_authOrigins"),
+        ("pbc_2281828961", "_externalAuths"),
+        ("pbc_2279338944", "_mfas"),
+        ("pbc_1638494021", "_otps"),
+        ("pbc_3142635823", "_superusers"),
+        ("_pb_users_auth_", "users"),
+    ];
+    let rows: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(rows, expected);
+    let migrations: i64 = conn.query_row("SELECT COUNT(*) FROM _migrations", [], |r| r.get(0)).unwrap();
+    assert_eq!(migrations, schema::APPLIED_MIGRATIONS.len() as i64);
+    let settings: String = conn.query_row("SELECT value FROM _params WHERE id = 'settings'", [], |r| r.get(0)).unwrap();
+    let settings: Value = serde_json::from_str(&settings).unwrap();
+    assert_eq!(settings["backups"]["cron"], "");
+    assert!(dir.path().join(AUX_DB_FILE).exists());
+}
+
+#[test]
+fn field_ids_follow_pocketbase_s_rule() {
+    assert_eq!(schema::derived_id("text", "id"), "text3208210256");
+    assert_eq!(schema::derived_id("password", "password"), "password901924565");
+}
+
+#[test]
+fn upsert_creates_a_record_with_a_bcrypt_hash() {
+    let (dir, accounts) = open_temp();
+    let r = accounts.upsert(Collection::Superusers, "Admin@Example.com", "password123").unwrap();
+    assert_eq!(r.email, "admin@example.com");
+    assert!(r.is_superuser());
+    assert_eq!(r.collection_id, "pbc_3142635823");
+    assert_eq!(r.id.len(), ID_LEN);
+    assert!(r.id.bytes().all(|b| ID_ALPHABET.contains(&b)));
+    assert_eq!(r.token_key.len(), SECRET_LEN);
+    assert_eq!(r.created, r.updated);
+    assert_eq!(accounts.count(Collection::Superusers).unwrap(), 1);
+    assert_eq!(accounts.count(Collection::Users).unwrap(), 0);
+    assert_eq!(accounts.find("pbc_3142635823", &r.id).unwrap(), Some(r.clone()));
+    assert_eq!(accounts.find("_pb_users_auth_", &r.id).unwrap(), None);
+    let conn = Connection::open(dir.path().join(DATA_DB_FILE)).unwrap();
+    let hash: String = conn.query_row("SELECT password FROM _superusers", [], |row| row.get(0)).unwrap();
+    assert!(hash.starts_with("$2a$10$"), "{hash}");
+}
+
+#[test]
+fn timestamps_use_pocketbase_format() {
+    let (_dir, accounts) = open_temp();
+    let r = accounts.upsert(Collection::Users, "a@b.c", "password123").unwrap();
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]Z");
+    assert!(time::PrimitiveDateTime::parse(&r.created, format).is_ok(), "{}", r.created);
+}
+
+#[test]
+fn second_upsert_changes_password_and_token_key() {
+    let (_dir, accounts) = open_temp();
+    let first = accounts.upsert(Collection::Users, "u@example.com", "first-password").unwrap();
+    let second = accounts.upsert(Collection::Users, "U@EXAMPLE.COM", "second-password").unwrap();
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.created, first.created);
+    assert_ne!(second.token_key, first.token_key);
+    assert_eq!(accounts.count(Collection::Users).unwrap(), 1);
+    assert_eq!(accounts.authenticate(USERS, "u@example.com", "first-password").unwrap(), None);
+    assert_eq!(accounts.authenticate(USERS, "u@example.com", "second-password").unwrap(), Some(second));
+}
+
+#[test]
+fn same_email_in_both_collections_is_two_accounts() {
+    let (_dir, accounts) = open_temp();
+    let s = accounts.upsert(Collection::Superusers, "x@y.z", "password-s").unwrap();
+    let u = accounts.upsert(Collection::Users, "x@y.z", "password-u").unwrap();
+    assert_ne!(s.id, u.id);
+    assert!(accounts.authenticate(SU, "x@y.z", "password-u").unwrap().is_none());
+    assert!(accounts.authenticate(USERS, "x@y.z", "password-u").unwrap().is_some());
+    assert!(accounts.authenticate("_pb_users_auth_", "x@y.z", "password-u").unwrap().is_some(), "by id");
+}
+
+#[test]
+fn authenticate_right_wrong_and_missing() {
+    let (_dir, accounts) = open_temp();
+    let r = accounts.upsert(Collection::Superusers, "admin@example.com", "correct-horse").unwrap();
+    assert_eq!(accounts.authenticate(SU, "ADMIN@example.com", "correct-horse").unwrap(), Some(r));
+    assert_eq!(accounts.authenticate(SU, "admin@example.com", "Correct-horse").unwrap(), None);
+    assert_eq!(accounts.authenticate(SU, "nobody@example.com", "correct-horse").unwrap(), None);
+    assert_eq!(accounts.authenticate(SU, "", "").unwrap(), None);
+    assert_eq!(accounts.authenticate("nope", "admin@example.com", "correct-horse").unwrap(), None);
+}
+
+#[test]
+fn bcrypt_hashes_of_other_variants_and_costs_verify() {
+    let (dir, accounts) = open_temp();
+    let r = accounts.upsert(Collection::Users, "v@example.com", "first-password").unwrap();
+    let conn = Connection::open(dir.path().join(DATA_DB_FILE)).unwrap();
+    for (version, cost) in [(bcrypt::Version::TwoB, 4), (bcrypt::Version::TwoY, 5), (bcrypt::Version::TwoA, 12)] {
+        let hash = bcrypt::hash_with_result("other-password", cost).unwrap().format_for_version(version);
+        conn.execute("UPDATE users SET password = ?1 WHERE id = ?2", params![hash, r.id]).unwrap();
+        assert!(accounts.authenticate(USERS, "v@example.com", "other-password").unwrap().is_some(), "{hash}");
+        assert!(accounts.authenticate(USERS, "v@example.com", "first-password").unwrap().is_none());
+    }
+    for garbage in ["", "plain", "$2a$99$abc", "$argon2id$nope"] {
+        conn.execute("UPDATE users SET password = ?1 WHERE id = ?2", params![garbage, r.id]).unwrap();
+        // Never a match and never a panic; an unreadable hash is an error the log names.
+        let got = accounts.authenticate(USERS, "v@example.com", "x-password");
+        assert!(matches!(got, Ok(None) | Err(AccountsError::Hash)), "{garbage:?}: {got:?}");
+    }
+}
+
+#[test]
+fn password_auth_disabled_in_options_refuses_logins() {
+    let dir = tempfile::tempdir().unwrap();
+    Accounts::open(dir.path()).unwrap().upsert(Collection::Users, "a@b.c", "password123").unwrap();
+    let conn = Connection::open(dir.path().join(DATA_DB_FILE)).unwrap();
+    conn.execute("UPDATE _collections SET options = json_set(options, '$.passwordAuth.enabled', json('false')) WHERE name = 'users'", [])
+        .unwrap();
+    let accounts = Accounts::open(dir.path()).unwrap();
+    assert_eq!(accounts.authenticate(USERS, "a@b.c", "password123").unwrap(), None);
+}
+
+#[test]
+fn delete_removes_only_that_account() {
+    let (_dir, accounts) = open_temp();
+    let c = Collection::Users;
+    accounts.upsert(c, "a@example.com", "password-a").unwrap();
+    let b = accounts.upsert(c, "b@example.com", "password-b").unwrap();
+    assert!(accounts.delete(c, "A@Example.com").unwrap());
+    assert!(!accounts.delete(c, "a@example.com").unwrap());
+    assert!(!accounts.delete(Collection::Superusers, "b@example.com").unwrap());
+    assert_eq!(accounts.count(c).unwrap(), 1);
+    assert_eq!(accounts.authenticate(USERS, "a@example.com", "password-a").unwrap(), None);
+    assert_eq!(accounts.find("_pb_users_auth_", &b.id).unwrap(), Some(b));
+}
+
+#[test]
+fn invalid_emails_are_refused() {
+    let (_dir, accounts) = open_temp();
+    let long = format!("{}@example.com", "a".repeat(250));
+    for email in ["", "plain", "@example.com", "a@", "a b@example.com", "a@b@c", "a@.com", "a@b.", "a\n@b", long.as_str()] {
+        let err = accounts.upsert(Collection::Users, email, "password123").unwrap_err();
+        assert!(matches!(err, AccountsError::InvalidEmail), "{email:?}: {err:?}");
+    }
+    assert_eq!(accounts.count(Collection::Users).unwrap(), 0);
+}
+
+#[test]
+fn password_length_is_checked_in_characters_and_bytes() {
+    let (_dir, accounts) = open_temp();
+    let c = Collection::Users;
+    // 37 two-byte characters: 74 bytes, past what bcrypt reads.
+    for bad in ["", "1234567", &"x".repeat(73), &"é".repeat(37)] {
+        let err = accounts.upsert(c, "a@b.c", bad).unwrap_err();
+        assert!(matches!(err, AccountsError::InvalidPassword), "{}: {err:?}", bad.len());
+    }
+    accounts.upsert(c, "a@b.c", "12345678").unwrap();
+    let wide = "é".repeat(36);
+    accounts.upsert(c, "a@b.c", &wide).unwrap();
+    assert!(accounts.authenticate(USERS, "a@b.c", &wide).unwrap().is_some());
+}
+
+#[test]
+fn reopening_keeps_records_and_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (record, collections) = {
+        let accounts = Accounts::open(dir.path()).unwrap();
+        let r = accounts.upsert(Collection::Superusers, "a@b.c", "password123").unwrap();
+        (r, accounts.collections.clone())
+    };
+    let accounts = Accounts::open(dir.path()).unwrap();
+    assert_eq!(accounts.find(&record.collection_id, &record.id).unwrap(), Some(record));
+    assert!(accounts.collections == collections);
+}
+
+#[test]
+fn secrets_are_random_and_distinct() {
+    let (_dir, a) = open_temp();
+    let (_dir2, b) = open_temp();
+    let s = a.collection(SU).unwrap();
+    let u = a.collection(USERS).unwrap();
+    for secret in [&s.auth_token.secret, &s.file_token.secret, &u.auth_token.secret, &u.file_token.secret] {
+        assert_eq!(secret.len(), SECRET_LEN);
+        assert!(secret.bytes().all(|b| b.is_ascii_alphanumeric()));
+    }
+    assert_ne!(s.auth_token.secret, s.file_token.secret);
+    assert_ne!(s.auth_token.secret, u.auth_token.secret);
+    assert_ne!(s.auth_token.secret, b.collection(SU).unwrap().auth_token.secret);
+    assert_eq!((s.auth_token.duration_secs, s.file_token.duration_secs), (86_400, 180));
+    assert_eq!(u.auth_token.duration_secs, 432_000);
+}
+
+#[test]
+fn database_is_in_wal_mode() {
+    let (dir, _accounts) = open_temp();
+    let conn = Connection::open(dir.path().join(DATA_DB_FILE)).unwrap();
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn record_json_has_pocketbase_shape() {
+    let (_dir, accounts) = open_temp();
+    let r = accounts.upsert(Collection::Users, "a@b.c", "password123").unwrap();
+    let v = r.to_json();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["collectionId", "collectionName", "created", "email", "emailVisibility", "id", "updated", "verified"]);
+    assert_eq!(v["collectionId"], "_pb_users_auth_");
+    assert_eq!(v["collectionName"], "users");
+    assert_eq!(v["id"], r.id.as_str());
+    assert_eq!(v["email"], "a@b.c");
+    assert!(!format!("{r:?}").contains(&r.token_key));
+}
+
+/// Writes a data.db in the layout pb-backups used before PocketBase's, with one superuser
+/// whose argon2 hash is of `password`.
+fn write_legacy(dir: &Path, password: &str) -> (String, String) {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let conn = Connection::open(dir.join(DATA_DB_FILE)).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE _collection_secrets (collection_id TEXT PRIMARY KEY NOT NULL, auth_secret TEXT NOT NULL, file_secret TEXT NOT NULL);
+         INSERT INTO _collection_secrets VALUES ('pbc_3142635823', 'su-auth-secret', 'su-file-secret'), ('_pb_users_auth_', 'u-auth', 'u-file');
+         CREATE TABLE _superusers (id TEXT PRIMARY KEY NOT NULL, email TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, token_key TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL);
+         CREATE TABLE users (id TEXT PRIMARY KEY NOT NULL, email TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, token_key TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL);
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+    let hash = argon2::Argon2::default().hash_password(password.as_bytes(), &salt).unwrap().to_string();
+    conn.execute(
+        "INSERT INTO _superusers VALUES ('legacyid1234567', 'old@example.com', ?1, 'legacy-token-key', '2026-01-01 00:00:00.000Z', '2026-01-01 00:00:00.000Z')",
+        [&hash],
+    )
+    .unwrap();
+    ("legacyid1234567".into(), hash)
+}
+
+#[test]
+fn a_legacy_data_dir_is_converted_keeping_ids_keys_secrets_and_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, argon) = write_legacy(dir.path(), "legacy-password");
+    check_usable(&dir.path().join(DATA_DB_FILE)).unwrap();
+    let accounts = Accounts::open(dir.path()).unwrap();
+    let su = accounts.collection(SU).unwrap();
+    assert_eq!(su.auth_token.secret, "su-auth-secret");
+    assert_eq!(su.file_token.secret, "su-file-secret");
+    let record = accounts.find("pbc_3142635823", &id).unwrap().unwrap();
+    assert_eq!(record.token_key, "legacy-token-key");
+    assert_eq!(accounts.authenticate(SU, "old@example.com", "wrong-password").unwrap(), None);
+    assert_eq!(accounts.authenticate(SU, "old@example.com", "legacy-password").unwrap(), Some(record.clone()));
+    // The argon2 hash was replaced by bcrypt on that login; the token key stayed.
+    let conn = Connection::open(dir.path().join(DATA_DB_FILE)).unwrap();
+    let (hash, key): (String, String) =
+        conn.query_row("SELECT password, tokenKey FROM _superusers", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert!(hash.starts_with("$2a$10$") && hash != argon, "{hash}");
+    assert_eq!(key, "legacy-token-key");
+    let legacy_left: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name LIKE '%legacy%' OR name = '_collection_secrets'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(legacy_left, 0);
+    assert!(Accounts::open(dir.path()).unwrap().authenticate(SU, "old@example.com", "legacy-password").unwrap().is_some());
+}
+
+fn check_err(dir: &Path) -> String {
+    check_usable(&dir.join(DATA_DB_FILE)).unwrap_err().to_string()
+}
+
+#[test]
+fn unusable_databases_are_named_and_refused() {
+    // A foreign SQLite database.
+    let dir = tempfile::tempdir().unwrap();
+    Connection::open(dir.path().join(DATA_DB_FILE)).unwrap().execute_batch("CREATE TABLE notes (body TEXT)").unwrap();
+    assert!(check_err(dir.path()).contains("not a PocketBase data dir"));
+    assert!(matches!(Accounts::open(dir.path()), Err(AccountsError::Layout(LayoutError::Foreign))));
+
+    // PocketBase before 0.23.
+    let dir = tempfile::tempdir().unwrap();
+    Connection::open(dir.path().join(DATA_DB_FILE))
+        .unwrap()
+        .execute_batch("CREATE TABLE _admins (id TEXT); CREATE TABLE _collections (id TEXT, schema JSON)")
+        .unwrap();
+    assert!(check_err(dir.path()).contains("before 0.23"));
+
+    // An empty database: nobody could log in.
+    let dir = tempfile::tempdir().unwrap();
+    Connection::open(dir.path().join(DATA_DB_FILE)).unwrap().execute_batch("PRAGMA user_version = 3").unwrap();
+    assert!(check_err(dir.path()).contains("not a PocketBase"));
+
+    // PocketBase layout but no superuser account.
+    let dir = tempfile::tempdir().unwrap();
+    drop(Accounts::open(dir.path()).unwrap());
+    assert!(check_err(dir.path()).contains("no superuser account"));
+}
+
+#[test]
+fn broken_superusers_collections_are_refused() {
+    let cases: [(&str, &str); 5] = [
+        ("UPDATE _collections SET options = 'not json' WHERE name = '_superusers'", "unreadable options"),
+        ("UPDATE _collections SET options = json_remove(options, '$.authToken.secret') WHERE name = '_superusers'", "no authToken secret"),
+        ("UPDATE _collections SET options = json_set(options, '$.fileToken.secret', '') WHERE name = '_superusers'", "no fileToken secret"),
+        ("UPDATE _collections SET options = json_set(options, '$.authToken.duration', -5) WHERE name = '_superusers'", "duration"),
+        ("DELETE FROM _collections WHERE name = '_superusers'", "no `_superusers` auth collection"),
+    ];
+    for (sql, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        Accounts::open(dir.path()).unwrap().upsert(Collection::Superusers, "a@b.c", "password123").unwrap();
+        check_usable(&dir.path().join(DATA_DB_FILE)).unwrap();
+        Connection::open(dir.path().join(DATA_DB_FILE)).unwrap().execute_batch(sql).unwrap();
+        let err = check_err(dir.path());
+        assert!(err.contains(expected), "{sql}: {err}");
+        assert!(Accounts::open(dir.path()).is_err(), "{sql}");
+    }
+    // A broken non-superuser collection is left out, not fatal.
+    let dir = tempfile::tempdir().unwrap();
+    Accounts::open(dir.path()).unwrap().upsert(Collection::Superusers, "a@b.c", "password123").unwrap();
+    Connection::open(dir.path().join(DATA_DB_FILE))
+        .unwrap()
+        .execute_batch("UPDATE _collections SET options = '[]' WHERE name = 'users'")
+        .unwrap();
+    check_usable(&dir.path().join(DATA_DB_FILE)).unwrap();
+    let accounts = Accounts::open(dir.path()).unwrap();
+    assert!(accounts.collection(USERS).is_none());
+    assert!(matches!(accounts.upsert(Collection::Users, "u@b.c", "password123"), Err(AccountsError::NoSuchCollection(_))));
+}
