@@ -220,12 +220,10 @@ async fn check_s3(args: &S3Args) -> Result<(), Box<dyn std::error::Error>> {
 async fn serve(addr: &str, mut config: ServeConfig) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&config.data_dir)?;
     let dir = config.data_dir.canonicalize()?;
-    {
-        // Refuse at once, before touching anything, when another server holds the data dir;
-        // `server::run` takes the lock again for as long as it serves.
-        let _lock = DataDirLock::acquire(&dir)?;
-        ensure_superuser(&server::open_data_dir(&dir)?)?;
-    }
+    // Refuse at once, before touching anything, when another server holds the data dir;
+    // the lock is handed to `server::run` and held for as long as it serves.
+    config.lock = Some(DataDirLock::acquire(&dir)?);
+    ensure_superuser(&server::open_data_dir(&dir)?)?;
     let listener = listener::bind_or_inherit(addr)?;
     let local = listener.local_addr()?;
     // Not println!: a closed stdout must not stop a (re-executed) server.

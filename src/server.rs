@@ -54,6 +54,9 @@ pub struct ServeConfig {
     pub restore_gate: Option<Gate>,
     /// Password logins allowed per client address.
     pub login_rate: http::ratelimit::RateLimit,
+    /// The data dir's lock when the caller took it already (so that no other server can slip
+    /// in between its own start-up work and `run`); `run` takes it itself otherwise.
+    pub lock: Option<crate::lock::DataDirLock>,
 }
 
 impl ServeConfig {
@@ -68,6 +71,7 @@ impl ServeConfig {
             create_gate: None,
             restore_gate: None,
             login_rate: Default::default(),
+            lock: None,
         }
     }
 }
@@ -161,7 +165,7 @@ enum Stop {
 /// Serves on `listener` until `shutdown` completes.
 pub async fn run(
     listener: TcpListener,
-    config: ServeConfig,
+    mut config: ServeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let mut shutdown = std::pin::pin!(shutdown);
@@ -169,7 +173,10 @@ pub async fn run(
         .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
     // Held across in-process restarts; a re-exec drops it (close-on-exec) and the new
     // process takes it again before it serves.
-    let _lock = crate::lock::DataDirLock::acquire(&config.data_dir)?;
+    let _lock = match config.lock.take() {
+        Some(lock) => lock,
+        None => crate::lock::DataDirLock::acquire(&config.data_dir)?,
+    };
     // A remote store outlives in-process restarts; the local folder is reopened each time.
     let remote: Option<Arc<dyn BackupStorage>> = match &config.storage {
         StorageChoice::Local => None,

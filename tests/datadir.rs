@@ -6,12 +6,31 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::{error_body, multipart_file, seed_accounts, status_json, zip_with, BinaryServer, TestServer, SUPERUSER};
 
 fn pb_backups(args: &[&str], dir: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pb-backups")).args(args).arg("--dir").arg(dir).output().unwrap()
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pb-backups"));
+    cmd.args(args).arg("--dir").arg(dir);
+    output_within(cmd, Duration::from_secs(60))
+}
+
+/// The command's output; a command still running at the deadline (a second server that
+/// started serving instead of refusing) is killed and fails the test.
+fn output_within(mut cmd: Command, deadline: Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let until = std::time::Instant::now() + deadline;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("{cmd:?} was still running after {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -22,11 +41,9 @@ fn a_second_server_or_a_writing_command_on_a_held_data_dir_is_refused_naming_the
     let server = BinaryServer::start(&dir);
     let pid = server.pid().to_string();
 
-    let second = Command::new(env!("CARGO_BIN_EXE_pb-backups"))
-        .args(["serve", "--http", "127.0.0.1:0", "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let mut second = Command::new(env!("CARGO_BIN_EXE_pb-backups"));
+    second.args(["serve", "--http", "127.0.0.1:0", "--dir"]).arg(&dir);
+    let second = output_within(second, Duration::from_secs(60));
     assert!(!second.status.success());
     let said = String::from_utf8_lossy(&second.stderr);
     assert!(said.contains(&format!("pid {pid}")), "{said}");
@@ -54,8 +71,8 @@ async fn the_lock_file_stays_out_of_backups() {
     assert_eq!(r.status(), 204);
     let zip = std::fs::read(s.data_dir().join("backups/a.zip")).unwrap();
     let archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
-    let names: Vec<&str> = archive.file_names().collect();
-    assert!(names.contains(&"data.db") && names.contains(&"auxiliary.db"), "{names:?}");
+    let names: Vec<String> = archive.file_names().map(|n| n.unwrap().into_owned()).collect();
+    assert!(names.iter().any(|n| n == "data.db") && names.iter().any(|n| n == "auxiliary.db"), "{names:?}");
     assert!(!names.iter().any(|n| n.contains("lock")), "{names:?}");
 }
 
@@ -218,11 +235,9 @@ fn a_foreign_data_db_is_refused_at_start_with_a_clear_message() {
     std::fs::create_dir_all(&dir).unwrap();
     rusqlite::Connection::open(dir.join("data.db")).unwrap().execute_batch("CREATE TABLE notes (body TEXT)").unwrap();
     let before = std::fs::read(dir.join("data.db")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pb-backups"))
-        .args(["serve", "--http", "127.0.0.1:0", "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_pb-backups"));
+    serve.args(["serve", "--http", "127.0.0.1:0", "--dir"]).arg(&dir);
+    let out = output_within(serve, Duration::from_secs(60));
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("not a PocketBase data dir"), "{said}");
