@@ -195,8 +195,9 @@ impl Fixture {
     }
 }
 
+/// The databases (compared through their accounts, not their bytes: a snapshot rewrites pages).
 fn is_sqlite_file(name: &str) -> bool {
-    name == "data.db" || ["-wal", "-shm", "-journal"].iter().any(|s| name.ends_with(s))
+    name == "data.db" || name == "auxiliary.db" || ["-wal", "-shm", "-journal"].iter().any(|s| name.ends_with(s))
 }
 
 fn manifest(dir: &Path) -> Manifest {
@@ -206,7 +207,8 @@ fn manifest(dir: &Path) -> Manifest {
             let path = entry.path();
             let rel = path.strip_prefix(base).unwrap().to_string_lossy().into_owned();
             let top = !rel.contains('/');
-            if top && (rel == BACKUPS_DIR || rel == TEMP_DIR || is_sqlite_file(&rel)) {
+            // The lock file, like the two folders, is the running server's, not the data's.
+            if top && (rel == BACKUPS_DIR || rel == TEMP_DIR || rel == pb_backups::lock::LOCK_FILE || is_sqlite_file(&rel)) {
                 continue;
             }
             let md = fs::symlink_metadata(&path).unwrap();

@@ -37,11 +37,11 @@ pub fn template() -> &'static Template {
         seed_accounts(dir.path());
         let accounts = Accounts::open(dir.path()).unwrap();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        let token = |c, (email, password): (&str, &str)| {
+        let token = |c: &str, (email, password): (&str, &str)| {
             let record = accounts.authenticate(c, email, password).unwrap().expect("seeded account");
             auth::issue(&accounts, &record, TokenKind::Auth, now).unwrap()
         };
-        let (superuser, user) = (token(Collection::Superusers, SUPERUSER), token(Collection::Users, USER));
+        let (superuser, user) = (token(Collection::Superusers.name(), SUPERUSER), token(Collection::Users.name(), USER));
         drop(accounts);
         let files: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
