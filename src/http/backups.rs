@@ -467,6 +467,12 @@ impl BackupsApi {
         req: &Request,
         /// The key (file name) of the backup to download.
         key: Path<String>,
+        /// A superuser's file token from `POST /api/files/token` (the `FileToken` scheme's
+        /// parameter, for clients that cannot send an API key in the query).
+        // Declared for the document only: `token` above has already checked it, and a
+        // missing one fails there first, with the documented 401.
+        #[oai(name = "token")]
+        _token: Query<String>,
     ) -> DownloadResponse {
         if let Err(e) = token.superuser() {
             return e.into();
