@@ -32,7 +32,7 @@ enum ApiTags {
     Backups,
 }
 
-/// One stored backup.
+/// One stored backup: `key`, `modified` and `size`, or the part of them that `fields` selects.
 #[derive(Object, Clone, Debug)]
 pub struct BackupInfo {
     /// The backup's file name, which is its key.

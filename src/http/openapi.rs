@@ -103,10 +103,6 @@ pub fn document() -> Value {
     //   so it is documented here rather than enforced by the schema.
     if let Some(info) = doc.pointer_mut("/components/schemas/BackupInfo").and_then(Value::as_object_mut) {
         info.remove("required");
-        info.insert(
-            "description".into(),
-            json!("One stored backup: `key`, `modified` and `size`, or the part of them that `fields` selects."),
-        );
     }
     if let Some(name) = doc.pointer_mut("/components/schemas/CreateBackupBody/properties/name") {
         name["maxLength"] = json!(150);
