@@ -59,11 +59,14 @@ expectError(noAuth.error, noAuth.response, 401);
 // File token, download.
 const tokenNoAuth = await client.POST("/api/files/token");
 expectError(tokenNoAuth.error, tokenNoAuth.response, 401);
+async function fileToken(): Promise<string> {
+  const { data } = await client.POST("/api/files/token", { headers });
+  assert.ok(data);
+  return data.token;
+}
 async function download(key: string): Promise<Uint8Array<ArrayBuffer>> {
-  const fileToken = await client.POST("/api/files/token", { headers });
-  assert.ok(fileToken.data);
   const got = await client.GET("/api/backups/{key}", {
-    params: { path: { key }, query: { token: fileToken.data.token } },
+    params: { path: { key }, query: { token: await fileToken() } },
     parseAs: "arrayBuffer",
   });
   assert.ok(got.data, `download ${key}: ${got.response.status}`);
@@ -73,10 +76,8 @@ async function download(key: string): Promise<Uint8Array<ArrayBuffer>> {
 const archive = await download(name);
 assert.equal(archive.length, entry.size);
 assert.deepEqual([...archive.subarray(0, 4)], [0x50, 0x4b, 0x03, 0x04], "a zip");
-const missingToken = await client.POST("/api/files/token", { headers });
-assert.ok(missingToken.data);
 const missing = await client.GET("/api/backups/{key}", {
-  params: { path: { key: `${prefix}-missing.zip` }, query: { token: missingToken.data.token } },
+  params: { path: { key: `${prefix}-missing.zip` }, query: { token: await fileToken() } },
 });
 expectError(missing.error, missing.response, 404);
 
