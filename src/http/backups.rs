@@ -32,7 +32,7 @@ enum ApiTags {
     Backups,
 }
 
-/// One stored backup.
+/// One stored backup: `key`, `modified` and `size`, or the part of them that `fields` selects.
 #[derive(Object, Clone, Debug)]
 pub struct BackupInfo {
     /// The backup's file name, which is its key.
@@ -466,13 +466,19 @@ impl BackupsApi {
     #[oai(path = "/backups/:key", method = "get", operation_id = "downloadBackup")]
     async fn download(
         &self,
-        token: FileToken,
+        file_token: FileToken,
         service: Data<&Arc<Service>>,
         req: &Request,
         /// The key (file name) of the backup to download.
         key: Path<String>,
+        /// A superuser's file token from `POST /api/files/token` (the `FileToken` scheme's
+        /// parameter, for clients that cannot send an API key in the query).
+        // Declared for the document only: `file_token` above has already checked it, and a
+        // missing one fails there first, with the documented 401.
+        #[oai(name = "token")]
+        _token: Query<String>,
     ) -> DownloadResponse {
-        if let Err(e) = token.superuser() {
+        if let Err(e) = file_token.superuser() {
             return e.into();
         }
         let range_header = req.headers().get(poem::http::header::RANGE).and_then(|v| v.to_str().ok());
