@@ -148,6 +148,9 @@ impl Auditor {
         }
         let (status, user) = login(&http, &base, "users", &config.user).await.map_err(unreachable)?;
         if status != 200 || user.is_empty() {
+            if login(&http, &base, "_superusers", &config.user).await.is_ok_and(|(s, _)| s == 200) {
+                return Err(AuditError::UserIsSuperuser);
+            }
             return Err(AuditError::LoginRefused { who: "user", status });
         }
         let su_file = file_token(&http, &base, &su).await.unwrap_or_default();
@@ -577,15 +580,18 @@ impl Auditor {
     async fn busy(&mut self) {
         let slow = self.slow_creates();
         self.made.insert(HELD.into());
+        let tongues = self.tongues.clone();
+        let first = tongues[0];
+        let delete = |tongue: Tongue| Req::delete(format!("/api/backups/{HELD}")).auth(Cred::Su).lang(tongue.header());
+        // What this server answers for a key it does not hold (404 here; not every server).
+        let missing = self.send(&delete(first)).await.ok().map(|g| (g.status, g.body));
         let t = self.t.clone();
         let started = Instant::now();
         let holder = tokio::spawn(async move {
             t.send(&Req::post("/api/backups").auth(Cred::Su).json(json!({"name": HELD}))).await
         });
-        // Until the create is seen running, a delete of its key is a 404 (R20): ask until it is not.
-        let tongues = self.tongues.clone();
-        let first = tongues[0];
-        let delete = |tongue: Tongue| Req::delete(format!("/api/backups/{HELD}")).auth(Cred::Su).lang(tongue.header());
+        // Until the create is seen running, a delete of its key answers as for a missing key:
+        // ask until it does not.
         let mut polls = 0;
         let caught = loop {
             if holder.is_finished() {
@@ -595,7 +601,7 @@ impl Auditor {
             let got = self.send(&req).await;
             polls += 1;
             match &got {
-                Ok(g) if g.status == 404 => continue,
+                Ok(g) if missing.as_ref() == Some(&(g.status, g.body.clone())) => continue,
                 Ok(g) if g.status == 204 => break None,
                 _ if holder.is_finished() => break None,
                 _ => break Some((req, got)),
@@ -613,7 +619,7 @@ impl Auditor {
                 for tongue in &tongues {
                     if slow && polls > 3 && held_took > Duration::from_millis(300) {
                         let req = delete(*tongue);
-                        let why = vec![format!("DELETE of the key being created answered 404 all through its create ({polls} requests)")];
+                        let why = vec![format!("DELETE of the key being created was answered as for a missing key all through its create ({polls} requests)")];
                         let got: Answer = self.send(&req).await;
                         self.row(Operation::Delete, 400, tongue.label(), &req, &got, why);
                     } else {
@@ -690,15 +696,11 @@ impl Auditor {
             dir.remove_filler();
         }
         let won = answers.iter().filter(|a| matches!(a, Ok(g) if g.status == 204)).count();
-        let busy_zh = catalog::ZH.busy_create;
-        let busy_en = catalog::EN.busy_create;
-        let refused_right = answers
-            .iter()
-            .filter(|a| matches!(a, Ok(g) if g.status == 400 && g.json().is_some_and(|b| b["message"] == busy_zh || b["message"] == busy_en)))
-            .count();
-        let name = "three creates at once: exactly one accepted, the others refused as busy (R13)";
+        // Which message the refusals carry is the create 400 rows' business.
+        let refused = answers.iter().filter(|a| matches!(a, Ok(g) if g.status == 400)).count();
+        let name = "three creates at once: exactly one accepted, the others refused (R13)";
         match won {
-            1 if refused_right == 2 => self.probe(name, Verdict::Pass, "one 204, two busy 400s"),
+            1 if refused == 2 => self.probe(name, Verdict::Pass, "one 204, two 400s"),
             1 => self.probe(name, Verdict::Fail, format!("one 204; the others: {}", answers.iter().map(|a| self.t.shown(a)).collect::<Vec<_>>().join(" / "))),
             n if n > 1 && !slow => self.probe(name, Verdict::Skipped, "the creates finished too fast to overlap; with --data-dir the auditor makes them slower"),
             n => self.probe(name, Verdict::Fail, format!("{n} creates accepted: {}", answers.iter().map(|a| self.t.shown(a)).collect::<Vec<_>>().join(" / "))),
