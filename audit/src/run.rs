@@ -199,8 +199,11 @@ impl Auditor {
             if g.status >= 400 {
                 let dir = self.dir.as_ref().map(|d| d.root.to_string_lossy().into_owned());
                 let found = judge::leaks(&g.body, dir.as_deref());
-                if !found.is_empty() {
-                    self.leaks.lock().expect("not poisoned").push(format!("{} ({})", req.shown(), found.join(", ")));
+                let line = format!("{} ({})", req.shown(), found.join(", "));
+                let mut leaks = self.leaks.lock().expect("not poisoned");
+                // Once per request: a probe may send the same one many times.
+                if !found.is_empty() && !leaks.contains(&line) {
+                    leaks.push(line);
                 }
             }
         }
