@@ -87,7 +87,7 @@ impl Req {
             Cred::Su => "$SUPERUSER_TOKEN",
             Cred::User => "$USER_TOKEN",
             Cred::SuFile => "$SUPERUSER_FILE_TOKEN",
-            Cred::Crafted { label, .. } => *label,
+            Cred::Crafted { label, .. } => label,
         }
     }
 
