@@ -281,7 +281,8 @@ fn random_names(text: &str) -> String {
         let candidate = &tail[1..];
         let random = candidate.len() >= 14
             && candidate.as_bytes()[..10].iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            && candidate[10..].starts_with(".zip");
+            && candidate[10..].starts_with(".zip")
+            && !candidate[14..].starts_with(|c: char| c.is_ascii_alphanumeric());
         if random {
             out.push_str("_[random]");
             rest = &candidate[10..];
@@ -315,4 +316,27 @@ pub fn shorten(text: &str, max: usize) -> String {
     }
     let cut: String = text.chars().take(max).collect();
     format!("{cut}…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_temp_names_are_blanked_and_others_kept() {
+        assert_eq!(random_names(r#""audit_d_notzip_en_lmpli32xej.zip" mime type"#), r#""audit_d_notzip_en_[random].zip" mime type"#);
+        for kept in ["audit_a_seed.zip", "audit_d_notzip_default.zip", "x_abcdefghij.zipper_", "_", "a_b"] {
+            assert_eq!(random_names(kept), kept);
+        }
+    }
+
+    #[test]
+    fn requests_are_shown_and_replayed_with_token_names() {
+        let req = Req::post("/api/backups").auth(Cred::Su).lang(Some("en")).json(serde_json::json!({"name": "a.zip"}));
+        assert_eq!(req.shown(), r#"POST /api/backups, Authorization: $SUPERUSER_TOKEN, Accept-Language: en, body {"name":"a.zip"}"#);
+        assert_eq!(
+            req.curl(),
+            r#"curl -i -X POST "$URL/api/backups" -H "Authorization: $SUPERUSER_TOKEN" -H 'Accept-Language: en' -H 'Content-Type: application/json' -d '{"name":"a.zip"}'"#
+        );
+    }
 }

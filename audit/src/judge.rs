@@ -191,3 +191,81 @@ fn download(got: &Got, key: Option<&str>) -> Vec<String> {
     }
     why
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+
+    fn got(status: u16, body: &str) -> Got {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        Got { status, headers, body: body.as_bytes().to_vec() }
+    }
+
+    fn documented(op: Operation, status: u16) -> &'static DocumentedResponse {
+        pb_backups_spec::find(op, status).unwrap()
+    }
+
+    #[test]
+    fn the_documented_body_passes_in_its_language_only() {
+        let doc = documented(Operation::Upload, 400);
+        let zh = serde_json::to_string(&doc.body(Lang::Zh).unwrap()).unwrap();
+        assert_eq!(differences(doc, Lang::Zh, &got(400, &zh), None), Vec::<String>::new());
+        let why = differences(doc, Lang::En, &got(400, &zh), None);
+        assert!(why.iter().any(|w| w.starts_with("`message` is")), "{why:?}");
+        assert!(why.iter().any(|w| w.starts_with("`data.file.message` is")), "{why:?}");
+    }
+
+    #[test]
+    fn order_status_type_and_extra_fields_are_named() {
+        let doc = documented(Operation::List, 401);
+        let reordered = r#"{"data":{},"message":"请求需要有效的记录授权令牌。","status":401}"#;
+        assert_eq!(
+            differences(doc, Lang::Zh, &got(401, reordered), None),
+            ["fields in the order data, message, status where the spec has status, message, data"]
+        );
+        let why = differences(doc, Lang::Zh, &got(403, r#"{"status":401,"message":"请求需要有效的记录授权令牌。","data":{},"code":1}"#), None);
+        assert_eq!(why, ["status 403 where the spec documents 401", "undocumented field `code`"]);
+        let mut plain = got(401, r#"{"status":401,"message":"请求需要有效的记录授权令牌。","data":{}}"#);
+        plain.headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert_eq!(differences(doc, Lang::Zh, &plain, None), ["Content-Type \"text/plain\" where JSON is sent"]);
+    }
+
+    #[test]
+    fn the_list_must_be_newest_first_with_the_documented_fields() {
+        let doc = documented(Operation::List, 200);
+        let newest_first = r#"[{"key":"b.zip","modified":"2023-05-19 16:25:57.542Z","size":2},{"key":"a.zip","modified":"2023-05-18 16:25:57.542Z","size":1}]"#;
+        assert_eq!(differences(doc, Lang::Zh, &got(200, newest_first), None), Vec::<String>::new());
+        let by_key = r#"[{"key":"a.zip","modified":"2023-05-18 16:25:57.542Z","size":1},{"key":"b.zip","modified":"2023-05-19 16:25:57.542Z","size":2}]"#;
+        assert_eq!(differences(doc, Lang::Zh, &got(200, by_key), None), ["not newest first: \"a.zip\" is listed before the newer or equal \"b.zip\""]);
+        let bad_time = r#"[{"key":"a.zip","modified":"2023-05-18T16:25:57Z","size":1}]"#;
+        assert_eq!(differences(doc, Lang::Zh, &got(200, bad_time), None), ["modified \"2023-05-18T16:25:57Z\" is not like 2023-05-19 16:25:57.542Z"]);
+    }
+
+    #[test]
+    fn a_download_needs_its_headers_and_zip_bytes() {
+        let doc = documented(Operation::Download, 200);
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+        headers.insert("accept-ranges", HeaderValue::from_static("bytes"));
+        headers.insert("content-disposition", HeaderValue::from_static("attachment; filename=\"a.zip\""));
+        let zip = Got { status: 200, headers, body: b"PK\x03\x04rest".to_vec() };
+        assert_eq!(differences(doc, Lang::Zh, &zip, Some("a.zip")), Vec::<String>::new());
+        assert_eq!(differences(doc, Lang::Zh, &zip, Some("b.zip")).len(), 1);
+        let mut bare = zip.clone();
+        bare.headers.remove("accept-ranges");
+        bare.body = b"not a zip".to_vec();
+        assert_eq!(
+            differences(doc, Lang::Zh, &bare, Some("a.zip")),
+            ["no `Accept-Ranges: bytes` header", "the body is not a zip archive"]
+        );
+    }
+
+    #[test]
+    fn leaks_are_found() {
+        assert_eq!(leaks(br#"{"message":"remove /srv/pb/backups/x: no such file"}"#, Some("/srv/pb")), ["the data dir's path"]);
+        assert_eq!(leaks(br#"{"message":"Raw error: os error 2"}"#, None), ["\"os error\"", "\"Raw error\""]);
+        assert!(leaks(br#"{"message":"Not found."}"#, Some("/srv/pb")).is_empty());
+    }
+}
