@@ -272,9 +272,9 @@ async fn bad_input_stops_with_status_2_and_changes_nothing() {
     assert_eq!(status_json(r).await, (200, json!([])));
     assert_eq!(std::fs::read_dir(&other).unwrap().count(), 0);
 
-    // A run that works: JSON on stdout, exit status 0.
+    // Runs that work: JSON on stdout with model sequences, JUnit into a file; exit status 0.
     let out = Command::new(env!("CARGO_BIN_EXE_pb-backups"))
-        .args(["audit", base, "--superuser", &su, "--user", &user, "--lang", "en", "--format", "json"])
+        .args(["audit", base, "--superuser", &su, "--user", &user, "--lang", "en", "--format", "json", "--sequences", "3"])
         .output()
         .unwrap();
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -282,6 +282,26 @@ async fn bad_input_stops_with_status_2_and_changes_nothing() {
     assert_eq!(report["summary"]["fail"], 0);
     assert!(report["rows"].as_array().unwrap().iter().all(|r| r["lang"] == "en" || r["lang"] == "any"));
     assert!(report["started"].as_str().is_some_and(|s| !s.is_empty()));
+    let probes = report["probes"].as_array().unwrap();
+    let sequences: Vec<&Value> = probes.iter().filter(|p| p["name"].as_str().unwrap().starts_with("model sequence")).collect();
+    assert_eq!(sequences.len(), 3, "{report:#}");
+    assert!(sequences.iter().all(|p| p["result"] == "pass"), "{report:#}");
+    // Without --data-dir and --allow-restore those rows are skipped, and say why.
+    for row in report["rows"].as_array().unwrap().iter().filter(|r| r["result"] == "skipped") {
+        let why = row["why"].as_str().unwrap();
+        assert!(why.contains("--data-dir") || why.contains("--allow-restore"), "{row}");
+    }
+    let junit = root.path().join("report.xml");
+    let out = Command::new(env!("CARGO_BIN_EXE_pb-backups"))
+        .args(["audit", base, "--superuser", &su, "--user", &user, "--lang", "zh", "--format", "junit", "--out"])
+        .arg(&junit)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty(), "the report goes to the file");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.starts_with("<?xml") && xml.contains("<testsuites") && xml.contains("failures=\"0\""), "{xml}");
+    assert!(xml.contains("<testcase classname=\"documented responses: ") && xml.contains("<skipped message="), "{xml}");
 }
 
 /// Real PocketBase serving a fresh data dir, with a superuser and a regular user.
