@@ -15,14 +15,8 @@ async fn main() -> std::process::ExitCode {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }
-    let audit = clap::Command::new("audit")
-        .about("Hold any server, by URL, to the Backups API spec and write a conformance report")
-        .long_about(
-            "Hold any server, by URL, to the Backups API spec and write a conformance report.\n\n\
-             Exit status: 0 when every check that ran passed, 1 when any failed, 2 when the audit \
-             could not run. It creates, uploads and deletes backups named audit_* and removes them \
-             at the end; it restores only with --allow-restore (a backup it made at the start).",
-        );
+    // The audit's help text is its `Args` doc comment.
+    let audit = clap::Command::new("audit");
     let matches = pb_backups::cli::Cli::command().subcommand(pb_backups_audit::Args::augment_args(audit)).get_matches();
     if let Some(("audit", sub)) = matches.subcommand() {
         let args = pb_backups_audit::Args::from_arg_matches(sub).unwrap_or_else(|e| e.exit());

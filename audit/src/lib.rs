@@ -25,7 +25,11 @@ use std::time::Duration;
 
 pub use report::{Probe, Report, Row, Summary, Verdict};
 
-/// `pb-backups audit` on the command line.
+/// Hold any server, by URL, to the Backups API spec and write a conformance report.
+///
+/// Exit status: 0 when every check that ran passed, 1 when any failed, 2 when the audit
+/// could not run. It creates, uploads and deletes backups named audit_* and removes them at
+/// the end; it restores only with --allow-restore (a backup it made at the start).
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// The server's base URL, e.g. http://127.0.0.1:8090

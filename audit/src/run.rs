@@ -126,6 +126,15 @@ async fn file_token(http: &reqwest::Client, base: &str, auth: &str) -> Option<St
     body["token"].as_str().map(String::from)
 }
 
+/// The innermost cause of an error: the one that says what happened (refused, no such host).
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
 /// The keys of a list answer, if it is one.
 fn keys_of(got: &Answer) -> Option<BTreeSet<String>> {
     let got = got.as_ref().ok().filter(|g| g.status == 200)?;
@@ -137,7 +146,7 @@ impl Auditor {
     async fn connect(config: &Config) -> Result<Auditor, AuditError> {
         let base = config.url.clone();
         let http = Target::client();
-        let unreachable = |e: reqwest::Error| AuditError::Unreachable { url: base.clone(), why: describe_error(&e) };
+        let unreachable = |e: reqwest::Error| AuditError::Unreachable { url: base.clone(), why: root_cause(&e) };
         let health = http.get(format!("{base}/api/health")).send().await.map_err(unreachable)?;
         if health.status() != 200 {
             return Err(AuditError::NotAServer { url: base.clone(), why: format!("GET /api/health answered {}", health.status()) });
