@@ -338,9 +338,9 @@ impl Auditor {
         self.bad_tokens().await;
         self.traversal().await;
         if self.config.sequences > 0 {
+            self.made.extend((0..4).map(crate::sequences::key));
             let probes = crate::sequences::run(&self.t, self.config.sequences).await;
             for (name, problems) in probes {
-                self.made.extend((0..4).map(crate::sequences::key));
                 self.probe_from(&name, problems, "every response was the model's");
             }
         }
