@@ -595,7 +595,7 @@ impl Auditor {
         let tongues = self.tongues.clone();
         let first = tongues[0];
         let delete = |tongue: Tongue| Req::delete(format!("/api/backups/{HELD}")).auth(Cred::Su).lang(tongue.header());
-        // What this server answers for a key it does not hold (404 here; not every server).
+        // What this server answers for a key it does not hold: the spec says 404, PocketBase 400.
         let missing = self.send(&delete(first)).await.ok().map(|g| (g.status, g.body));
         let t = self.t.clone();
         let started = Instant::now();
