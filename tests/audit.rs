@@ -245,6 +245,10 @@ async fn bad_input_stops_with_status_2_and_changes_nothing() {
     let other = root.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
     let other = other.to_str().unwrap().to_string();
+    // A data dir like the server's, but another one.
+    let twin = root.path().join("twin");
+    seed_accounts(&twin);
+    let twin = twin.to_str().unwrap().to_string();
     // A port nothing listens on: bound, then released.
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -258,6 +262,7 @@ async fn bad_input_stops_with_status_2_and_changes_nothing() {
         (vec![base, "--superuser", &su, "--user", "user@example.com:wrong"], "user login was refused"),
         (vec![base, "--superuser", &su, "--user", &su], "--user is a superuser"),
         (vec![base, "--superuser", &su, "--user", &user, "--data-dir", &other], "not this server's data dir"),
+        (vec![base, "--superuser", &su, "--user", &user, "--data-dir", &twin], "not this server's data dir"),
         (vec![base, "--superuser", "no-colon", "--user", &user], "EMAIL:PASSWORD"),
     ];
     for (args, says) in cases {
@@ -271,6 +276,7 @@ async fn bad_input_stops_with_status_2_and_changes_nothing() {
     let r = client.get(format!("{base}/api/backups")).header("Authorization", &token).send().await.unwrap();
     assert_eq!(status_json(r).await, (200, json!([])));
     assert_eq!(std::fs::read_dir(&other).unwrap().count(), 0);
+    assert!(!Path::new(&twin).join("backups").exists() || std::fs::read_dir(Path::new(&twin).join("backups")).unwrap().count() == 0);
 
     // Runs that work: JSON on stdout with model sequences, JUnit into a file; exit status 0.
     let out = Command::new(env!("CARGO_BIN_EXE_pb-backups"))

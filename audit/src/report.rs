@@ -100,7 +100,9 @@ impl Report {
             "Audited with `pb-backups audit {}` against the spec's 27 documented responses \
              (`spec/src/catalog.rs`) and our reading of it (`spec/src/rules.rs`). In requests, \
              `$URL` is the server and `$SUPERUSER_TOKEN`, `$USER_TOKEN`, `$SUPERUSER_FILE_TOKEN`, \
-             `$USER_FILE_TOKEN` are tokens got by password login and `POST /api/files/token`.\n\n",
+             `$USER_FILE_TOKEN` are tokens got by password login and `POST /api/files/token`. \
+             Language `zh (default)` is a request without `Accept-Language`; `any` marks a \
+             response whose documented body is the same in every language, checked once.\n\n",
             self.options
         ));
         out.push_str("## Documented responses\n\n");
