@@ -10,6 +10,7 @@
 //! - [`judge`]: one response against its documented one.
 //! - [`datadir`]: what the auditor may do to the server's data dir.
 //! - `run`: the checks and probes, in order.
+//! - `sequences`: `--sequences N`, random requests checked against the reference model.
 //! - [`report`]: the findings as Markdown, JSON or JUnit XML.
 
 pub mod datadir;
