@@ -215,7 +215,10 @@ pub async fn main(args: Args) -> u8 {
     .await;
     match result {
         Ok(summary) => {
-            eprintln!("pb-backups audit: {} pass, {} fail, {} skipped", summary.pass, summary.fail, summary.skipped);
+            // Quiet unless a person watches: the report and the exit status say it all.
+            if std::io::stderr().is_terminal() {
+                eprintln!("pb-backups audit: {} pass, {} fail, {} skipped", summary.pass, summary.fail, summary.skipped);
+            }
             u8::from(summary.fail > 0)
         }
         Err(e) => {
