@@ -1,6 +1,9 @@
 //! The `pb-backups` binary: parse the command line, set up logging, run.
+//!
+//! `audit` is dispatched here, not in the library's `cli`: the auditor holds servers to the
+//! spec from the outside and the server's library must not depend on it.
 
-use clap::Parser;
+use clap::{Args, CommandFactory, FromArgMatches};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -12,11 +15,18 @@ async fn main() -> std::process::ExitCode {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }
+    // The audit's help text is its `Args` doc comment.
+    let audit = clap::Command::new("audit");
+    let matches = pb_backups::cli::Cli::command().subcommand(pb_backups_audit::Args::augment_args(audit)).get_matches();
+    if let Some(("audit", sub)) = matches.subcommand() {
+        let args = pb_backups_audit::Args::from_arg_matches(sub).unwrap_or_else(|e| e.exit());
+        return std::process::ExitCode::from(pb_backups_audit::main(args).await);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
-    let cli = pb_backups::cli::Cli::parse();
+    let cli = pb_backups::cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match pb_backups::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
