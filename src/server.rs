@@ -52,8 +52,10 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     pub create_gate: Option<Gate>,
     pub restore_gate: Option<Gate>,
-    /// Password logins allowed per client address.
+    /// Password logins allowed per client (IPv4 address or IPv6 /64).
     pub login_rate: http::ratelimit::RateLimit,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` name the client for login throttling.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl ServeConfig {
@@ -68,6 +70,7 @@ impl ServeConfig {
             create_gate: None,
             restore_gate: None,
             login_rate: Default::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -187,7 +190,7 @@ pub async fn run(
         };
         let service = Service::new(service_config, accounts, restart)
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
-        let app = http::app(Arc::new(service), config.default_lang, config.login_rate);
+        let app = http::app(Arc::new(service), config.default_lang, config.login_rate, config.trusted_proxies.clone());
 
         // poem gets a duplicate: `listener` itself stays open for the next round (or the
         // re-exec), so the socket never closes. Non-blocking is a property of the shared

@@ -153,6 +153,8 @@ pub struct Service {
     storage: Arc<dyn BackupStorage>,
     accounts: Arc<Accounts>,
     coordinator: Arc<Mutex<Coordinator>>,
+    /// Woken whenever a delete ends: a restore of the key it deleted waits for it.
+    deletes_done: tokio::sync::Notify,
     limits: ArchiveLimits,
     create_gate: Option<Gate>,
     restore_gate: Option<Gate>,
@@ -203,6 +205,20 @@ impl Drop for ActivityGuard {
     }
 }
 
+/// Marks a delete as under way; dropping it (also when the request is dropped mid-way) ends
+/// the delete and wakes the restores waiting for it.
+struct DeleteGuard<'a> {
+    service: &'a Service,
+    key: &'a BackupKey,
+}
+
+impl Drop for DeleteGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.service.coordinator).end_delete(self.key);
+        self.service.deletes_done.notify_waiters();
+    }
+}
+
 fn lock(c: &Mutex<Coordinator>) -> MutexGuard<'_, Coordinator> {
     // The coordinator's state stays valid even if a holder panicked mid-way.
     c.lock().unwrap_or_else(|p| p.into_inner())
@@ -228,6 +244,7 @@ impl Service {
             storage: config.storage,
             accounts,
             coordinator: Arc::default(),
+            deletes_done: tokio::sync::Notify::new(),
             limits: config.limits,
             create_gate: config.create_gate,
             restore_gate: config.restore_gate,
@@ -249,6 +266,25 @@ impl Service {
     fn start(&self, start: impl FnOnce(&mut Coordinator) -> Result<(), Busy>) -> Result<ActivityGuard, Busy> {
         start(&mut lock(&self.coordinator))?;
         Ok(ActivityGuard { coordinator: self.coordinator.clone(), armed: true })
+    }
+
+    /// Starts a restore of `key` once no delete of it is under way, so that the delete's
+    /// outcome decides whether the archive is still there (R20, R21).
+    async fn start_restore(&self, key: &BackupKey) -> Result<ActivityGuard, Busy> {
+        loop {
+            let delete_ended = self.deletes_done.notified();
+            tokio::pin!(delete_ended);
+            // Registered before the check, so a delete ending in between still wakes us.
+            delete_ended.as_mut().enable();
+            {
+                let mut c = lock(&self.coordinator);
+                if c.is_busy() || !c.is_deleting(key) {
+                    c.start_restore(key.clone())?;
+                    return Ok(ActivityGuard { coordinator: self.coordinator.clone(), armed: true });
+                }
+            }
+            delete_ended.await;
+        }
     }
 
     // ---- backups ----
@@ -350,9 +386,10 @@ impl Service {
 
     pub async fn delete(&self, raw_key: &str) -> Result<(), BackupError> {
         let key = BackupKey::parse(raw_key).ok_or(BackupError::NotFound)?;
-        if lock(&self.coordinator).key_in_use() == Some(&key) {
-            return Err(BackupError::Busy);
-        }
+        // Decided under the coordinator's lock: a restore of this key either started before
+        // (busy) or waits until the delete has ended.
+        lock(&self.coordinator).start_delete(&key).map_err(|_| BackupError::Busy)?;
+        let _deleting = DeleteGuard { service: self, key: &key };
         self.storage.delete(&key).await?;
         self.changed();
         tracing::info!(key = %key, "backup deleted");
@@ -365,7 +402,7 @@ impl Service {
     /// check (including a decode of every entry) is refused with nothing changed.
     pub async fn restore(&self, raw_key: &str) -> Result<(), BackupError> {
         let key = BackupKey::parse(raw_key).ok_or(BackupError::NotFound)?;
-        let guard = self.start(|c| c.start_restore(key.clone()))?;
+        let guard = self.start_restore(&key).await?;
         self.storage.head(&key).await?;
         let work = RestoreWork {
             storage: self.storage.clone(),

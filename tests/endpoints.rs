@@ -357,6 +357,61 @@ async fn password_guessing_is_throttled_per_address() {
     s.stop().await;
 }
 
+/// Behind a trusted proxy each forwarded client has its own bucket (IPv6 by /64); from a
+/// peer that is not trusted, the forwarding headers change nothing.
+#[tokio::test]
+async fn throttling_reads_the_client_from_trusted_proxies_only() {
+    let rate = pb_backups::http::ratelimit::RateLimit { burst: 2, per_attempt: std::time::Duration::from_secs(3600) };
+    let attempt = |s: &TestServer, header: (&'static str, String)| {
+        s.client
+            .post(s.url("/api/collections/_superusers/auth-with-password"))
+            .header(header.0, header.1)
+            .json(&json!({"identity": SUPERUSER.0, "password": "wrong-password"}))
+            .send()
+    };
+    let proxied = TestServer::start_with(Options {
+        login_rate: Some(rate),
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        ..Default::default()
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for header in [
+        ("x-forwarded-for", "203.0.113.1".to_string()),
+        ("x-forwarded-for", "203.0.113.1".to_string()),
+        ("x-forwarded-for", "203.0.113.1".to_string()),
+        ("x-forwarded-for", "203.0.113.2".to_string()),
+        ("forwarded", "for=\"[2001:db8:1:2::1]:443\"".to_string()),
+        ("forwarded", "for=\"[2001:db8:1:2::2]\"".to_string()),
+        ("forwarded", "for=\"[2001:db8:1:2:ffff::3]\"".to_string()),
+        ("forwarded", "for=\"[2001:db8:1:3::1]\"".to_string()),
+    ] {
+        statuses.push(attempt(&proxied, header).await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [400, 400, 429, 400, 400, 400, 429, 400]);
+    proxied.stop().await;
+
+    let direct = TestServer::start_with(Options { login_rate: Some(rate), ..Default::default() }).await;
+    let mut statuses = Vec::new();
+    for n in 1..=3 {
+        statuses.push(attempt(&direct, ("x-forwarded-for", format!("203.0.113.{n}"))).await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [400, 400, 429], "forged headers from an untrusted peer are ignored");
+    direct.stop().await;
+}
+
+#[tokio::test]
+async fn security_headers_are_sent() {
+    let s = TestServer::start().await;
+    let r = s.client.get(s.url("/api/health")).send().await.unwrap();
+    let h = r.headers();
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["x-frame-options"], "SAMEORIGIN");
+    assert_eq!(h["x-xss-protection"], "0", "the deprecated auditor is switched off");
+    assert_eq!(h["cross-origin-opener-policy"], "same-origin");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_stalled_json_body_times_out() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

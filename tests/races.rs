@@ -174,6 +174,53 @@ async fn exactly_one_create_or_restore_wins_a_race() {
     live.stop().await;
 }
 
+/// A delete and a restore of the same key, released together many times: exactly one of
+/// them takes the key (R20, R21). Either the restore wins (204) and the delete is busy, or
+/// the delete wins (204) and the restore finds nothing (404); never both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delete_and_a_restore_of_one_key_never_both_win() {
+    const PAIRS: usize = 48;
+    let messages = Lang::Zh.messages();
+    let live = Live::start(None, None);
+    let (mut restores, mut deletes) = (0, 0);
+    for round in 0..PAIRS {
+        if !keys(&live).await.contains(&"target.zip".to_string()) {
+            upload(&live, "target.zip").await;
+        }
+        let data_db_before = live.data_db_id();
+        let barrier = Arc::new(Barrier::new(2));
+        let fire = |request: Request, mut conn: Conn| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                conn.send(&request).await
+            })
+        };
+        let restore = fire(Request::new("POST", "/api/backups/target.zip/restore").auth(su()), warm(&live).await);
+        let delete = fire(Request::new("DELETE", "/api/backups/target.zip").auth(su()), warm(&live).await);
+        let answer = |sent: Sent, what: &str| match sent {
+            Sent::Answered(r) => (r.status, r.json()["message"].as_str().unwrap_or("").to_string()),
+            Sent::Closed => panic!("round {round}: {what}: closed without an answer"),
+        };
+        let restore = answer(tokio::time::timeout(DEADLINE, restore).await.expect("restore answers").unwrap(), "restore");
+        let delete = answer(tokio::time::timeout(DEADLINE, delete).await.expect("delete answers").unwrap(), "delete");
+        match (restore.0, delete.0) {
+            (204, _) => {
+                assert_eq!(delete, (400, messages.busy_delete_restore.to_string()), "round {round}: restore won");
+                restores += 1;
+                restarted(&live, data_db_before).await;
+            }
+            (_, 204) => {
+                assert_eq!(restore, (404, messages.not_found.to_string()), "round {round}: delete won");
+                deletes += 1;
+            }
+            _ => panic!("round {round}: neither won: restore {restore:?}, delete {delete:?}"),
+        }
+    }
+    eprintln!("{PAIRS} delete/restore pairs of one key: {restores} won by the restore, {deletes} by the delete");
+    live.stop().await;
+}
+
 /// A restorable archive big enough (32 MiB, stored) that extracting it takes a while: the
 /// window in which creates must be refused.
 fn big_seed_zip() -> Vec<u8> {

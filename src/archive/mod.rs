@@ -9,6 +9,7 @@ mod create;
 mod read;
 #[cfg(test)]
 mod tests;
+mod zip_writer;
 
 pub use create::{create_backup, CreateOptions, CreateStats};
 pub use read::{check_restorable, extract, validate};

@@ -32,8 +32,14 @@ pub const OPENAPI_JSON_PATH: &str = "/openapi.json";
 pub const OPENAPI_YAML_PATH: &str = "/openapi.yaml";
 
 /// The whole HTTP application over `service`; `default_lang` answers requests whose
-/// `Accept-Language` names neither zh nor en; `login_rate` throttles password logins.
-pub fn app(service: Arc<Service>, default_lang: Lang, login_rate: ratelimit::RateLimit) -> impl Endpoint {
+/// `Accept-Language` names neither zh nor en; `login_rate` throttles password logins per
+/// client, read from forwarding headers only when the peer is one of `trusted_proxies`.
+pub fn app(
+    service: Arc<Service>,
+    default_lang: Lang,
+    login_rate: ratelimit::RateLimit,
+    trusted_proxies: Vec<ipnet::IpNet>,
+) -> impl Endpoint {
     // Built once: every form served is derived from the one document.
     let doc = openapi::document();
     let document = openapi::to_json(&doc);
@@ -55,7 +61,9 @@ pub fn app(service: Arc<Service>, default_lang: Lang, login_rate: ratelimit::Rat
             SetHeader::new()
                 .overriding("X-Content-Type-Options", "nosniff")
                 .overriding("X-Frame-Options", "SAMEORIGIN")
-                .overriding("X-XSS-Protection", "1; mode=block")
+                // The old XSS auditor is gone from browsers and could be abused: current guidance is
+                // to switch it off explicitly.
+                .overriding("X-XSS-Protection", "0")
                 .overriding("Cross-Origin-Opener-Policy", "same-origin"),
         )
         .around({

@@ -33,8 +33,10 @@ pub fn seed_accounts(dir: &Path) {
 #[derive(Default)]
 pub struct Options {
     pub lang: Option<Lang>,
-    pub create_gate: Option<Gate>,
+    pub create_gate: Option<pb_backups::service::Gate>,
     pub login_rate: Option<pb_backups::http::ratelimit::RateLimit>,
+    /// Peers trusted to name the client in forwarding headers.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Keep backups in this S3 bucket instead of the data dir (see `s3`).
     pub s3: Option<pb_backups::storage::s3::S3Config>,
 }
@@ -69,6 +71,7 @@ impl TestServer {
         if let Some(rate) = options.login_rate {
             config.login_rate = rate;
         }
+        config.trusted_proxies = options.trusted_proxies;
         if let Some(s3) = options.s3 {
             config.storage = server::StorageChoice::S3(s3);
         }
