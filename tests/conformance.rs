@@ -1,5 +1,5 @@
 //! Every documented response of the Backups API (the 27 of `pb_backups_spec::catalog`),
-//! produced by a live in-process server over HTTP, triggered as SPEC-NOTES says, in the
+//! produced by a live in-process server over HTTP, triggered as the rules in `spec/src/rules.rs` say, in the
 //! spec's Chinese (default) and in English (`Accept-Language: en`). Each is compared with
 //! its catalog entry and pinned as an insta snapshot in `tests/snapshots/`.
 //!

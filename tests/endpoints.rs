@@ -1,5 +1,5 @@
-//! Each backup endpoint over real HTTP: its success and each class of error, as
-//! SPEC-NOTES says which request gets which response.
+//! Each backup endpoint over real HTTP: its success and each class of error, as the rules in
+//! `spec/src/rules.rs` say which request gets which response (cited by number below).
 
 mod support;
 
@@ -91,6 +91,7 @@ async fn create_list_download_upload_delete() {
     s.stop().await;
 }
 
+// R8: order, format and `fields`.
 #[tokio::test]
 async fn list_is_newest_first_and_takes_fields() {
     let s = TestServer::start().await;
@@ -118,6 +119,7 @@ async fn list_is_newest_first_and_takes_fields() {
     s.stop().await;
 }
 
+// R4, R5, R6.
 #[tokio::test]
 async fn auth_errors_are_401_and_403() {
     let s = TestServer::start().await;
@@ -163,6 +165,7 @@ async fn auth_errors_are_401_and_403() {
     s.stop().await;
 }
 
+// R9, R20, R21, R25.
 #[tokio::test]
 async fn missing_and_impossible_keys_are_404() {
     let s = TestServer::start().await;
@@ -180,6 +183,7 @@ async fn missing_and_impossible_keys_are_404() {
     s.stop().await;
 }
 
+// R11, R15.
 #[tokio::test]
 async fn create_name_validation() {
     let s = TestServer::start().await;
@@ -201,6 +205,7 @@ async fn create_name_validation() {
     s.stop().await;
 }
 
+// R19.
 #[tokio::test]
 async fn upload_validation() {
     let s = TestServer::start().await;
@@ -278,6 +283,7 @@ async fn busy_while_a_create_runs() {
     s.stop().await;
 }
 
+// R7.
 #[tokio::test]
 async fn storage_failure_is_the_documented_400() {
     let s = TestServer::start().await;
@@ -293,6 +299,7 @@ async fn storage_failure_is_the_documented_400() {
     s.stop().await;
 }
 
+// R3.
 #[tokio::test]
 async fn english_on_request_and_by_default() {
     let s = TestServer::start().await;
@@ -307,6 +314,7 @@ async fn english_on_request_and_by_default() {
     s.stop().await;
 }
 
+// R1, R29.
 #[tokio::test]
 async fn health_and_unknown_routes() {
     let s = TestServer::start().await;
@@ -320,6 +328,7 @@ async fn health_and_unknown_routes() {
     s.stop().await;
 }
 
+// R5.
 #[tokio::test]
 async fn password_change_and_deletion_revoke_tokens() {
     let s = TestServer::start().await;

@@ -254,10 +254,12 @@ async fn two_servers_one_bucket() {
     b.stop().await;
 }
 
-/// A storage whose leases live two seconds (renewed every third of it).
-fn short_lived(bucket: &str) -> S3Storage {
+/// A storage whose leases live `ttl` (renewed every third of it). A storage judges other
+/// servers' leases by its own TTL, so each role below gets the TTL that keeps the test free
+/// of timing: the holder renews quickly, the patient one never takes a lease for expired.
+fn with_ttl(bucket: &str, ttl: Duration) -> S3Storage {
     let mut c = config(moto(), bucket, "");
-    c.lease_ttl = Duration::from_secs(2);
+    c.lease_ttl = ttl;
     S3Storage::new(c).unwrap()
 }
 
@@ -267,33 +269,44 @@ async fn leases_are_renewed_and_expire_with_their_holder() {
     let store = raw(moto(), &bucket);
     let key = BackupKey::parse("k.zip").unwrap();
     store.put(&ObjPath::parse("k.zip").unwrap(), PutPayload::from_static(b"zip")).await.unwrap();
-    let (holder, deleter) = (short_lived(&bucket), short_lived(&bucket));
+    let holder = with_ttl(&bucket, Duration::from_millis(300));
+    let patient = with_ttl(&bucket, Duration::from_secs(3600));
+    let hasty = with_ttl(&bucket, Duration::from_secs(2));
 
-    // A live holder renews its lease: refused for twice the TTL and more.
+    // A live holder renews its lease (its object is rewritten again and again) and it keeps
+    // the key: a delete is refused meanwhile.
     let lease = holder.hold(&key, Activity::Restore).await.unwrap();
-    let until = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < until {
-        assert!(matches!(deleter.delete(&key).await, Err(StorageError::Busy)), "lease not renewed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let lease_path = object_names(&store).await.into_iter().find(|n| n.starts_with(".leases/")).expect("a lease object");
+    let lease_path = ObjPath::parse(&lease_path).unwrap();
+    let versions = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    eventually(Duration::from_secs(60), "three renewals of the lease", || async {
+        // The content never changes (nor its ETag): the modification time does, at each renewal.
+        let version = store.head(&lease_path).await.ok()?.last_modified;
+        assert!(matches!(patient.delete(&key).await, Err(StorageError::Busy)), "delete of a leased key");
+        let mut versions = versions.borrow_mut();
+        versions.insert(version);
+        (versions.len() > 3).then_some(())
+    })
+    .await;
     lease.release().await;
     assert!(object_names(&store).await == vec!["k.zip"], "released lease removed");
 
-    // A holder that died leaves its lease behind: refused until it expires, then cleaned up.
+    // A holder that died leaves its lease behind: refused while it is live, then, once it
+    // has expired, cleaned up.
     let orphan = ObjPath::parse(".leases/k.zip/restore.deadserver").unwrap();
     store.put(&orphan, PutPayload::from_static(b"lease")).await.unwrap();
-    assert!(matches!(deleter.delete(&key).await, Err(StorageError::Busy)));
-    eventually(Duration::from_secs(10), "the dead holder's lease to expire", || async {
-        deleter.delete(&key).await.ok()
+    assert!(matches!(patient.delete(&key).await, Err(StorageError::Busy)));
+    eventually(Duration::from_secs(30), "the dead holder's lease to expire", || async {
+        hasty.delete(&key).await.ok()
     })
     .await;
     let names = object_names(&store).await;
     assert!(names.is_empty(), "backup deleted and expired lease removed: {names:?}");
 
     // A restore backs off while a delete holds the key.
-    let reader = short_lived(&bucket);
     store.put(&ObjPath::parse("k.zip").unwrap(), PutPayload::from_static(b"zip")).await.unwrap();
-    let deleting = deleter.hold(&key, Activity::Delete).await.unwrap();
+    let deleting = patient.hold(&key, Activity::Delete).await.unwrap();
+    let reader = with_ttl(&bucket, Duration::from_secs(3600));
     let dir = tempfile::tempdir().unwrap();
     assert!(matches!(reader.fetch_to_file(&key, &dir.path().join("r.zip")).await, Err(StorageError::Busy)));
     deleting.release().await;

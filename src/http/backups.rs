@@ -253,7 +253,9 @@ response_errors!(DownloadResponse, parse_error: ApiError::not_found, {
 /// spec words create's differently from delete's and restore's).
 fn api_error(e: BackupError, busy: Message, failed: Message) -> ApiError {
     match e {
+        // R15, R20, R21.
         BackupError::Busy => ApiError::new(400, busy),
+        // R9, R20, R21, R25.
         BackupError::NotFound => ApiError::not_found(),
         BackupError::InvalidName(n) => {
             let (code, msg) = match n {

@@ -102,14 +102,14 @@ impl Coordinator {
         Ok(())
     }
 
-    #[cfg(not(feature = "broken-coordinator"))]
+    #[cfg(not(pb_broken_coordinator))]
     fn admits(&self, _create: bool) -> bool {
         !self.is_busy()
     }
 
     /// The deliberate bug the state-machine test must catch: a create is let through while a
-    /// restore runs. Only built with the `broken-coordinator` feature.
-    #[cfg(feature = "broken-coordinator")]
+    /// restore runs. Only built by `scripts/check-broken-coordinator` (see `build.rs`).
+    #[cfg(pb_broken_coordinator)]
     fn admits(&self, create: bool) -> bool {
         match self.activity {
             Activity::Idle => true,
@@ -119,7 +119,7 @@ impl Coordinator {
     }
 }
 
-#[cfg(all(test, not(feature = "broken-coordinator")))]
+#[cfg(all(test, not(pb_broken_coordinator)))]
 mod tests {
     use super::*;
 
