@@ -27,8 +27,8 @@ use bytes::Bytes;
 use futures_util::stream::{self, Stream};
 use pb_backups::accounts::{Accounts, Collection};
 use pb_backups::i18n::{Lang, Message};
-use pb_backups::service::{BACKUPS_DIR, TEMP_DIR};
-use rand::{Rng, RngCore, SeedableRng};
+use pb_backups::layout::{BACKUPS_DIR, TEMP_DIR};
+use rand::{Rng, SeedableRng};
 use serde_json::json;
 use support::*;
 
@@ -106,11 +106,6 @@ fn write_file(path: &Path, bytes: &[u8]) {
     fs::write(path, bytes).unwrap();
 }
 
-fn random_bytes(rng: &mut impl RngCore, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rng.fill_bytes(&mut v);
-    v
-}
 
 /// Log-like text: compresses, so the archive mixes Deflated and Stored entries.
 fn text(seed: u64, len: usize) -> Vec<u8> {
@@ -275,59 +270,8 @@ fn state_of(fx: &Fixture, allowed: &[State], context: &str) -> State {
 // The real binary, and what must hold each time it comes back.
 // ---------------------------------------------------------------------------------------
 
-/// The real binary, like `support::BinaryServer`, but with its pid at hand so that a
-/// watcher thread can kill it the moment the data dir reaches a given point.
-struct Proc {
-    child: std::process::Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(dir: &Path) -> Proc {
-        use std::io::BufRead;
-        let log = dir.with_extension("log");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pb-backups"))
-            .args(["serve", "--http", "127.0.0.1:0", "--dir"])
-            .arg(dir)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::piped())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start pb-backups");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Keep draining stdout: the server prints again after every restart.
-        std::thread::spawn(move || {
-            for line in io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.trim().strip_prefix("REST API:") {
-                    let _ = tx.send(url.trim().trim_end_matches("/api/").to_string());
-                }
-            }
-        });
-        let base = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("the server did not start:\n{}", fs::read_to_string(&log).unwrap_or_default())
-        });
-        Proc { child, base, log }
-    }
-
-    fn pid(&self) -> libc::pid_t {
-        self.child.id() as libc::pid_t
-    }
-}
-
-impl Drop for Proc {
-    /// `Child::kill` is SIGKILL on Unix; a child already killed by pid is a zombie until
-    /// this wait, so its pid cannot have been reused meanwhile.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 struct Live {
-    server: Proc,
+    server: BinaryServer,
     base: String,
     client: reqwest::Client,
     su: String,
@@ -335,7 +279,7 @@ struct Live {
 
 impl Live {
     async fn start(dir: &Path) -> Live {
-        let server = Proc::start(dir);
+        let server = BinaryServer::start(dir);
         let base = server.base.clone();
         let client = reqwest::Client::new();
         let r = client.get(format!("{base}/api/health")).send().await.unwrap();
@@ -729,7 +673,7 @@ async fn sigkill_during_restore_leaves_old_or_new_data_whole() {
         match (delay, trigger) {
             (Some(delay), _) => tokio::time::sleep(delay).await,
             (None, Some(trigger)) => {
-                let watcher = kill_when(fx.dir.clone(), live.server.pid(), trigger, measured * 3 + Duration::from_secs(10));
+                let watcher = kill_when(fx.dir.clone(), live.server.pid() as libc::pid_t, trigger, measured * 3 + Duration::from_secs(10));
                 if !tokio::task::spawn_blocking(move || watcher.join().unwrap()).await.unwrap() {
                     missed.push(trigger);
                 }

@@ -5,26 +5,15 @@ mod support;
 
 
 use serde_json::{json, Value};
+use support::gate::Gate;
 use support::*;
 
-const NOT_FOUND: &str = "请求的资源未找到。";
-const UNAUTHORIZED: &str = "请求需要有效的记录授权令牌。";
-const FORBIDDEN: &str = "只有超级用户可以执行此操作。";
+const NOT_FOUND: &str = pb_backups_spec::Lang::Zh.messages().not_found;
+const UNAUTHORIZED: &str = pb_backups_spec::Lang::Zh.messages().unauthorized;
+const FORBIDDEN: &str = pb_backups_spec::Lang::Zh.messages().forbidden;
 
-async fn list(s: &TestServer, token: &str) -> (u16, Value) {
-    status_json(s.client.get(s.url("/api/backups")).header("Authorization", token).send().await.unwrap()).await
-}
 
-async fn create(s: &TestServer, token: &str, body: Value) -> (u16, Value) {
-    status_json(s.client.post(s.url("/api/backups")).header("Authorization", token).json(&body).send().await.unwrap()).await
-}
-
-async fn keys(s: &TestServer, token: &str) -> Vec<String> {
-    let (status, body) = list(s, token).await;
-    assert_eq!(status, 200, "{body}");
-    body.as_array().unwrap().iter().map(|b| b["key"].as_str().unwrap().to_string()).collect()
-}
-
+// R8, R15, R16, R19, R20, R25: each operation's success, end to end.
 #[tokio::test]
 async fn create_list_download_upload_delete() {
     let s = TestServer::start().await;
@@ -241,24 +230,25 @@ async fn upload_validation() {
     s.stop().await;
 }
 
+// R13, R14, R15, R20, R21.
 #[tokio::test]
 async fn busy_while_a_create_runs() {
-    let (gate, waiting, release) = holding_gate();
-    let s = TestServer::start_with(Options { create_gate: Some(gate), ..Default::default() }).await;
+    let messages = pb_backups_spec::Lang::Zh.messages();
+    let gate = Gate::new();
+    let s = TestServer::start_with(Options { create_gate: Some(gate.hook()), ..Default::default() }).await;
     let su = s.superuser_token().await;
     // One finished backup to act on meanwhile.
-    let first = { let (s, su) = (&s, su.clone()); async move { create(s, &su, json!({"name": "done.zip"})).await } };
-    let (_, got) = tokio::join!(async { waiting.notified().await; release.add_permits(1) }, first);
-    assert_eq!(got.0, 204);
+    assert_eq!(create(&s, &su, json!({"name": "done.zip"})).await.0, 204);
+    gate.hold_next();
 
     let held = tokio::spawn({
         let (client, url, su) = (s.client.clone(), s.url("/api/backups"), su.clone());
         async move { status_json(client.post(url).header("Authorization", su).json(&json!({"name": "held.zip"})).send().await.unwrap()).await }
     });
-    waiting.notified().await;
+    gate.held().await;
 
-    let busy_create = json!({"status": 400, "message": "请稍后重试 - 另一个备份/恢复进程已经启动。", "data": {}});
-    let busy = json!({"status": 400, "message": "请稍后重试 - 另一个备份/恢复进程已在运行。", "data": {}});
+    let busy_create = error_body(400, messages.busy_create);
+    let busy = error_body(400, messages.busy_delete_restore);
     assert_eq!(create(&s, &su, json!({"name": "other.zip"})).await, (400, busy_create));
     let r = s.client.post(s.url("/api/backups/done.zip/restore")).header("Authorization", &su).send().await.unwrap();
     assert_eq!(status_json(r).await, (400, busy.clone()));
@@ -275,10 +265,9 @@ async fn busy_while_a_create_runs() {
     let r = s.client.delete(s.url("/api/backups/done.zip")).header("Authorization", &su).send().await.unwrap();
     assert_eq!(r.status(), 204);
 
-    release.add_permits(1);
+    gate.release();
     assert_eq!(held.await.unwrap(), (204, Value::Null));
     assert_eq!(keys(&s, &su).await, vec!["held.zip"]);
-    release.add_permits(1); // let the next create through the gate
     assert_eq!(create(&s, &su, json!({"name": "after.zip"})).await.0, 204, "free again");
     s.stop().await;
 }

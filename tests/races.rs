@@ -21,7 +21,8 @@ use serde_json::json;
 use tokio::sync::{mpsc, Barrier};
 
 use http::{Conn, Request, Response, Sent};
-use live::{template, Gate, Live};
+use live::{template, Live};
+use support::gate::Gate;
 
 const CLIENTS: usize = 16;
 const ROUNDS: usize = 8;
@@ -56,10 +57,7 @@ async fn upload(live: &Live, key: &str) {
 async fn keys(live: &Live) -> Vec<String> {
     let r = send_ok(live, Request::new("GET", "/api/backups").auth(su())).await;
     assert_eq!(r.status, 200);
-    let mut keys: Vec<String> =
-        r.json().as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap().to_string()).collect();
-    keys.sort();
-    keys
+    support::sorted_keys(&r.json())
 }
 
 /// Waits until a restore has been swapped in (the old instance has stopped by then) and

@@ -23,7 +23,8 @@ use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
 use crate::http::{segment, Conn, Request, Response, Sent};
-use crate::live::{template, Gate, Live};
+use crate::live::{template, Live};
+use crate::support::gate::Gate;
 use crate::reference::Reference;
 
 /// How long any single wait may take before the step fails.
