@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,7 +23,7 @@ use crate::model::names::{self, BackupKey, NameError};
 use crate::storage::{BackupMeta, BackupReader, BackupStorage, StorageError};
 use crate::util::TempPath;
 
-pub use crate::restore::{BACKUPS_DIR, TEMP_DIR};
+use crate::layout::{BACKUPS_DIR, TEMP_DIR};
 
 /// A test hook that may hold work in progress: called with the key of a create whose archive
 /// is written, before it is published, or of a restore that is extracted, before the swap.
@@ -81,14 +81,49 @@ pub enum BackupError {
     FileRequired,
     #[error("not a zip archive: {0}")]
     NotZip(#[source] ArchiveError),
-    #[error("unsafe or oversized archive: {0}")]
-    BadArchive(#[source] ArchiveError),
-    #[error("archive cannot be restored: {0}")]
-    Unrestorable(#[source] ArchiveError),
+    /// An uploaded archive that is a zip, but one we refuse.
+    #[error("unsafe or oversized archive: {source}")]
+    BadArchive {
+        problem: ArchiveProblem,
+        #[source]
+        source: ArchiveError,
+    },
+    #[error("archive cannot be restored: {source}")]
+    Unrestorable {
+        problem: ArchiveProblem,
+        #[source]
+        source: ArchiveError,
+    },
     #[error("backups storage: {0}")]
     Storage(#[source] StorageError),
     #[error("{0}")]
     Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why an archive was refused, in the terms a client is told (the detail goes to the log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchiveProblem {
+    NoDataDb,
+    DataDbNotSqlite,
+    /// Too big, too many entries, or a suspicious compression ratio.
+    TooLarge,
+    /// Unsafe paths, links or special files, duplicate entries.
+    Unsafe,
+    /// Anything else: not decodable, sizes or checksums that do not match.
+    Corrupt,
+}
+
+impl ArchiveProblem {
+    fn of(e: &ArchiveError) -> ArchiveProblem {
+        use ArchiveError as A;
+        match e {
+            A::MissingDataDb => ArchiveProblem::NoDataDb,
+            A::DataDbNotSqlite => ArchiveProblem::DataDbNotSqlite,
+            A::TooLarge | A::TooManyEntries | A::SuspiciousRatio { .. } => ArchiveProblem::TooLarge,
+            A::UnsafePath { .. } | A::SpecialEntry { .. } | A::DuplicateEntry { .. } => ArchiveProblem::Unsafe,
+            _ => ArchiveProblem::Corrupt,
+        }
+    }
 }
 
 impl From<Busy> for BackupError {
@@ -165,11 +200,10 @@ pub struct Service {
 }
 
 /// A listing of the backups, newest first, shared by all the requests that ask while
-/// nothing changes; `json` is its serialized form, made once by the HTTP layer.
+/// nothing changes: the same `Arc` until then, so a caller may cache what it derives from it.
 #[derive(Debug)]
 pub struct Listing {
     pub items: Vec<BackupMeta>,
-    pub json: OnceLock<bytes::Bytes>,
 }
 
 struct CachedListing {
@@ -299,7 +333,7 @@ impl Service {
             }
         }
         let at = Instant::now();
-        let listing = Arc::new(Listing { items: self.list().await?, json: OnceLock::new() });
+        let listing = Arc::new(Listing { items: self.list().await? });
         *self.list_cache.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(CachedListing { generation, stamp, at, listing: listing.clone() });
         Ok(listing)
@@ -372,7 +406,7 @@ impl Service {
             .map_err(|e| match e {
                 ArchiveError::NotZip(_) => BackupError::NotZip(e),
                 ArchiveError::Io(_) => BackupError::Failed(Box::new(e)),
-                e => BackupError::BadArchive(e),
+                e => BackupError::BadArchive { problem: ArchiveProblem::of(&e), source: e },
             })?;
         if lock(&self.coordinator).key_in_use() == Some(&key) {
             return Err(BackupError::NameExists);
@@ -506,7 +540,7 @@ impl RestoreWork {
         .await?
         .map_err(|e| match e {
             ArchiveError::Io(_) => BackupError::Failed(Box::new(e)),
-            e => BackupError::Unrestorable(e),
+            e => BackupError::Unrestorable { problem: ArchiveProblem::of(&e), source: e },
         })?;
         drop(archive_path);
         if let Some(gate) = &self.gate {

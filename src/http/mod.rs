@@ -10,6 +10,7 @@ pub mod backups;
 pub mod body;
 pub mod download;
 pub mod error;
+pub mod fields;
 pub mod openapi;
 pub mod ratelimit;
 pub mod upload;
@@ -71,7 +72,8 @@ pub fn app(
             move |ep, req| per_request(ep, req, default_lang, allowed.clone(), service.clone())
         })
         .data(service)
-        .data(Arc::new(ratelimit::RateLimiter::new(login_rate)))
+        .data(Arc::new(backups::ListJsonCache::default()))
+        .data(Arc::new(ratelimit::RateLimiter::new(login_rate, trusted_proxies)))
 }
 
 /// Sets the request's language, logs the request, and turns any error that escaped the
