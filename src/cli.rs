@@ -226,7 +226,7 @@ pub async fn run(cli: Cli, inherited: listener::Inherited) -> Result<(), Box<dyn
         Command::Serve { http, dir, lang, max_archive_size, login, s3 } => {
             let mut config = ServeConfig::new(dir.dir);
             config.default_lang = lang.parse()?;
-            config.storage = s3.config()?.map_or(StorageChoice::Local, |(s3, _)| StorageChoice::S3(s3));
+            config.storage = s3.config()?.map_or(StorageChoice::Local, |(s3, _)| StorageChoice::S3(Box::new(s3)));
             if let Some(max) = max_archive_size {
                 config.limits.max_total_size = max;
             }

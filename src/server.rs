@@ -40,7 +40,7 @@ pub enum StorageChoice {
     #[default]
     Local,
     /// A bucket of an S3-compatible store.
-    S3(S3Config),
+    S3(Box<S3Config>),
 }
 
 pub struct ServeConfig {
@@ -170,7 +170,7 @@ pub async fn run(
     // A remote store outlives in-process restarts; the local folder is reopened each time.
     let remote: Option<Arc<dyn BackupStorage>> = match &config.storage {
         StorageChoice::Local => None,
-        StorageChoice::S3(s3) => Some(Arc::new(S3Storage::new(s3.clone())?)),
+        StorageChoice::S3(s3) => Some(Arc::new(S3Storage::new(S3Config::clone(s3))?)),
     };
     loop {
         let accounts = Arc::new(open_data_dir(&config.data_dir)?);

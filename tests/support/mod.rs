@@ -73,7 +73,7 @@ impl TestServer {
         }
         config.trusted_proxies = options.trusted_proxies;
         if let Some(s3) = options.s3 {
-            config.storage = server::StorageChoice::S3(s3);
+            config.storage = server::StorageChoice::S3(Box::new(s3));
         }
         config.shutdown_grace = Duration::from_secs(2);
         let (tx, rx) = oneshot::channel::<()>();
