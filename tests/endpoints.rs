@@ -443,3 +443,37 @@ async fn a_stalled_json_body_times_out() {
     assert!(started.elapsed() >= pb_backups::http::body::JSON_BODY_TIMEOUT - std::time::Duration::from_millis(500));
     s.stop().await;
 }
+
+/// A token that cannot be checked because the accounts store fails is still the documented
+/// 401 for the client, and an error in the log for the operator (not a debug line).
+#[tokio::test]
+async fn a_store_failure_while_checking_a_token_is_logged_as_an_error() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("pb_data");
+    seed_accounts(&dir);
+    let server = BinaryServer::start(&dir);
+    let client = reqwest::Client::new();
+    let su = login(&client, &server.base, "_superusers", SUPERUSER.0, SUPERUSER.1).await;
+    // Break the store under the running server: every table gone.
+    let db = rusqlite::Connection::open(dir.join("data.db")).unwrap();
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for table in tables {
+        db.execute_batch(&format!("DROP TABLE \"{table}\"")).unwrap();
+    }
+    drop(db);
+    let r = client.get(format!("{}/api/backups", server.base)).header("Authorization", &su).send().await.unwrap();
+    assert_eq!(status_json(r).await, (401, error_body(401, UNAUTHORIZED)));
+    let log = eventually(std::time::Duration::from_secs(10), "the log line", || async {
+        let log = std::fs::read_to_string(&server.log).ok()?;
+        log.contains("token could not be checked").then_some(log)
+    })
+    .await;
+    let line = log.lines().find(|l| l.contains("token could not be checked")).unwrap();
+    assert!(line.contains("ERROR"), "{line}");
+}
