@@ -196,7 +196,8 @@ struct Journal {
 type AfterRename<'a> = &'a mut dyn FnMut(usize) -> Result<(), RestoreError>;
 
 /// Moves the tree at `extracted` (a folder inside the temp folder) into the data dir in place of
-/// its current non-reserved entries. On an error the old data is put back before returning.
+/// its current non-reserved entries, keeping the backups storage (R23). On an error the old data
+/// is put back before returning.
 pub fn swap_in(dir: &DataDir, extracted: &Path) -> Result<PendingRestore, RestoreError> {
     swap_in_with(dir, extracted, &mut |_| Ok(()))
 }

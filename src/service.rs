@@ -323,7 +323,7 @@ impl Service {
 
     // ---- backups ----
 
-    /// Every backup, newest first (then by key), reused while nothing has changed.
+    /// Every backup, newest first (then by key), reused while nothing has changed (R8).
     pub async fn listing(&self) -> Result<Arc<Listing>, BackupError> {
         let generation = self.generation.load(Ordering::SeqCst);
         let stamp = self.storage.change_stamp();
@@ -351,7 +351,7 @@ impl Service {
     }
 
     /// Creates a backup named `name` (generated when absent or empty) and returns its key
-    /// once it is complete and stored.
+    /// once it is complete and stored (R15, R16).
     pub async fn create(&self, name: Option<&str>) -> Result<BackupKey, BackupError> {
         if !lock(&self.coordinator).admits_create() {
             return Err(BackupError::Busy);
@@ -396,7 +396,7 @@ impl Service {
         result.map(|()| key)
     }
 
-    /// Stores an uploaded archive under the base name of its file name.
+    /// Stores an uploaded archive under the base name of its file name (R18, R19).
     pub async fn upload(&self, file: Option<UploadedFile>) -> Result<BackupKey, BackupError> {
         let file = file.ok_or(BackupError::FileRequired)?;
         let key = names::upload_key(&file.file_name).map_err(BackupError::InvalidName)?;
@@ -418,6 +418,7 @@ impl Service {
         Ok(key)
     }
 
+    /// Deletes a backup, unless a create or restore works on its key (R20).
     pub async fn delete(&self, raw_key: &str) -> Result<(), BackupError> {
         let key = BackupKey::parse(raw_key).ok_or(BackupError::NotFound)?;
         // Decided under the coordinator's lock: a restore of this key either started before
@@ -433,7 +434,7 @@ impl Service {
     /// Accepts a restore: marks the server busy, fetches and checks the archive, and extracts
     /// it into the temp folder, so that the 204 means the data is ready to be swapped in;
     /// then hands the swap and the restart to the server loop. An archive that fails any
-    /// check (including a decode of every entry) is refused with nothing changed.
+    /// check (including a decode of every entry) is refused with nothing changed (R21).
     pub async fn restore(&self, raw_key: &str) -> Result<(), BackupError> {
         let key = BackupKey::parse(raw_key).ok_or(BackupError::NotFound)?;
         let guard = self.start_restore(&key).await?;

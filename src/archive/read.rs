@@ -37,7 +37,7 @@ pub fn validate(path: &Path, limits: &ArchiveLimits) -> Result<ArchiveSummary, A
 }
 
 /// [`validate`], plus: the archive holds a top-level `data.db` that starts like an SQLite
-/// database.
+/// database (R22).
 pub fn check_restorable(
     path: &Path,
     limits: &ArchiveLimits,

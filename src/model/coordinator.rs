@@ -1,4 +1,4 @@
-//! Backup/restore exclusivity: at most one create or restore runs at a time, server-wide.
+//! Backup/restore exclusivity: at most one create or restore runs at a time, server-wide (R13).
 //!
 //! Pure state and transitions, no locking and no I/O: the service keeps one `Coordinator`
 //! behind a mutex and asks it before starting work. The tests' reference model (in `spec/`)
