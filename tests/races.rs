@@ -251,12 +251,15 @@ fn big_seed_zip() -> Vec<u8> {
 
 /// From the moment a restore has started (its archive appears in the temp folder) until
 /// the old instance stops, every create is refused: before the 204 while the archive is
-/// extracted, and after it while the old instance drains.
+/// extracted (and while the restore gate holds the extracted restore, so that the race is
+/// sure to run), and after it while the old instance drains.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_create_slips_in_while_a_restore_runs() {
     let messages = Lang::Zh.messages();
     let gate = Gate::new();
-    let live = Live::start(Some(gate.hook()), None);
+    let restore_gate = Gate::new();
+    restore_gate.hold_next();
+    let live = Live::start(Some(gate.hook()), Some(restore_gate.hook()));
     let r = send_ok(&live, Request::new("POST", "/api/backups/upload").auth(su()).file("seed.zip", &big_seed_zip())).await;
     assert_eq!(r.status, 204, "upload seed: {}", r.json());
     let mut conns = Vec::new();
@@ -279,10 +282,12 @@ async fn no_create_slips_in_while_a_restore_runs() {
         tokio::task::yield_now().await;
     }
     // Every client fires creates at the old instance until it closes the connection.
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let tasks: Vec<_> = conns
         .into_iter()
         .enumerate()
         .map(|(i, mut conn)| {
+            let seen = seen.clone();
             tokio::spawn(async move {
                 let mut refused = 0;
                 for n in 0.. {
@@ -293,6 +298,7 @@ async fn no_create_slips_in_while_a_restore_runs() {
                             let body = r.json();
                             assert_eq!((r.status, body["message"].as_str()), (400, Some(messages.busy_create)), "{name}: {body}");
                             refused += 1;
+                            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         }
                         Sent::Closed => break,
                     }
@@ -301,13 +307,21 @@ async fn no_create_slips_in_while_a_restore_runs() {
             })
         })
         .collect();
+    // The restore is extracted and held: every client gets refused at least once, then it goes on.
+    tokio::time::timeout(DEADLINE, restore_gate.held()).await.expect("the restore reaches its gate");
+    let until = Instant::now() + DEADLINE;
+    while seen.load(std::sync::atomic::Ordering::SeqCst) < CLIENTS {
+        assert!(Instant::now() < until, "the clients' creates were not answered while the restore was held");
+        tokio::task::yield_now().await;
+    }
+    restore_gate.release();
     let r = tokio::time::timeout(DEADLINE, restore).await.expect("the restore answers").expect("restore task");
     assert_eq!(r.status, 204, "restore: {}", r.json());
     let mut refused = 0;
     for task in tasks {
         refused += tokio::time::timeout(DEADLINE, task).await.expect("the old instance stops").expect("client");
     }
-    assert!(refused > 0, "no create reached the old instance during the restore: the race was not run");
+    assert!(refused >= CLIENTS, "{refused} creates refused while the restore ran");
     assert_eq!(gate.take_passed(), Vec::<String>::new(), "a create started while the restore ran");
 
     restarted(&live, data_db_before).await;
