@@ -127,7 +127,7 @@ impl S3Args {
 #[command(next_help_heading = "Login throttling")]
 pub struct LoginArgs {
     /// Password logins a client may make at once.
-    #[arg(long, env = "PB_LOGIN_BURST", default_value_t = RateLimit::default().burst, value_name = "N")]
+    #[arg(long, env = "PB_LOGIN_BURST", default_value_t = RateLimit::default().burst, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub login_burst: u32,
     /// Milliseconds in which a client earns one more login attempt, up to the burst.
     #[arg(long, env = "PB_LOGIN_INTERVAL_MS", default_value_t = RateLimit::default().per_attempt.as_millis() as u64, value_name = "MS")]
