@@ -224,19 +224,32 @@ pub async fn run(cli: Cli, inherited: listener::Inherited) -> Result<(), Box<dyn
         Command::Superuser(cmd) => account(Collection::Superusers, cmd)?,
         Command::User(cmd) => account(Collection::Users, cmd)?,
         Command::Serve { http, dir, lang, max_archive_size, login, s3 } => {
-            let mut config = ServeConfig::new(dir.dir);
-            config.default_lang = lang.parse()?;
-            config.storage = s3.config()?.map_or(StorageChoice::Local, |(s3, _)| StorageChoice::S3(Box::new(s3)));
-            if let Some(max) = max_archive_size {
-                config.limits.max_total_size = max;
-            }
-            config.login_rate = login.rate();
-            config.trusted_proxies = login.trusted_proxies;
+            let config = serve_config(dir, &lang, max_archive_size, login, &s3)?;
             serve(&http, config, inherited).await?
         }
         Command::Backups(BackupsCommand::CheckS3 { s3 }) => check_s3(&s3).await?,
     }
     Ok(())
+}
+
+/// The server's configuration from `serve`'s flags.
+fn serve_config(
+    dir: DataDirArg,
+    lang: &str,
+    max_archive_size: Option<u64>,
+    login: LoginArgs,
+    s3: &S3Args,
+) -> Result<ServeConfig, Box<dyn std::error::Error>> {
+    let mut config = ServeConfig::new(dir.dir);
+    config.default_lang = lang.parse()?;
+    config.storage = s3.config()?.map_or(StorageChoice::Local, |(s3, _)| StorageChoice::S3(Box::new(s3)));
+    if let Some(max) = max_archive_size {
+        // The one archive limit: it applies to uploads and restores alike.
+        config.limits.max_total_size = max;
+    }
+    config.login_rate = login.rate();
+    config.trusted_proxies = login.trusted_proxies;
+    Ok(config)
 }
 
 fn account(collection: Collection, cmd: AccountCommand) -> Result<(), Box<dyn std::error::Error>> {
@@ -398,6 +411,24 @@ mod tests {
         assert!(half.contains("AWS_SECRET_ACCESS_KEY"), "{half}");
         let shown = KeySource::Aws { session_token: true }.to_string();
         assert!(!shown.contains("aws-id") && shown.contains("AWS_SESSION_TOKEN"));
+    }
+
+    #[test]
+    fn serve_flags_reach_the_server_config() {
+        let cli = Cli::try_parse_from([
+            "pb-backups", "serve", "--dir", "d", "--max-archive-size", "12345", "--login-burst", "7",
+            "--login-interval-ms", "250", "--trusted-proxy", "10.0.0.0/8", "192.0.2.1",
+        ])
+        .unwrap();
+        let Command::Serve { dir, lang, max_archive_size, login, s3, .. } = cli.command else {
+            panic!("not serve");
+        };
+        let config = serve_config(dir, &lang, max_archive_size, login, &s3).unwrap();
+        assert_eq!(config.limits.max_total_size, 12345);
+        assert_eq!((config.login_rate.burst, config.login_rate.per_attempt), (7, std::time::Duration::from_millis(250)));
+        let proxies: Vec<String> = config.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(proxies, ["10.0.0.0/8", "192.0.2.1/32"]);
+        assert!(Cli::try_parse_from(["pb-backups", "serve", "--restore-max-size", "1"]).is_err(), "the old name is gone");
     }
 
     #[test]
