@@ -67,7 +67,7 @@ fn each_operation_has_the_documented_statuses() {
         let listed: BTreeSet<u16> = operation["responses"].as_object().unwrap().keys().map(|s| s.parse().unwrap()).collect();
         let mut documented: BTreeSet<u16> = catalog::for_operation(op).map(|r| r.status).collect();
         if op == Operation::Download {
-            // SPEC-NOTES: Range requests are answered with 206.
+            // R25: Range requests are answered with 206.
             documented.insert(206);
         }
         assert_eq!(listed, documented, "{op:?}");
