@@ -41,7 +41,7 @@ pub fn template() -> &'static Template {
             let record = accounts.authenticate(c, email, password).unwrap().expect("seeded account");
             auth::issue(&accounts, &record, TokenKind::Auth, now).unwrap()
         };
-        let (superuser, user) = (token(Collection::Superusers, SUPERUSER), token(Collection::Users, USER));
+        let (superuser, user) = (token(Collection::Superusers.name(), SUPERUSER), token(Collection::Users.name(), USER));
         drop(accounts);
         let files: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
