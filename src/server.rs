@@ -57,6 +57,8 @@ pub struct ServeConfig {
     /// The data dir's lock when the caller took it already (so that no other server can slip
     /// in between its own start-up work and `run`); `run` takes it itself otherwise.
     pub lock: Option<crate::lock::DataDirLock>,
+    /// Where the backup schedule's minutes come from (tests inject a manual clock).
+    pub schedule_clock: crate::schedule::Clock,
 }
 
 impl ServeConfig {
@@ -72,6 +74,7 @@ impl ServeConfig {
             restore_gate: None,
             login_rate: Default::default(),
             lock: None,
+            schedule_clock: Default::default(),
         }
     }
 }
@@ -201,7 +204,9 @@ pub async fn run(
         };
         let service = Service::new(service_config, accounts, restart)
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
-        let app = http::app(Arc::new(service), config.default_lang, config.login_rate);
+        let service = Arc::new(service);
+        let scheduler = tokio::spawn(crate::schedule::run(service.clone(), config.schedule_clock.clone()));
+        let app = http::app(service, config.default_lang, config.login_rate);
 
         // poem gets a duplicate: `listener` itself stays open for the next round (or the
         // re-exec), so the socket never closes. Non-blocking is a property of the shared
@@ -230,10 +235,13 @@ pub async fn run(
             };
             let _ = stop_tx.send(stop);
         };
-        poem::Server::new_with_acceptor(acceptor)
+        let served = poem::Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(app, signal, Some(config.shutdown_grace))
-            .await
-            .map_err(ServerError::Serve)?;
+            .await;
+        // Gone before a swap: it holds the service (and so data.db) too.
+        scheduler.abort();
+        let _ = scheduler.await;
+        served.map_err(ServerError::Serve)?;
 
         let request = match stop_rx.await {
             Ok(Stop::Restart(request)) => request,

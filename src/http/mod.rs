@@ -12,6 +12,7 @@ pub mod download;
 pub mod error;
 pub mod openapi;
 pub mod ratelimit;
+pub mod settings;
 pub mod upload;
 
 use std::sync::Arc;

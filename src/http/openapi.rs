@@ -11,9 +11,10 @@ use serde_json::{json, Value};
 use super::accounts::AccountsApi;
 use super::backups::BackupsApi;
 use super::error::ApiError;
+use super::settings::SettingsApi;
 use crate::i18n::{Lang, Message};
 
-pub type Apis = (BackupsApi, AccountsApi);
+pub type Apis = (BackupsApi, AccountsApi, SettingsApi);
 
 const DESCRIPTION: &str = "\
 The PocketBase Backups API: list, create, upload, download, delete and restore zip backups of \
@@ -27,7 +28,7 @@ short-lived file token from `POST /api/files/token` as the `token` query paramet
 English with `Accept-Language: en`.";
 
 pub fn api_service() -> OpenApiService<Apis, ()> {
-    OpenApiService::new((BackupsApi, AccountsApi), "pb-backups: PocketBase Backups API", env!("CARGO_PKG_VERSION"))
+    OpenApiService::new((BackupsApi, AccountsApi, SettingsApi), "pb-backups: PocketBase Backups API", env!("CARGO_PKG_VERSION"))
         .description(DESCRIPTION)
         // Served nested under /api: the document's paths say so, as the spec's do.
         .url_prefix("/api")

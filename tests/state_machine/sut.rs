@@ -345,6 +345,8 @@ impl Sut {
                     self.check(op, expected, &r);
                 }
             }
+            // Not drawn by the reference machine (its runs are tested in tests/schedule.rs).
+            Op::ScheduledRun { .. } => unreachable!("scheduled runs are not drawn"),
             Op::FinishRestore => {
                 let status = self.finish_restore();
                 assert_eq!(status, expected.status, "{op:?}: health of the restarted server");
