@@ -15,6 +15,9 @@ use crate::{http, listener};
 #[derive(Parser, Debug)]
 #[command(name = "pb-backups", version, about = "The PocketBase Backups API, as its specification documents it.")]
 pub struct Cli {
+    /// Log lines as text, or as one JSON object per line.
+    #[arg(long, global = true, env = "PB_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -94,6 +97,9 @@ pub enum Command {
         s3: S3Args,
         #[command(flatten)]
         schedule: ScheduleArgs,
+        /// Serve Prometheus metrics at /metrics.
+        #[arg(long, env = "PB_METRICS", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false", value_name = "BOOL")]
+        metrics: bool,
     },
     /// Backups storage tools.
     #[command(subcommand)]
@@ -190,7 +196,10 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Openapi => print!("{}", http::openapi::document_yaml()),
         Command::Superuser(cmd) => account(Collection::Superusers, cmd)?,
         Command::User(cmd) => account(Collection::Users, cmd)?,
-        Command::Serve { http, dir, lang, restore_max_size, s3, schedule } => {
+        Command::Serve { http, dir, lang, restore_max_size, s3, schedule, metrics } => {
+            if metrics {
+                crate::metrics::enable();
+            }
             let mut config = ServeConfig::new(dir.dir);
             config.default_lang = lang.parse()?;
             config.storage = s3.config()?.map_or(StorageChoice::Local, StorageChoice::S3);

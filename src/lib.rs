@@ -14,7 +14,8 @@
 //! - [`restore`]: the journaled swap of restored data, and crash recovery at start.
 //! - [`listener`]: the listening socket that survives a restart; [`lock`]: one server per data dir.
 //! - [`service`]: the only owner of state; one method per API operation.
-//! - [`http`]: poem-openapi operations, error shape, languages, Swagger UI.
+//! - [`http`]: poem-openapi operations, error shape, languages, Swagger UI; [`metrics`]:
+//!   Prometheus counts of operations, sizes and scheduled backups.
 //! - [`server`]: serve, restart after a restore; [`cli`]: the command line; [`offline`]: its
 //!   backup tools that work on the storage directly.
 //!
@@ -30,6 +31,7 @@ pub mod http;
 pub mod i18n;
 pub mod listener;
 pub mod lock;
+pub mod metrics;
 pub mod model;
 pub mod offline;
 pub mod restore;

@@ -158,19 +158,25 @@ pub async fn run_tick(service: &Service, at: OffsetDateTime) -> TickOutcome {
         return TickOutcome::NotDue;
     }
     let key = names::auto_backup_key(&settings.app_name, at);
+    let started = std::time::Instant::now();
     let result = service.create_as(key.clone()).await;
+    let took = started.elapsed();
     // As upstream: pruned after every run, a failed or skipped one too.
     let pruned = prune(service, settings.backups.cron_max_keep).await;
     match result {
         Ok(_) => {
+            crate::metrics::operation("scheduled_create", "success", took);
+            crate::metrics::scheduled_success(at.unix_timestamp());
             tracing::info!(key = %key, pruned = pruned.len(), "scheduled backup created");
             TickOutcome::Created { key, pruned }
         }
         Err(BackupError::Busy) => {
+            crate::metrics::operation("scheduled_create", "busy", took);
             tracing::warn!(key = %key, "scheduled backup skipped: another backup or restore is running");
             TickOutcome::Skipped { pruned }
         }
         Err(e) => {
+            crate::metrics::operation("scheduled_create", "error", took);
             tracing::error!(key = %key, error = %e, "scheduled backup failed");
             TickOutcome::Failed { key, pruned }
         }

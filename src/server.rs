@@ -249,7 +249,10 @@ pub async fn run(
         };
         // The app (and with it the service and the accounts' connection) is gone now.
         match restore::swap_in(&restore::DataDir::new(&config.data_dir), &request.extracted) {
-            Ok(_) => tracing::info!(key = %request.key, "restore swapped in; restarting"),
+            Ok(_) => {
+                crate::metrics::restore_completed();
+                tracing::info!(key = %request.key, "restore swapped in; restarting")
+            }
             Err(e) => tracing::error!(key = %request.key, error = %e, "restore failed; old data kept, restarting"),
         }
         let _ = std::fs::remove_dir_all(&request.extracted);

@@ -344,6 +344,11 @@ impl Service {
         })
         .await?;
         self.changed();
+        if result.is_ok() && crate::metrics::enabled() {
+            if let Ok(meta) = self.storage.head(&key).await {
+                crate::metrics::archive_created(meta.size);
+            }
+        }
         match &result {
             Ok(()) => tracing::info!(key = %key, "backup created"),
             Err(e) => tracing::warn!(key = %key, error = %e, "backup create failed"),
