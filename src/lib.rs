@@ -17,7 +17,7 @@
 //! - [`http`]: poem-openapi operations, error shape, languages, Swagger UI; [`metrics`]:
 //!   Prometheus counts of operations, sizes and scheduled backups.
 //! - [`server`]: serve, restart after a restore; [`cli`]: the command line; [`offline`]: its
-//!   backup tools that work on the storage directly.
+//!   backup tools that work on the storage directly, with [`progress`] shown on the way.
 //!
 //! Not here: the spec's documented responses and the reference model of exclusivity live
 //! in the separate `pb-backups-spec` crate (`spec/`), so tests hold this crate to an oracle
@@ -34,6 +34,7 @@ pub mod lock;
 pub mod metrics;
 pub mod model;
 pub mod offline;
+pub mod progress;
 pub mod restore;
 pub mod schedule;
 pub mod server;

@@ -1,0 +1,99 @@
+//! Progress of long offline work (create, restore): a bar with bytes, rate and time left
+//! (`indicatif`) when stderr is a terminal, a plain log line every few seconds otherwise.
+//!
+//! The work itself reports nothing: progress is measured from the outside, as the bytes
+//! written so far under the data dir's temp folder (the archive being written, the backup
+//! being extracted), so the archive code needs no hooks.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::task::JoinHandle;
+
+/// How often the bar is redrawn, and how often a log line is written without a terminal.
+const TICK: Duration = Duration::from_millis(250);
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Shows progress until dropped.
+pub struct Progress {
+    task: JoinHandle<()>,
+}
+
+impl Progress {
+    /// Watches the bytes under `folder` grow towards `total` (when known).
+    pub fn watch(what: &'static str, folder: PathBuf, total: Option<u64>) -> Progress {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let task = tokio::spawn(async move {
+            let bar = terminal.then(|| bar(what, total));
+            let started = Instant::now();
+            let mut logged = Instant::now();
+            loop {
+                tokio::time::sleep(TICK).await;
+                let measured = folder.clone();
+                let done = tokio::task::spawn_blocking(move || bytes_under(&measured)).await.unwrap_or(0);
+                match &bar {
+                    Some(bar) => bar.set_position(done),
+                    None if logged.elapsed() >= LOG_EVERY => {
+                        logged = Instant::now();
+                        let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+                        match total {
+                            Some(total) => tracing::info!(what, done, total, bytes_per_second = rate as u64, "progress"),
+                            None => tracing::info!(what, done, bytes_per_second = rate as u64, "progress"),
+                        }
+                    }
+                    None => {}
+                }
+            }
+        });
+        Progress { task }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn bar(what: &str, total: Option<u64>) -> ProgressBar {
+    let (bar, template) = match total {
+        Some(total) => (
+            ProgressBar::new(total),
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}, {eta} left",
+        ),
+        None => (ProgressBar::no_length(), "{msg} {spinner} {bytes} written, {bytes_per_sec}"),
+    };
+    bar.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(TICK);
+    bar
+}
+
+/// Total size of the regular files under `path` (missing or vanishing files count 0).
+fn bytes_under(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => bytes_under(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_under_counts_files_in_nested_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), [0u8; 10]).unwrap();
+        std::fs::create_dir_all(dir.path().join("x/y")).unwrap();
+        std::fs::write(dir.path().join("x/y/b"), [0u8; 32]).unwrap();
+        assert_eq!(bytes_under(dir.path()), 42);
+        assert_eq!(bytes_under(&dir.path().join("missing")), 0);
+    }
+}
