@@ -337,7 +337,9 @@ impl Service {
         };
         tracing::info!(key = %key, "backup create started");
         // Own task: the work finishes (or cleans up) even if the client goes away.
+        let progress = crate::progress::Progress::log("creating backup", self.temp_dir.clone(), "create-");
         let result = tokio::spawn(async move {
+            let _progress = progress;
             let result = work.run().await;
             drop(guard);
             result
@@ -407,7 +409,9 @@ impl Service {
         };
         tracing::info!(key = %key, "restore started");
         // Own task, as for create: a client that goes away does not abandon it half-way.
+        let progress = crate::progress::Progress::log("restoring backup", self.temp_dir.clone(), "restore-");
         let result = tokio::spawn(work.run(guard)).await?;
+        drop(progress);
         match &result {
             Ok(()) => tracing::info!(key = %key, "restore accepted: extracted, swapping in next"),
             Err(e) => tracing::warn!(key = %key, error = %e, "restore refused; data unchanged"),
