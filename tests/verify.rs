@@ -155,3 +155,38 @@ async fn health_tells_superusers_whether_a_backup_can_start() {
     idle.await;
     server.stop().await;
 }
+
+/// The same verdicts for backups in an S3 bucket (moto), with the storage flags of `serve`.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_reads_backups_from_s3() {
+    use object_store::ObjectStoreExt;
+    let endpoint = support::s3::moto();
+    let bucket = support::s3::new_bucket(endpoint).await;
+    let seeded = tempfile::tempdir().unwrap();
+    seed_accounts(seeded.path());
+    let data_db = std::fs::read(seeded.path().join("data.db")).unwrap();
+    let store = support::s3::raw(endpoint, &bucket);
+    for (name, zip) in [("good.zip", zip_with(&[("data.db", &data_db)])), ("bad.zip", zip_with(&[("data.db", &corrupt_db(&data_db))]))] {
+        let path = object_store::path::Path::parse(format!("site/{name}")).unwrap();
+        store.put(&path, zip.into()).await.unwrap();
+    }
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pb-backups"))
+            .args(["backups", "verify"])
+            .args(args)
+            .args(["--dir", seeded.path().to_str().unwrap(), "--backups-s3-bucket", &bucket, "--backups-s3-endpoint", endpoint])
+            .args(["--backups-s3-prefix", "site", "--backups-s3-path-style"])
+            .env("PB_BACKUPS_S3_ACCESS_KEY", "test")
+            .env("PB_BACKUPS_S3_SECRET_KEY", "test")
+            .output()
+            .unwrap()
+    };
+    let good = run(&["good.zip"]);
+    assert!(good.status.success(), "{}", text(&good));
+    let all = run(&["--all"]);
+    assert_eq!(all.status.code(), Some(1), "{}", text(&all));
+    assert!(text(&all).contains("ok   good.zip") && text(&all).contains("BAD  bad.zip"), "{}", text(&all));
+    let missing = run(&["gone.zip"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing).contains("404"), "{}", text(&missing));
+}
