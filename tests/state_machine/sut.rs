@@ -431,11 +431,18 @@ impl Sut {
             assert!(!name.to_string_lossy().starts_with('.'), "after {after}: {name:?} visible in backups/");
         }
         if self.model.active == Active::Idle {
-            let stale: Vec<_> = std::fs::read_dir(dir.join(".pb_temp"))
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
-            assert!(stale.is_empty(), "after {after}: stale files in .pb_temp: {stale:?}");
+            let stale = || -> Vec<_> {
+                std::fs::read_dir(dir.join(".pb_temp")).unwrap().map(|e| e.unwrap().file_name()).collect()
+            };
+            // The old data of a restore (`trash-…`) is removed in the background after the
+            // restart: wait for that, but nothing else may be left.
+            let deadline = Instant::now() + DEADLINE;
+            let mut left = stale();
+            while !left.is_empty() && left.iter().all(|n| n.to_string_lossy().starts_with("trash-")) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+                left = stale();
+            }
+            assert!(left.is_empty(), "after {after}: stale files in .pb_temp: {left:?}");
         }
         if self.restore.is_none() {
             assert!(dir.join("data.db").is_file(), "after {after}: data.db is missing");
