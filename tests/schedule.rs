@@ -244,3 +244,50 @@ async fn a_schedule_written_into_the_row_is_honoured_and_the_app_name_is_used() 
     assert_eq!(s.keys().await, [key.as_str()]);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_flags_store_the_schedule_at_start_and_refuse_a_bad_one() {
+    use std::io::BufRead;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("pb_data");
+    seed_accounts(&dir);
+    let serve = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pb-backups"));
+        cmd.args(["serve", "--http", "127.0.0.1:0", "--dir"]).arg(&dir);
+        cmd
+    };
+    // A bad expression: refused before serving, nothing stored.
+    let bad = serve().args(["--backups-cron", "0 25 * * *"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("validation_invalid_cron"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert_eq!(settings_row(&dir)["backups"]["cron"], "");
+
+    // Flag and environment, as PB_BACKUPS_CRON_MAX_KEEP.
+    let mut child = serve()
+        .args(["--backups-cron", "30 2 * * 0"])
+        .env("PB_BACKUPS_CRON_MAX_KEEP", "9")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    // Stopped even when an assertion below fails.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let base = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.trim().strip_prefix("REST API:").map(|u| u.trim().trim_end_matches("/api/").to_string()))
+        .expect("the server printed its address");
+    let client = reqwest::Client::new();
+    let token = login(&client, &base, "_superusers", SUPERUSER.0, SUPERUSER.1).await;
+    let r = client.get(format!("{base}/api/settings")).header("Authorization", &token).send().await.unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["backups"], json!({"cron": "30 2 * * 0", "cronMaxKeep": 9}));
+}
