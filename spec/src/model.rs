@@ -2,7 +2,9 @@
 //!
 //! Plain data and one transition function, `step`, that a state-machine test drives in
 //! lockstep with the live server: it says which status and error each request must get
-//! and how the set of backups changes. It knows nothing about sizes, times or bytes.
+//! and how the set of backups changes. It knows nothing about sizes, times or bytes; the
+//! order backups were stored in stands for their modification times (scheduled runs prune
+//! by it).
 
 use std::collections::BTreeSet;
 
