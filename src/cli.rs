@@ -4,12 +4,14 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 
 use crate::accounts::{Accounts, Collection};
 use crate::lock::DataDirLock;
 use crate::offline::Offline;
 use crate::server::{self, RestartMode, ServeConfig, StorageChoice};
 use crate::storage::s3::{S3Config, S3Storage};
+use crate::http::ratelimit::RateLimit;
 use crate::{http, listener};
 
 #[derive(Parser, Debug)]
@@ -30,20 +32,22 @@ pub struct DataDirArg {
 }
 
 /// Backups in an S3-compatible bucket instead of `<dir>/backups`. Access keys are read from
-/// the environment only (PB_BACKUPS_S3_ACCESS_KEY, PB_BACKUPS_S3_SECRET_KEY) and never shown.
+/// the environment only and never shown: PB_BACKUPS_S3_ACCESS_KEY and PB_BACKUPS_S3_SECRET_KEY,
+/// else the standard AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN).
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Backups in S3")]
 pub struct S3Args {
-    /// Keep backups in this S3 bucket (which must exist) instead of <dir>/backups. Keys are
-    /// read from PB_BACKUPS_S3_ACCESS_KEY and PB_BACKUPS_S3_SECRET_KEY (environment only).
+    /// Keep backups in this S3 bucket (which must exist) instead of <dir>/backups. Keys come
+    /// from PB_BACKUPS_S3_ACCESS_KEY/SECRET_KEY, else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.
     #[arg(long = "backups-s3-bucket", env = "PB_BACKUPS_S3_BUCKET", value_name = "BUCKET")]
     pub bucket: Option<String>,
-    /// Base URL of an S3-compatible service (MinIO, R2, …); AWS S3 when absent.
+    /// Base URL of an S3-compatible service (MinIO, R2, …); else AWS_ENDPOINT_URL_S3 or
+    /// AWS_ENDPOINT_URL; AWS S3 when none is set.
     #[arg(long = "backups-s3-endpoint", env = "PB_BACKUPS_S3_ENDPOINT", value_name = "URL")]
     pub endpoint: Option<String>,
-    /// Region of the bucket.
-    #[arg(long = "backups-s3-region", env = "PB_BACKUPS_S3_REGION", default_value = "us-east-1", value_name = "REGION")]
-    pub region: String,
+    /// Region of the bucket; else AWS_REGION or AWS_DEFAULT_REGION; else us-east-1.
+    #[arg(long = "backups-s3-region", env = "PB_BACKUPS_S3_REGION", value_name = "REGION")]
+    pub region: Option<String>,
     /// Folder inside the bucket for the backups (and their lease objects).
     #[arg(long = "backups-s3-prefix", env = "PB_BACKUPS_S3_PREFIX", default_value = "", value_name = "PREFIX")]
     pub prefix: String,
@@ -53,25 +57,104 @@ pub struct S3Args {
     pub path_style: bool,
 }
 
+/// Where the S3 access keys came from (said by `check-s3`; the keys themselves never are).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    Ours,
+    Aws { session_token: bool },
+    /// None given: object_store's default chain (instance metadata, …).
+    DefaultChain,
+}
+
+impl std::fmt::Display for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeySource::Ours => "from PB_BACKUPS_S3_ACCESS_KEY/PB_BACKUPS_S3_SECRET_KEY",
+            KeySource::Aws { session_token: false } => "from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+            KeySource::Aws { session_token: true } => {
+                "from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY with AWS_SESSION_TOKEN"
+            }
+            KeySource::DefaultChain => "none given (default AWS chain: instance metadata)",
+        })
+    }
+}
+
 impl S3Args {
     /// The S3 configuration, keys from the environment; `None` without a bucket.
-    pub fn config(&self) -> Result<Option<S3Config>, Box<dyn std::error::Error>> {
+    pub fn config(&self) -> Result<Option<(S3Config, KeySource)>, Box<dyn std::error::Error>> {
+        self.config_from(|name| std::env::var(name).ok())
+    }
+
+    /// As [`S3Args::config`], with `env` for the environment. Ours win over the AWS variables,
+    /// pair by pair: keys are never mixed from the two sets.
+    fn config_from(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<(S3Config, KeySource)>, Box<dyn std::error::Error>> {
         let Some(bucket) = self.bucket.clone().filter(|b| !b.is_empty()) else {
             return Ok(None);
         };
-        let key = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
         let mut config = S3Config::new(bucket);
-        config.endpoint = self.endpoint.clone().filter(|e| !e.is_empty());
-        config.region = self.region.clone();
+        config.endpoint = self
+            .endpoint
+            .clone()
+            .filter(|e| !e.is_empty())
+            .or_else(|| env("AWS_ENDPOINT_URL_S3"))
+            .or_else(|| env("AWS_ENDPOINT_URL"));
+        if let Some(region) = self.region.clone().filter(|r| !r.is_empty()).or_else(|| env("AWS_REGION")).or_else(|| env("AWS_DEFAULT_REGION")) {
+            config.region = region;
+        }
         config.prefix = self.prefix.clone();
         config.path_style = self.path_style;
-        config.access_key = key("PB_BACKUPS_S3_ACCESS_KEY");
-        config.secret_key = key("PB_BACKUPS_S3_SECRET_KEY");
-        if config.access_key.is_some() != config.secret_key.is_some() {
-            return Err("set both PB_BACKUPS_S3_ACCESS_KEY and PB_BACKUPS_S3_SECRET_KEY, or neither".into());
-        }
-        Ok(Some(config))
+        let pair = |id: &str, secret: &str| -> Result<Option<(String, String)>, String> {
+            match (env(id), env(secret)) {
+                (Some(id), Some(secret)) => Ok(Some((id, secret))),
+                (None, None) => Ok(None),
+                _ => Err(format!("set both {id} and {secret}, or neither")),
+            }
+        };
+        let source = if let Some((id, secret)) = pair("PB_BACKUPS_S3_ACCESS_KEY", "PB_BACKUPS_S3_SECRET_KEY")? {
+            (config.access_key, config.secret_key) = (Some(id), Some(secret));
+            KeySource::Ours
+        } else if let Some((id, secret)) = pair("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")? {
+            (config.access_key, config.secret_key) = (Some(id), Some(secret));
+            config.session_token = env("AWS_SESSION_TOKEN");
+            KeySource::Aws { session_token: config.session_token.is_some() }
+        } else {
+            KeySource::DefaultChain
+        };
+        Ok(Some((config, source)))
     }
+}
+
+/// Password-login throttling: a token bucket per client (an IPv4 address, or an IPv6 /64).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Login throttling")]
+pub struct LoginArgs {
+    /// Password logins a client may make at once.
+    #[arg(long, env = "PB_LOGIN_BURST", default_value_t = RateLimit::default().burst, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub login_burst: u32,
+    /// Milliseconds in which a client earns one more login attempt, up to the burst.
+    #[arg(long, env = "PB_LOGIN_INTERVAL_MS", default_value_t = RateLimit::default().per_attempt.as_millis() as u64, value_name = "MS")]
+    pub login_interval_ms: u64,
+    /// Reverse proxies (addresses or CIDR ranges) whose `Forwarded` / `X-Forwarded-For`
+    /// headers name the client. From any other peer the headers are ignored.
+    #[arg(long = "trusted-proxy", env = "PB_TRUSTED_PROXIES", value_delimiter = ',', num_args = 1.., value_parser = parse_net, value_name = "CIDR")]
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl LoginArgs {
+    fn rate(&self) -> RateLimit {
+        RateLimit { burst: self.login_burst, per_attempt: std::time::Duration::from_millis(self.login_interval_ms) }
+    }
+}
+
+/// A CIDR range, or a single address (as its /32 or /128).
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR range"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -89,10 +172,13 @@ pub enum Command {
         /// Language of messages for requests whose Accept-Language names neither zh nor en.
         #[arg(long, default_value = "zh", env = "PB_LANG", value_parser = ["zh", "en"])]
         lang: String,
-        /// Largest total size (bytes) a restore may extract. Always capped by the free space
-        /// of the data dir's disk less 64 MiB, so a restore that cannot fit is refused up front.
-        #[arg(long, env = "PB_RESTORE_MAX_SIZE", value_name = "BYTES")]
-        restore_max_size: Option<u64>,
+        /// Largest total uncompressed size (bytes) of an archive's entries, checked on upload
+        /// and on restore. A restore is also capped by the free space of the data dir's disk
+        /// less 64 MiB, so one that cannot fit is refused up front.
+        #[arg(long, env = "PB_MAX_ARCHIVE_SIZE", value_name = "BYTES")]
+        max_archive_size: Option<u64>,
+        #[command(flatten)]
+        login: LoginArgs,
         #[command(flatten)]
         s3: S3Args,
         #[command(flatten)]
@@ -190,41 +276,56 @@ pub enum AccountCommand {
     },
 }
 
-/// Runs a parsed command; errors are reported by `main`.
-pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+/// Runs a parsed command with what a previous image handed over; errors are reported by `main`.
+pub async fn run(cli: Cli, inherited: listener::Inherited) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Openapi => print!("{}", http::openapi::document_yaml()),
         Command::Superuser(cmd) => account(Collection::Superusers, cmd)?,
         Command::User(cmd) => account(Collection::Users, cmd)?,
-        Command::Serve { http, dir, lang, restore_max_size, s3, schedule, metrics } => {
+        Command::Serve { http, dir, lang, max_archive_size, login, s3, schedule, metrics } => {
             if metrics {
                 crate::metrics::enable();
             }
-            let mut config = ServeConfig::new(dir.dir);
-            config.default_lang = lang.parse()?;
-            config.storage = s3.config()?.map_or(StorageChoice::Local, StorageChoice::S3);
-            if let Some(max) = restore_max_size {
-                config.limits.max_total_size = max;
-            }
-            serve(&http, config, schedule.patch()).await?
+            let config = serve_config(dir, &lang, max_archive_size, login, &s3)?;
+            serve(&http, config, inherited, schedule.patch()).await?
         }
         Command::Backups(BackupsCommand::CheckS3 { s3 }) => check_s3(&s3).await?,
-        Command::Backups(BackupsCommand::List { dir, s3 }) => crate::offline::run(&dir.dir, s3.config()?, Offline::List).await?,
+        Command::Backups(BackupsCommand::List { dir, s3 }) => crate::offline::run(&dir.dir, s3.config()?.map(|(c, _)| c), Offline::List).await?,
         Command::Backups(BackupsCommand::Create { name, dir, s3 }) => {
-            crate::offline::run(&dir.dir, s3.config()?, Offline::Create(name)).await?
+            crate::offline::run(&dir.dir, s3.config()?.map(|(c, _)| c), Offline::Create(name)).await?
         }
         Command::Backups(BackupsCommand::Restore { key, dir, s3 }) => {
-            crate::offline::run(&dir.dir, s3.config()?, Offline::Restore(key)).await?
+            crate::offline::run(&dir.dir, s3.config()?.map(|(c, _)| c), Offline::Restore(key)).await?
         }
         Command::Backups(BackupsCommand::Delete { key, dir, s3 }) => {
-            crate::offline::run(&dir.dir, s3.config()?, Offline::Delete(key)).await?
+            crate::offline::run(&dir.dir, s3.config()?.map(|(c, _)| c), Offline::Delete(key)).await?
         }
         Command::Backups(BackupsCommand::Verify { key, all, dir, s3 }) => {
-            let storage = crate::offline::open_storage(&dir.dir, s3.config()?)?;
+            let storage = crate::offline::open_storage(&dir.dir, s3.config()?.map(|(c, _)| c))?;
             crate::offline::verify(storage.as_ref(), key.as_deref(), all).await?
         }
     }
     Ok(())
+}
+
+/// The server's configuration from `serve`'s flags.
+fn serve_config(
+    dir: DataDirArg,
+    lang: &str,
+    max_archive_size: Option<u64>,
+    login: LoginArgs,
+    s3: &S3Args,
+) -> Result<ServeConfig, Box<dyn std::error::Error>> {
+    let mut config = ServeConfig::new(dir.dir);
+    config.default_lang = lang.parse()?;
+    config.storage = s3.config()?.map_or(StorageChoice::Local, |(s3, _)| StorageChoice::S3(Box::new(s3)));
+    if let Some(max) = max_archive_size {
+        // The one archive limit: it applies to uploads and restores alike.
+        config.limits.max_total_size = max;
+    }
+    config.login_rate = login.rate();
+    config.trusted_proxies = login.trusted_proxies;
+    Ok(config)
 }
 
 fn account(collection: Collection, cmd: AccountCommand) -> Result<(), Box<dyn std::error::Error>> {
@@ -269,8 +370,7 @@ fn ensure_superuser(accounts: &Accounts) -> Result<(), Box<dyn std::error::Error
 }
 
 async fn check_s3(args: &S3Args) -> Result<(), Box<dyn std::error::Error>> {
-    let config = args.config()?.ok_or("no bucket: set --backups-s3-bucket or PB_BACKUPS_S3_BUCKET")?;
-    let keys = if config.access_key.is_some() { "from PB_BACKUPS_S3_ACCESS_KEY/SECRET_KEY" } else { "none (default AWS chain)" };
+    let (config, keys) = args.config()?.ok_or("no bucket: set --backups-s3-bucket or PB_BACKUPS_S3_BUCKET")?;
     println!(
         "checking bucket {:?} at {} (region {}, prefix {:?}, {} requests, keys {keys})",
         config.bucket,
@@ -292,7 +392,12 @@ async fn check_s3(args: &S3Args) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-async fn serve(addr: &str, mut config: ServeConfig, schedule: crate::settings::BackupsPatch) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(
+    addr: &str,
+    mut config: ServeConfig,
+    inherited: listener::Inherited,
+    schedule: crate::settings::BackupsPatch,
+) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&config.data_dir)?;
     let dir = config.data_dir.canonicalize()?;
     // Refuse at once, before touching anything, when another server holds the data dir;
@@ -303,7 +408,7 @@ async fn serve(addr: &str, mut config: ServeConfig, schedule: crate::settings::B
         let s = crate::settings::update_backups(&dir, &schedule)?;
         tracing::info!(cron = %s.backups.cron, cron_max_keep = s.backups.cron_max_keep, "backups schedule set from the command line");
     }
-    let listener = listener::bind_or_inherit(addr)?;
+    let listener = listener::bind_or_inherit(addr, inherited)?;
     let local = listener.local_addr()?;
     // Not println!: a closed stdout must not stop a (re-executed) server.
     let banner = format!(
@@ -355,5 +460,94 @@ pub struct ScheduleArgs {
 impl ScheduleArgs {
     pub fn patch(&self) -> crate::settings::BackupsPatch {
         crate::settings::BackupsPatch { cron: self.cron.clone(), cron_max_keep: self.cron_max_keep }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3_args(extra: &[&str]) -> S3Args {
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            s3: S3Args,
+        }
+        let mut argv = vec!["x", "--backups-s3-bucket", "b"];
+        argv.extend_from_slice(extra);
+        Wrap::try_parse_from(argv).unwrap().s3
+    }
+
+    fn resolve(args: &S3Args, env: &[(&str, &str)]) -> Result<(S3Config, KeySource), String> {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        args.config_from(|name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+            .map(|c| c.expect("a bucket was given"))
+            .map_err(|e| e.to_string())
+    }
+
+    const AWS: [(&str, &str); 5] = [
+        ("AWS_ACCESS_KEY_ID", "aws-id"),
+        ("AWS_SECRET_ACCESS_KEY", "aws-secret"),
+        ("AWS_SESSION_TOKEN", "aws-token"),
+        ("AWS_REGION", "eu-west-3"),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+    ];
+
+    #[test]
+    fn s3_settings_come_from_the_standard_aws_variables() {
+        let (c, source) = resolve(&s3_args(&[]), &AWS).unwrap();
+        assert_eq!(source, KeySource::Aws { session_token: true });
+        assert_eq!((c.access_key.as_deref(), c.secret_key.as_deref()), (Some("aws-id"), Some("aws-secret")));
+        assert_eq!(c.session_token.as_deref(), Some("aws-token"));
+        assert_eq!((c.region.as_str(), c.endpoint.as_deref()), ("eu-west-3", Some("http://127.0.0.1:9000")));
+        let s3_endpoint = [AWS[4], ("AWS_ENDPOINT_URL_S3", "http://s3.local"), ("AWS_DEFAULT_REGION", "ap-south-1")];
+        let (c, source) = resolve(&s3_args(&[]), &s3_endpoint).unwrap();
+        assert_eq!(source, KeySource::DefaultChain);
+        assert_eq!((c.region.as_str(), c.endpoint.as_deref()), ("ap-south-1", Some("http://s3.local")));
+        let (c, _) = resolve(&s3_args(&[]), &[]).unwrap();
+        assert_eq!((c.region.as_str(), c.endpoint), ("us-east-1", None));
+    }
+
+    #[test]
+    fn our_s3_settings_win_and_are_never_mixed_with_aws_keys() {
+        let mut env = AWS.to_vec();
+        env.extend([("PB_BACKUPS_S3_ACCESS_KEY", "our-id"), ("PB_BACKUPS_S3_SECRET_KEY", "our-secret")]);
+        let args = s3_args(&["--backups-s3-region", "us-west-2", "--backups-s3-endpoint", "http://ours"]);
+        let (c, source) = resolve(&args, &env).unwrap();
+        assert_eq!(source, KeySource::Ours);
+        assert_eq!((c.access_key.as_deref(), c.secret_key.as_deref()), (Some("our-id"), Some("our-secret")));
+        assert_eq!(c.session_token, None, "an AWS session token does not go with our keys");
+        assert_eq!((c.region.as_str(), c.endpoint.as_deref()), ("us-west-2", Some("http://ours")));
+        let half = resolve(&s3_args(&[]), &[("AWS_ACCESS_KEY_ID", "aws-id")]).unwrap_err();
+        assert!(half.contains("AWS_SECRET_ACCESS_KEY"), "{half}");
+        let shown = KeySource::Aws { session_token: true }.to_string();
+        assert!(!shown.contains("aws-id") && shown.contains("AWS_SESSION_TOKEN"));
+    }
+
+    #[test]
+    fn serve_flags_reach_the_server_config() {
+        let cli = Cli::try_parse_from([
+            "pb-backups", "serve", "--dir", "d", "--max-archive-size", "12345", "--login-burst", "7",
+            "--login-interval-ms", "250", "--trusted-proxy", "10.0.0.0/8", "192.0.2.1",
+        ])
+        .unwrap();
+        let Command::Serve { dir, lang, max_archive_size, login, s3, .. } = cli.command else {
+            panic!("not serve");
+        };
+        let config = serve_config(dir, &lang, max_archive_size, login, &s3).unwrap();
+        assert_eq!(config.limits.max_total_size, 12345);
+        assert_eq!((config.login_rate.burst, config.login_rate.per_attempt), (7, std::time::Duration::from_millis(250)));
+        let proxies: Vec<String> = config.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(proxies, ["10.0.0.0/8", "192.0.2.1/32"]);
+        assert!(Cli::try_parse_from(["pb-backups", "serve", "--restore-max-size", "1"]).is_err(), "the old name is gone");
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_ranges() {
+        let net = |s: &str| parse_net(s).map(|n| n.to_string());
+        assert_eq!(net("10.0.0.0/8").as_deref(), Ok("10.0.0.0/8"));
+        assert_eq!(net("192.0.2.1").as_deref(), Ok("192.0.2.1/32"));
+        assert_eq!(net("::1").as_deref(), Ok("::1/128"));
+        assert!(net("proxy.local").is_err());
     }
 }

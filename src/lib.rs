@@ -2,8 +2,8 @@
 //!
 //! A map of the crate, from the bottom up (arrows point down only):
 //!
-//! - [`model`]: the pure core: backup names and keys, the exclusivity coordinator, the
-//!   `fields` projection. No I/O.
+//! - [`layout`]: the data dir's names (`data.db`, `backups/`, `.pb_temp/`, the journal).
+//! - [`model`]: the pure core: backup names and keys, the exclusivity coordinator. No I/O.
 //! - [`i18n`]: every client-facing text, in Chinese (the spec's) and English.
 //! - [`storage`]: where finished backups live, behind one trait (local folder by default).
 //! - [`archive`]: zip creation from the data dir and safe validation/extraction.
@@ -14,8 +14,8 @@
 //! - [`restore`]: the journaled swap of restored data, and crash recovery at start.
 //! - [`listener`]: the listening socket that survives a restart; [`lock`]: one server per data dir.
 //! - [`service`]: the only owner of state; one method per API operation.
-//! - [`http`]: poem-openapi operations, error shape, languages, Swagger UI; [`metrics`]:
-//!   Prometheus counts of operations, sizes and scheduled backups.
+//! - [`http`]: poem-openapi operations, error shape, languages, Swagger UI, and response
+//!   shaping (`fields`); [`metrics`]: Prometheus counts of operations, sizes and scheduled backups.
 //! - [`server`]: serve, restart after a restore; [`cli`]: the command line; [`offline`]: its
 //!   backup tools that work on the storage directly, with [`progress`] shown on the way.
 //!
@@ -29,6 +29,7 @@ pub mod auth;
 pub mod cli;
 pub mod http;
 pub mod i18n;
+pub mod layout;
 pub mod listener;
 pub mod lock;
 pub mod metrics;

@@ -5,42 +5,81 @@
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+
+use rustix::io::{fcntl_getfd, fcntl_setfd, FdFlags};
+use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
 
 /// Names the inherited listening socket's fd number in the re-executed process.
 pub const LISTEN_FD_ENV: &str = "PB_BACKUPS_LISTEN_FD";
+/// The process name (`comm`) the operator started, for the re-executed process: an exec
+/// through `/proc/self/exe` would otherwise rename it `exe` for ps, top and pgrep.
+pub const PROC_NAME_ENV: &str = "PB_BACKUPS_PROC_NAME";
 
-const BACKLOG: libc::c_int = 1024;
+const BACKLOG: i32 = 1024;
 
-/// Adopts the listening socket named by `PB_BACKUPS_LISTEN_FD` (and removes the variable), or
-/// binds `addr` with `SO_REUSEADDR` and a backlog of 1024. Call it before starting threads:
-/// it edits the environment.
-pub fn bind_or_inherit(addr: &str) -> io::Result<TcpListener> {
-    if let Some(value) = std::env::var_os(LISTEN_FD_ENV) {
-        // Removed whatever it holds, so no process we start later adopts a stale number.
-        std::env::remove_var(LISTEN_FD_ENV);
-        match listening_socket_fd(&value) {
-            Some(fd) => return adopt(fd),
-            None => tracing::warn!(
-                value = ?value,
-                "{LISTEN_FD_ENV} does not name an open listening socket; binding instead"
-            ),
+/// What a re-executed process inherits from the one before it, taken out of the environment.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    /// The listening socket, if the variable named one.
+    pub listener: Option<TcpListener>,
+    /// Why a `PB_BACKUPS_LISTEN_FD` was ignored, to be logged once logging is set up.
+    pub ignored: Option<String>,
+}
+
+/// Takes `PB_BACKUPS_LISTEN_FD` and `PB_BACKUPS_PROC_NAME` out of the environment, adopting the
+/// socket and restoring the process name they carry. Call it first in `main`, while the
+/// process has one thread: editing the environment races with any other thread reading it.
+pub fn take_inherited() -> Inherited {
+    if let Some(name) = std::env::var_os(PROC_NAME_ENV) {
+        std::env::remove_var(PROC_NAME_ENV);
+        // Best effort: a wrong name is cosmetic.
+        if let Ok(name) = CString::new(name.as_bytes()) {
+            let _ = rustix::thread::set_name(&name);
         }
     }
-    bind(addr)
+    let Some(value) = std::env::var_os(LISTEN_FD_ENV) else {
+        return Inherited::default();
+    };
+    // Removed whatever it holds, so no process we start later adopts a stale number.
+    std::env::remove_var(LISTEN_FD_ENV);
+    let adopted = match listening_socket_fd(&value) {
+        Some(fd) => adopt(fd).map_err(|e| e.to_string()),
+        None => Err("it does not name an open listening socket".to_string()),
+    };
+    match adopted {
+        Ok(listener) => Inherited { listener: Some(listener), ignored: None },
+        Err(why) => Inherited { listener: None, ignored: Some(format!("{LISTEN_FD_ENV}={value:?} ignored: {why}")) },
+    }
+}
+
+/// The inherited listener if there is one, or `addr` bound with `SO_REUSEADDR` and a backlog
+/// of 1024.
+pub fn bind_or_inherit(addr: &str, inherited: Inherited) -> io::Result<TcpListener> {
+    if let Some(why) = inherited.ignored {
+        tracing::warn!("{why}; binding instead");
+    }
+    match inherited.listener {
+        Some(listener) => Ok(listener),
+        None => bind(addr),
+    }
 }
 
 /// Replaces this process with a fresh run of its own binary (same argv), handing it the
 /// listener. Every other fd has `FD_CLOEXEC` (Rust's default), so connections and database
 /// handles close. Only returns on failure.
+///
+/// The exec itself stays our own `execve` call: std's `CommandExt::exec` resets SIGPIPE to its
+/// default before exec'ing and leaves it so if the exec fails, after which a write to a closed
+/// connection would kill the server (rustix offers execve only as an unstable runtime call).
 pub fn reexec(listener: &TcpListener) -> io::Error {
     let fd = listener.as_raw_fd();
     let (argv, envp) = match exec_args(fd) {
         Ok(args) => args,
         Err(err) => return err,
     };
-    if let Err(err) = set_cloexec(fd, false) {
+    if let Err(err) = set_cloexec(listener, false) {
         return err;
     }
     let argv_ptrs = null_terminated(&argv);
@@ -57,18 +96,19 @@ pub fn reexec(listener: &TcpListener) -> io::Error {
     };
     let err = io::Error::last_os_error();
     // Still running: keep the listener from leaking into processes started later.
-    let _ = set_cloexec(fd, true);
+    let _ = set_cloexec(listener, true);
     err
 }
 
-/// This process's argv, and its environment with `PB_BACKUPS_LISTEN_FD=fd`.
+/// This process's argv (so `ps` shows the command line the operator gave), and its environment
+/// with `PB_BACKUPS_LISTEN_FD=fd` and the process name.
 fn exec_args(fd: RawFd) -> io::Result<(Vec<CString>, Vec<CString>)> {
     let argv = std::env::args_os()
         .map(|arg| c_string(arg.as_bytes().to_vec()))
         .collect::<io::Result<Vec<_>>>()?;
     let mut envp = Vec::new();
     for (key, value) in std::env::vars_os() {
-        if key != LISTEN_FD_ENV {
+        if key != LISTEN_FD_ENV && key != PROC_NAME_ENV {
             envp.push(c_string(env_entry(&key, &value))?);
         }
     }
@@ -76,6 +116,11 @@ fn exec_args(fd: RawFd) -> io::Result<(Vec<CString>, Vec<CString>)> {
         OsStr::new(LISTEN_FD_ENV),
         OsStr::new(&fd.to_string()),
     ))?);
+    // The process's own name (the thread group leader's), not the calling worker thread's.
+    if let Ok(name) = std::fs::read("/proc/self/comm") {
+        let name = name.strip_suffix(b"\n").unwrap_or(&name);
+        envp.push(c_string(env_entry(OsStr::new(PROC_NAME_ENV), OsStr::from_bytes(name)))?);
+    }
     Ok((argv, envp))
 }
 
@@ -101,11 +146,25 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
 /// The fd number in `value` if it is an open, listening TCP socket.
 fn listening_socket_fd(value: &OsStr) -> Option<RawFd> {
     let fd: RawFd = value.to_str()?.parse().ok()?;
-    let is_stream = int_sockopt(fd, libc::SO_TYPE).ok()? == libc::SOCK_STREAM;
-    let is_listening = int_sockopt(fd, libc::SO_ACCEPTCONN).ok()? == 1;
-    let domain = int_sockopt(fd, libc::SO_DOMAIN).ok()?;
-    let is_ip = domain == libc::AF_INET || domain == libc::AF_INET6;
+    // A number from the environment: check it is open before borrowing it.
+    fcntl_getfd_raw(fd)?;
+    // SAFETY: the fd is open (just checked) and only borrowed for these queries.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let is_stream = sockopt::socket_type(borrowed).ok()? == SocketType::STREAM;
+    let is_listening = sockopt::socket_acceptconn(borrowed).ok()?;
+    let domain = sockopt::socket_domain(borrowed).ok()?;
+    let is_ip = domain == AddressFamily::INET || domain == AddressFamily::INET6;
     (is_stream && is_listening && is_ip).then_some(fd)
+}
+
+/// Whether `fd` is an open descriptor, asked without claiming it.
+fn fcntl_getfd_raw(fd: RawFd) -> Option<()> {
+    if fd < 0 {
+        return None;
+    }
+    // Our own call: rustix takes only descriptors already known to be open.
+    // SAFETY: F_GETFD on any number has no memory effects; a closed one gives EBADF.
+    (unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1).then_some(())
 }
 
 fn adopt(fd: RawFd) -> io::Result<TcpListener> {
@@ -113,7 +172,7 @@ fn adopt(fd: RawFd) -> io::Result<TcpListener> {
     // gone, so nothing else in this process claims it.
     // SAFETY: the fd is open and owned by nobody else in this process.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
-    set_cloexec(fd, true)?;
+    set_cloexec(&listener, true)?;
     // The previous image may have made it non-blocking; start from the state `bind` gives.
     listener.set_nonblocking(false)?;
     Ok(listener)
@@ -137,102 +196,21 @@ fn bind(addr: &str) -> io::Result<TcpListener> {
 
 fn bind_one(addr: &SocketAddr) -> io::Result<TcpListener> {
     let domain = match addr {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
     };
-    // SAFETY: plain syscall; the result is checked before use.
-    let fd = check(unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: `fd` was just created and is owned here only; dropping it on error closes it.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    set_int_sockopt(fd, libc::SO_REUSEADDR, 1)?;
-    let (storage, len) = to_sockaddr(addr);
-    // SAFETY: `storage` holds a sockaddr of `len` bytes for this socket's family.
-    check(unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) })?;
-    // SAFETY: plain syscall on an fd we own.
-    check(unsafe { libc::listen(fd, BACKLOG) })?;
+    let socket = rustix::net::socket_with(domain, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    sockopt::set_socket_reuseaddr(&socket, true)?;
+    rustix::net::bind(&socket, addr)?;
+    rustix::net::listen(&socket, BACKLOG)?;
     Ok(TcpListener::from(socket))
 }
 
-fn to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero bytes are a valid sockaddr_storage.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(v4) => {
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            let sin = unsafe {
-                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-            };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = v4.port().to_be();
-            sin.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(v6) => {
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            let sin6 = unsafe {
-                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = v6.port().to_be();
-            sin6.sin6_flowinfo = v6.flowinfo();
-            sin6.sin6_addr.s6_addr = v6.ip().octets();
-            sin6.sin6_scope_id = v6.scope_id();
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
-}
-
-fn int_sockopt(fd: RawFd, option: libc::c_int) -> io::Result<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `value` and `len` describe a c_int-sized buffer.
-    check(unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            option,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    })?;
-    Ok(value)
-}
-
-fn set_int_sockopt(fd: RawFd, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `value` is a c_int of `len` bytes.
-    check(unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            option,
-            (&value as *const libc::c_int).cast(),
-            len,
-        )
-    })?;
+fn set_cloexec(fd: impl AsFd, on: bool) -> io::Result<()> {
+    let flags = fcntl_getfd(&fd)?;
+    let flags = if on { flags | FdFlags::CLOEXEC } else { flags - FdFlags::CLOEXEC };
+    fcntl_setfd(&fd, flags)?;
     Ok(())
-}
-
-fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
-    // SAFETY: fcntl on an fd number has no memory effects; errors are checked.
-    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
-    let flags = if on {
-        flags | libc::FD_CLOEXEC
-    } else {
-        flags & !libc::FD_CLOEXEC
-    };
-    // SAFETY: as above.
-    check(unsafe { libc::fcntl(fd, libc::F_SETFD, flags) })?;
-    Ok(())
-}
-
-fn check(result: libc::c_int) -> io::Result<libc::c_int> {
-    if result == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(result)
-    }
 }
 
 #[cfg(test)]
@@ -282,9 +260,9 @@ mod tests {
         let inherited = std::env::var_os(LISTEN_FD_ENV).is_some();
         match (mode.to_str(), inherited) {
             (Some("reexec"), false) => {
-                let listener = bind_or_inherit("127.0.0.1:0").unwrap();
+                let listener = bind_or_inherit("127.0.0.1:0", take_inherited()).unwrap();
                 // Another socket that, like every fd but the listener, must close at exec.
-                let other = bind_or_inherit("127.0.0.1:0").unwrap();
+                let other = bind_or_inherit("127.0.0.1:0", Inherited::default()).unwrap();
                 println!("PORT={}", listener.local_addr().unwrap().port());
                 println!("OTHER={}", other.local_addr().unwrap().port());
                 // Wait until the parent has queued a connection, then hand off.
@@ -295,13 +273,21 @@ mod tests {
             }
             (Some("reexec"), true) => {
                 // Not a resolvable address: only inheriting can succeed.
-                let listener = bind_or_inherit("not an address").unwrap();
+                let listener = bind_or_inherit("not an address", take_inherited()).unwrap();
                 assert!(std::env::var_os(LISTEN_FD_ENV).is_none());
+                assert!(std::env::var_os(PROC_NAME_ENV).is_none());
+                // Exec'd through /proc/self/exe, yet named as before (the kernel keeps 15 bytes).
+                let exe = std::env::current_exe().unwrap();
+                let name = exe.file_name().unwrap().as_bytes();
+                let comm = std::fs::read("/proc/thread-self/comm").unwrap();
+                assert_eq!(String::from_utf8_lossy(&comm).trim_end(), String::from_utf8_lossy(&name[..name.len().min(15)]));
                 let (mut conn, _) = listener.accept().unwrap();
                 conn.write_all(b"inherited\n").unwrap();
             }
             (Some("fallback"), true) => {
-                let listener = bind_or_inherit("127.0.0.1:0").unwrap();
+                let inherited = take_inherited();
+                assert!(inherited.listener.is_none() && inherited.ignored.is_some());
+                let listener = bind_or_inherit("127.0.0.1:0", inherited).unwrap();
                 assert!(std::env::var_os(LISTEN_FD_ENV).is_none());
                 assert_accepts(&listener);
             }
@@ -311,28 +297,25 @@ mod tests {
 
     #[test]
     fn fresh_bind_accepts_and_is_reusable() {
-        let listener = bind_or_inherit("127.0.0.1:0").unwrap();
+        let listener = bind_or_inherit("127.0.0.1:0", Inherited::default()).unwrap();
         assert_accepts(&listener);
-        let fd = listener.as_raw_fd();
-        assert_eq!(int_sockopt(fd, libc::SO_REUSEADDR).unwrap(), 1);
-        assert_eq!(int_sockopt(fd, libc::SO_ACCEPTCONN).unwrap(), 1);
-        // SAFETY: fcntl query on an open fd.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-        assert_ne!(flags & libc::FD_CLOEXEC, 0);
+        assert!(sockopt::socket_reuseaddr(&listener).unwrap());
+        assert!(sockopt::socket_acceptconn(&listener).unwrap());
+        assert!(fcntl_getfd(&listener).unwrap().contains(FdFlags::CLOEXEC));
     }
 
     #[test]
     fn busy_port_is_an_error() {
-        let first = bind_or_inherit("127.0.0.1:0").unwrap();
+        let first = bind_or_inherit("127.0.0.1:0", Inherited::default()).unwrap();
         let addr = first.local_addr().unwrap().to_string();
-        let err = bind_or_inherit(&addr).unwrap_err();
+        let err = bind_or_inherit(&addr, Inherited::default()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     }
 
     #[test]
     fn binds_ipv6_too() {
         // Hosts without IPv6 cannot run this check.
-        let Ok(listener) = bind_or_inherit("[::1]:0") else {
+        let Ok(listener) = bind_or_inherit("[::1]:0", Inherited::default()) else {
             return;
         };
         assert!(listener.local_addr().unwrap().is_ipv6());

@@ -10,7 +10,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-pub use crate::restore::LOCK_FILE;
+pub use crate::layout::LOCK_FILE;
 
 /// Held for as long as it lives.
 #[derive(Debug)]

@@ -10,7 +10,8 @@ use crate::archive::ArchiveLimits;
 use crate::lock::{DataDirLock, LockError};
 use crate::model::names::BackupKey;
 use crate::server::{self, ServerError};
-use crate::service::{BackupError, RestartHandle, Service, ServiceConfig, BACKUPS_DIR};
+use crate::layout::BACKUPS_DIR;
+use crate::service::{BackupError, RestartHandle, Service, ServiceConfig};
 use crate::storage::s3::{S3Config, S3Storage};
 use crate::storage::{BackupStorage, LocalStorage};
 use crate::verify::{self, Verdict};
@@ -114,7 +115,7 @@ pub async fn run(dir: &Path, s3: Option<S3Config>, command: Offline) -> Result<(
             drop(service);
             let data_db_id = |root: &Path| {
                 use std::os::unix::fs::MetadataExt;
-                std::fs::metadata(root.join(crate::accounts::DATA_DB_FILE)).ok().map(|m| (m.dev(), m.ino()))
+                std::fs::metadata(root.join(crate::layout::DATA_DB)).ok().map(|m| (m.dev(), m.ino()))
             };
             let restored = data_db_id(&request.extracted);
             let swapped = crate::restore::swap_in(&crate::restore::DataDir::new(&dir), &request.extracted);

@@ -18,7 +18,8 @@ use crate::accounts::{Accounts, AccountsError, Collection};
 use crate::archive::ArchiveLimits;
 use crate::i18n::Lang;
 use crate::restore::{self, Recovery, RestoreError};
-use crate::service::{Gate, RestartHandle, RestartRequest, Service, ServiceConfig, BACKUPS_DIR};
+use crate::layout::BACKUPS_DIR;
+use crate::service::{Gate, RestartHandle, RestartRequest, Service, ServiceConfig};
 use crate::storage::s3::{S3Config, S3Storage};
 use crate::storage::{BackupStorage, LocalStorage};
 use crate::{http, listener};
@@ -39,7 +40,7 @@ pub enum StorageChoice {
     #[default]
     Local,
     /// A bucket of an S3-compatible store.
-    S3(S3Config),
+    S3(Box<S3Config>),
 }
 
 pub struct ServeConfig {
@@ -52,8 +53,10 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     pub create_gate: Option<Gate>,
     pub restore_gate: Option<Gate>,
-    /// Password logins allowed per client address.
+    /// Password logins allowed per client (IPv4 address or IPv6 /64).
     pub login_rate: http::ratelimit::RateLimit,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` name the client for login throttling.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The data dir's lock when the caller took it already (so that no other server can slip
     /// in between its own start-up work and `run`); `run` takes it itself otherwise.
     pub lock: Option<crate::lock::DataDirLock>,
@@ -73,6 +76,7 @@ impl ServeConfig {
             create_gate: None,
             restore_gate: None,
             login_rate: Default::default(),
+            trusted_proxies: Vec::new(),
             lock: None,
             schedule_clock: Default::default(),
         }
@@ -183,7 +187,7 @@ pub async fn run(
     // A remote store outlives in-process restarts; the local folder is reopened each time.
     let remote: Option<Arc<dyn BackupStorage>> = match &config.storage {
         StorageChoice::Local => None,
-        StorageChoice::S3(s3) => Some(Arc::new(S3Storage::new(s3.clone())?)),
+        StorageChoice::S3(s3) => Some(Arc::new(S3Storage::new(S3Config::clone(s3))?)),
     };
     loop {
         let accounts = Arc::new(open_data_dir(&config.data_dir)?);
@@ -206,7 +210,7 @@ pub async fn run(
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
         let service = Arc::new(service);
         let scheduler = tokio::spawn(crate::schedule::run(service.clone(), config.schedule_clock.clone()));
-        let app = http::app(service, config.default_lang, config.login_rate);
+        let app = http::app(service, config.default_lang, config.login_rate, config.trusted_proxies.clone());
 
         // poem gets a duplicate: `listener` itself stays open for the next round (or the
         // re-exec), so the socket never closes. Non-blocking is a property of the shared

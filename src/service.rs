@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,7 +23,7 @@ use crate::model::names::{self, BackupKey, NameError};
 use crate::storage::{BackupMeta, BackupReader, BackupStorage, StorageError};
 use crate::util::TempPath;
 
-pub use crate::restore::{BACKUPS_DIR, LOCK_FILE, TEMP_DIR};
+use crate::layout::{BACKUPS_DIR, LOCK_FILE, TEMP_DIR};
 
 /// A test hook that may hold work in progress: called with the key of a create whose archive
 /// is written, before it is published, or of a restore that is extracted, before the swap.
@@ -81,10 +81,19 @@ pub enum BackupError {
     FileRequired,
     #[error("not a zip archive: {0}")]
     NotZip(#[source] ArchiveError),
-    #[error("unsafe or oversized archive: {0}")]
-    BadArchive(#[source] ArchiveError),
-    #[error("archive cannot be restored: {0}")]
-    Unrestorable(#[source] ArchiveError),
+    /// An uploaded archive that is a zip, but one we refuse.
+    #[error("unsafe or oversized archive: {source}")]
+    BadArchive {
+        problem: ArchiveProblem,
+        #[source]
+        source: ArchiveError,
+    },
+    #[error("archive cannot be restored: {source}")]
+    Unrestorable {
+        problem: ArchiveProblem,
+        #[source]
+        source: ArchiveError,
+    },
     /// The archive is sound but its `data.db` could not serve as accounts: nobody could log in.
     #[error("archive cannot be restored: data.db: {0}")]
     NoUsableAccounts(#[source] AccountsError),
@@ -92,6 +101,32 @@ pub enum BackupError {
     Storage(#[source] StorageError),
     #[error("{0}")]
     Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why an archive was refused, in the terms a client is told (the detail goes to the log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchiveProblem {
+    NoDataDb,
+    DataDbNotSqlite,
+    /// Too big, too many entries, or a suspicious compression ratio.
+    TooLarge,
+    /// Unsafe paths, links or special files, duplicate entries.
+    Unsafe,
+    /// Anything else: not decodable, sizes or checksums that do not match.
+    Corrupt,
+}
+
+impl ArchiveProblem {
+    fn of(e: &ArchiveError) -> ArchiveProblem {
+        use ArchiveError as A;
+        match e {
+            A::MissingDataDb => ArchiveProblem::NoDataDb,
+            A::DataDbNotSqlite => ArchiveProblem::DataDbNotSqlite,
+            A::TooLarge | A::TooManyEntries | A::SuspiciousRatio { .. } => ArchiveProblem::TooLarge,
+            A::UnsafePath { .. } | A::SpecialEntry { .. } | A::DuplicateEntry { .. } => ArchiveProblem::Unsafe,
+            _ => ArchiveProblem::Corrupt,
+        }
+    }
 }
 
 impl From<Busy> for BackupError {
@@ -158,6 +193,8 @@ pub struct Service {
     storage: Arc<dyn BackupStorage>,
     accounts: Arc<Accounts>,
     coordinator: Arc<Mutex<Coordinator>>,
+    /// Woken whenever a delete ends: a restore of the key it deleted waits for it.
+    deletes_done: tokio::sync::Notify,
     limits: ArchiveLimits,
     create_gate: Option<Gate>,
     restore_gate: Option<Gate>,
@@ -171,11 +208,10 @@ pub struct Service {
 }
 
 /// A listing of the backups, newest first, shared by all the requests that ask while
-/// nothing changes; `json` is its serialized form, made once by the HTTP layer.
+/// nothing changes: the same `Arc` until then, so a caller may cache what it derives from it.
 #[derive(Debug)]
 pub struct Listing {
     pub items: Vec<BackupMeta>,
-    pub json: OnceLock<bytes::Bytes>,
 }
 
 struct CachedListing {
@@ -211,6 +247,20 @@ impl Drop for ActivityGuard {
     }
 }
 
+/// Marks a delete as under way; dropping it (also when the request is dropped mid-way) ends
+/// the delete and wakes the restores waiting for it.
+struct DeleteGuard<'a> {
+    service: &'a Service,
+    key: &'a BackupKey,
+}
+
+impl Drop for DeleteGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.service.coordinator).end_delete(self.key);
+        self.service.deletes_done.notify_waiters();
+    }
+}
+
 fn lock(c: &Mutex<Coordinator>) -> MutexGuard<'_, Coordinator> {
     // The coordinator's state stays valid even if a holder panicked mid-way.
     c.lock().unwrap_or_else(|p| p.into_inner())
@@ -236,6 +286,7 @@ impl Service {
             storage: config.storage,
             accounts,
             coordinator: Arc::default(),
+            deletes_done: tokio::sync::Notify::new(),
             limits: config.limits,
             create_gate: config.create_gate,
             restore_gate: config.restore_gate,
@@ -269,9 +320,28 @@ impl Service {
         Ok(ActivityGuard { coordinator: self.coordinator.clone(), armed: true })
     }
 
+    /// Starts a restore of `key` once no delete of it is under way, so that the delete's
+    /// outcome decides whether the archive is still there (R20, R21).
+    async fn start_restore(&self, key: &BackupKey) -> Result<ActivityGuard, Busy> {
+        loop {
+            let delete_ended = self.deletes_done.notified();
+            tokio::pin!(delete_ended);
+            // Registered before the check, so a delete ending in between still wakes us.
+            delete_ended.as_mut().enable();
+            {
+                let mut c = lock(&self.coordinator);
+                if c.is_busy() || !c.is_deleting(key) {
+                    c.start_restore(key.clone())?;
+                    return Ok(ActivityGuard { coordinator: self.coordinator.clone(), armed: true });
+                }
+            }
+            delete_ended.await;
+        }
+    }
+
     // ---- backups ----
 
-    /// Every backup, newest first (then by key), reused while nothing has changed.
+    /// Every backup, newest first (then by key), reused while nothing has changed (R8).
     pub async fn listing(&self) -> Result<Arc<Listing>, BackupError> {
         let generation = self.generation.load(Ordering::SeqCst);
         let stamp = self.storage.change_stamp();
@@ -281,7 +351,7 @@ impl Service {
             }
         }
         let at = Instant::now();
-        let listing = Arc::new(Listing { items: self.list().await?, json: OnceLock::new() });
+        let listing = Arc::new(Listing { items: self.list().await? });
         *self.list_cache.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(CachedListing { generation, stamp, at, listing: listing.clone() });
         Ok(listing)
@@ -299,7 +369,7 @@ impl Service {
     }
 
     /// Creates a backup named `name` (generated when absent or empty) and returns its key
-    /// once it is complete and stored.
+    /// once it is complete and stored (R15, R16).
     pub async fn create(&self, name: Option<&str>) -> Result<BackupKey, BackupError> {
         if !lock(&self.coordinator).admits_create() {
             return Err(BackupError::Busy);
@@ -358,7 +428,7 @@ impl Service {
         result.map(|()| key)
     }
 
-    /// Stores an uploaded archive under the base name of its file name.
+    /// Stores an uploaded archive under the base name of its file name (R18, R19).
     pub async fn upload(&self, file: Option<UploadedFile>) -> Result<BackupKey, BackupError> {
         let file = file.ok_or(BackupError::FileRequired)?;
         let key = names::upload_key(&file.file_name).map_err(BackupError::InvalidName)?;
@@ -368,7 +438,7 @@ impl Service {
             .map_err(|e| match e {
                 ArchiveError::NotZip(_) => BackupError::NotZip(e),
                 ArchiveError::Io(_) => BackupError::Failed(Box::new(e)),
-                e => BackupError::BadArchive(e),
+                e => BackupError::BadArchive { problem: ArchiveProblem::of(&e), source: e },
             })?;
         if lock(&self.coordinator).key_in_use() == Some(&key) {
             return Err(BackupError::NameExists);
@@ -380,11 +450,13 @@ impl Service {
         Ok(key)
     }
 
+    /// Deletes a backup, unless a create or restore works on its key (R20).
     pub async fn delete(&self, raw_key: &str) -> Result<(), BackupError> {
         let key = BackupKey::parse(raw_key).ok_or(BackupError::NotFound)?;
-        if lock(&self.coordinator).key_in_use() == Some(&key) {
-            return Err(BackupError::Busy);
-        }
+        // Decided under the coordinator's lock: a restore of this key either started before
+        // (busy) or waits until the delete has ended.
+        lock(&self.coordinator).start_delete(&key).map_err(|_| BackupError::Busy)?;
+        let _deleting = DeleteGuard { service: self, key: &key };
         self.storage.delete(&key).await?;
         self.changed();
         tracing::info!(key = %key, "backup deleted");
@@ -394,10 +466,10 @@ impl Service {
     /// Accepts a restore: marks the server busy, fetches and checks the archive, and extracts
     /// it into the temp folder, so that the 204 means the data is ready to be swapped in;
     /// then hands the swap and the restart to the server loop. An archive that fails any
-    /// check (including a decode of every entry) is refused with nothing changed.
+    /// check (including a decode of every entry) is refused with nothing changed (R21).
     pub async fn restore(&self, raw_key: &str) -> Result<(), BackupError> {
         let key = BackupKey::parse(raw_key).ok_or(BackupError::NotFound)?;
-        let guard = self.start(|c| c.start_restore(key.clone()))?;
+        let guard = self.start_restore(&key).await?;
         self.storage.head(&key).await?;
         let work = RestoreWork {
             storage: self.storage.clone(),
@@ -529,7 +601,7 @@ impl RestoreWork {
 fn unrestorable(e: ArchiveError) -> BackupError {
     match e {
         ArchiveError::Io(_) => BackupError::Failed(Box::new(e)),
-        e => BackupError::Unrestorable(e),
+        e => BackupError::Unrestorable { problem: ArchiveProblem::of(&e), source: e },
     }
 }
 

@@ -10,7 +10,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::{json, Map, Value};
 
-use crate::accounts::DATA_DB_FILE;
+use crate::layout::DATA_DB;
 use crate::schedule::{self, CronError};
 
 /// `_params.id` of the settings row.
@@ -109,7 +109,7 @@ pub fn validate(b: &BackupsSettings) -> Result<(), Invalid> {
 }
 
 fn open(data_dir: &Path) -> Result<Connection, SettingsError> {
-    let conn = Connection::open(data_dir.join(DATA_DB_FILE))?;
+    let conn = Connection::open(data_dir.join(DATA_DB))?;
     // Shares the file with the accounts' connection (and, for reading, with PocketBase).
     conn.busy_timeout(Duration::from_secs(5))?;
     Ok(conn)

@@ -30,7 +30,7 @@ pub fn check_and_extract(zip: &Path, dest: &Path, limits: &ArchiveLimits) -> Res
     let summary = archive::check_restorable(zip, limits)?;
     std::fs::create_dir(dest).map_err(ArchiveError::Io)?;
     archive::extract(zip, dest, limits)?;
-    let data_db = dest.join(accounts::DATA_DB_FILE);
+    let data_db = dest.join(crate::layout::DATA_DB);
     integrity_check(&data_db)?;
     accounts::check_usable(&data_db)?;
     Ok(summary)

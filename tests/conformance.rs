@@ -1,5 +1,5 @@
 //! Every documented response of the Backups API (the 27 of `pb_backups_spec::catalog`),
-//! produced by a live in-process server over HTTP, triggered as SPEC-NOTES says, in the
+//! produced by a live in-process server over HTTP, triggered as the rules in `spec/src/rules.rs` say, in the
 //! spec's Chinese (default) and in English (`Accept-Language: en`). Each is compared with
 //! its catalog entry and pinned as an insta snapshot in `tests/snapshots/`.
 //!
@@ -16,15 +16,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures_util::{FutureExt, TryStreamExt};
+use futures_util::TryStreamExt;
 use object_store::aws::AmazonS3;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use pb_backups::service::Gate;
 use pb_backups_spec::{catalog, BodyKind, DocumentedResponse, Lang, Operation};
 use serde_json::{json, Value};
+use support::gate::Gate;
 use support::*;
-use tokio::sync::{Notify, Semaphore};
 
 const MODIFIED_FORMAT: &[time::format_description::FormatItem<'static>] =
     time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]Z");
@@ -122,9 +121,7 @@ struct Fixture {
     user: String,
     su_file: String,
     user_file: String,
-    hold: Arc<AtomicBool>,
-    waiting: Arc<Notify>,
-    release: Arc<Semaphore>,
+    gate: Arc<Gate>,
 }
 
 struct Bucket {
@@ -139,33 +136,20 @@ const PREFIX: &str = "backups";
 /// A create held at the gate: the server is busy with it until `finish`.
 struct Held {
     task: tokio::task::JoinHandle<(u16, Value)>,
-    release: Arc<Semaphore>,
+    gate: Arc<Gate>,
 }
 
 impl Held {
     async fn finish(self) {
-        self.release.add_permits(1);
+        self.gate.release();
         assert_eq!(self.task.await.unwrap(), (204, Value::Null), "the held create completes");
     }
 }
 
 impl Fixture {
     async fn start() -> Fixture {
-        let hold = Arc::new(AtomicBool::new(false));
-        let waiting = Arc::new(Notify::new());
-        let release = Arc::new(Semaphore::new(0));
-        let (h, w, r) = (hold.clone(), waiting.clone(), release.clone());
-        let gate: Gate = Arc::new(move |_key| {
-            let (h, w, r) = (h.clone(), w.clone(), r.clone());
-            async move {
-                if h.load(Ordering::SeqCst) {
-                    w.notify_one();
-                    r.acquire().await.unwrap().forget();
-                }
-            }
-            .boxed()
-        });
-        let mut options = Options { create_gate: Some(gate), ..Default::default() };
+        let gate = Gate::new();
+        let mut options = Options { create_gate: Some(gate.hook()), ..Default::default() };
         let mut bucket = None;
         if support::s3::selected() {
             let endpoint = support::s3::moto();
@@ -178,7 +162,7 @@ impl Fixture {
         let user = s.user_token().await;
         let su_file = s.file_token(&su).await;
         let user_file = s.file_token(&user).await;
-        Fixture { s, bucket, su, user, su_file, user_file, hold, waiting, release }
+        Fixture { s, bucket, su, user, su_file, user_file, gate }
     }
 
     fn request(&self, lang: Lang, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -244,21 +228,17 @@ impl Fixture {
 
     /// Starts a create of `name` and returns once it is running (held at the gate).
     async fn hold_create(&self, name: &str) -> Held {
-        self.hold.store(true, Ordering::SeqCst);
+        self.gate.hold_next();
         let task = tokio::spawn({
             let (client, url, su, name) = (self.s.client.clone(), self.s.url("/api/backups"), self.su.clone(), name.to_string());
             async move { status_json(client.post(url).header("Authorization", su).json(&json!({"name": name})).send().await.unwrap()).await }
         });
-        self.waiting.notified().await;
-        self.hold.store(false, Ordering::SeqCst);
-        Held { task, release: self.release.clone() }
+        self.gate.held().await;
+        Held { task, gate: self.gate.clone() }
     }
 
     async fn keys(&self) -> Vec<String> {
-        let r = self.s.client.get(self.s.url("/api/backups")).header("Authorization", &self.su).send().await.unwrap();
-        let (status, body) = status_json(r).await;
-        assert_eq!(status, 200, "{body}");
-        body.as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap().to_string()).collect()
+        keys(&self.s, &self.su).await
     }
 
     fn backups_dir(&self) -> std::path::PathBuf {

@@ -1,30 +1,19 @@
-//! Each backup endpoint over real HTTP: its success and each class of error, as
-//! SPEC-NOTES says which request gets which response.
+//! Each backup endpoint over real HTTP: its success and each class of error, as the rules in
+//! `spec/src/rules.rs` say which request gets which response (cited by number below).
 
 mod support;
 
 
 use serde_json::{json, Value};
+use support::gate::Gate;
 use support::*;
 
-const NOT_FOUND: &str = "请求的资源未找到。";
-const UNAUTHORIZED: &str = "请求需要有效的记录授权令牌。";
-const FORBIDDEN: &str = "只有超级用户可以执行此操作。";
+const NOT_FOUND: &str = pb_backups_spec::Lang::Zh.messages().not_found;
+const UNAUTHORIZED: &str = pb_backups_spec::Lang::Zh.messages().unauthorized;
+const FORBIDDEN: &str = pb_backups_spec::Lang::Zh.messages().forbidden;
 
-async fn list(s: &TestServer, token: &str) -> (u16, Value) {
-    status_json(s.client.get(s.url("/api/backups")).header("Authorization", token).send().await.unwrap()).await
-}
 
-async fn create(s: &TestServer, token: &str, body: Value) -> (u16, Value) {
-    status_json(s.client.post(s.url("/api/backups")).header("Authorization", token).json(&body).send().await.unwrap()).await
-}
-
-async fn keys(s: &TestServer, token: &str) -> Vec<String> {
-    let (status, body) = list(s, token).await;
-    assert_eq!(status, 200, "{body}");
-    body.as_array().unwrap().iter().map(|b| b["key"].as_str().unwrap().to_string()).collect()
-}
-
+// R8, R15, R16, R19, R20, R25: each operation's success, end to end.
 #[tokio::test]
 async fn create_list_download_upload_delete() {
     let s = TestServer::start().await;
@@ -91,6 +80,7 @@ async fn create_list_download_upload_delete() {
     s.stop().await;
 }
 
+// R8: order, format and `fields`.
 #[tokio::test]
 async fn list_is_newest_first_and_takes_fields() {
     let s = TestServer::start().await;
@@ -118,6 +108,7 @@ async fn list_is_newest_first_and_takes_fields() {
     s.stop().await;
 }
 
+// R4, R5, R6.
 #[tokio::test]
 async fn auth_errors_are_401_and_403() {
     let s = TestServer::start().await;
@@ -163,6 +154,7 @@ async fn auth_errors_are_401_and_403() {
     s.stop().await;
 }
 
+// R9, R20, R21, R25.
 #[tokio::test]
 async fn missing_and_impossible_keys_are_404() {
     let s = TestServer::start().await;
@@ -180,6 +172,7 @@ async fn missing_and_impossible_keys_are_404() {
     s.stop().await;
 }
 
+// R11, R15.
 #[tokio::test]
 async fn create_name_validation() {
     let s = TestServer::start().await;
@@ -201,6 +194,7 @@ async fn create_name_validation() {
     s.stop().await;
 }
 
+// R19.
 #[tokio::test]
 async fn upload_validation() {
     let s = TestServer::start().await;
@@ -236,24 +230,25 @@ async fn upload_validation() {
     s.stop().await;
 }
 
+// R13, R14, R15, R20, R21.
 #[tokio::test]
 async fn busy_while_a_create_runs() {
-    let (gate, waiting, release) = holding_gate();
-    let s = TestServer::start_with(Options { create_gate: Some(gate), ..Default::default() }).await;
+    let messages = pb_backups_spec::Lang::Zh.messages();
+    let gate = Gate::new();
+    let s = TestServer::start_with(Options { create_gate: Some(gate.hook()), ..Default::default() }).await;
     let su = s.superuser_token().await;
     // One finished backup to act on meanwhile.
-    let first = { let (s, su) = (&s, su.clone()); async move { create(s, &su, json!({"name": "done.zip"})).await } };
-    let (_, got) = tokio::join!(async { waiting.notified().await; release.add_permits(1) }, first);
-    assert_eq!(got.0, 204);
+    assert_eq!(create(&s, &su, json!({"name": "done.zip"})).await.0, 204);
+    gate.hold_next();
 
     let held = tokio::spawn({
         let (client, url, su) = (s.client.clone(), s.url("/api/backups"), su.clone());
         async move { status_json(client.post(url).header("Authorization", su).json(&json!({"name": "held.zip"})).send().await.unwrap()).await }
     });
-    waiting.notified().await;
+    gate.held().await;
 
-    let busy_create = json!({"status": 400, "message": "请稍后重试 - 另一个备份/恢复进程已经启动。", "data": {}});
-    let busy = json!({"status": 400, "message": "请稍后重试 - 另一个备份/恢复进程已在运行。", "data": {}});
+    let busy_create = error_body(400, messages.busy_create);
+    let busy = error_body(400, messages.busy_delete_restore);
     assert_eq!(create(&s, &su, json!({"name": "other.zip"})).await, (400, busy_create));
     let r = s.client.post(s.url("/api/backups/done.zip/restore")).header("Authorization", &su).send().await.unwrap();
     assert_eq!(status_json(r).await, (400, busy.clone()));
@@ -270,14 +265,14 @@ async fn busy_while_a_create_runs() {
     let r = s.client.delete(s.url("/api/backups/done.zip")).header("Authorization", &su).send().await.unwrap();
     assert_eq!(r.status(), 204);
 
-    release.add_permits(1);
+    gate.release();
     assert_eq!(held.await.unwrap(), (204, Value::Null));
     assert_eq!(keys(&s, &su).await, vec!["held.zip"]);
-    release.add_permits(1); // let the next create through the gate
     assert_eq!(create(&s, &su, json!({"name": "after.zip"})).await.0, 204, "free again");
     s.stop().await;
 }
 
+// R7.
 #[tokio::test]
 async fn storage_failure_is_the_documented_400() {
     let s = TestServer::start().await;
@@ -293,6 +288,7 @@ async fn storage_failure_is_the_documented_400() {
     s.stop().await;
 }
 
+// R3.
 #[tokio::test]
 async fn english_on_request_and_by_default() {
     let s = TestServer::start().await;
@@ -307,6 +303,7 @@ async fn english_on_request_and_by_default() {
     s.stop().await;
 }
 
+// R1, R29.
 #[tokio::test]
 async fn health_and_unknown_routes() {
     let s = TestServer::start().await;
@@ -320,6 +317,7 @@ async fn health_and_unknown_routes() {
     s.stop().await;
 }
 
+// R5.
 #[tokio::test]
 async fn password_change_and_deletion_revoke_tokens() {
     let s = TestServer::start().await;
@@ -357,6 +355,61 @@ async fn password_guessing_is_throttled_per_address() {
     s.stop().await;
 }
 
+/// Behind a trusted proxy each forwarded client has its own bucket (IPv6 by /64); from a
+/// peer that is not trusted, the forwarding headers change nothing.
+#[tokio::test]
+async fn throttling_reads_the_client_from_trusted_proxies_only() {
+    let rate = pb_backups::http::ratelimit::RateLimit { burst: 2, per_attempt: std::time::Duration::from_secs(3600) };
+    let attempt = |s: &TestServer, header: (&'static str, String)| {
+        s.client
+            .post(s.url("/api/collections/_superusers/auth-with-password"))
+            .header(header.0, header.1)
+            .json(&json!({"identity": SUPERUSER.0, "password": "wrong-password"}))
+            .send()
+    };
+    let proxied = TestServer::start_with(Options {
+        login_rate: Some(rate),
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        ..Default::default()
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for header in [
+        ("x-forwarded-for", "203.0.113.1".to_string()),
+        ("x-forwarded-for", "203.0.113.1".to_string()),
+        ("x-forwarded-for", "203.0.113.1".to_string()),
+        ("x-forwarded-for", "203.0.113.2".to_string()),
+        ("forwarded", "for=\"[2001:db8:1:2::1]:443\"".to_string()),
+        ("forwarded", "for=\"[2001:db8:1:2::2]\"".to_string()),
+        ("forwarded", "for=\"[2001:db8:1:2:ffff::3]\"".to_string()),
+        ("forwarded", "for=\"[2001:db8:1:3::1]\"".to_string()),
+    ] {
+        statuses.push(attempt(&proxied, header).await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [400, 400, 429, 400, 400, 400, 429, 400]);
+    proxied.stop().await;
+
+    let direct = TestServer::start_with(Options { login_rate: Some(rate), ..Default::default() }).await;
+    let mut statuses = Vec::new();
+    for n in 1..=3 {
+        statuses.push(attempt(&direct, ("x-forwarded-for", format!("203.0.113.{n}"))).await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [400, 400, 429], "forged headers from an untrusted peer are ignored");
+    direct.stop().await;
+}
+
+#[tokio::test]
+async fn security_headers_are_sent() {
+    let s = TestServer::start().await;
+    let r = s.client.get(s.url("/api/health")).send().await.unwrap();
+    let h = r.headers();
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["x-frame-options"], "SAMEORIGIN");
+    assert_eq!(h["x-xss-protection"], "0", "the deprecated auditor is switched off");
+    assert_eq!(h["cross-origin-opener-policy"], "same-origin");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_stalled_json_body_times_out() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -389,4 +442,38 @@ async fn a_stalled_json_body_times_out() {
     assert!(text.contains("请求体不是有效的 JSON。"), "{text}");
     assert!(started.elapsed() >= pb_backups::http::body::JSON_BODY_TIMEOUT - std::time::Duration::from_millis(500));
     s.stop().await;
+}
+
+/// A token that cannot be checked because the accounts store fails is still the documented
+/// 401 for the client, and an error in the log for the operator (not a debug line).
+#[tokio::test]
+async fn a_store_failure_while_checking_a_token_is_logged_as_an_error() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("pb_data");
+    seed_accounts(&dir);
+    let server = BinaryServer::start(&dir);
+    let client = reqwest::Client::new();
+    let su = login(&client, &server.base, "_superusers", SUPERUSER.0, SUPERUSER.1).await;
+    // Break the store under the running server: every table gone.
+    let db = rusqlite::Connection::open(dir.join("data.db")).unwrap();
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for table in tables {
+        db.execute_batch(&format!("DROP TABLE \"{table}\"")).unwrap();
+    }
+    drop(db);
+    let r = client.get(format!("{}/api/backups", server.base)).header("Authorization", &su).send().await.unwrap();
+    assert_eq!(status_json(r).await, (401, error_body(401, UNAUTHORIZED)));
+    let log = eventually(std::time::Duration::from_secs(10), "the log line", || async {
+        let log = std::fs::read_to_string(&server.log).ok()?;
+        log.contains("token could not be checked").then_some(log)
+    })
+    .await;
+    let line = log.lines().find(|l| l.contains("token could not be checked")).unwrap();
+    assert!(line.contains("ERROR"), "{line}");
 }

@@ -67,7 +67,7 @@ fn each_operation_has_the_documented_statuses() {
         let listed: BTreeSet<u16> = operation["responses"].as_object().unwrap().keys().map(|s| s.parse().unwrap()).collect();
         let mut documented: BTreeSet<u16> = catalog::for_operation(op).map(|r| r.status).collect();
         if op == Operation::Download {
-            // SPEC-NOTES: Range requests are answered with 206.
+            // R25: Range requests are answered with 206.
             documented.insert(206);
         }
         assert_eq!(listed, documented, "{op:?}");
@@ -139,5 +139,59 @@ fn five_operations_take_the_authorization_header_and_download_a_token_query() {
         };
         assert_eq!(scheme["type"], "apiKey", "{op:?}: {name}");
         assert_eq!((scheme["in"].as_str(), scheme["name"].as_str()), (Some(expected.0), Some(expected.1)), "{op:?}: {name}");
+    }
+}
+
+/// (id, operation) of every operation in the document.
+fn operations(doc: &Value) -> Vec<(&str, &Value)> {
+    doc["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .flat_map(|item| item.as_object().into_iter().flatten().map(|(_, o)| (o["operationId"].as_str().unwrap(), o)))
+        .collect()
+}
+
+#[test]
+fn public_operations_say_so_with_an_empty_security() {
+    let doc = document();
+    let mut public: Vec<&str> = Vec::new();
+    for (id, operation) in operations(&doc) {
+        let security = operation["security"].as_array().unwrap_or_else(|| panic!("{id}: no `security`"));
+        if security.is_empty() {
+            public.push(id);
+        }
+    }
+    public.sort();
+    assert_eq!(public, ["authWithPassword", "health"]);
+}
+
+#[test]
+fn download_declares_its_token_parameter_beside_the_scheme() {
+    let doc = document();
+    let (_, _, operation) = find(&doc, operation_id(Operation::Download));
+    let scheme = &doc["components"]["securitySchemes"][operation["security"][0].as_object().unwrap().keys().next().unwrap()];
+    let token: Vec<&Value> = operation["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["in"] == scheme["in"] && p["name"] == scheme["name"])
+        .collect();
+    assert_eq!(token.len(), 1, "the file token as a parameter");
+    assert_eq!(token[0]["required"], true);
+    assert_eq!(token[0]["schema"]["type"], "string");
+}
+
+#[test]
+fn server_license_and_no_unused_schema() {
+    let doc = document();
+    // Relative: Swagger UI and `/api/...` paths resolve against the server serving the document.
+    assert_eq!(doc["servers"], json!([{"url": "/", "description": "The server this document is served by."}]));
+    assert_eq!(doc["info"]["license"]["name"], env!("CARGO_PKG_LICENSE"));
+    assert!(doc["info"]["license"]["url"].as_str().is_some_and(|u| u.starts_with("https://")));
+    let text = doc.to_string();
+    for name in doc["components"]["schemas"].as_object().unwrap().keys() {
+        let reference = format!("\"#/components/schemas/{name}\"");
+        assert!(text.contains(&reference), "schema {name} is never used");
     }
 }

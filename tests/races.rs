@@ -21,7 +21,8 @@ use serde_json::json;
 use tokio::sync::{mpsc, Barrier};
 
 use http::{Conn, Request, Response, Sent};
-use live::{template, Gate, Live};
+use live::{template, Live};
+use support::gate::Gate;
 
 const CLIENTS: usize = 16;
 const ROUNDS: usize = 8;
@@ -56,10 +57,7 @@ async fn upload(live: &Live, key: &str) {
 async fn keys(live: &Live) -> Vec<String> {
     let r = send_ok(live, Request::new("GET", "/api/backups").auth(su())).await;
     assert_eq!(r.status, 200);
-    let mut keys: Vec<String> =
-        r.json().as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap().to_string()).collect();
-    keys.sort();
-    keys
+    support::sorted_keys(&r.json())
 }
 
 /// Waits until a restore has been swapped in (the old instance has stopped by then) and
@@ -174,6 +172,53 @@ async fn exactly_one_create_or_restore_wins_a_race() {
     live.stop().await;
 }
 
+/// A delete and a restore of the same key, released together many times: exactly one of
+/// them takes the key (R20, R21). Either the restore wins (204) and the delete is busy, or
+/// the delete wins (204) and the restore finds nothing (404); never both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delete_and_a_restore_of_one_key_never_both_win() {
+    const PAIRS: usize = 48;
+    let messages = Lang::Zh.messages();
+    let live = Live::start(None, None);
+    let (mut restores, mut deletes) = (0, 0);
+    for round in 0..PAIRS {
+        if !keys(&live).await.contains(&"target.zip".to_string()) {
+            upload(&live, "target.zip").await;
+        }
+        let data_db_before = live.data_db_id();
+        let barrier = Arc::new(Barrier::new(2));
+        let fire = |request: Request, mut conn: Conn| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                conn.send(&request).await
+            })
+        };
+        let restore = fire(Request::new("POST", "/api/backups/target.zip/restore").auth(su()), warm(&live).await);
+        let delete = fire(Request::new("DELETE", "/api/backups/target.zip").auth(su()), warm(&live).await);
+        let answer = |sent: Sent, what: &str| match sent {
+            Sent::Answered(r) => (r.status, r.json()["message"].as_str().unwrap_or("").to_string()),
+            Sent::Closed => panic!("round {round}: {what}: closed without an answer"),
+        };
+        let restore = answer(tokio::time::timeout(DEADLINE, restore).await.expect("restore answers").unwrap(), "restore");
+        let delete = answer(tokio::time::timeout(DEADLINE, delete).await.expect("delete answers").unwrap(), "delete");
+        match (restore.0, delete.0) {
+            (204, _) => {
+                assert_eq!(delete, (400, messages.busy_delete_restore.to_string()), "round {round}: restore won");
+                restores += 1;
+                restarted(&live, data_db_before).await;
+            }
+            (_, 204) => {
+                assert_eq!(restore, (404, messages.not_found.to_string()), "round {round}: delete won");
+                deletes += 1;
+            }
+            _ => panic!("round {round}: neither won: restore {restore:?}, delete {delete:?}"),
+        }
+    }
+    eprintln!("{PAIRS} delete/restore pairs of one key: {restores} won by the restore, {deletes} by the delete");
+    live.stop().await;
+}
+
 /// A restorable archive big enough (32 MiB, stored) that extracting it takes a while: the
 /// window in which creates must be refused.
 fn big_seed_zip() -> Vec<u8> {
@@ -206,12 +251,15 @@ fn big_seed_zip() -> Vec<u8> {
 
 /// From the moment a restore has started (its archive appears in the temp folder) until
 /// the old instance stops, every create is refused: before the 204 while the archive is
-/// extracted, and after it while the old instance drains.
+/// extracted (and while the restore gate holds the extracted restore, so that the race is
+/// sure to run), and after it while the old instance drains.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_create_slips_in_while_a_restore_runs() {
     let messages = Lang::Zh.messages();
     let gate = Gate::new();
-    let live = Live::start(Some(gate.hook()), None);
+    let restore_gate = Gate::new();
+    restore_gate.hold_next();
+    let live = Live::start(Some(gate.hook()), Some(restore_gate.hook()));
     let r = send_ok(&live, Request::new("POST", "/api/backups/upload").auth(su()).file("seed.zip", &big_seed_zip())).await;
     assert_eq!(r.status, 204, "upload seed: {}", r.json());
     let mut conns = Vec::new();
@@ -234,10 +282,12 @@ async fn no_create_slips_in_while_a_restore_runs() {
         tokio::task::yield_now().await;
     }
     // Every client fires creates at the old instance until it closes the connection.
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let tasks: Vec<_> = conns
         .into_iter()
         .enumerate()
         .map(|(i, mut conn)| {
+            let seen = seen.clone();
             tokio::spawn(async move {
                 let mut refused = 0;
                 for n in 0.. {
@@ -248,6 +298,7 @@ async fn no_create_slips_in_while_a_restore_runs() {
                             let body = r.json();
                             assert_eq!((r.status, body["message"].as_str()), (400, Some(messages.busy_create)), "{name}: {body}");
                             refused += 1;
+                            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         }
                         Sent::Closed => break,
                     }
@@ -256,13 +307,21 @@ async fn no_create_slips_in_while_a_restore_runs() {
             })
         })
         .collect();
+    // The restore is extracted and held: every client gets refused at least once, then it goes on.
+    tokio::time::timeout(DEADLINE, restore_gate.held()).await.expect("the restore reaches its gate");
+    let until = Instant::now() + DEADLINE;
+    while seen.load(std::sync::atomic::Ordering::SeqCst) < CLIENTS {
+        assert!(Instant::now() < until, "the clients' creates were not answered while the restore was held");
+        tokio::task::yield_now().await;
+    }
+    restore_gate.release();
     let r = tokio::time::timeout(DEADLINE, restore).await.expect("the restore answers").expect("restore task");
     assert_eq!(r.status, 204, "restore: {}", r.json());
     let mut refused = 0;
     for task in tasks {
         refused += tokio::time::timeout(DEADLINE, task).await.expect("the old instance stops").expect("client");
     }
-    assert!(refused > 0, "no create reached the old instance during the restore: the race was not run");
+    assert!(refused >= CLIENTS, "{refused} creates refused while the restore ran");
     assert_eq!(gate.take_passed(), Vec::<String>::new(), "a create started while the restore ran");
 
     restarted(&live, data_db_before).await;

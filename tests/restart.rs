@@ -19,6 +19,9 @@ async fn restore_replaces_data_and_never_refuses_a_connection() {
     std::fs::write(dir.join("uploads/a.txt"), "before").unwrap();
     let server = BinaryServer::start(&dir);
     let base = server.base.clone();
+    let proc_file = |name: &str| std::fs::read(format!("/proc/{}/{name}", server.pid())).unwrap();
+    let (comm_before, cmdline_before) = (proc_file("comm"), proc_file("cmdline"));
+    assert_eq!(comm_before, b"pb-backups\n");
     let client = reqwest::Client::new();
     let su = login(&client, &base, "_superusers", SUPERUSER.0, SUPERUSER.1).await;
 
@@ -106,6 +109,9 @@ async fn restore_replaces_data_and_never_refuses_a_connection() {
         let r = fresh.get(format!("{base}/api/backups")).header("Authorization", token).send().await.unwrap();
         assert_eq!(r.status(), 200);
     }
+    // The re-executed process keeps the name and the command line the operator started.
+    assert_eq!(String::from_utf8_lossy(&proc_file("comm")), String::from_utf8_lossy(&comm_before));
+    assert_eq!(proc_file("cmdline"), cmdline_before);
     let log = std::fs::read_to_string(&server.log).unwrap();
     assert!(log.contains("restore complete"), "the re-executed server committed the restore:\n{log}");
 }

@@ -6,8 +6,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,13 +19,14 @@ use pb_backups::storage::s3::{Activity, S3Storage};
 use pb_backups::storage::{BackupStorage, StorageError};
 use serde_json::{json, Value};
 use support::s3::{config, moto, new_bucket, object_names, raw};
+use support::gate::Gate;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-const STORAGE_FAILURE: &str = "加载备份文件系统失败。";
-const STORAGE_FAILURE_EN: &str = "Failed to load backups filesystem.";
-const BUSY: &str = "请稍后重试 - 另一个备份/恢复进程已在运行。";
+const STORAGE_FAILURE: &str = pb_backups_spec::Lang::Zh.messages().storage_failure;
+const STORAGE_FAILURE_EN: &str = pb_backups_spec::Lang::En.messages().storage_failure;
+const BUSY: &str = pb_backups_spec::Lang::Zh.messages().busy_delete_restore;
 
 // ---- the S3 server (moto, buckets, configs: support::s3) ----
 
@@ -35,14 +35,6 @@ async fn s3_server(bucket: &str, prefix: &str) -> TestServer {
 }
 
 // ---- HTTP helpers ----
-
-async fn list(s: &TestServer, token: &str) -> (u16, Value) {
-    status_json(s.client.get(s.url("/api/backups")).header("Authorization", token).send().await.unwrap()).await
-}
-
-async fn create(s: &TestServer, token: &str, body: Value) -> (u16, Value) {
-    status_json(s.client.post(s.url("/api/backups")).header("Authorization", token).json(&body).send().await.unwrap()).await
-}
 
 async fn upload(s: &TestServer, token: &str, name: &str, bytes: Vec<u8>) -> (u16, Value) {
     let r = s.client.post(s.url("/api/backups/upload")).header("Authorization", token);
@@ -65,20 +57,6 @@ async fn download(s: &TestServer, token: &str, key: &str) -> Vec<u8> {
     r.bytes().await.unwrap().to_vec()
 }
 
-async fn keys(s: &TestServer, token: &str) -> Vec<String> {
-    let (status, body) = list(s, token).await;
-    assert_eq!(status, 200, "{body}");
-    let mut keys: Vec<String> = body.as_array().unwrap().iter().map(|b| b["key"].as_str().unwrap().to_string()).collect();
-    keys.sort();
-    keys
-}
-
-fn random_bytes(len: usize) -> Vec<u8> {
-    use rand::RngCore;
-    let mut v = vec![0; len];
-    rand::rng().fill_bytes(&mut v);
-    v
-}
 
 // ---- tests ----
 
@@ -155,7 +133,7 @@ async fn storage_contract_on_s3() {
     let key = |k: &str| BackupKey::parse(k).unwrap();
 
     // 20 MiB: three parts of 8 MiB, two in flight.
-    let big = random_bytes(20 << 20);
+    let big = random_bytes(&mut rand::rng(), 20 << 20);
     let local = dir.path().join("big");
     std::fs::write(&local, &big).unwrap();
     s3.put_file(&key("big.zip"), &local).await.unwrap();
@@ -206,7 +184,7 @@ async fn storage_contract_on_s3() {
             .boxed()
         }));
         let hooked = S3Storage::new(c).unwrap();
-        std::fs::write(&local, random_bytes(len)).unwrap();
+        std::fs::write(&local, random_bytes(&mut rand::rng(), len)).unwrap();
         assert!(matches!(hooked.put_file(&key(name), &local).await, Err(StorageError::AlreadyExists)), "{name}");
         let kept = store.get(&path).await.unwrap().bytes().await.unwrap();
         assert_eq!(kept.as_ref(), b"the other server's", "{name} was overwritten");
@@ -216,28 +194,27 @@ async fn storage_contract_on_s3() {
 #[tokio::test]
 async fn two_servers_one_bucket() {
     let bucket = new_bucket(moto()).await;
-    let (gate, waiting, release) = holding_gate();
-    let a = TestServer::start_with(Options { s3: Some(config(moto(), &bucket, "shared")), create_gate: Some(gate), ..Default::default() }).await;
+    let gate = Gate::new();
+    let a = TestServer::start_with(Options { s3: Some(config(moto(), &bucket, "shared")), create_gate: Some(gate.hook()), ..Default::default() }).await;
     let b = s3_server(&bucket, "shared").await;
     let (sa, sb) = (a.superuser_token().await, b.superuser_token().await);
 
     // Both see one set of backups; names are taken across servers.
-    let created = async { create(&a, &sa, json!({"name": "one.zip"})).await };
-    let (_, got) = tokio::join!(async { waiting.notified().await; release.add_permits(1) }, created);
-    assert_eq!(got.0, 204);
+    assert_eq!(create(&a, &sa, json!({"name": "one.zip"})).await.0, 204);
     assert_eq!(keys(&b, &sb).await, vec!["one.zip"]);
     assert_eq!(create(&b, &sb, json!({"name": "one.zip"})).await.1["data"]["name"]["code"], "validation_backup_name_exists");
     let zip = zip_with(&[("data.db", b"x")]);
     assert_eq!(upload(&b, &sb, "one.zip", zip.clone()).await.1["data"]["file"]["code"], "validation_backup_name_exists");
 
     // A create whose key appears meanwhile on the other server fails; the other's stays.
+    gate.hold_next();
     let held = tokio::spawn({
         let (client, url, sa) = (a.client.clone(), a.url("/api/backups"), sa.clone());
         async move { status_json(client.post(url).header("Authorization", sa).json(&json!({"name": "race.zip"})).send().await.unwrap()).await }
     });
-    waiting.notified().await;
+    gate.held().await;
     assert_eq!(upload(&b, &sb, "race.zip", zip.clone()).await, (204, Value::Null));
-    release.add_permits(1);
+    gate.release();
     let (status, body) = held.await.unwrap();
     assert_eq!((status, body["data"]["name"]["code"].as_str()), (400, Some("validation_backup_name_exists")), "{body}");
     assert_eq!(download(&a, &sa, "race.zip").await, zip, "the first one published is kept");
@@ -254,10 +231,12 @@ async fn two_servers_one_bucket() {
     b.stop().await;
 }
 
-/// A storage whose leases live two seconds (renewed every third of it).
-fn short_lived(bucket: &str) -> S3Storage {
+/// A storage whose leases live `ttl` (renewed every third of it). A storage judges other
+/// servers' leases by its own TTL, so each role below gets the TTL that keeps the test free
+/// of timing: the holder renews quickly, the patient one never takes a lease for expired.
+fn with_ttl(bucket: &str, ttl: Duration) -> S3Storage {
     let mut c = config(moto(), bucket, "");
-    c.lease_ttl = Duration::from_secs(2);
+    c.lease_ttl = ttl;
     S3Storage::new(c).unwrap()
 }
 
@@ -267,33 +246,44 @@ async fn leases_are_renewed_and_expire_with_their_holder() {
     let store = raw(moto(), &bucket);
     let key = BackupKey::parse("k.zip").unwrap();
     store.put(&ObjPath::parse("k.zip").unwrap(), PutPayload::from_static(b"zip")).await.unwrap();
-    let (holder, deleter) = (short_lived(&bucket), short_lived(&bucket));
+    let holder = with_ttl(&bucket, Duration::from_millis(300));
+    let patient = with_ttl(&bucket, Duration::from_secs(3600));
+    let hasty = with_ttl(&bucket, Duration::from_secs(2));
 
-    // A live holder renews its lease: refused for twice the TTL and more.
+    // A live holder renews its lease (its object is rewritten again and again) and it keeps
+    // the key: a delete is refused meanwhile.
     let lease = holder.hold(&key, Activity::Restore).await.unwrap();
-    let until = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < until {
-        assert!(matches!(deleter.delete(&key).await, Err(StorageError::Busy)), "lease not renewed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let lease_path = object_names(&store).await.into_iter().find(|n| n.starts_with(".leases/")).expect("a lease object");
+    let lease_path = ObjPath::parse(&lease_path).unwrap();
+    let versions = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    eventually(Duration::from_secs(60), "three renewals of the lease", || async {
+        // The content never changes (nor its ETag): the modification time does, at each renewal.
+        let version = store.head(&lease_path).await.ok()?.last_modified;
+        assert!(matches!(patient.delete(&key).await, Err(StorageError::Busy)), "delete of a leased key");
+        let mut versions = versions.borrow_mut();
+        versions.insert(version);
+        (versions.len() > 3).then_some(())
+    })
+    .await;
     lease.release().await;
     assert!(object_names(&store).await == vec!["k.zip"], "released lease removed");
 
-    // A holder that died leaves its lease behind: refused until it expires, then cleaned up.
+    // A holder that died leaves its lease behind: refused while it is live, then, once it
+    // has expired, cleaned up.
     let orphan = ObjPath::parse(".leases/k.zip/restore.deadserver").unwrap();
     store.put(&orphan, PutPayload::from_static(b"lease")).await.unwrap();
-    assert!(matches!(deleter.delete(&key).await, Err(StorageError::Busy)));
-    eventually(Duration::from_secs(10), "the dead holder's lease to expire", || async {
-        deleter.delete(&key).await.ok()
+    assert!(matches!(patient.delete(&key).await, Err(StorageError::Busy)));
+    eventually(Duration::from_secs(30), "the dead holder's lease to expire", || async {
+        hasty.delete(&key).await.ok()
     })
     .await;
     let names = object_names(&store).await;
     assert!(names.is_empty(), "backup deleted and expired lease removed: {names:?}");
 
     // A restore backs off while a delete holds the key.
-    let reader = short_lived(&bucket);
     store.put(&ObjPath::parse("k.zip").unwrap(), PutPayload::from_static(b"zip")).await.unwrap();
-    let deleting = deleter.hold(&key, Activity::Delete).await.unwrap();
+    let deleting = patient.hold(&key, Activity::Delete).await.unwrap();
+    let reader = with_ttl(&bucket, Duration::from_secs(3600));
     let dir = tempfile::tempdir().unwrap();
     assert!(matches!(reader.fetch_to_file(&key, &dir.path().join("r.zip")).await, Err(StorageError::Busy)));
     deleting.release().await;
@@ -368,7 +358,7 @@ async fn an_endpoint_dying_mid_create_leaves_nothing_and_the_server_goes_on() {
 
     // About 24 MiB of incompressible data: a multipart upload of three parts; the endpoint
     // dies after about 10 MiB, inside the second.
-    std::fs::write(s.data_dir().join("blob.bin"), random_bytes(24 << 20)).unwrap();
+    std::fs::write(s.data_dir().join("blob.bin"), random_bytes(&mut rand::rng(), 24 << 20)).unwrap();
     relay.kill_after.store(10 << 20, Ordering::SeqCst);
     assert_eq!(create(&s, &su, json!({"name": "big.zip"})).await, (400, error_body(400, STORAGE_FAILURE)));
     assert!(*relay.dead.borrow(), "the endpoint died during the upload");
@@ -420,32 +410,19 @@ fn official_js_sdk_on_s3() {
     let dir = root.path().join("pb_data");
     seed_accounts(&dir);
     // The real binary, configured from the environment as in a container.
-    let log = root.path().join("server.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pb-backups"))
-        .args(["serve", "--http", "127.0.0.1:0", "--dir"])
-        .arg(&dir)
-        .env("RUST_LOG", "info")
-        .env("PB_BACKUPS_S3_ENDPOINT", moto())
-        .env("PB_BACKUPS_S3_BUCKET", &bucket)
-        .env("PB_BACKUPS_S3_PREFIX", "sdk")
-        .env("PB_BACKUPS_S3_PATH_STYLE", "true")
-        .env("PB_BACKUPS_S3_ACCESS_KEY", "test")
-        .env("PB_BACKUPS_S3_SECRET_KEY", "test")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let banner: Vec<String> = (0..5).map_while(|_| rx.recv_timeout(Duration::from_secs(30)).ok()).collect();
-    let base = banner.iter().find_map(|l| l.trim().strip_prefix("REST API:")).expect("the server printed its address");
-    let base = base.trim().trim_end_matches("/api/").to_string();
-    assert!(banner.iter().any(|l| l.contains(&format!("S3 bucket {bucket}"))), "{banner:?}");
+    let server = BinaryServer::start_with(
+        &dir,
+        &[
+            ("PB_BACKUPS_S3_ENDPOINT", moto()),
+            ("PB_BACKUPS_S3_BUCKET", &bucket),
+            ("PB_BACKUPS_S3_PREFIX", "sdk"),
+            ("PB_BACKUPS_S3_PATH_STYLE", "true"),
+            ("PB_BACKUPS_S3_ACCESS_KEY", "test"),
+            ("PB_BACKUPS_S3_SECRET_KEY", "test"),
+        ],
+    );
+    server.wait_for_line(&format!("S3 bucket {bucket}"), Duration::from_secs(30));
+    let base = server.base.clone();
     let output = Command::new("bash")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/run.sh"))
         .env("PB_URL", &base)
@@ -455,8 +432,8 @@ fn official_js_sdk_on_s3() {
         .env("PB_USER_PASSWORD", USER.1)
         .output()
         .expect("bash and node are needed for the SDK test");
-    let _ = child.kill();
-    let _ = child.wait();
+    let log = server.log.clone();
+    drop(server);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let server_log = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
@@ -484,7 +461,7 @@ async fn measure_create_and_restore() {
         };
         let su = s.superuser_token().await;
         // Half random, half text-like.
-        std::fs::write(s.data_dir().join("random.bin"), random_bytes((mib / 2) << 20)).unwrap();
+        std::fs::write(s.data_dir().join("random.bin"), random_bytes(&mut rand::rng(), (mib / 2) << 20)).unwrap();
         let text: String = (0..).map(|i| format!("{{\"id\":{i},\"name\":\"record {i}\"}}\n")).take_while({
             let mut len = 0;
             move |l: &String| { len += l.len(); len <= (mib / 2) << 20 }

@@ -205,22 +205,22 @@ async fn scheduled_backups_run_when_due_and_keep_the_newest_n() {
 
 #[tokio::test]
 async fn a_scheduled_run_during_a_create_is_skipped_not_queued() {
-    let (gate, waiting, release) = holding_gate();
-    let s = Scheduled::start(Some(gate)).await;
+    let gate = support::gate::Gate::new();
+    gate.hold_next();
+    let s = Scheduled::start(Some(gate.hook())).await;
     let (status, _) = s.patch_settings(json!({"backups": {"cron": "* * * * *", "cronMaxKeep": 5}})).await;
     assert_eq!(status, 200);
     let create = {
         let r = s.client.post(s.url("/api/backups")).header("Authorization", &s.token).json(&json!({"name": "held.zip"}));
         tokio::spawn(r.send())
     };
-    waiting.notified().await;
+    gate.held().await;
     assert_eq!(s.tick(datetime!(2026-06-01 12:00 UTC)).await, TickOutcome::Skipped { pruned: vec![] });
-    release.add_permits(1);
+    gate.release();
     assert_eq!(create.await.unwrap().unwrap().status(), 204);
     // Not queued: only the manual backup exists once it is done.
     assert_eq!(s.keys().await, ["held.zip"]);
-    // The next minute runs (the gate holds every create: let it through).
-    release.add_permits(1);
+    // The next minute runs (the gate holds nothing now).
     let at = datetime!(2026-06-01 12:01 UTC);
     assert_eq!(s.tick(at).await, TickOutcome::Created { key: auto_key(at), pruned: vec![] });
     s.stop().await;

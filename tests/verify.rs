@@ -129,8 +129,9 @@ fn verify_passes_good_backups_and_names_what_is_wrong_with_bad_ones() {
 
 #[tokio::test]
 async fn health_tells_superusers_whether_a_backup_can_start() {
-    let (gate, waiting, release) = holding_gate();
-    let server = TestServer::start_with(Options { create_gate: Some(gate), ..Default::default() }).await;
+    let gate = support::gate::Gate::new();
+    gate.hold_next();
+    let server = TestServer::start_with(Options { create_gate: Some(gate.hook()), ..Default::default() }).await;
     let su = server.superuser_token().await;
     let user = server.user_token().await;
     let health = |auth: Option<String>| {
@@ -144,9 +145,9 @@ async fn health_tells_superusers_whether_a_backup_can_start() {
     assert_eq!(health(Some(user.clone())).await["data"], json!({}));
     assert_eq!(health(None).await["data"], json!({}));
     let create = tokio::spawn(server.client.post(server.url("/api/backups")).header("Authorization", su.clone()).json(&json!({})).send());
-    waiting.notified().await;
+    gate.held().await;
     assert_eq!(health(Some(su.clone())).await["data"], json!({"canBackup": false}));
-    release.add_permits(1);
+    gate.release();
     assert_eq!(create.await.unwrap().unwrap().status(), 204);
     let idle = eventually(Duration::from_secs(10), "canBackup again", || {
         let h = health(Some(su.clone()));

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pb_backups::model::fields;
+use pb_backups::http::fields;
 use serde_json::{json, Value};
 
 /// `out` only holds keys found at the same place in `input`; strings may be shortened.

@@ -23,10 +23,8 @@ use rand::Rng;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use serde_json::{json, Value};
 
-/// File name of the main database inside the data dir.
-pub const DATA_DB_FILE: &str = "data.db";
-/// PocketBase's second database (logs); created beside a data.db we initialise.
-pub const AUX_DB_FILE: &str = "auxiliary.db";
+use crate::layout::{AUX_DB, DATA_DB};
+
 
 const SECRET_LEN: usize = 50;
 const ID_LEN: usize = 15;
@@ -208,7 +206,7 @@ impl Accounts {
     /// layout, a legacy pb-backups one converted; anything else must already be a usable
     /// PocketBase data dir. The data dir must exist.
     pub fn open(data_dir: &Path) -> Result<Accounts, AccountsError> {
-        let mut conn = Connection::open(data_dir.join(DATA_DB_FILE))?;
+        let mut conn = Connection::open(data_dir.join(DATA_DB))?;
         conn.busy_timeout(Duration::from_secs(5))?;
         // Judged before anything is written, so a database we refuse stays as it was.
         let layout = detect_layout(&conn)?;
@@ -224,7 +222,7 @@ impl Accounts {
                 Layout::PocketBase => unreachable!("handled above"),
             }
             tx.commit()?;
-            let aux = Connection::open(data_dir.join(AUX_DB_FILE))?;
+            let aux = Connection::open(data_dir.join(AUX_DB))?;
             aux.pragma_update(None, "journal_mode", "WAL")?;
             aux.execute_batch(schema::AUX_TABLES)?;
             tracing::info!(?layout, "data.db written in PocketBase's layout");

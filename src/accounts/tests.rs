@@ -22,7 +22,7 @@ fn a_new_data_dir_has_pocketbase_s_collections_and_ids() {
     assert_eq!(collection_id(&accounts, USERS), "_pb_users_auth_");
     assert_eq!(accounts.collection("pbc_3142635823").unwrap().name, SU);
     assert!(accounts.collection("_mfas").is_none(), "base collections are not auth collections");
-    let conn = Connection::open(dir.path().join(DATA_DB_FILE)).unwrap();
+    let conn = Connection::open(dir.path().join(DATA_DB)).unwrap();
     let mut stmt = conn.prepare("SELECT id, name FROM _collections ORDER BY name").unwrap();
     let rows: Vec<(String, String)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
     // The ids PocketBase 0.40.6 gives its system collections.
@@ -41,7 +41,7 @@ fn a_new_data_dir_has_pocketbase_s_collections_and_ids() {
     let settings: String = conn.query_row("SELECT value FROM _params WHERE id = 'settings'", [], |r| r.get(0)).unwrap();
     let settings: Value = serde_json::from_str(&settings).unwrap();
     assert_eq!(settings["backups"]["cron"], "");
-    assert!(dir.path().join(AUX_DB_FILE).exists());
+    assert!(dir.path().join(AUX_DB).exists());
 }
 
 #[test]
@@ -65,7 +65,7 @@ fn upsert_creates_a_record_with_a_bcrypt_hash() {
     assert_eq!(accounts.count(Collection::Users).unwrap(), 0);
     assert_eq!(accounts.find("pbc_3142635823", &r.id).unwrap(), Some(r.clone()));
     assert_eq!(accounts.find("_pb_users_auth_", &r.id).unwrap(), None);
-    let conn = Connection::open(dir.path().join(DATA_DB_FILE)).unwrap();
+    let conn = Connection::open(dir.path().join(DATA_DB)).unwrap();
     let hash: String = conn.query_row("SELECT password FROM _superusers", [], |row| row.get(0)).unwrap();
     assert!(hash.starts_with("$2a$10$"), "{hash}");
 }
@@ -117,7 +117,7 @@ fn authenticate_right_wrong_and_missing() {
 fn bcrypt_hashes_of_other_variants_and_costs_verify() {
     let (dir, accounts) = open_temp();
     let r = accounts.upsert(Collection::Users, "v@example.com", "first-password").unwrap();
-    let conn = Connection::open(dir.path().join(DATA_DB_FILE)).unwrap();
+    let conn = Connection::open(dir.path().join(DATA_DB)).unwrap();
     for (version, cost) in [(bcrypt::Version::TwoB, 4), (bcrypt::Version::TwoY, 5), (bcrypt::Version::TwoA, 12)] {
         let hash = bcrypt::hash_with_result("other-password", cost).unwrap().format_for_version(version);
         conn.execute("UPDATE users SET password = ?1 WHERE id = ?2", params![hash, r.id]).unwrap();
@@ -136,7 +136,7 @@ fn bcrypt_hashes_of_other_variants_and_costs_verify() {
 fn password_auth_disabled_in_options_refuses_logins() {
     let dir = tempfile::tempdir().unwrap();
     Accounts::open(dir.path()).unwrap().upsert(Collection::Users, "a@b.c", "password123").unwrap();
-    let conn = Connection::open(dir.path().join(DATA_DB_FILE)).unwrap();
+    let conn = Connection::open(dir.path().join(DATA_DB)).unwrap();
     conn.execute("UPDATE _collections SET options = json_set(options, '$.passwordAuth.enabled', json('false')) WHERE name = 'users'", [])
         .unwrap();
     let accounts = Accounts::open(dir.path()).unwrap();
@@ -216,7 +216,7 @@ fn secrets_are_random_and_distinct() {
 #[test]
 fn database_is_in_wal_mode() {
     let (dir, _accounts) = open_temp();
-    let conn = Connection::open(dir.path().join(DATA_DB_FILE)).unwrap();
+    let conn = Connection::open(dir.path().join(DATA_DB)).unwrap();
     let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
 }
@@ -239,7 +239,7 @@ fn record_json_has_pocketbase_shape() {
 /// whose argon2 hash is of `password`.
 fn write_legacy(dir: &Path, password: &str) -> (String, String) {
     use argon2::password_hash::{PasswordHasher, SaltString};
-    let conn = Connection::open(dir.join(DATA_DB_FILE)).unwrap();
+    let conn = Connection::open(dir.join(DATA_DB)).unwrap();
     conn.execute_batch(
         "CREATE TABLE _collection_secrets (collection_id TEXT PRIMARY KEY NOT NULL, auth_secret TEXT NOT NULL, file_secret TEXT NOT NULL);
          INSERT INTO _collection_secrets VALUES ('pbc_3142635823', 'su-auth-secret', 'su-file-secret'), ('_pb_users_auth_', 'u-auth', 'u-file');
@@ -262,7 +262,7 @@ fn write_legacy(dir: &Path, password: &str) -> (String, String) {
 fn a_legacy_data_dir_is_converted_keeping_ids_keys_secrets_and_passwords() {
     let dir = tempfile::tempdir().unwrap();
     let (id, argon) = write_legacy(dir.path(), "legacy-password");
-    check_usable(&dir.path().join(DATA_DB_FILE)).unwrap();
+    check_usable(&dir.path().join(DATA_DB)).unwrap();
     let accounts = Accounts::open(dir.path()).unwrap();
     let su = accounts.collection(SU).unwrap();
     assert_eq!(su.auth_token.secret, "su-auth-secret");
@@ -272,7 +272,7 @@ fn a_legacy_data_dir_is_converted_keeping_ids_keys_secrets_and_passwords() {
     assert_eq!(accounts.authenticate(SU, "old@example.com", "wrong-password").unwrap(), None);
     assert_eq!(accounts.authenticate(SU, "old@example.com", "legacy-password").unwrap(), Some(record.clone()));
     // The argon2 hash was replaced by bcrypt on that login; the token key stayed.
-    let conn = Connection::open(dir.path().join(DATA_DB_FILE)).unwrap();
+    let conn = Connection::open(dir.path().join(DATA_DB)).unwrap();
     let (hash, key): (String, String) =
         conn.query_row("SELECT password, tokenKey FROM _superusers", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
     assert!(hash.starts_with("$2a$10$") && hash != argon, "{hash}");
@@ -285,20 +285,20 @@ fn a_legacy_data_dir_is_converted_keeping_ids_keys_secrets_and_passwords() {
 }
 
 fn check_err(dir: &Path) -> String {
-    check_usable(&dir.join(DATA_DB_FILE)).unwrap_err().to_string()
+    check_usable(&dir.join(DATA_DB)).unwrap_err().to_string()
 }
 
 #[test]
 fn unusable_databases_are_named_and_refused() {
     // A foreign SQLite database.
     let dir = tempfile::tempdir().unwrap();
-    Connection::open(dir.path().join(DATA_DB_FILE)).unwrap().execute_batch("CREATE TABLE notes (body TEXT)").unwrap();
+    Connection::open(dir.path().join(DATA_DB)).unwrap().execute_batch("CREATE TABLE notes (body TEXT)").unwrap();
     assert!(check_err(dir.path()).contains("not a PocketBase data dir"));
     assert!(matches!(Accounts::open(dir.path()), Err(AccountsError::Layout(LayoutError::Foreign))));
 
     // PocketBase before 0.23.
     let dir = tempfile::tempdir().unwrap();
-    Connection::open(dir.path().join(DATA_DB_FILE))
+    Connection::open(dir.path().join(DATA_DB))
         .unwrap()
         .execute_batch("CREATE TABLE _admins (id TEXT); CREATE TABLE _collections (id TEXT, schema JSON)")
         .unwrap();
@@ -306,7 +306,7 @@ fn unusable_databases_are_named_and_refused() {
 
     // An empty database: nobody could log in.
     let dir = tempfile::tempdir().unwrap();
-    Connection::open(dir.path().join(DATA_DB_FILE)).unwrap().execute_batch("PRAGMA user_version = 3").unwrap();
+    Connection::open(dir.path().join(DATA_DB)).unwrap().execute_batch("PRAGMA user_version = 3").unwrap();
     assert!(check_err(dir.path()).contains("not a PocketBase"));
 
     // PocketBase layout but no superuser account.
@@ -327,8 +327,8 @@ fn broken_superusers_collections_are_refused() {
     for (sql, expected) in cases {
         let dir = tempfile::tempdir().unwrap();
         Accounts::open(dir.path()).unwrap().upsert(Collection::Superusers, "a@b.c", "password123").unwrap();
-        check_usable(&dir.path().join(DATA_DB_FILE)).unwrap();
-        Connection::open(dir.path().join(DATA_DB_FILE)).unwrap().execute_batch(sql).unwrap();
+        check_usable(&dir.path().join(DATA_DB)).unwrap();
+        Connection::open(dir.path().join(DATA_DB)).unwrap().execute_batch(sql).unwrap();
         let err = check_err(dir.path());
         assert!(err.contains(expected), "{sql}: {err}");
         assert!(Accounts::open(dir.path()).is_err(), "{sql}");
@@ -336,11 +336,11 @@ fn broken_superusers_collections_are_refused() {
     // A broken non-superuser collection is left out, not fatal.
     let dir = tempfile::tempdir().unwrap();
     Accounts::open(dir.path()).unwrap().upsert(Collection::Superusers, "a@b.c", "password123").unwrap();
-    Connection::open(dir.path().join(DATA_DB_FILE))
+    Connection::open(dir.path().join(DATA_DB))
         .unwrap()
         .execute_batch("UPDATE _collections SET options = '[]' WHERE name = 'users'")
         .unwrap();
-    check_usable(&dir.path().join(DATA_DB_FILE)).unwrap();
+    check_usable(&dir.path().join(DATA_DB)).unwrap();
     let accounts = Accounts::open(dir.path()).unwrap();
     assert!(accounts.collection(USERS).is_none());
     assert!(matches!(accounts.upsert(Collection::Users, "u@b.c", "password123"), Err(AccountsError::NoSuchCollection(_))));

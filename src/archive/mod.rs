@@ -9,6 +9,7 @@ mod create;
 mod read;
 #[cfg(test)]
 mod tests;
+mod zip_writer;
 
 pub use create::{create_backup, CreateOptions, CreateStats};
 pub use read::{check_restorable, extract, validate};
@@ -16,8 +17,7 @@ pub use read::{check_restorable, extract, validate};
 /// The first 16 bytes of every SQLite 3 database file.
 pub const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
-/// Name of the main database inside the data dir and inside an archive.
-pub use crate::accounts::DATA_DB_FILE as DATA_DB;
+use crate::layout::DATA_DB;
 
 /// Bounds that an archive must respect before and during extraction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,6 @@
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -38,7 +37,7 @@ pub fn validate(path: &Path, limits: &ArchiveLimits) -> Result<ArchiveSummary, A
 }
 
 /// [`validate`], plus: the archive holds a top-level `data.db` that starts like an SQLite
-/// database.
+/// database (R22).
 pub fn check_restorable(
     path: &Path,
     limits: &ArchiveLimits,
@@ -91,7 +90,7 @@ pub fn extract(path: &Path, dest: &Path, limits: &ArchiveLimits) -> Result<(), A
             .write(true)
             .create_new(true)
             .mode(OWNER_FILE_BITS)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(parent.join(file_name))?;
         let mut reader = open_entry(&mut archive, entry)?;
         let mut crc = flate2::Crc::new();
@@ -402,10 +401,7 @@ impl DirTracker {
             fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
         }
         let dest = File::open(&self.dest)?;
-        // SAFETY: a plain syscall on an open descriptor.
-        if unsafe { libc::syncfs(dest.as_raw_fd()) } != 0 {
-            return Err(io::Error::last_os_error().into());
-        }
+        rustix::fs::syncfs(&dest).map_err(io::Error::from)?;
         Ok(())
     }
 }

@@ -637,3 +637,115 @@ fn declared_entry_count_is_checked_before_parsing() {
     let err = validate(&scene.archive, &limits).unwrap_err();
     assert!(matches!(err, ArchiveError::TooManyEntries), "{err:?}");
 }
+
+mod zip64 {
+    //! `create` → `read` with the zip64 thresholds lowered, so the zip64 sizes, offsets, local
+    //! headers and end records (and the entry-count form beyond 65,535 entries) run on small
+    //! data; every archive is also read by the zip crate and by Python's `zipfile`.
+
+    use std::process::Command;
+
+    use proptest::prelude::*;
+
+    use super::super::create::create_backup_with;
+    use super::super::zip_writer::Zip64Limits;
+    use super::*;
+
+    /// Reads `archive` with Python's zipfile (an implementation that shares nothing with
+    /// ours): checks every CRC and answers each entry's name and size.
+    fn python_listing(archive: &Path) -> BTreeMap<String, u64> {
+        let script = "import json, sys, zipfile\n\
+                      z = zipfile.ZipFile(sys.argv[1])\n\
+                      bad = z.testzip()\n\
+                      assert bad is None, 'bad CRC in ' + str(bad)\n\
+                      print(json.dumps({i.filename: i.file_size for i in z.infolist()}))";
+        let out = Command::new("python3").arg("-c").arg(script).arg(archive).output().expect("python3 runs");
+        assert!(out.status.success(), "python zipfile: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Writes a data dir of `files` (size, compressible) spread over a few folders.
+    fn data_dir(root: &Path, files: &[(usize, bool)], seed: u64) {
+        let mut x = seed | 1;
+        for (i, (size, compressible)) in files.iter().enumerate() {
+            let dir = root.join(format!("d{}", i % 3));
+            fs::create_dir_all(&dir).unwrap();
+            let bytes: Vec<u8> = if *compressible {
+                b"{\"id\": 42, \"text\": \"compressible\"}\n".iter().copied().cycle().take(*size).collect()
+            } else {
+                (0..*size)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect()
+            };
+            fs::write(dir.join(format!("f{i}")), bytes).unwrap();
+        }
+    }
+
+    fn round_trip(files: &[(usize, bool)], seed: u64, limits: Zip64Limits) {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        fs::create_dir(&data).unwrap();
+        data_dir(&data, files, seed);
+        let archive = tmp.path().join("a.zip");
+        let out = File::create(&archive).unwrap();
+        let stats = create_backup_with(&data, &[], tmp.path(), out, &CreateOptions::default(), limits).unwrap();
+        assert_eq!(stats.bytes_out, fs::metadata(&archive).unwrap().len());
+
+        // Ours.
+        let summary = validate(&archive, &ArchiveLimits::default()).unwrap();
+        assert_eq!(summary.entries, stats.entries);
+        let dest = tmp.path().join("out");
+        fs::create_dir(&dest).unwrap();
+        extract(&archive, &dest, &ArchiveLimits::default()).unwrap();
+        assert!(tree(&data) == tree(&dest), "extracted tree differs");
+
+        // The zip crate and Python's zipfile.
+        let mut zip = ZipArchive::new(File::open(&archive).unwrap()).unwrap();
+        assert_eq!(zip.len(), stats.entries);
+        let mut sizes = BTreeMap::new();
+        for i in 0..zip.len() {
+            let mut entry = zip.by_index(i).unwrap();
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut content).unwrap();
+            let name = entry.name().unwrap().to_string();
+            if !entry.is_dir() {
+                assert!(Some(content) == fs::read(data.join(&name)).ok(), "{name} differs");
+            }
+            sizes.insert(name, entry.size());
+        }
+        assert_eq!(python_listing(&archive), sizes);
+    }
+
+    fn limits() -> impl Strategy<Value = Zip64Limits> {
+        (64u64..8_000, 1u64..40).prop_flat_map(|(field, entries)| {
+            // Deflate may grow a small file a little: the zip64 local header threshold stays
+            // well below the field threshold, as in production (3 GiB and 4 GiB).
+            (0..=field / 2).prop_map(move |large_file| Zip64Limits { large_file, field, entries })
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        #[test]
+        fn archives_read_back_across_zip64_thresholds(
+            files in prop::collection::vec((0usize..6_000, any::<bool>()), 0..30),
+            seed in any::<u64>(),
+            limits in limits(),
+        ) {
+            round_trip(&files, seed, limits);
+        }
+    }
+
+    /// The real thresholds, with more entries than a classic end record can count.
+    #[test]
+    fn more_than_65535_entries() {
+        let files = vec![(0usize, true); 66_000];
+        round_trip(&files, 1, Zip64Limits::default());
+    }
+}

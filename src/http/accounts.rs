@@ -120,9 +120,9 @@ impl AccountsApi {
         if !service.has_auth_collection(&collection.0) {
             return ApiError::not_found().into();
         }
-        if let Some(ip) = req.remote_addr().as_socket_addr().map(|a| a.ip()) {
-            if !limiter.try_acquire(ip, std::time::Instant::now()) {
-                tracing::warn!(%ip, "password login throttled");
+        if let Some(peer) = req.remote_addr().as_socket_addr().map(|a| a.ip()) {
+            if let Err(client) = limiter.try_acquire_for(peer, req.headers(), std::time::Instant::now()) {
+                tracing::warn!(%client, %peer, "password login throttled");
                 return ApiError::new(429, Message::TooManyRequests).into();
             }
         }

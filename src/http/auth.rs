@@ -11,8 +11,8 @@ use poem_openapi::{auth::ApiKey, SecurityScheme};
 
 use super::error::ApiError;
 use crate::accounts::Record;
-use crate::auth::TokenKind;
-use crate::service::Service;
+use crate::auth::{AuthError, TokenKind};
+use crate::service::{AccountError, Service};
 
 /// An auth token from `POST /api/collections/{collection}/auth-with-password`, sent as
 /// `Authorization: TOKEN` or `Authorization: Bearer TOKEN`.
@@ -42,8 +42,15 @@ async fn verify(req: &Request, token: &str, kind: TokenKind) -> poem::Result<Rec
     let service = req.data::<Arc<Service>>().ok_or_else(ApiError::unauthorized)?;
     match service.verify_token(token.to_string(), kind).await {
         Ok(record) => Ok(record),
-        Err(e) => {
+        // The client's fault: routine, kept out of the log at the default level.
+        Err(e @ AccountError::Auth(AuthError::Invalid { .. })) => {
             tracing::debug!(error = %e, "token refused");
+            Err(ApiError::unauthorized().into())
+        }
+        // The server's (the accounts store failed): the client still gets the documented 401,
+        // the operator has to hear of it.
+        Err(e) => {
+            tracing::error!(error = %e, "token could not be checked");
             Err(ApiError::unauthorized().into())
         }
     }

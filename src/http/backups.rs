@@ -18,11 +18,11 @@ use super::auth::{AuthToken, FileToken};
 use super::download::{content_disposition, parse_range};
 use super::error::{response_errors, ApiError, ErrorBody};
 use super::body::DeferredBody;
+use super::fields;
 use super::upload::{self as upload_body, UploadForm};
 use crate::i18n::Message;
-use crate::model::fields;
 use crate::model::names::NameError;
-use crate::service::{BackupError, Service};
+use crate::service::{ArchiveProblem, BackupError, Listing, Service};
 use crate::storage::BackupMeta;
 
 #[derive(Tags)]
@@ -32,7 +32,7 @@ enum ApiTags {
     Backups,
 }
 
-/// One stored backup.
+/// One stored backup: `key`, `modified` and `size`, or the part of them that `fields` selects.
 #[derive(Object, Clone, Debug)]
 pub struct BackupInfo {
     /// The backup's file name, which is its key.
@@ -253,7 +253,9 @@ response_errors!(DownloadResponse, parse_error: ApiError::not_found, {
 /// spec words create's differently from delete's and restore's).
 fn api_error(e: BackupError, busy: Message, failed: Message) -> ApiError {
     match e {
+        // R15, R20, R21.
         BackupError::Busy => ApiError::new(400, busy),
+        // R9, R20, R21, R25.
         BackupError::NotFound => ApiError::not_found(),
         BackupError::InvalidName(n) => {
             let (code, msg) = match n {
@@ -273,9 +275,9 @@ fn api_error(e: BackupError, busy: Message, failed: Message) -> ApiError {
             "validation_invalid_mime_type",
             Message::NotZip,
         ),
-        BackupError::BadArchive(ref a) | BackupError::Unrestorable(ref a) => {
+        BackupError::BadArchive { problem, .. } | BackupError::Unrestorable { problem, .. } => {
             tracing::info!(error = %e, "archive refused");
-            let msg = archive_message(a);
+            let msg = archive_message(problem);
             if failed == Message::UploadFailed {
                 ApiError::new(400, failed).field("file", "validation_invalid_archive", msg)
             } else {
@@ -306,14 +308,33 @@ fn field_of(failed: Message) -> &'static str {
     }
 }
 
-fn archive_message(e: &crate::archive::ArchiveError) -> Message {
-    use crate::archive::ArchiveError as A;
-    match e {
-        A::MissingDataDb => Message::ArchiveNoDataDb,
-        A::DataDbNotSqlite => Message::ArchiveDataDbNotSqlite,
-        A::TooLarge | A::TooManyEntries | A::SuspiciousRatio { .. } => Message::ArchiveTooLarge,
-        A::UnsafePath { .. } | A::SpecialEntry { .. } | A::DuplicateEntry { .. } => Message::ArchiveUnsafe,
-        _ => Message::ArchiveCorrupt,
+fn archive_message(problem: ArchiveProblem) -> Message {
+    match problem {
+        ArchiveProblem::NoDataDb => Message::ArchiveNoDataDb,
+        ArchiveProblem::DataDbNotSqlite => Message::ArchiveDataDbNotSqlite,
+        ArchiveProblem::TooLarge => Message::ArchiveTooLarge,
+        ArchiveProblem::Unsafe => Message::ArchiveUnsafe,
+        ArchiveProblem::Corrupt => Message::ArchiveCorrupt,
+    }
+}
+
+/// The serialized list, made once per listing the service hands out (it hands out the same
+/// `Arc` while nothing changes): the common unfiltered list is then the same bytes each time.
+#[derive(Default)]
+pub struct ListJsonCache(std::sync::Mutex<Option<(Arc<Listing>, bytes::Bytes)>>);
+
+impl ListJsonCache {
+    fn get(&self, listing: &Arc<Listing>) -> bytes::Bytes {
+        let mut cached = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((of, json)) = &*cached {
+            if Arc::ptr_eq(of, listing) {
+                return json.clone();
+            }
+        }
+        let infos = listing.items.iter().map(BackupInfo::from).collect::<Vec<_>>();
+        let json: bytes::Bytes = serde_json::to_vec(&infos.to_json()).unwrap_or_default().into();
+        *cached = Some((listing.clone(), json.clone()));
+        json
     }
 }
 
@@ -333,6 +354,7 @@ impl BackupsApi {
         &self,
         auth: AuthToken,
         service: Data<&Arc<Service>>,
+        json_cache: Data<&Arc<ListJsonCache>>,
         /// Comma separated fields to return in the JSON response (all by default), e.g.
         /// `?fields=*,key:excerpt(10,true)`. `*` targets all keys of a level; the
         /// `:excerpt(maxLength, withEllipsis?)` modifier shortens a string value.
@@ -347,11 +369,7 @@ impl BackupsApi {
         };
         let Some(raw) = fields.0.as_deref().map(str::trim).filter(|f| !f.is_empty()) else {
             // The common case: the same bytes for every request until the list changes.
-            let json = listing.json.get_or_init(|| {
-                let infos = listing.items.iter().map(BackupInfo::from).collect::<Vec<_>>();
-                serde_json::to_vec(&infos.to_json()).unwrap_or_default().into()
-            });
-            return ListResponse::Ok(ProjectedJson(Projected::Bytes(json.clone()), PhantomData));
+            return ListResponse::Ok(ProjectedJson(Projected::Bytes(json_cache.get(&listing)), PhantomData));
         };
         let fields = match fields::parse(raw) {
             Ok(f) => f,
@@ -466,13 +484,19 @@ impl BackupsApi {
     #[oai(path = "/backups/:key", method = "get", operation_id = "downloadBackup")]
     async fn download(
         &self,
-        token: FileToken,
+        file_token: FileToken,
         service: Data<&Arc<Service>>,
         req: &Request,
         /// The key (file name) of the backup to download.
         key: Path<String>,
+        /// A superuser's file token from `POST /api/files/token` (the `FileToken` scheme's
+        /// parameter, for clients that cannot send an API key in the query).
+        // Declared for the document only: `file_token` above has already checked it, and a
+        // missing one fails there first, with the documented 401.
+        #[oai(name = "token")]
+        _token: Query<String>,
     ) -> DownloadResponse {
-        if let Err(e) = token.superuser() {
+        if let Err(e) = file_token.superuser() {
             return e.into();
         }
         let range_header = req.headers().get(poem::http::header::RANGE).and_then(|v| v.to_str().ok());

@@ -10,6 +10,7 @@ pub mod backups;
 pub mod body;
 pub mod download;
 pub mod error;
+pub mod fields;
 pub mod openapi;
 pub mod ratelimit;
 pub mod settings;
@@ -35,8 +36,14 @@ pub const OPENAPI_YAML_PATH: &str = "/openapi.yaml";
 pub const METRICS_PATH: &str = "/metrics";
 
 /// The whole HTTP application over `service`; `default_lang` answers requests whose
-/// `Accept-Language` names neither zh nor en; `login_rate` throttles password logins.
-pub fn app(service: Arc<Service>, default_lang: Lang, login_rate: ratelimit::RateLimit) -> impl Endpoint {
+/// `Accept-Language` names neither zh nor en; `login_rate` throttles password logins per
+/// client, read from forwarding headers only when the peer is one of `trusted_proxies`.
+pub fn app(
+    service: Arc<Service>,
+    default_lang: Lang,
+    login_rate: ratelimit::RateLimit,
+    trusted_proxies: Vec<ipnet::IpNet>,
+) -> impl Endpoint {
     // Built once: every form served is derived from the one document.
     let doc = openapi::document();
     let document = openapi::to_json(&doc);
@@ -72,7 +79,9 @@ pub fn app(service: Arc<Service>, default_lang: Lang, login_rate: ratelimit::Rat
             SetHeader::new()
                 .overriding("X-Content-Type-Options", "nosniff")
                 .overriding("X-Frame-Options", "SAMEORIGIN")
-                .overriding("X-XSS-Protection", "1; mode=block")
+                // The old XSS auditor is gone from browsers and could be abused: current guidance is
+                // to switch it off explicitly.
+                .overriding("X-XSS-Protection", "0")
                 .overriding("Cross-Origin-Opener-Policy", "same-origin"),
         )
         .around({
@@ -80,7 +89,8 @@ pub fn app(service: Arc<Service>, default_lang: Lang, login_rate: ratelimit::Rat
             move |ep, req| per_request(ep, req, default_lang, allowed.clone(), service.clone())
         })
         .data(service)
-        .data(Arc::new(ratelimit::RateLimiter::new(login_rate)))
+        .data(Arc::new(backups::ListJsonCache::default()))
+        .data(Arc::new(ratelimit::RateLimiter::new(login_rate, trusted_proxies)))
 }
 
 /// Sets the request's language, logs the request, and turns any error that escaped the

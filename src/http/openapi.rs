@@ -5,7 +5,7 @@
 //! per-response examples are added to the generated document here. The served document,
 //! Swagger UI's and `pb-backups openapi`'s (checked in as `openapi.yaml`) are all this one.
 
-use poem_openapi::OpenApiService;
+use poem_openapi::{LicenseObject, OpenApiService, ServerObject};
 use serde_json::{json, Value};
 
 use super::accounts::AccountsApi;
@@ -15,6 +15,9 @@ use super::settings::SettingsApi;
 use crate::i18n::{Lang, Message};
 
 pub type Apis = (BackupsApi, AccountsApi, SettingsApi);
+
+/// The crate's SPDX license id, which is the API document's too.
+const LICENSE: &str = env!("CARGO_PKG_LICENSE");
 
 const DESCRIPTION: &str = "\
 The PocketBase Backups API: list, create, upload, download, delete and restore zip backups of \
@@ -30,6 +33,10 @@ English with `Accept-Language: en`.";
 pub fn api_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new((BackupsApi, AccountsApi, SettingsApi), "pb-backups: PocketBase Backups API", env!("CARGO_PKG_VERSION"))
         .description(DESCRIPTION)
+        .license(LicenseObject::new(LICENSE).url(format!("https://spdx.org/licenses/{LICENSE}.html")))
+        // Relative: the server that serves the document (Swagger UI's "try it out" goes
+        // there); generated clients take the real address as their base URL.
+        .server(ServerObject::new("/").description("The server this document is served by."))
         // Served nested under /api: the document's paths say so, as the spec's do.
         .url_prefix("/api")
 }
@@ -74,6 +81,11 @@ pub fn document() -> Value {
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else { return doc };
     for operation in paths.values_mut().filter_map(Value::as_object_mut).flat_map(|p| p.values_mut()) {
         let op_id = operation["operationId"].as_str().unwrap_or_default().to_string();
+        // An operation without a security requirement is public: say so (`security: []`),
+        // or readers and linters cannot tell it from one whose requirement was forgotten.
+        if let Some(operation) = operation.as_object_mut() {
+            operation.entry("security").or_insert_with(|| json!([]));
+        }
         let Some(responses) = operation.get_mut("responses").and_then(Value::as_object_mut) else { continue };
         for (status, response) in responses.iter_mut() {
             let status: u16 = status.parse().unwrap_or(0);
@@ -87,20 +99,11 @@ pub fn document() -> Value {
         }
     }
     // What poem-openapi cannot say from the types alone:
-    // - `fields` may drop any key of a listed backup, so none is required in the list;
+    // - `fields` may drop any key of a listed backup, so none of `BackupInfo`'s is required;
     // - the create name's rule is checked by the service (its errors carry spec codes),
     //   so it is documented here rather than enforced by the schema.
-    let list_items = "/paths/~1api~1backups/get/responses/200/content/application~1json; charset=utf-8/schema/items";
-    if let Some(items) = doc.pointer_mut(list_items) {
-        *items = json!({
-            "type": "object",
-            "description": "One stored backup: `key`, `modified` and `size`, or the part of them that `fields` selects.",
-            "properties": {
-                "key": {"type": "string", "description": "The backup's file name, which is its key."},
-                "modified": {"type": "string", "description": "Last modification time, UTC, like `2023-05-19 16:25:57.542Z`."},
-                "size": {"type": "integer", "format": "uint64", "description": "Size in bytes."}
-            }
-        });
+    if let Some(info) = doc.pointer_mut("/components/schemas/BackupInfo").and_then(Value::as_object_mut) {
+        info.remove("required");
     }
     if let Some(name) = doc.pointer_mut("/components/schemas/CreateBackupBody/properties/name") {
         name["maxLength"] = json!(150);

@@ -122,6 +122,7 @@ async fn copy_to_file(mut reader: impl AsyncRead + Unpin, out: std::fs::File) ->
         offset += filled as u64;
         pending = Some(tokio::task::spawn_blocking(move || {
             (&*file).write_all(&chunk[..filled])?;
+            // Our own call: neither rustix nor std offers sync_file_range.
             // SAFETY: a plain syscall on an open descriptor; it only starts writeback.
             unsafe { libc::sync_file_range(file.as_raw_fd(), at as i64, filled as i64, libc::SYNC_FILE_RANGE_WRITE) };
             chunk.resize(UPLOAD_CHUNK, 0);

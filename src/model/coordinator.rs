@@ -1,4 +1,4 @@
-//! Backup/restore exclusivity: at most one create or restore runs at a time, server-wide.
+//! Backup/restore exclusivity: at most one create or restore runs at a time, server-wide (R13).
 //!
 //! Pure state and transitions, no locking and no I/O: the service keeps one `Coordinator`
 //! behind a mutex and asks it before starting work. The tests' reference model (in `spec/`)
@@ -23,7 +23,14 @@ pub struct Busy(pub Activity);
 #[derive(Debug, Default)]
 pub struct Coordinator {
     activity: Activity,
+    /// Keys whose delete is under way (a key may be deleted by several requests at once).
+    deleting: Vec<BackupKey>,
 }
+
+/// Refusal of a delete: the key is the one a create or restore works on (R20).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the key is being created or restored")]
+pub struct KeyInUse;
 
 impl Coordinator {
     pub fn activity(&self) -> &Activity {
@@ -47,8 +54,33 @@ impl Coordinator {
         self.start(Activity::Creating(key))
     }
 
+    /// Refused while another create or restore runs, or while a delete of `key` is under way
+    /// ([`Coordinator::is_deleting`]: the caller waits for it to end, then asks again).
     pub fn start_restore(&mut self, key: BackupKey) -> Result<(), Busy> {
         self.start(Activity::Restoring(key))
+    }
+
+    /// Decides a delete of `key` under the same lock as a restore's start, so the two cannot
+    /// both be accepted (R20): refused while `key` is created or restored, otherwise the key is
+    /// marked as being deleted until [`Coordinator::end_delete`].
+    pub fn start_delete(&mut self, key: &BackupKey) -> Result<(), KeyInUse> {
+        if self.key_in_use() == Some(key) {
+            return Err(KeyInUse);
+        }
+        self.deleting.push(key.clone());
+        Ok(())
+    }
+
+    pub fn end_delete(&mut self, key: &BackupKey) {
+        if let Some(i) = self.deleting.iter().position(|k| k == key) {
+            self.deleting.swap_remove(i);
+        }
+    }
+
+    /// Whether a delete of `key` is under way: a restore of it must wait for the outcome,
+    /// since it either finds the archive gone (404) or the delete failed and it is still there.
+    pub fn is_deleting(&self, key: &BackupKey) -> bool {
+        self.deleting.contains(key)
     }
 
     /// Ends whatever runs. Ending nothing is harmless, so a failed start can always call it.
@@ -70,14 +102,14 @@ impl Coordinator {
         Ok(())
     }
 
-    #[cfg(not(feature = "broken-coordinator"))]
+    #[cfg(not(pb_broken_coordinator))]
     fn admits(&self, _create: bool) -> bool {
         !self.is_busy()
     }
 
     /// The deliberate bug the state-machine test must catch: a create is let through while a
-    /// restore runs. Only built with the `broken-coordinator` feature.
-    #[cfg(feature = "broken-coordinator")]
+    /// restore runs. Only built by `scripts/check-broken-coordinator` (see `build.rs`).
+    #[cfg(pb_broken_coordinator)]
     fn admits(&self, create: bool) -> bool {
         match self.activity {
             Activity::Idle => true,
@@ -87,7 +119,7 @@ impl Coordinator {
     }
 }
 
-#[cfg(all(test, not(feature = "broken-coordinator")))]
+#[cfg(all(test, not(pb_broken_coordinator)))]
 mod tests {
     use super::*;
 
@@ -112,6 +144,24 @@ mod tests {
         assert!(c.start_create(key("a.zip")).is_err());
         assert!(c.start_restore(key("b.zip")).is_err());
         assert_eq!(c.activity(), &Activity::Restoring(key("b.zip")));
+    }
+
+    #[test]
+    fn delete_of_the_active_key_is_refused_and_a_deleting_key_is_marked() {
+        let mut c = Coordinator::default();
+        c.start_restore(key("a.zip")).unwrap();
+        assert_eq!(c.start_delete(&key("a.zip")), Err(KeyInUse));
+        assert!(!c.is_deleting(&key("a.zip")));
+        c.start_delete(&key("b.zip")).unwrap();
+        c.start_delete(&key("b.zip")).unwrap();
+        assert!(c.is_deleting(&key("b.zip")));
+        c.end_delete(&key("b.zip"));
+        assert!(c.is_deleting(&key("b.zip")), "the second delete of b.zip is still under way");
+        c.end_delete(&key("b.zip"));
+        assert!(!c.is_deleting(&key("b.zip")));
+        c.finish();
+        c.start_create(key("c.zip")).unwrap();
+        assert_eq!(c.start_delete(&key("c.zip")), Err(KeyInUse));
     }
 
     #[test]

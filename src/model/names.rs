@@ -10,7 +10,7 @@ pub const MAX_KEY_LEN: usize = 150;
 
 const ZIP_SUFFIX: &str = ".zip";
 
-/// A string that could name a stored backup: a plain file name ending in `.zip`.
+/// A string that could name a stored backup: a plain file name ending in `.zip` (R9).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackupKey(String);
 
@@ -82,8 +82,8 @@ fn check_key(key: &str) -> Result<(), NameError> {
 }
 
 /// Validates the optional `name` of `POST /api/backups`: `^[a-z0-9_-]+\.zip$`, at most
-/// `MAX_KEY_LEN` characters. An empty or absent name means "generate one"; that choice belongs
-/// to the caller, here `""` is simply invalid.
+/// `MAX_KEY_LEN` characters (R11). An empty or absent name means "generate one"; that choice
+/// belongs to the caller, here `""` is simply invalid.
 pub fn create_name(name: &str) -> Result<BackupKey, NameError> {
     if name.chars().count() > MAX_KEY_LEN {
         return Err(NameError::TooLong);
@@ -101,7 +101,7 @@ pub fn create_name(name: &str) -> Result<BackupKey, NameError> {
 }
 
 /// The key an uploaded file is stored under: the base name of the multipart file name (the
-/// part after the last `/` or `\`), which must then be a valid key.
+/// part after the last `/` or `\`), which must then be a valid key (R19).
 pub fn upload_key(file_name: &str) -> Result<BackupKey, NameError> {
     let base = match file_name.rfind(['/', '\\']) {
         Some(i) => &file_name[i + 1..],
@@ -113,7 +113,7 @@ pub fn upload_key(file_name: &str) -> Result<BackupKey, NameError> {
 
 /// `pb_backup_YYYYMMDDHHMMSS.zip` for `now` in UTC; when `taken` reports that name as used,
 /// `_2`, `_3`, … is appended to the stem until a free one is found. `taken` must eventually
-/// answer `false`.
+/// answer `false` (R12).
 pub fn generated_name(now: time::OffsetDateTime, taken: impl Fn(&str) -> bool) -> BackupKey {
     let utc = now.to_offset(time::UtcOffset::UTC);
     let stem = format!(

@@ -69,7 +69,7 @@ impl LocalStorage {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(StorageError::AlreadyExists)
             }
-            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
                 // Another filesystem: copy into a staging name beside the target, then link.
                 let staging = root.join(format!(".staging-{}", crate::util::random_suffix()));
                 let result = copy_synced(local, &staging).and_then(|_| std::fs::hard_link(&staging, target));

@@ -82,6 +82,8 @@ pub struct S3Config {
     pub path_style: bool,
     pub access_key: Option<String>,
     pub secret_key: Option<String>,
+    /// Temporary credentials' session token, sent with the keys.
+    pub session_token: Option<String>,
     /// How long a lease lives without renewal.
     pub lease_ttl: Duration,
     /// Size of an upload part (at least 5 MiB); grown for files that would need too many.
@@ -99,6 +101,7 @@ impl S3Config {
             path_style: false,
             access_key: None,
             secret_key: None,
+            session_token: None,
             lease_ttl: Duration::from_secs(30),
             part_size: MIN_PART,
             before_publish: None,
@@ -223,6 +226,9 @@ impl S3Storage {
         match (&config.access_key, &config.secret_key) {
             (Some(id), Some(secret)) => {
                 builder = builder.with_access_key_id(id).with_secret_access_key(secret);
+                if let Some(token) = &config.session_token {
+                    builder = builder.with_token(token);
+                }
             }
             (None, None) => {} // object_store's default chain (instance metadata, …)
             _ => return Err(S3ConfigError("set both the access key and the secret key, or neither".into())),

@@ -1,6 +1,7 @@
 // Drives a running server through every backups call with the official
 // PocketBase JS SDK, the way an existing PocketBase client would use it.
-// Expectations follow our spec (shared SPEC-NOTES), not upstream's quirks.
+// Expectations follow our spec (the numbered rules in spec/src/rules.rs; R30:
+// the spec wins), not upstream's quirks.
 //
 // Env: PB_URL, PB_SUPERUSER_EMAIL, PB_SUPERUSER_PASSWORD, PB_USER_EMAIL,
 // PB_USER_PASSWORD (a regular `users` account); optional PB_RESTORE_DEADLINE_MS.

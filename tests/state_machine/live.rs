@@ -1,4 +1,4 @@
-//! The live in-process server the exclusivity tests drive, and the create gate they hold it with.
+//! The live in-process server the exclusivity tests drive.
 //!
 //! Accounts are seeded (and tokens issued) once, in a template data dir; every server
 //! starts on a copy of it, so starting one costs no password hashing. A backup of any
@@ -7,17 +7,15 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use pb_backups::accounts::{Accounts, Collection};
 use pb_backups::auth::{self, TokenKind};
 use pb_backups::schedule::ManualClock;
 use pb_backups::server::{self, RestartMode, ServeConfig};
 use pb_backups::service::Gate as ServerGate;
-use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::sync::oneshot;
 
 use crate::support::{seed_accounts, zip_with, SUPERUSER, USER};
 
@@ -38,7 +36,7 @@ pub fn template() -> &'static Template {
         seed_accounts(dir.path());
         let accounts = Accounts::open(dir.path()).unwrap();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        let token = |c, (email, password): (&str, &str)| {
+        let token = |c: &str, (email, password): (&str, &str)| {
             let record = accounts.authenticate(c, email, password).unwrap().expect("seeded account");
             auth::issue(&accounts, &record, TokenKind::Auth, now).unwrap()
         };
@@ -54,66 +52,6 @@ pub fn template() -> &'static Template {
         let backup_zip = zip_with(&[("data.db", data_db)]);
         Template { files, superuser, user, backup_zip }
     })
-}
-
-/// Holds the next create that passes the coordinator, when asked to, and records the key
-/// of every create that passes it (which is how a test learns generated names).
-pub struct Gate {
-    hold_next: AtomicBool,
-    passed: Mutex<Vec<String>>,
-    waiting: Notify,
-    release: Semaphore,
-}
-
-impl Gate {
-    pub fn new() -> Arc<Gate> {
-        Arc::new(Gate {
-            hold_next: AtomicBool::new(false),
-            passed: Mutex::default(),
-            waiting: Notify::new(),
-            release: Semaphore::new(0),
-        })
-    }
-
-    /// The server hook (create or restore gate) this gate drives.
-    pub fn hook(self: &Arc<Self>) -> ServerGate {
-        let gate = self.clone();
-        Arc::new(move |key| {
-            let gate = gate.clone();
-            async move {
-                gate.passed.lock().unwrap().push(key.as_str().to_string());
-                if gate.hold_next.swap(false, Ordering::SeqCst) {
-                    gate.waiting.notify_one();
-                    gate.release.acquire().await.unwrap().forget();
-                }
-            }
-            .boxed()
-        })
-    }
-
-    /// The next create to pass waits in the gate until [`Gate::release`].
-    pub fn hold_next(&self) {
-        self.hold_next.store(true, Ordering::SeqCst);
-    }
-
-    /// Stops holding a create that has not arrived (it was refused after all).
-    pub fn cancel_hold(&self) {
-        self.hold_next.store(false, Ordering::SeqCst);
-    }
-
-    /// Resolves once a held create waits in the gate.
-    pub async fn held(&self) {
-        self.waiting.notified().await;
-    }
-
-    pub fn release(&self) {
-        self.release.add_permits(1);
-    }
-
-    /// The keys of the creates that passed the coordinator since the last call.
-    pub fn take_passed(&self) -> Vec<String> {
-        std::mem::take(&mut *self.passed.lock().unwrap())
-    }
 }
 
 /// A server on a copy of the template, restarting in-process after a restore.

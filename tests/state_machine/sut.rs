@@ -25,7 +25,8 @@ use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
 use crate::http::{segment, Conn, Request, Response, Sent};
-use crate::live::{template, Gate, Live};
+use crate::live::{template, Live};
+use crate::support::gate::Gate;
 use crate::reference::Reference;
 
 /// How long any single wait may take before the step fails.
@@ -226,13 +227,15 @@ impl Sut {
             response.status
         );
         let Some(error) = expected.error else { return };
-        assert_eq!(body["status"], json!(error.status()), "{op:?}: {body}");
+        // Every mismatch names what the model expected (scripts/check-broken-coordinator
+        // reads it to tell the planted bug from any other failure).
+        assert_eq!(body["status"], json!(error.status()), "{op:?}: {body}, the model expects {expected:?}");
         if let Some(message) = error.message(Lang::Zh) {
-            assert_eq!(body["message"], json!(message), "{op:?}: {body}");
+            assert_eq!(body["message"], json!(message), "{op:?}: {body}, the model expects {expected:?}");
         }
         if let Some(code) = error.code() {
             let field = if matches!(op, Op::Upload { .. }) { "file" } else { "name" };
-            assert_eq!(body["data"][field]["code"], json!(code), "{op:?}: {body}");
+            assert_eq!(body["data"][field]["code"], json!(code), "{op:?}: {body}, the model expects {expected:?}");
         }
     }
 
@@ -459,18 +462,21 @@ impl Sut {
             assert!(!name.to_string_lossy().starts_with('.'), "after {after}: {name:?} visible in backups/");
         }
         if self.model.active == Active::Idle {
-            let stale = || -> Vec<_> {
-                std::fs::read_dir(dir.join(".pb_temp")).unwrap().map(|e| e.unwrap().file_name()).collect()
-            };
-            // The old data of a restore (`trash-…`) is removed in the background after the
-            // restart: wait for that, but nothing else may be left.
+            // The old data of a committed restore is removed by a background thread (`trash-*`):
+            // polled with a deadline, anything else must already be gone.
             let deadline = Instant::now() + DEADLINE;
-            let mut left = stale();
-            while !left.is_empty() && left.iter().all(|n| n.to_string_lossy().starts_with("trash-")) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-                left = stale();
+            loop {
+                let stale: Vec<_> = std::fs::read_dir(dir.join(".pb_temp"))
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect();
+                if stale.is_empty() {
+                    break;
+                }
+                let only_trash = stale.iter().all(|n| n.starts_with("trash-"));
+                assert!(only_trash && Instant::now() < deadline, "after {after}: stale files in .pb_temp: {stale:?}");
+                std::thread::sleep(Duration::from_millis(5));
             }
-            assert!(left.is_empty(), "after {after}: stale files in .pb_temp: {left:?}");
         }
         if self.restore.is_none() {
             assert!(dir.join("data.db").is_file(), "after {after}: data.db is missing");

@@ -4,6 +4,7 @@
 //! every helper.
 #![allow(dead_code)]
 
+pub mod gate;
 pub mod s3;
 
 use std::io::{BufRead, BufReader};
@@ -15,7 +16,6 @@ use std::time::{Duration, Instant};
 use pb_backups::accounts::Collection;
 use pb_backups::i18n::Lang;
 use pb_backups::server::{self, RestartMode, ServeConfig};
-use pb_backups::service::Gate;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -33,8 +33,10 @@ pub fn seed_accounts(dir: &Path) {
 #[derive(Default)]
 pub struct Options {
     pub lang: Option<Lang>,
-    pub create_gate: Option<Gate>,
+    pub create_gate: Option<pb_backups::service::Gate>,
     pub login_rate: Option<pb_backups::http::ratelimit::RateLimit>,
+    /// Peers trusted to name the client in forwarding headers.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Keep backups in this S3 bucket instead of the data dir (see `s3`).
     pub s3: Option<pb_backups::storage::s3::S3Config>,
 }
@@ -69,8 +71,9 @@ impl TestServer {
         if let Some(rate) = options.login_rate {
             config.login_rate = rate;
         }
+        config.trusted_proxies = options.trusted_proxies;
         if let Some(s3) = options.s3 {
-            config.storage = server::StorageChoice::S3(s3);
+            config.storage = server::StorageChoice::S3(Box::new(s3));
         }
         config.shutdown_grace = Duration::from_secs(2);
         let (tx, rx) = oneshot::channel::<()>();
@@ -155,14 +158,58 @@ pub async fn status_json(r: reqwest::Response) -> (u16, Value) {
     (status, body)
 }
 
-/// An error body must not tell a client where the server keeps its files or what the OS
-/// said: those belong in the log. (Test data dirs live under the temp dir, so `/tmp` catches
-/// them.)
+/// What an error body must never show: where the server keeps its files (test data dirs live
+/// under the temp dir, so `/tmp` catches them) or what the OS or a library said. Those belong
+/// in the log.
+pub const LEAK_MARKERS: &[&str] = &[
+    "/tmp",
+    "/root",
+    "/home",
+    "/var",
+    ".pb_temp",
+    "os error",
+    "Raw error",
+    "No such file",
+    "Permission denied",
+    "panicked",
+    "Custom {",
+    "kind:",
+];
+
 pub fn assert_no_leak(body: &Value) {
     let text = body.to_string();
-    for marker in ["/tmp", "/root", "/home", "/var", ".pb_temp", "os error", "Raw error", "panicked", "No such file"] {
+    for marker in LEAK_MARKERS {
         assert!(!text.contains(marker), "an error body leaks {marker:?}: {text}");
     }
+}
+
+/// The keys of a list response's body, sorted.
+pub fn sorted_keys(list_body: &Value) -> Vec<String> {
+    let items = list_body.as_array().unwrap_or_else(|| panic!("a list: {list_body}"));
+    let mut keys: Vec<String> = items.iter().map(|b| b["key"].as_str().unwrap().to_string()).collect();
+    keys.sort();
+    keys
+}
+
+pub async fn list(s: &TestServer, token: &str) -> (u16, Value) {
+    status_json(s.client.get(s.url("/api/backups")).header("Authorization", token).send().await.unwrap()).await
+}
+
+/// The keys of every backup listed, sorted.
+pub async fn keys(s: &TestServer, token: &str) -> Vec<String> {
+    let (status, body) = list(s, token).await;
+    assert_eq!(status, 200, "{body}");
+    sorted_keys(&body)
+}
+
+pub async fn create(s: &TestServer, token: &str, body: Value) -> (u16, Value) {
+    status_json(s.client.post(s.url("/api/backups")).header("Authorization", token).json(&body).send().await.unwrap()).await
+}
+
+pub fn random_bytes(rng: &mut impl rand::RngCore, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rng.fill_bytes(&mut v);
+    v
 }
 
 /// The documented error body.
@@ -206,42 +253,65 @@ where
     }
 }
 
-/// The real `pb-backups` binary serving a data dir on port 0 (restarts by re-exec).
+/// The real `pb-backups` binary serving a data dir on port 0 (restarts by re-exec): the one
+/// way the tests start it.
 pub struct BinaryServer {
     pub base: String,
     pub dir: PathBuf,
     child: Child,
     pub log: PathBuf,
+    /// Every line the server prints on stdout (it prints its banner again at each restart).
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl BinaryServer {
     pub fn start(dir: &Path) -> BinaryServer {
+        Self::start_with(dir, &[])
+    }
+
+    /// With extra environment variables, as a container would configure it.
+    pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> BinaryServer {
         let log = dir.with_extension("log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_pb-backups"))
             .args(["serve", "--http", "127.0.0.1:0", "--dir"])
             .arg(dir)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start pb-backups");
         let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Keep draining stdout: the server prints again after every restart.
+        let (tx, lines) = std::sync::mpsc::channel();
+        // Keep draining stdout, so a restarted server never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.trim().strip_prefix("REST API:") {
-                    let _ = tx.send(url.trim().trim_end_matches("/api/").to_string());
-                }
+                let _ = tx.send(line);
             }
         });
-        let base = rx.recv_timeout(Duration::from_secs(30)).expect("the server printed its address");
-        BinaryServer { base, dir: dir.to_path_buf(), child, log }
+        let mut server = BinaryServer { base: String::new(), dir: dir.to_path_buf(), child, log, lines };
+        let url = server.wait_for_line("REST API:", Duration::from_secs(60));
+        server.base = url.trim().trim_start_matches("REST API:").trim().trim_end_matches("/api/").to_string();
+        server
     }
-}
 
-impl BinaryServer {
-    /// The server's process id (the same after a restart: it re-executes itself).
+    /// The next line printed that contains `text`; fails with the server's log after `timeout`.
+    pub fn wait_for_line(&self, text: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "the server never printed {text:?}:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                ),
+            }
+        }
+    }
+
+    /// The process id of the server (the same across restarts: it re-executes itself).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -252,23 +322,4 @@ impl Drop for BinaryServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A gate that holds every create (or restore) that reaches it: `waiting` is notified when
-/// one arrives, and each permit added to `release` lets one through.
-pub fn holding_gate() -> (Gate, std::sync::Arc<tokio::sync::Notify>, std::sync::Arc<tokio::sync::Semaphore>) {
-    use futures_util::FutureExt;
-    use std::sync::Arc;
-    let waiting = Arc::new(tokio::sync::Notify::new());
-    let release = Arc::new(tokio::sync::Semaphore::new(0));
-    let (w, r) = (waiting.clone(), release.clone());
-    let gate: Gate = Arc::new(move |_key| {
-        let (w, r) = (w.clone(), r.clone());
-        async move {
-            w.notify_one();
-            r.acquire().await.unwrap().forget();
-        }
-        .boxed()
-    });
-    (gate, waiting, release)
 }

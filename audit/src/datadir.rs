@@ -1,0 +1,157 @@
+//! What the auditor may do to the server's data dir when it is given one: break the
+//! backups storage and mend it, make backups slow to create, leave a marker a restore must
+//! take away, and tell whether a refused request changed anything.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Names the auditor puts into the data dir (all removed at the end).
+const ASIDE: &str = "audit_backups_aside";
+const FILLER: &str = "audit_filler.bin";
+pub const MARKER: &str = "audit_marker.txt";
+
+/// The server's data dir on this machine.
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+/// Files outside the backups storage, by path: size and a hash of the content. SQLite
+/// files are left out: servers write to them on their own (logs, sessions).
+pub type Snapshot = BTreeMap<String, (u64, u64)>;
+
+impl DataDir {
+    pub fn backups(&self) -> PathBuf {
+        self.root.join("backups")
+    }
+
+    pub fn has_backup(&self, key: &str) -> bool {
+        self.backups().join(key).is_file()
+    }
+
+    pub fn backup_bytes(&self, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.backups().join(key)).ok()
+    }
+
+    /// Names in `backups/` (files only).
+    pub fn backup_names(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.backups()) else { return Vec::new() };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Makes the backups storage impossible to open: the folder is moved aside and a regular
+    /// file takes its place. [`DataDir::mend_storage`] undoes it.
+    pub fn break_storage(&self) -> std::io::Result<()> {
+        let backups = self.backups();
+        if backups.is_dir() {
+            std::fs::rename(&backups, self.root.join(ASIDE))?;
+        }
+        std::fs::write(&backups, b"the backups storage, broken on purpose by pb-backups audit")
+    }
+
+    pub fn mend_storage(&self) -> std::io::Result<()> {
+        let backups = self.backups();
+        if backups.is_file() {
+            std::fs::remove_file(&backups)?;
+        }
+        let aside = self.root.join(ASIDE);
+        if aside.is_dir() {
+            std::fs::rename(aside, &backups)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `mib` MiB of random letters from a 16-letter alphabet: deflate has to work on
+    /// them (they halve), so that a create takes long enough to be seen running.
+    pub fn write_filler(&self, mib: usize) -> std::io::Result<()> {
+        let mut file = std::fs::File::create(self.root.join(FILLER))?;
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..mib {
+            for chunk in block.chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                for (byte, random) in chunk.iter_mut().zip(state.to_le_bytes()) {
+                    *byte = b'a' + (random & 15);
+                }
+            }
+            file.write_all(&block)?;
+        }
+        file.sync_all()
+    }
+
+    pub fn remove_filler(&self) {
+        let _ = std::fs::remove_file(self.root.join(FILLER));
+    }
+
+    pub fn write_marker(&self) -> std::io::Result<()> {
+        std::fs::write(self.root.join(MARKER), b"written by pb-backups audit after its backup; a restore takes it away")
+    }
+
+    pub fn has_marker(&self) -> bool {
+        self.root.join(MARKER).exists()
+    }
+
+    pub fn remove_marker(&self) {
+        let _ = std::fs::remove_file(self.root.join(MARKER));
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let mut out = Snapshot::new();
+        walk(&self.root, &self.root, &mut out);
+        out
+    }
+}
+
+fn is_database(name: &str) -> bool {
+    [".db", ".db-wal", ".db-shm", ".db-journal"].iter().any(|s| name.ends_with(s))
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Snapshot) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // The storage and the servers' own temp and notification folders change by design.
+        if dir == root && (name == "backups" || name.starts_with('.')) {
+            continue;
+        }
+        let Ok(kind) = entry.file_type() else { continue };
+        if kind.is_dir() {
+            walk(root, &path, out);
+        } else if kind.is_file() && !is_database(&name) {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            out.insert(rel, (bytes.len() as u64, fnv(&bytes)));
+        }
+    }
+}
+
+/// FNV-1a: enough to see that a file changed.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// What differs between two snapshots, in words.
+pub fn changes(before: &Snapshot, after: &Snapshot) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, value) in before {
+        match after.get(path) {
+            None => out.push(format!("{path} removed")),
+            Some(v) if v != value => out.push(format!("{path} changed")),
+            Some(_) => {}
+        }
+    }
+    for path in after.keys().filter(|p| !before.contains_key(*p)) {
+        out.push(format!("{path} appeared"));
+    }
+    out
+}

@@ -1,0 +1,390 @@
+//! The zip container of a backup, written sequentially: local headers patched once an
+//! entry's size and CRC are known, zip64 records where sizes, offsets or the entry count
+//! need them. The entries' bytes (stored or deflated) come from the caller.
+//!
+//! The zip64 thresholds are a parameter so that tests can drive those paths with small data.
+
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::time::SystemTime;
+
+use flate2::Crc;
+
+const LOCAL_HEADER_SIG: u32 = 0x0403_4b50;
+const CENTRAL_HEADER_SIG: u32 = 0x0201_4b50;
+const END_SIG: u32 = 0x0605_4b50;
+const ZIP64_END_SIG: u32 = 0x0606_4b50;
+const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
+const ZIP64_EXTRA_ID: u16 = 0x0001;
+/// General purpose flag: names are UTF-8.
+const FLAG_UTF8: u16 = 1 << 11;
+/// "Version made by": Unix (so readers honour the mode bits), spec 4.5.
+const MADE_BY_UNIX: u16 = (3 << 8) | 45;
+const VERSION_DEFAULT: u16 = 20;
+const VERSION_ZIP64: u16 = 45;
+const METHOD_STORED: u16 = 0;
+const METHOD_DEFLATED: u16 = 8;
+const S_IFREG: u32 = 0o100_000;
+const S_IFDIR: u32 = 0o040_000;
+const MSDOS_DIR: u32 = 0x10;
+
+/// From which values on the zip64 forms are used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Zip64Limits {
+    /// Files at least this large get zip64 local headers: the header is written before the
+    /// data, and deflate may grow an incompressible tail, so this stays well below `field`.
+    pub large_file: u64,
+    /// Sizes and offsets from this value on go to zip64 fields (the classic one says 0xFFFFFFFF).
+    pub field: u64,
+    /// Entry counts from this value on need the zip64 end record (the classic one says 0xFFFF).
+    pub entries: u64,
+}
+
+impl Default for Zip64Limits {
+    /// What the format requires.
+    fn default() -> Self {
+        Zip64Limits { large_file: 3 << 30, field: u32::MAX as u64, entries: 0xFFFF }
+    }
+}
+
+/// The zip container around the entries' bytes, written sequentially except for patching
+/// each local header once its entry is complete.
+pub(crate) struct ZipOut<W: Write + Seek> {
+    out: BufWriter<W>,
+    /// Bytes written so far: where the next header goes.
+    pos: u64,
+    central: Vec<CentralEntry>,
+    limits: Zip64Limits,
+}
+
+struct CentralEntry {
+    name: String,
+    method: u16,
+    dos_time: (u16, u16),
+    crc: u32,
+    compressed: u64,
+    uncompressed: u64,
+    offset: u64,
+    external: u32,
+    /// The local header has zip64 sizes: the central one must say so too.
+    large: bool,
+}
+
+/// A file entry whose data is being written.
+pub(crate) struct OpenEntry {
+    name: String,
+    method: u16,
+    dos_time: (u16, u16),
+    external: u32,
+    large: bool,
+    offset: u64,
+    crc: Crc,
+    compressed: u64,
+    uncompressed: u64,
+}
+
+impl OpenEntry {
+    /// Bytes of the file written so far.
+    pub fn uncompressed(&self) -> u64 {
+        self.uncompressed
+    }
+}
+
+impl<W: Write + Seek> ZipOut<W> {
+    pub fn new(out: BufWriter<W>, limits: Zip64Limits) -> Self {
+        ZipOut { out, pos: 0, central: Vec::new(), limits }
+    }
+
+    /// A 32-bit field: the value, or 0xFFFFFFFF when it goes to a zip64 field.
+    fn field32(&self, value: u64) -> u32 {
+        if value >= self.limits.field {
+            u32::MAX
+        } else {
+            value as u32
+        }
+    }
+
+    /// Appends a piece of `entry`'s data: `bytes` as stored in the archive, made from
+    /// `input_len` bytes of the file whose checksum is `crc`.
+    pub fn write_data(&mut self, entry: &mut OpenEntry, bytes: &[u8], input_len: u64, crc: &Crc) -> io::Result<()> {
+        self.write(bytes)?;
+        entry.compressed += bytes.len() as u64;
+        entry.uncompressed += input_len;
+        entry.crc.combine(crc);
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes)?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn local_header(&mut self, name: &str, method: u16, dos_time: (u16, u16), large: bool) -> io::Result<()> {
+        let mut h = Vec::with_capacity(30 + name.len() + 20);
+        put32(&mut h, LOCAL_HEADER_SIG);
+        put16(&mut h, if large { VERSION_ZIP64 } else { VERSION_DEFAULT });
+        put16(&mut h, FLAG_UTF8);
+        put16(&mut h, method);
+        put16(&mut h, dos_time.1);
+        put16(&mut h, dos_time.0);
+        put32(&mut h, 0); // crc, patched
+        let size_placeholder = if large { u32::MAX } else { 0 };
+        put32(&mut h, size_placeholder);
+        put32(&mut h, size_placeholder);
+        put16(&mut h, name_len(name)?);
+        put16(&mut h, if large { 20 } else { 0 });
+        h.extend_from_slice(name.as_bytes());
+        if large {
+            put16(&mut h, ZIP64_EXTRA_ID);
+            put16(&mut h, 16);
+            put64(&mut h, 0); // sizes, patched
+            put64(&mut h, 0);
+        }
+        self.write(&h)
+    }
+
+    pub fn directory(&mut self, name: &str, mode: u32, modified: Option<SystemTime>) -> io::Result<()> {
+        let name = format!("{name}/");
+        let dos_time = dos_time(modified);
+        let offset = self.pos;
+        self.local_header(&name, METHOD_STORED, dos_time, false)?;
+        self.central.push(CentralEntry {
+            name,
+            method: METHOD_STORED,
+            dos_time,
+            crc: 0,
+            compressed: 0,
+            uncompressed: 0,
+            offset,
+            external: ((S_IFDIR | mode) << 16) | MSDOS_DIR,
+            large: false,
+        });
+        Ok(())
+    }
+
+    pub fn start_file(
+        &mut self,
+        name: String,
+        mode: u32,
+        modified: Option<SystemTime>,
+        deflated: bool,
+        large: bool,
+    ) -> io::Result<OpenEntry> {
+        let method = if deflated { METHOD_DEFLATED } else { METHOD_STORED };
+        let dos_time = dos_time(modified);
+        let offset = self.pos;
+        self.local_header(&name, method, dos_time, large)?;
+        Ok(OpenEntry {
+            name,
+            method,
+            dos_time,
+            external: (S_IFREG | mode) << 16,
+            large,
+            offset,
+            crc: Crc::new(),
+            compressed: 0,
+            uncompressed: 0,
+        })
+    }
+
+    /// Patches the entry's local header with its CRC and sizes.
+    pub fn finish_file(&mut self, entry: OpenEntry) -> io::Result<()> {
+        let field = self.limits.field;
+        if !entry.large && (entry.compressed >= field || entry.uncompressed >= field) {
+            return Err(io::Error::other(format!("{} grew past 4 GiB while archived", entry.name)));
+        }
+        let crc = entry.crc.sum();
+        let mut patch = Vec::with_capacity(12);
+        put32(&mut patch, crc);
+        if !entry.large {
+            put32(&mut patch, entry.compressed as u32);
+            put32(&mut patch, entry.uncompressed as u32);
+        }
+        self.out.seek(SeekFrom::Start(entry.offset + 14))?;
+        self.out.write_all(&patch)?;
+        if entry.large {
+            let mut sizes = Vec::with_capacity(16);
+            put64(&mut sizes, entry.uncompressed);
+            put64(&mut sizes, entry.compressed);
+            self.out.seek(SeekFrom::Start(entry.offset + 30 + entry.name.len() as u64 + 4))?;
+            self.out.write_all(&sizes)?;
+        }
+        self.out.seek(SeekFrom::Start(self.pos))?;
+        self.central.push(CentralEntry {
+            name: entry.name,
+            method: entry.method,
+            dos_time: entry.dos_time,
+            crc,
+            compressed: entry.compressed,
+            uncompressed: entry.uncompressed,
+            offset: entry.offset,
+            external: entry.external,
+            large: entry.large,
+        });
+        Ok(())
+    }
+
+    /// Writes the central directory and the end records, flushes, and returns the archive's size.
+    pub fn finish(&mut self) -> io::Result<u64> {
+        let central_offset = self.pos;
+        let central = std::mem::take(&mut self.central);
+        for e in &central {
+            let mut zip64 = Vec::new();
+            let field = self.limits.field;
+            let sizes_64 = e.large || e.compressed >= field || e.uncompressed >= field;
+            if sizes_64 {
+                put64(&mut zip64, e.uncompressed);
+                put64(&mut zip64, e.compressed);
+            }
+            if e.offset >= field {
+                put64(&mut zip64, e.offset);
+            }
+            let mut h = Vec::with_capacity(46 + e.name.len() + 28);
+            put32(&mut h, CENTRAL_HEADER_SIG);
+            put16(&mut h, MADE_BY_UNIX);
+            put16(&mut h, if zip64.is_empty() && !e.large { VERSION_DEFAULT } else { VERSION_ZIP64 });
+            put16(&mut h, FLAG_UTF8);
+            put16(&mut h, e.method);
+            put16(&mut h, e.dos_time.1);
+            put16(&mut h, e.dos_time.0);
+            put32(&mut h, e.crc);
+            put32(&mut h, if sizes_64 { u32::MAX } else { e.compressed as u32 });
+            put32(&mut h, if sizes_64 { u32::MAX } else { e.uncompressed as u32 });
+            put16(&mut h, name_len(&e.name)?);
+            put16(&mut h, if zip64.is_empty() { 0 } else { 4 + zip64.len() as u16 });
+            put16(&mut h, 0); // comment
+            put16(&mut h, 0); // disk
+            put16(&mut h, 0); // internal attributes
+            put32(&mut h, e.external);
+            put32(&mut h, self.field32(e.offset));
+            h.extend_from_slice(e.name.as_bytes());
+            if !zip64.is_empty() {
+                put16(&mut h, ZIP64_EXTRA_ID);
+                put16(&mut h, zip64.len() as u16);
+                h.extend_from_slice(&zip64);
+            }
+            self.write(&h)?;
+        }
+        let central_size = self.pos - central_offset;
+        let count = central.len() as u64;
+        let mut end = Vec::with_capacity(56 + 20 + 22);
+        let many = count >= self.limits.entries;
+        let field = self.limits.field;
+        if many || central_offset >= field || central_size >= field {
+            let zip64_end_offset = self.pos;
+            put32(&mut end, ZIP64_END_SIG);
+            put64(&mut end, 44); // size of the rest of this record
+            put16(&mut end, MADE_BY_UNIX);
+            put16(&mut end, VERSION_ZIP64);
+            put32(&mut end, 0); // this disk
+            put32(&mut end, 0); // disk of the central directory
+            put64(&mut end, count);
+            put64(&mut end, count);
+            put64(&mut end, central_size);
+            put64(&mut end, central_offset);
+            put32(&mut end, ZIP64_LOCATOR_SIG);
+            put32(&mut end, 0);
+            put64(&mut end, zip64_end_offset);
+            put32(&mut end, 1); // total disks
+        }
+        put32(&mut end, END_SIG);
+        put16(&mut end, 0);
+        put16(&mut end, 0);
+        let count16 = if many { 0xFFFF } else { count as u16 };
+        put16(&mut end, count16);
+        put16(&mut end, count16);
+        put32(&mut end, self.field32(central_size));
+        put32(&mut end, self.field32(central_offset));
+        put16(&mut end, 0); // comment
+        self.write(&end)?;
+        self.out.flush()?;
+        Ok(self.pos)
+    }
+}
+
+fn name_len(name: &str) -> io::Result<u16> {
+    u16::try_from(name.len()).map_err(|_| io::Error::other(format!("entry name too long: {name}")))
+}
+
+fn put16(buf: &mut Vec<u8>, v: u16) {
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put32(buf: &mut Vec<u8>, v: u32) {
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put64(buf: &mut Vec<u8>, v: u64) {
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+
+/// A modification time in MS-DOS form, (date, time): UTC, 2-second precision; times
+/// outside 1980..=2107 become 1980-01-01 00:00.
+fn dos_time(modified: Option<SystemTime>) -> (u16, u16) {
+    let Some(t) = modified.map(time::OffsetDateTime::from) else {
+        return (dos_date(1980, 1, 1), 0);
+    };
+    if !(1980..=2107).contains(&t.year()) {
+        return (dos_date(1980, 1, 1), 0);
+    }
+    let date = dos_date(t.year() as u16, u8::from(t.month()) as u16, t.day() as u16);
+    let time = ((t.hour() as u16) << 11) | ((t.minute() as u16) << 5) | (t.second() as u16 / 2);
+    (date, time)
+}
+
+fn dos_date(year: u16, month: u16, day: u16) -> u16 {
+    ((year - 1980) << 9) | (month << 5) | day
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Cursor, Read};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn dos_times() {
+        let at = |s: i64| Some(std::time::UNIX_EPOCH + Duration::from_secs(s as u64));
+        // 2023-05-19 16:25:57 UTC: seconds are halved.
+        assert_eq!(dos_time(at(1_684_513_557)), (dos_date(2023, 5, 19), (16 << 11) | (25 << 5) | 28));
+        assert_eq!(dos_time(at(0)), (dos_date(1980, 1, 1), 0), "before 1980");
+        assert_eq!(dos_time(None), (dos_date(1980, 1, 1), 0));
+    }
+
+    /// The writer alone, every zip64 form forced by thresholds of 1, read back by the zip crate.
+    #[test]
+    fn every_field_in_zip64_form_reads_back() {
+        let limits = Zip64Limits { large_file: 0, field: 1, entries: 1 };
+        let mut zip = ZipOut::new(BufWriter::new(Cursor::new(Vec::new())), limits);
+        zip.directory("d", 0o755, None).unwrap();
+        let mut entry = zip.start_file("d/a.txt".into(), 0o644, None, false, true).unwrap();
+        let mut crc = Crc::new();
+        crc.update(b"hello ");
+        zip.write_data(&mut entry, b"hello ", 6, &crc).unwrap();
+        let mut crc = Crc::new();
+        crc.update(b"world");
+        zip.write_data(&mut entry, b"world", 5, &crc).unwrap();
+        zip.finish_file(entry).unwrap();
+        let size = zip.finish().unwrap();
+        let bytes = zip.out.into_inner().unwrap().into_inner();
+        assert_eq!(size, bytes.len() as u64);
+        let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
+        assert_eq!(archive.len(), 2);
+        let mut text = String::new();
+        archive.by_name("d/a.txt").unwrap().read_to_string(&mut text).unwrap();
+        assert_eq!(text, "hello world");
+        assert!(archive.by_name("d/").unwrap().is_dir());
+    }
+
+    #[test]
+    fn a_file_outgrowing_classic_headers_is_an_error() {
+        let limits = Zip64Limits { large_file: 100, field: 10, entries: 0xFFFF };
+        let mut zip = ZipOut::new(BufWriter::new(Cursor::new(Vec::new())), limits);
+        let mut entry = zip.start_file("a".into(), 0o644, None, false, false).unwrap();
+        let mut crc = Crc::new();
+        crc.update(&[0; 10]);
+        zip.write_data(&mut entry, &[0; 10], 10, &crc).unwrap();
+        assert!(zip.finish_file(entry).is_err());
+    }
+}
