@@ -1,4 +1,5 @@
-//! The command line: `serve`, account management, `backups check-s3` and `openapi`.
+//! The command line: `serve`, account management, `backups` tools (`check-s3`, `verify`, and
+//! `list`/`create`/`restore`/`delete` with the server stopped) and `openapi`.
 
 use std::path::PathBuf;
 
@@ -7,6 +8,7 @@ use ipnet::IpNet;
 
 use crate::accounts::{Accounts, Collection};
 use crate::lock::DataDirLock;
+use crate::offline::Offline;
 use crate::server::{self, RestartMode, ServeConfig, StorageChoice};
 use crate::storage::s3::{S3Config, S3Storage};
 use crate::http::ratelimit::RateLimit;
@@ -15,6 +17,9 @@ use crate::{http, listener};
 #[derive(Parser, Debug)]
 #[command(name = "pb-backups", version, about = "The PocketBase Backups API, as its specification documents it.")]
 pub struct Cli {
+    /// Log lines as text, or as one JSON object per line.
+    #[arg(long, global = true, env = "PB_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -176,6 +181,11 @@ pub enum Command {
         login: LoginArgs,
         #[command(flatten)]
         s3: S3Args,
+        #[command(flatten)]
+        schedule: ScheduleArgs,
+        /// Serve Prometheus metrics at /metrics.
+        #[arg(long, env = "PB_METRICS", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false", value_name = "BOOL")]
+        metrics: bool,
     },
     /// Backups storage tools.
     #[command(subcommand)]
@@ -196,6 +206,54 @@ pub enum BackupsCommand {
     /// reachable, bucket present, keys accepted, writes and conditional writes working.
     /// Writes and removes a few small test objects under the prefix.
     CheckS3 {
+        #[command(flatten)]
+        s3: S3Args,
+    },
+    /// List the stored backups (key, size, modified), newest first. Server stopped.
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[command(flatten)]
+        s3: S3Args,
+    },
+    /// Create a backup of the data dir, as POST /api/backups would. Server stopped.
+    Create {
+        /// `[a-z0-9_-]+.zip`; generated (pb_backup_<UTC time>.zip) when absent.
+        name: Option<String>,
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[command(flatten)]
+        s3: S3Args,
+    },
+    /// Restore a backup into the data dir (checked, then swapped in with the journaled swap
+    /// a server uses). Server stopped.
+    Restore {
+        key: String,
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[command(flatten)]
+        s3: S3Args,
+    },
+    /// Delete a stored backup. Server stopped.
+    Delete {
+        key: String,
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[command(flatten)]
+        s3: S3Args,
+    },
+    /// Check that a stored backup would restore, with the restore's own checks: every entry
+    /// (CRC, sizes, safe names), data.db opens and passes SQLite's integrity_check, a usable
+    /// superuser account. Read-only: works beside a running server. Exit 1 on any bad one.
+    Verify {
+        /// The backup's key (its file name).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        key: Option<String>,
+        /// Verify every stored backup.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        dir: DataDirArg,
         #[command(flatten)]
         s3: S3Args,
     },
@@ -224,11 +282,28 @@ pub async fn run(cli: Cli, inherited: listener::Inherited) -> Result<(), Box<dyn
         Command::Openapi => print!("{}", http::openapi::document_yaml()),
         Command::Superuser(cmd) => account(Collection::Superusers, cmd)?,
         Command::User(cmd) => account(Collection::Users, cmd)?,
-        Command::Serve { http, dir, lang, max_archive_size, login, s3 } => {
+        Command::Serve { http, dir, lang, max_archive_size, login, s3, schedule, metrics } => {
+            if metrics {
+                crate::metrics::enable();
+            }
             let config = serve_config(dir, &lang, max_archive_size, login, &s3)?;
-            serve(&http, config, inherited).await?
+            serve(&http, config, inherited, schedule.patch()).await?
         }
         Command::Backups(BackupsCommand::CheckS3 { s3 }) => check_s3(&s3).await?,
+        Command::Backups(BackupsCommand::List { dir, s3 }) => crate::offline::run(&dir.dir, s3.config()?.map(|(c, _)| c), Offline::List).await?,
+        Command::Backups(BackupsCommand::Create { name, dir, s3 }) => {
+            crate::offline::run(&dir.dir, s3.config()?.map(|(c, _)| c), Offline::Create(name)).await?
+        }
+        Command::Backups(BackupsCommand::Restore { key, dir, s3 }) => {
+            crate::offline::run(&dir.dir, s3.config()?.map(|(c, _)| c), Offline::Restore(key)).await?
+        }
+        Command::Backups(BackupsCommand::Delete { key, dir, s3 }) => {
+            crate::offline::run(&dir.dir, s3.config()?.map(|(c, _)| c), Offline::Delete(key)).await?
+        }
+        Command::Backups(BackupsCommand::Verify { key, all, dir, s3 }) => {
+            let storage = crate::offline::open_storage(&dir.dir, s3.config()?.map(|(c, _)| c))?;
+            crate::offline::verify(storage.as_ref(), key.as_deref(), all).await?
+        }
     }
     Ok(())
 }
@@ -317,13 +392,22 @@ async fn check_s3(args: &S3Args) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-async fn serve(addr: &str, mut config: ServeConfig, inherited: listener::Inherited) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(
+    addr: &str,
+    mut config: ServeConfig,
+    inherited: listener::Inherited,
+    schedule: crate::settings::BackupsPatch,
+) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&config.data_dir)?;
     let dir = config.data_dir.canonicalize()?;
     // Refuse at once, before touching anything, when another server holds the data dir;
     // the lock is handed to `server::run` and held for as long as it serves.
     config.lock = Some(DataDirLock::acquire(&dir)?);
     ensure_superuser(&server::open_data_dir(&dir)?)?;
+    if schedule != Default::default() {
+        let s = crate::settings::update_backups(&dir, &schedule)?;
+        tracing::info!(cron = %s.backups.cron, cron_max_keep = s.backups.cron_max_keep, "backups schedule set from the command line");
+    }
     let listener = listener::bind_or_inherit(addr, inherited)?;
     let local = listener.local_addr()?;
     // Not println!: a closed stdout must not stop a (re-executed) server.
@@ -356,6 +440,26 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// The automatic backups schedule, stored in the data dir's settings at every start (as
+/// `PATCH /api/settings` would), so it also applies after a restore restarts the server.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Scheduled backups")]
+pub struct ScheduleArgs {
+    /// Cron expression of automatic backups, in UTC (five fields or @daily …); "" turns
+    /// them off. Left as stored (`backups.cron`) when absent.
+    #[arg(long = "backups-cron", env = "PB_BACKUPS_CRON", value_name = "EXPR")]
+    pub cron: Option<String>,
+    /// How many automatic backups to keep (`backups.cronMaxKeep`).
+    #[arg(long = "backups-cron-max-keep", env = "PB_BACKUPS_CRON_MAX_KEEP", value_name = "N")]
+    pub cron_max_keep: Option<i64>,
+}
+
+impl ScheduleArgs {
+    pub fn patch(&self) -> crate::settings::BackupsPatch {
+        crate::settings::BackupsPatch { cron: self.cron.clone(), cron_max_keep: self.cron_max_keep }
     }
 }
 

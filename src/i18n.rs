@@ -98,6 +98,9 @@ pub enum Message {
     ArchiveNoUsableAccounts,
     ArchiveCorrupt,
     Healthy,
+    InvalidCron,
+    MinOne,
+    InvalidType,
 }
 
 impl Message {
@@ -164,6 +167,12 @@ impl Message {
             (ArchiveCorrupt, Lang::Zh) => "压缩包已损坏。",
             (ArchiveCorrupt, Lang::En) => "The archive is corrupt.",
             (Healthy, _) => "API is healthy.",
+            (InvalidCron, Lang::Zh) => "必须是有效的 cron 表达式（五个字段，或 @daily 等宏）。",
+            (InvalidCron, Lang::En) => "Must be a valid cron expression (five fields, or a macro such as @daily).",
+            (MinOne, Lang::Zh) => "不能小于 1。",
+            (MinOne, Lang::En) => "Must be no less than 1.",
+            (InvalidType, Lang::Zh) => "值的类型无效。",
+            (InvalidType, Lang::En) => "Invalid value type.",
         }
     }
 

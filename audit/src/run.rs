@@ -809,13 +809,15 @@ impl Auditor {
         let mut refused = 0;
         let mut problems = Vec::new();
         let mut round = 0;
+        // No pooled connections: every poll opens a fresh one, so a refused connection shows
+        // as one. Polled every few milliseconds: a restart's window without a listener can be
+        // a few tens of milliseconds, and a slower poll could miss it.
+        let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(30)).build().expect("a client");
         loop {
             if Instant::now() > deadline {
                 problems.push(format!("not back and idle within {} s", self.config.restore_wait.as_secs()));
                 break;
             }
-            // A fresh connection each time: a refused connection shows as one.
-            let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(30)).build().expect("a client");
             match self.t.send_with(&fresh, &Req::get("/api/health")).await {
                 Err(e) if e.is_connect() => refused += 1,
                 Err(_) => {}
@@ -831,7 +833,7 @@ impl Auditor {
                 }
                 Ok(_) => {}
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         if marker && self.dir.as_ref().is_some_and(DataDir::has_marker) {
             problems.push(format!("{} written after the backup is still there: the data was not restored", datadir::MARKER));

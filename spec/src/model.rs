@@ -2,7 +2,9 @@
 //!
 //! Plain data and one transition function, `step`, that a state-machine test drives in
 //! lockstep with the live server: it says which status and error each request must get
-//! and how the set of backups changes. It knows nothing about sizes, times or bytes.
+//! and how the set of backups changes. It knows nothing about sizes, times or bytes; the
+//! order backups were stored in stands for their modification times (scheduled runs prune
+//! by it).
 
 use std::collections::BTreeSet;
 
@@ -13,6 +15,9 @@ pub const MAX_KEY_CHARS: usize = 150;
 
 /// Start of the stand-in keys the model gives to server-generated names (see [`State`]).
 pub const GENERATED_KEY_PREFIX: &str = "generated-";
+
+/// Start of the keys of scheduled backups: the only ones a scheduled run prunes.
+pub const AUTO_KEY_PREFIX: &str = "@auto_pb_backup_";
 
 /// Who sends a request (R4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -68,6 +73,9 @@ pub struct State {
     pub active: Active,
     /// How many names the model has generated so far.
     pub generated: u32,
+    /// The stored keys, oldest first: the order their backups were completed in, which is
+    /// their modification order (a scheduled run keeps the newest of its own).
+    pub order: Vec<String>,
 }
 
 /// One step a test can take: a request by a caller, or the release of a held operation.
@@ -110,6 +118,13 @@ pub enum Op {
         caller: Caller,
         key: String,
     },
+    /// A minute at which the backups schedule is due: a create under `key` (an
+    /// `@auto_pb_backup_` name, not a request), then the scheduled backups beyond the newest
+    /// `keep` are deleted, whether or not the create ran.
+    ScheduledRun {
+        key: String,
+        keep: usize,
+    },
 }
 
 impl Op {
@@ -123,7 +138,7 @@ impl Op {
             | Op::Delete { caller, .. }
             | Op::RestoreAccepted { caller, .. }
             | Op::Download { caller, .. } => Some(*caller),
-            Op::FinishCreate | Op::FinishRestore => None,
+            Op::FinishCreate | Op::FinishRestore | Op::ScheduledRun { .. } => None,
         }
     }
 
@@ -136,7 +151,7 @@ impl Op {
             Op::Delete { .. } => Some(Operation::Delete),
             Op::RestoreAccepted { .. } => Some(Operation::Restore),
             Op::Download { .. } => Some(Operation::Download),
-            Op::FinishCreate | Op::FinishRestore => None,
+            Op::FinishCreate | Op::FinishRestore | Op::ScheduledRun { .. } => None,
         }
     }
 
@@ -240,6 +255,16 @@ pub struct Outcome {
     pub listed: Option<BTreeSet<String>>,
     /// The request was accepted but answers only at the matching release (`CreateHeld`).
     pub held: bool,
+    /// For `ScheduledRun`: what it did.
+    pub scheduled: Option<Scheduled>,
+}
+
+/// What a scheduled run did: created its backup or was skipped (a create or restore was in
+/// progress: never queued), and which scheduled backups it then deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scheduled {
+    pub created: bool,
+    pub pruned: BTreeSet<String>,
 }
 
 impl Outcome {
@@ -249,6 +274,7 @@ impl Outcome {
         error: None,
         listed: None,
         held: false,
+        scheduled: None,
     };
 
     const fn success(status: u16) -> Outcome {
@@ -257,6 +283,7 @@ impl Outcome {
             error: None,
             listed: None,
             held: false,
+            scheduled: None,
         }
     }
 
@@ -266,6 +293,7 @@ impl Outcome {
             error: Some(error),
             listed: None,
             held: false,
+            scheduled: None,
         }
     }
 
@@ -336,8 +364,10 @@ impl State {
         I: IntoIterator<Item = K>,
         K: Into<String>,
     {
+        let keys: BTreeSet<String> = keys.into_iter().map(Into::into).collect();
         State {
-            keys: keys.into_iter().map(Into::into).collect(),
+            order: keys.iter().cloned().collect(),
+            keys,
             ..State::default()
         }
     }
@@ -349,6 +379,9 @@ impl State {
 
     /// The invariants every reachable state keeps.
     pub fn check(&self) -> Result<(), String> {
+        if self.order.len() != self.keys.len() || !self.order.iter().all(|k| self.keys.contains(k)) {
+            return Err(format!("stored order {:?} is not the stored keys {:?}", self.order, self.keys));
+        }
         if let Some(key) = self.keys.iter().find(|key| !is_possible_key(key)) {
             return Err(format!("stored key {key:?} is not a possible key"));
         }
@@ -385,7 +418,7 @@ impl State {
             Op::Create { name, .. } => self.create(name.as_deref(), false),
             Op::FinishCreate => {
                 if let Active::Creating(key) = std::mem::take(&mut self.active) {
-                    self.keys.insert(key);
+                    self.store(key);
                 }
                 Outcome::success(204)
             }
@@ -404,7 +437,40 @@ impl State {
                     Outcome::refused(ErrorKind::NotFound)
                 }
             }
+            Op::ScheduledRun { key, keep } => self.scheduled_run(key, *keep),
         }
+    }
+
+    fn store(&mut self, key: String) {
+        self.order.push(key.clone());
+        self.keys.insert(key);
+    }
+
+    /// A due minute of the schedule: the same exclusivity as a create (skipped, not
+    /// queued, while one runs), then the prune, which spares the key a restore is reading.
+    fn scheduled_run(&mut self, key: &str, keep: usize) -> Outcome {
+        let created = self.active == Active::Idle && !self.is_taken(key);
+        if created {
+            self.store(key.to_string());
+        }
+        let autos: Vec<String> = self.order.iter().rev().filter(|k| k.starts_with(AUTO_KEY_PREFIX)).cloned().collect();
+        let mut pruned = BTreeSet::new();
+        // A keep of 0 (never valid with a cron) prunes nothing.
+        let beyond = if keep == 0 { Vec::new() } else { autos.into_iter().skip(keep).collect() };
+        for old in beyond {
+            if self.active.key() != Some(old.as_str()) && self.remove(&old) {
+                pruned.insert(old);
+            }
+        }
+        Outcome {
+            scheduled: Some(Scheduled { created, pruned }),
+            ..Outcome::NOTHING
+        }
+    }
+
+    fn remove(&mut self, key: &str) -> bool {
+        self.order.retain(|k| k != key);
+        self.keys.remove(key)
     }
 
     /// R15, R11, R12.
@@ -431,7 +497,7 @@ impl State {
                 ..Outcome::success(204)
             }
         } else {
-            self.keys.insert(key);
+            self.store(key);
             Outcome::success(204)
         }
     }
@@ -458,7 +524,7 @@ impl State {
         if self.is_taken(key) {
             return Outcome::refused(ErrorKind::NameExists);
         }
-        self.keys.insert(key.to_string());
+        self.store(key.to_string());
         Outcome::success(204)
     }
 
@@ -470,7 +536,7 @@ impl State {
         if self.active.key() == Some(key) {
             return Outcome::refused(ErrorKind::BusyDeleteRestore);
         }
-        if self.keys.remove(key) {
+        if self.remove(key) {
             Outcome::success(204)
         } else {
             Outcome::refused(ErrorKind::NotFound)
@@ -645,7 +711,8 @@ mod tests {
                 status: 204,
                 error: None,
                 listed: None,
-                held: false
+                held: false,
+                scheduled: None,
             }
         );
         assert_eq!(outcomes[1].listed, Some(keys(&["my_backup-1.zip"])));
@@ -771,7 +838,8 @@ mod tests {
                 status: 204,
                 error: None,
                 listed: None,
-                held: true
+                held: true,
+                scheduled: None,
             }
         );
         assert_eq!(state.active, Active::Creating("b.zip".to_string()));
@@ -1090,5 +1158,40 @@ mod tests {
             assert!(outcome.error.is_some());
             assert_eq!(outcome.documented(&op), None, "{op:?}");
         }
+    }
+    fn scheduled(key: &str, keep: usize) -> Op {
+        Op::ScheduledRun { key: key.to_string(), keep }
+    }
+
+    #[test]
+    fn scheduled_runs_keep_the_newest_of_their_own_only() {
+        let (a, b, c) = ("@auto_pb_backup_x_1.zip", "@auto_pb_backup_x_2.zip", "@auto_pb_backup_x_3.zip");
+        let (state, outcomes) = run(
+            &State::with_keys(["manual.zip"]),
+            &[scheduled(a, 2), upload("@auto_pb_backup_up.zip", true), scheduled(b, 2), scheduled(c, 2), list()],
+        );
+        let did = |i: usize| outcomes[i].scheduled.clone().unwrap();
+        assert_eq!(did(0), Scheduled { created: true, pruned: keys(&[]) });
+        // An upload under the prefix counts as one of them, by its time.
+        assert_eq!(did(2), Scheduled { created: true, pruned: keys(&[a]) });
+        assert_eq!(did(3), Scheduled { created: true, pruned: keys(&["@auto_pb_backup_up.zip"]) });
+        assert_eq!(outcomes[4].listed, Some(keys(&["manual.zip", b, c])));
+        assert_eq!(state.order, ["manual.zip", b, c]);
+    }
+
+    #[test]
+    fn a_busy_scheduled_run_is_skipped_but_still_prunes() {
+        let (a, b) = ("@auto_pb_backup_x_1.zip", "@auto_pb_backup_x_2.zip");
+        let start = State::with_keys([a, b]);
+        let (state, outcome) = step(&creating(&[a, b], "held.zip"), &scheduled("@auto_pb_backup_x_3.zip", 1));
+        assert_eq!(outcome.scheduled, Some(Scheduled { created: false, pruned: keys(&[a]) }));
+        assert_eq!(state.active, Active::Creating("held.zip".into()));
+        // A restore's key is spared: its delete would be refused.
+        let (state, outcome) = step(&restoring(&[a, b], a), &scheduled("@auto_pb_backup_x_3.zip", 1));
+        assert_eq!(outcome.scheduled, Some(Scheduled { created: false, pruned: keys(&[]) }));
+        assert_eq!(state.keys, start.keys);
+        // Not a request: nobody is refused it, and no status is expected.
+        assert_eq!(outcome.status, 0);
+        assert_eq!(scheduled("k", 1).caller(), None);
     }
 }

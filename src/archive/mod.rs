@@ -80,6 +80,8 @@ pub enum ArchiveError {
     MissingDataDb,
     #[error("data.db in the archive is not an SQLite database")]
     DataDbNotSqlite,
+    #[error("data.db in the archive fails SQLite's integrity check: {0}")]
+    DataDbCorrupt(String),
     #[error("snapshot of {name:?} failed: {source}")]
     Snapshot {
         name: String,
@@ -109,6 +111,7 @@ impl ArchiveError {
             Self::SizeMismatch { .. } => "The archive is corrupt.",
             Self::MissingDataDb => "The archive has no data.db.",
             Self::DataDbNotSqlite => "The data.db in the archive is not an SQLite database.",
+            Self::DataDbCorrupt(_) => "The data.db in the archive is corrupt.",
             Self::Snapshot { .. } => "The database could not be copied.",
             Self::ZipWrite(_) => "The archive could not be written.",
             Self::Io(_) => "A file operation failed.",

@@ -168,8 +168,15 @@ impl AccountsApi {
     }
 
     /// Health check
+    ///
+    /// For a superuser's auth token, `data.canBackup` tells whether a backup could start now
+    /// (false while a create or restore runs), as PocketBase does.
     #[oai(path = "/health", method = "get", operation_id = "health", tag = "ApiTags::Health")]
-    async fn health(&self) -> Json<Health> {
-        Json(Health { message: Message::Healthy.current().to_string(), code: 200, data: serde_json::json!({}) })
+    async fn health(&self, req: &poem::Request, service: Data<&Arc<Service>>) -> Json<Health> {
+        let data = match super::auth::optional_superuser(req).await {
+            Some(_) => serde_json::json!({"canBackup": !service.is_busy()}),
+            None => serde_json::json!({}),
+        };
+        Json(Health { message: Message::Healthy.current().to_string(), code: 200, data })
     }
 }

@@ -64,6 +64,14 @@ fn superuser(record: Record) -> Result<Record, ApiError> {
     }
 }
 
+/// The caller when the request carries a valid superuser auth token, else `None`: for an
+/// endpoint open to everyone that tells superusers more (health's `canBackup`).
+pub async fn optional_superuser(req: &Request) -> Option<Record> {
+    let raw = req.headers().get(poem::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let record = check_auth_token(req, ApiKey { key: raw.to_string() }).await.ok()?;
+    record.is_superuser().then_some(record)
+}
+
 impl AuthToken {
     /// The caller, if a superuser; else the documented 403.
     pub fn superuser(self) -> Result<Record, ApiError> {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod fields;
 pub mod openapi;
 pub mod ratelimit;
+pub mod settings;
 pub mod upload;
 
 use std::sync::Arc;
@@ -31,6 +32,8 @@ use error::{from_poem_error, ApiError};
 pub const DOCS_PATH: &str = "/docs";
 pub const OPENAPI_JSON_PATH: &str = "/openapi.json";
 pub const OPENAPI_YAML_PATH: &str = "/openapi.yaml";
+/// Prometheus metrics, when the server runs with `--metrics` (404 otherwise).
+pub const METRICS_PATH: &str = "/metrics";
 
 /// The whole HTTP application over `service`; `default_lang` answers requests whose
 /// `Accept-Language` names neither zh nor en; `login_rate` throttles password logins per
@@ -57,6 +60,20 @@ pub fn app(
         }))
         .at(DOCS_PATH, make_sync(move |_| Html(swagger.clone())))
         .at("/", get(make_sync(|_| Redirect::see_other(DOCS_PATH))))
+        .at(METRICS_PATH, get(poem::endpoint::make({
+            let service = service.clone();
+            move |_| {
+                let service = service.clone();
+                async move {
+                    match crate::metrics::render(&service).await {
+                        Some(text) => Response::builder()
+                            .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+                            .body(text),
+                        None => poem::error::ResponseError::as_response(&ApiError::not_found()),
+                    }
+                }
+            }
+        })))
         .with(Cors::new())
         .with(
             SetHeader::new()
@@ -117,6 +134,7 @@ async fn per_request<E: Endpoint>(
             response.headers_mut().insert(poem::http::header::ALLOW, methods);
         }
     }
+    crate::metrics::request(method.as_str(), &path, response.status().as_u16(), started.elapsed());
     tracing::info!(
         %method,
         path = %path,

@@ -11,9 +11,10 @@ use serde_json::{json, Value};
 use super::accounts::AccountsApi;
 use super::backups::BackupsApi;
 use super::error::ApiError;
+use super::settings::SettingsApi;
 use crate::i18n::{Lang, Message};
 
-pub type Apis = (BackupsApi, AccountsApi);
+pub type Apis = (BackupsApi, AccountsApi, SettingsApi);
 
 /// The crate's SPDX license id, which is the API document's too.
 const LICENSE: &str = env!("CARGO_PKG_LICENSE");
@@ -30,7 +31,7 @@ short-lived file token from `POST /api/files/token` as the `token` query paramet
 English with `Accept-Language: en`.";
 
 pub fn api_service() -> OpenApiService<Apis, ()> {
-    OpenApiService::new((BackupsApi, AccountsApi), "pb-backups: PocketBase Backups API", env!("CARGO_PKG_VERSION"))
+    OpenApiService::new((BackupsApi, AccountsApi, SettingsApi), "pb-backups: PocketBase Backups API", env!("CARGO_PKG_VERSION"))
         .description(DESCRIPTION)
         .license(LicenseObject::new(LICENSE).url(format!("https://spdx.org/licenses/{LICENSE}.html")))
         // Relative: the server that serves the document (Swagger UI's "try it out" goes

@@ -134,6 +134,51 @@ pub fn generated_name(now: time::OffsetDateTime, taken: impl Fn(&str) -> bool) -
     BackupKey(name)
 }
 
+/// Prefix of the keys of scheduled backups; only these are ever pruned.
+pub const AUTO_PREFIX: &str = "@auto_pb_backup_";
+
+/// `@auto_pb_backup_<snake_case(app_name), at most 50 bytes>_<UTC YYYYMMDDHHMMSS>.zip`,
+/// the name PocketBase gives a scheduled backup. The create API cannot make one (its
+/// pattern has no `@`), but every other operation takes it as a key.
+pub fn auto_backup_key(app_name: &str, at: time::OffsetDateTime) -> BackupKey {
+    let mut app = snake_case(app_name);
+    let mut end = app.len().min(50);
+    while !app.is_char_boundary(end) {
+        end -= 1;
+    }
+    app.truncate(end);
+    let utc = at.to_offset(time::UtcOffset::UTC);
+    BackupKey(format!(
+        "{AUTO_PREFIX}{app}_{:04}{:02}{:02}{:02}{:02}{:02}{ZIP_SUFFIX}",
+        utc.year(),
+        u8::from(utc.month()),
+        utc.day(),
+        utc.hour(),
+        utc.minute(),
+        utc.second()
+    ))
+}
+
+/// PocketBase's `inflector.Snakecase`: words split at anything but letters and digits,
+/// joined by `_`, a `_` before an upper-case letter that follows a lower-case one, lower-cased.
+fn snake_case(s: &str) -> String {
+    let mut out = String::new();
+    for word in s.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        if !out.is_empty() {
+            out.push('_');
+        }
+        let mut prev_upper = true;
+        for c in word.chars() {
+            if c.is_uppercase() && !prev_upper {
+                out.push('_');
+            }
+            prev_upper = c.is_uppercase();
+            out.push(c);
+        }
+    }
+    out.to_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,5 +397,29 @@ mod tests {
             prop_assert!(create_name(key.as_str()).is_ok(), "{}", key);
             prop_assert_eq!(asked.get(), taken + 1);
         }
+    }
+    #[test]
+    fn auto_backup_keys_are_keys_but_never_create_names() {
+        let at = time::macros::datetime!(2026-11-27 07:05:09 UTC);
+        let key = auto_backup_key("My App Name", at);
+        assert_eq!(key.as_str(), "@auto_pb_backup_my_app_name_20261127070509.zip");
+        assert_eq!(BackupKey::parse(key.as_str()), Some(key.clone()));
+        assert_eq!(create_name(key.as_str()), Err(NameError::Invalid));
+        assert_eq!(upload_key(key.as_str()), Ok(key));
+        assert_eq!(auto_backup_key("pb-backups", at).as_str(), "@auto_pb_backup_pb_backups_20261127070509.zip");
+        assert_eq!(auto_backup_key("", at).as_str(), "@auto_pb_backup__20261127070509.zip");
+    }
+
+    #[test]
+    fn auto_backup_app_names_are_snake_case_cut_at_50_bytes() {
+        assert_eq!(snake_case("PocketBase"), "pocket_base");
+        assert_eq!(snake_case("HTTPServer  v2!"), "httpserver_v2");
+        assert_eq!(snake_case("Acme.io/Backups"), "acme_io_backups");
+        let at = time::macros::datetime!(2026-01-02 03:04:05 UTC);
+        let long = auto_backup_key(&"x".repeat(80), at);
+        assert_eq!(long.as_str(), format!("{AUTO_PREFIX}{}_20260102030405.zip", "x".repeat(50)));
+        // A cut never splits a character.
+        let wide = auto_backup_key(&"é".repeat(40), at);
+        assert_eq!(wide.as_str(), format!("{AUTO_PREFIX}{}_20260102030405.zip", "é".repeat(25)));
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use pb_backups::accounts::{Accounts, Collection};
 use pb_backups::auth::{self, TokenKind};
+use pb_backups::schedule::ManualClock;
 use pb_backups::server::{self, RestartMode, ServeConfig};
 use pb_backups::service::Gate as ServerGate;
 use tokio::sync::oneshot;
@@ -57,6 +58,8 @@ pub fn template() -> &'static Template {
 pub struct Live {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// The backup schedule's minutes: a scheduled run happens only when the test ticks.
+    pub clock: ManualClock,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -74,6 +77,8 @@ impl Live {
         config.restart = RestartMode::InProcess;
         config.create_gate = create_gate;
         config.restore_gate = restore_gate;
+        let (clock, source) = ManualClock::new();
+        config.schedule_clock = source;
         // Long enough never to cut off a request the test is still waiting for.
         config.shutdown_grace = Duration::from_secs(30);
         let (tx, rx) = oneshot::channel::<()>();
@@ -84,7 +89,7 @@ impl Live {
             .await
             .expect("server failed");
         });
-        Live { addr, dir, shutdown: Some(tx), task: Some(task) }
+        Live { addr, dir, clock, shutdown: Some(tx), task: Some(task) }
     }
 
     pub fn data_dir(&self) -> &Path {

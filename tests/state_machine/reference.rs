@@ -5,7 +5,7 @@
 //! and keys that can never be backups. While a restore runs, creates are drawn more often:
 //! "create while a restore runs" is the refusal a broken coordinator lets through.
 
-use pb_backups_spec::model::{self, Active, Caller, Op, State, MAX_KEY_CHARS};
+use pb_backups_spec::model::{self, Active, Caller, Op, State, AUTO_KEY_PREFIX, MAX_KEY_CHARS};
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest_state_machine::ReferenceStateMachine;
@@ -50,6 +50,12 @@ fn upload_key() -> impl Strategy<Value = String> {
     ]
 }
 
+/// The key of a scheduled backup made at one of a few minutes (so that they collide too), as
+/// the server names them for its app name `pb-backups`.
+fn scheduled_key() -> impl Strategy<Value = String> {
+    (0u32..4).prop_map(|minute| format!("{AUTO_KEY_PREFIX}pb_backups_202601010{minute}0000.zip"))
+}
+
 /// A create name: `None` and `""` ask for a generated one.
 fn name() -> impl Strategy<Value = Option<String>> {
     let too_long = format!("{}.zip", "a".repeat(MAX_KEY_CHARS - 3));
@@ -89,6 +95,7 @@ impl ReferenceStateMachine for Reference {
             (3, (caller(), key()).prop_map(|(caller, key)| Op::Delete { caller, key }).boxed()),
             (restore_weight, (caller(), key()).prop_map(|(caller, key)| Op::RestoreAccepted { caller, key }).boxed()),
             (2, (caller(), key()).prop_map(|(caller, key)| Op::Download { caller, key }).boxed()),
+            (2, (scheduled_key(), 1..=2usize).prop_map(|(key, keep)| Op::ScheduledRun { key, keep }).boxed()),
         ];
         // A release is drawn only when something is held.
         match state.active {

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pb_backups::schedule::TickOutcome;
+use pb_backups::settings::BackupsPatch;
 use pb_backups_spec::model::{self, Active, Caller, Op, Outcome, State};
 use pb_backups_spec::Lang;
 use proptest_state_machine::StateMachineTest;
@@ -348,6 +350,7 @@ impl Sut {
                     self.check(op, expected, &r);
                 }
             }
+            Op::ScheduledRun { key, keep } => self.scheduled_run(op, key, *keep, expected),
             Op::FinishRestore => {
                 let status = self.finish_restore();
                 assert_eq!(status, expected.status, "{op:?}: health of the restarted server");
@@ -376,6 +379,33 @@ impl Sut {
 
     /// After a create: the creates that passed the server's coordinator must be exactly
     /// the one the model accepted, and a generated name is learned.
+    /// A due minute of the schedule: the cron (every minute) and `keep` are stored as
+    /// PocketBase would, then the manual clock ticks at the minute the key names.
+    fn scheduled_run(&mut self, op: &Op, key: &str, keep: usize, expected: &Outcome) {
+        let patch = BackupsPatch { cron: Some("* * * * *".into()), cron_max_keep: Some(keep as i64) };
+        pb_backups::settings::update_backups(self.live().data_dir(), &patch).expect("settings stored");
+        let stamp = key.trim_end_matches(".zip").rsplit('_').next().unwrap();
+        let format = time::macros::format_description!("[year][month][day][hour][minute][second]");
+        let at = time::PrimitiveDateTime::parse(stamp, format).unwrap().assume_utc();
+        let clock = self.live().clock.clone();
+        let outcome = self.within("the scheduled run", clock.tick(at)).expect("the scheduler runs");
+        let (created, pruned) = match outcome {
+            TickOutcome::Created { key: made, pruned } => {
+                assert_eq!(made.as_str(), key, "{op:?}");
+                (true, pruned)
+            }
+            TickOutcome::Skipped { pruned } | TickOutcome::Failed { pruned, .. } => (false, pruned),
+            other => panic!("{op:?}: {other:?}"),
+        };
+        // A create that got past the coordinator passed the gate (a taken key fails after it).
+        let started = self.model.active == Active::Idle;
+        let passed = self.gate.take_passed();
+        assert_eq!(passed, if started { vec![key.to_string()] } else { Vec::new() }, "{op:?}");
+        let pruned: BTreeSet<String> = pruned.iter().map(|k| self.model_key(k.as_str())).collect();
+        let expected = expected.scheduled.clone().expect("a scheduled outcome");
+        assert_eq!((created, pruned), (expected.created, expected.pruned), "{op:?}");
+    }
+
     fn learn_created(&mut self, op: &Op, stand_in: Option<String>) {
         let passed = self.gate.take_passed();
         match stand_in {

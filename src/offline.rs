@@ -1,0 +1,192 @@
+//! Backup tools of the command line that work without a server: `backups list | create |
+//! restore | delete` on a data dir whose server is stopped (through the same service the API
+//! uses, so the same rules, names, exclusivity and journaled swap), and `backups verify`,
+//! which only reads and so also runs beside a server.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::archive::ArchiveLimits;
+use crate::lock::{DataDirLock, LockError};
+use crate::model::names::BackupKey;
+use crate::server::{self, ServerError};
+use crate::layout::BACKUPS_DIR;
+use crate::service::{BackupError, RestartHandle, Service, ServiceConfig};
+use crate::storage::s3::{S3Config, S3Storage};
+use crate::storage::{BackupStorage, LocalStorage};
+use crate::verify::{self, Verdict};
+
+/// Why a command failed; `main` prints it and exits 1.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error("no such backup: {0} (404: the requested resource wasn't found)")]
+    NotFound(String),
+    #[error("{bad} of {total} backups would not restore")]
+    Bad { bad: usize, total: usize },
+    #[error("backups storage: {0}")]
+    Storage(String),
+    /// A server (or another command) holds the data dir.
+    #[error(transparent)]
+    Locked(#[from] LockError),
+    #[error(transparent)]
+    DataDir(#[from] ServerError),
+    #[error("{0}")]
+    Backup(BackupError),
+    #[error("restore: {0}")]
+    Swap(#[from] crate::restore::RestoreError),
+    #[error("data dir: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<BackupError> for OfflineError {
+    fn from(e: BackupError) -> Self {
+        match e {
+            BackupError::NotFound => OfflineError::NotFound(String::new()),
+            e => OfflineError::Backup(e),
+        }
+    }
+}
+
+/// `e`, with `key` named when it is the 404.
+fn named(e: BackupError, key: &str) -> OfflineError {
+    match OfflineError::from(e) {
+        OfflineError::NotFound(_) => OfflineError::NotFound(key.to_string()),
+        e => e,
+    }
+}
+
+/// One offline command on a stopped server's data dir.
+#[derive(Debug, Clone)]
+pub enum Offline {
+    List,
+    /// `None`: a generated `pb_backup_<UTC time>.zip`.
+    Create(Option<String>),
+    Restore(String),
+    Delete(String),
+}
+
+/// Runs `command` on `dir` with the server stopped: refused at once while anyone holds the
+/// data dir's lock (a running server does for as long as it runs).
+pub async fn run(dir: &Path, s3: Option<S3Config>, command: Offline) -> Result<(), OfflineError> {
+    std::fs::create_dir_all(dir)?;
+    let dir = dir.canonicalize()?;
+    let _lock = DataDirLock::acquire(&dir)?;
+    // Finishes or undoes a restore a crash interrupted, as a server's start would.
+    let accounts = Arc::new(server::open_data_dir(&dir)?);
+    let storage = open_storage(&dir, s3)?;
+    let (restart, mut restarts) = RestartHandle::new();
+    let config = ServiceConfig {
+        data_dir: dir.clone(),
+        storage,
+        limits: ArchiveLimits::default(),
+        create_gate: None,
+        restore_gate: None,
+    };
+    let service = Service::new(config, accounts, restart)?;
+    match command {
+        Offline::List => {
+            let listing = service.listing().await?;
+            for meta in &listing.items {
+                let modified = time::OffsetDateTime::from(meta.modified);
+                println!("{}\t{}\t{}", meta.key, meta.size, modified.format(&time::format_description::well_known::Rfc3339).unwrap_or_default());
+            }
+        }
+        Offline::Create(name) => {
+            tracing::info!("creating a backup of {}", dir.display());
+            let started = std::time::Instant::now();
+            let progress = crate::progress::Progress::bar("creating backup", service.temp_dir().to_path_buf(), "create-", None);
+            let key = service.create(name.as_deref()).await?;
+            drop(progress);
+            let size = service.listing().await?.items.iter().find(|m| m.key == key).map_or(0, |m| m.size);
+            tracing::info!(seconds = started.elapsed().as_secs_f64(), "backup created");
+            println!("created {key} ({size} bytes)");
+        }
+        Offline::Delete(key) => {
+            service.delete(&key).await.map_err(|e| named(e, &key))?;
+            println!("deleted {key}");
+        }
+        Offline::Restore(key) => {
+            tracing::info!(key = %key, "checking and extracting the backup");
+            let progress = crate::progress::Progress::bar("fetching and extracting", service.temp_dir().to_path_buf(), "restore-", None);
+            service.restore(&key).await.map_err(|e| named(e, &key))?;
+            drop(progress);
+            let request = restarts.recv().await.ok_or(OfflineError::Backup(BackupError::Failed("the restore was lost".into())))?;
+            // The service (and its hold on data.db) goes before the swap, as in the server.
+            drop(service);
+            let data_db_id = |root: &Path| {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata(root.join(crate::layout::DATA_DB)).ok().map(|m| (m.dev(), m.ino()))
+            };
+            let restored = data_db_id(&request.extracted);
+            let swapped = crate::restore::swap_in(&crate::restore::DataDir::new(&dir), &request.extracted);
+            let _ = std::fs::remove_dir_all(&request.extracted);
+            let pending = swapped?;
+            tracing::info!(old_entries = pending.old_entries, new_entries = pending.new_entries, "restored data swapped in");
+            // Commits the swap once the restored data opens with a superuser, else rolls back
+            // (the restored data.db, moved in whole, is then no longer in place).
+            drop(server::open_data_dir(&dir)?);
+            if data_db_id(&dir) != restored {
+                return Err(OfflineError::Backup(BackupError::Failed("the restored data did not open; the old data is back".into())));
+            }
+            println!("restored {key} into {}", dir.display());
+        }
+    }
+    Ok(())
+}
+
+/// The backups storage of a data dir: the S3 bucket when configured, else `<dir>/backups`.
+pub fn open_storage(dir: &Path, s3: Option<S3Config>) -> Result<Arc<dyn BackupStorage>, OfflineError> {
+    let storage: Arc<dyn BackupStorage> = match s3 {
+        Some(config) => Arc::new(S3Storage::new(config).map_err(|e| OfflineError::Storage(e.to_string()))?),
+        None => Arc::new(LocalStorage::open(dir.join(BACKUPS_DIR)).map_err(|e| OfflineError::Storage(e.to_string()))?),
+    };
+    Ok(storage)
+}
+
+/// Verifies `key`, or every stored backup with `all`, printing one line per backup. Work
+/// files go to the system's temp folder (`TMPDIR`), never into the data dir, so a server
+/// running meanwhile is not disturbed.
+pub async fn verify(storage: &dyn BackupStorage, key: Option<&str>, all: bool) -> Result<(), OfflineError> {
+    let keys: Vec<BackupKey> = if all {
+        let mut list = storage.list().await.map_err(|e| OfflineError::Storage(e.to_string()))?;
+        list.sort_by(|a, b| b.modified.cmp(&a.modified).then_with(|| a.key.cmp(&b.key)));
+        list.into_iter().map(|m| m.key).collect()
+    } else {
+        let raw = key.unwrap_or_default();
+        vec![BackupKey::parse(raw).ok_or_else(|| OfflineError::NotFound(raw.to_string()))?]
+    };
+    let temp = std::env::temp_dir();
+    let mut bad = 0;
+    for key in &keys {
+        let limits = limits_for(&temp);
+        match verify::verify_stored(storage, key, &temp, &limits).await {
+            Ok(Verdict::Good { size, summary }) => {
+                println!("ok   {key}: {size} bytes, {} entries, {} bytes extracted", summary.entries, summary.total_size)
+            }
+            Ok(Verdict::Bad(e)) => {
+                bad += 1;
+                println!("BAD  {key}: {e}");
+            }
+            Ok(Verdict::Missing) if !all => return Err(OfflineError::NotFound(key.to_string())),
+            // Deleted between the listing and its turn.
+            Ok(Verdict::Missing) => println!("gone {key}: deleted meanwhile"),
+            Err(e) => return Err(OfflineError::Storage(e.to_string())),
+        }
+    }
+    if bad > 0 {
+        return Err(OfflineError::Bad { bad, total: keys.len() });
+    }
+    if keys.is_empty() {
+        println!("no backups stored");
+    }
+    Ok(())
+}
+
+/// The restore's limits, with the total capped by the free space where work files go.
+fn limits_for(temp: &Path) -> ArchiveLimits {
+    let mut limits = ArchiveLimits::default();
+    if let Ok(free) = crate::util::free_space(temp) {
+        limits.max_total_size = limits.max_total_size.min(free.saturating_sub(64 << 20));
+    }
+    limits
+}

@@ -1,0 +1,144 @@
+//! `serve --metrics`: `/metrics` parsed with a Prometheus text parser, counters at 0 from the
+//! start and counting; off by default; `--log-format json` writes one JSON object per line.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use support::*;
+
+/// The binary serving `dir` on port 0 with `args`; its address, read from its banner.
+struct Served {
+    child: Child,
+    base: String,
+    log: std::path::PathBuf,
+}
+
+impl Served {
+    fn start(dir: &Path, args: &[&str]) -> Served {
+        let log = dir.with_extension("log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pb-backups"))
+            .args(["serve", "--http", "127.0.0.1:0", "--dir"])
+            .arg(dir)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if let Some(url) = line.trim().strip_prefix("REST API:") {
+                    let _ = tx.send(url.trim().trim_end_matches("/api/").to_string());
+                }
+            }
+        });
+        let base = rx.recv_timeout(Duration::from_secs(30)).expect("the server printed its address");
+        Served { child, base, log }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every sample of the scrape, keyed `name{label="value",...}` (labels sorted).
+async fn scrape(client: &reqwest::Client, base: &str) -> BTreeMap<String, f64> {
+    let r = client.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+    assert!(!scrape.samples.is_empty(), "{text}");
+    scrape
+        .samples
+        .iter()
+        .map(|s| {
+            let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            labels.sort();
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                prometheus_parse::Value::Histogram(ref buckets) => buckets.last().map_or(0.0, |b| b.count),
+                prometheus_parse::Value::Summary(_) => f64::NAN,
+            };
+            (format!("{}{{{}}}", s.metric, labels.join(",")), value)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_operations_sizes_and_stored_backups() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("pb_data");
+    seed_accounts(&dir);
+    let server = Served::start(&dir, &["--metrics", "--log-format", "json"]);
+    let client = reqwest::Client::new();
+
+    let before = scrape(&client, &server.base).await;
+    for kind in ["list", "create", "upload", "download", "delete", "restore", "scheduled_create"] {
+        for result in ["success", "busy", "error"] {
+            let name = format!("pb_backups_operations_total{{kind={kind:?},result={result:?}}}");
+            assert_eq!(before.get(&name), Some(&0.0), "{name} exists at 0 from the start");
+        }
+    }
+    assert_eq!(before.get("pb_backups_stored_backups{}"), Some(&0.0));
+    assert_eq!(before.get("pb_backups_last_scheduled_success_timestamp_seconds{}"), Some(&0.0));
+    assert_eq!(before.get("pb_backups_restores_completed_total{}"), Some(&0.0));
+
+    let token = login(&client, &server.base, "_superusers", SUPERUSER.0, SUPERUSER.1).await;
+    let r = client.post(format!("{}/api/backups", server.base)).header("Authorization", &token).json(&json!({"name": "m.zip"}));
+    assert_eq!(r.send().await.unwrap().status(), 204);
+    let r = client.post(format!("{}/api/backups", server.base)).header("Authorization", &token).json(&json!({"name": "m.zip"}));
+    assert_eq!(r.send().await.unwrap().status(), 400);
+    let r = client.get(format!("{}/api/backups", server.base)).header("Authorization", &token);
+    assert_eq!(r.send().await.unwrap().status(), 200);
+
+    let after = scrape(&client, &server.base).await;
+    assert_eq!(after[r#"pb_backups_operations_total{kind="create",result="success"}"#], 1.0);
+    assert_eq!(after[r#"pb_backups_operations_total{kind="create",result="error"}"#], 1.0);
+    assert_eq!(after[r#"pb_backups_operations_total{kind="list",result="success"}"#], 1.0);
+    assert_eq!(after["pb_backups_stored_backups{}"], 1.0);
+    let size = std::fs::metadata(dir.join("backups").join("m.zip")).unwrap().len() as f64;
+    assert_eq!(after["pb_backups_stored_backups_size_bytes{}"], size);
+    assert_eq!(after["pb_backups_archive_size_bytes_count{}"], 1.0);
+    assert_eq!(after["pb_backups_archive_size_bytes_sum{}"], size);
+    assert_eq!(after[r#"pb_backups_operation_duration_seconds_count{kind="create"}"#], 2.0);
+
+    // One JSON object per log line.
+    let log = server.log.clone();
+    drop(server);
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(log.lines().count() > 3, "{log}");
+    for line in log.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+    assert!(log.contains(r#""message":"backup created""#), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_are_off_by_default() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("pb_data");
+    seed_accounts(&dir);
+    let server = Served::start(&dir, &[]);
+    let r = reqwest::Client::new().get(format!("{}/metrics", server.base)).send().await.unwrap();
+    let (status, body) = status_json(r).await;
+    assert_eq!((status, body["status"].clone()), (404, json!(404)));
+    // Text logs, not JSON.
+    let log = server.log.clone();
+    drop(server);
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(log.lines().any(|l| l.contains("INFO")) && log.lines().all(|l| serde_json::from_str::<Value>(l).is_err()), "{log}");
+}
