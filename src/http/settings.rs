@@ -63,6 +63,8 @@ pub struct SettingsPatchBody {
 #[oai(rename_all = "camelCase", rename = "BackupsSettingsPatch")]
 pub struct BackupsPatchBody {
     pub cron: Option<String>,
+    /// 0 or more (at least 1 with a cron), as a 32-bit integer.
+    #[oai(validator(minimum(value = "0"), maximum(value = "2147483647")))]
     pub cron_max_keep: Option<i64>,
 }
 
@@ -163,14 +165,15 @@ fn parse_patch(bytes: &[u8]) -> Result<BackupsPatch, Option<FieldErrors>> {
     }
     let body: Value = serde_json::from_slice(bytes).map_err(|_| None)?;
     let body = body.as_object().ok_or(None)?;
+    // An absent field keeps its value; an explicit null is not a value of its type.
     let backups = match body.get("backups") {
-        None | Some(Value::Null) => return Ok(BackupsPatch::default()),
+        None => return Ok(BackupsPatch::default()),
         Some(Value::Object(b)) => b,
         Some(_) => return Err(None),
     };
     let mut wrong = Vec::new();
     let cron = match backups.get("cron") {
-        None | Some(Value::Null) => None,
+        None => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => {
             wrong.push(("cron", "validation_invalid_type", Message::InvalidType));
@@ -178,7 +181,7 @@ fn parse_patch(bytes: &[u8]) -> Result<BackupsPatch, Option<FieldErrors>> {
         }
     };
     let cron_max_keep = match backups.get("cronMaxKeep") {
-        None | Some(Value::Null) => None,
+        None => None,
         Some(v) => match v.as_i64().filter(|n| i32::try_from(*n).is_ok()) {
             Some(n) => Some(n),
             None => {
@@ -284,6 +287,9 @@ mod tests {
             ("cronMaxKeep", "validation_invalid_type")
         ]);
         assert!(parse_patch(br#"{"backups": {"cronMaxKeep": 2.5}}"#).is_err());
+        assert!(parse_patch(br#"{"backups": {"cronMaxKeep": null}}"#).is_err());
+        assert!(parse_patch(br#"{"backups": {"cron": null}}"#).is_err());
+        assert!(parse_patch(br#"{"backups": null}"#).is_err());
         assert!(parse_patch(br#"{"backups": {"cronMaxKeep": 99999999999}}"#).is_err());
     }
 }

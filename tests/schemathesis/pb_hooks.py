@@ -56,8 +56,14 @@ FIELD_CODES = {
     },
 }
 UPLOAD_FAILED = {"上传备份失败。", "Failed to upload the backup."}
+# Settings: a string the schema allows may still not be a cron expression, and a cron needs a
+# cronMaxKeep of at least 1 (PocketBase's rules); errors nest under their section.
+SETTINGS_CODES = {
+    "cron": {"validation_invalid_cron"},
+    "cronMaxKeep": {"validation_required", "validation_min_greater_equal_than_required"},
+}
 # Operations that `documented_rejection` watches (positive_data_acceptance is off for them).
-WATCHED = {"listBackups", "createBackup", "uploadBackup", "deleteBackup", "restoreBackup"}
+WATCHED = {"listBackups", "createBackup", "uploadBackup", "deleteBackup", "restoreBackup", "updateSettings"}
 
 
 def _has_control_char(text):
@@ -83,6 +89,13 @@ def _allowed_400(op_id, body, case):
         if op_id == "uploadBackup" and message in UPLOAD_FAILED and isinstance(case.body, dict):
             if any(_has_control_char(str(k)) for k in case.body):
                 return "malformed multipart body"
+        return None
+    if op_id == "updateSettings":
+        fields = data.get("backups")
+        if set(data) == {"backups"} and isinstance(fields, dict) and fields and all(
+            isinstance(e, dict) and e.get("code") in SETTINGS_CODES.get(f, set()) for f, e in fields.items()
+        ):
+            return "invalid schedule"
         return None
     if len(data) == 1:
         (field, error), = data.items()
