@@ -96,6 +96,28 @@ impl DataDir {
         std::fs::write(self.root.join(MARKER), b"written by pb-backups audit after its backup; a restore takes it away")
     }
 
+    /// What signs a superuser's tokens of `kind` (`authToken` or `fileToken`), read from a
+    /// data dir in PocketBase's layout: the collection id, the record id and the key (the
+    /// record's `tokenKey` followed by the collection's secret). `None` when the data dir
+    /// does not keep its accounts that way.
+    pub fn superuser_signing(&self, email: &str, kind: &str) -> Option<(String, String, Vec<u8>)> {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = rusqlite::Connection::open_with_flags(self.root.join("data.db"), flags).ok()?;
+        let (collection, secret): (String, String) = conn
+            .query_row(
+                "SELECT id, json_extract(options, ?1) FROM _collections WHERE name = '_superusers'",
+                [format!("$.{kind}.secret")],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .ok()?;
+        let (id, token_key): (String, String) = conn
+            .query_row("SELECT id, tokenKey FROM _superusers WHERE email = ?1 COLLATE NOCASE", [email], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .ok()?;
+        Some((collection, id, [token_key.into_bytes(), secret.into_bytes()].concat()))
+    }
+
     pub fn has_marker(&self) -> bool {
         self.root.join(MARKER).exists()
     }

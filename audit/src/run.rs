@@ -760,11 +760,37 @@ impl Auditor {
             let why = self.refused_as(Operation::Download, 401, &got);
             self.probe_from(&format!("bad token, {name}: refused with the documented 401 (R6)"), why, "401");
         }
-        self.probe(
-            "bad token, expired",
-            Verdict::Skipped,
-            "an expired token needs the server's signing secret (or a wait of minutes for a file token to expire)",
-        );
+        self.expired_tokens().await;
+    }
+
+    /// Tokens signed with the server's own key, an hour past their `exp`: made from the data
+    /// dir, the only place the key is (R5, R6).
+    async fn expired_tokens(&mut self) {
+        let email = self.config.superuser.0.clone();
+        let signing = |kind: &str| self.dir.as_ref().and_then(|d| d.superuser_signing(&email, kind));
+        let (Some(auth), Some(file)) = (signing("authToken"), signing("fileToken")) else {
+            let why = "an expired token needs the server's signing key: give --data-dir of a server that keeps its accounts in PocketBase's layout";
+            self.probe("bad token, expired", Verdict::Skipped, why);
+            return;
+        };
+        let exp = time::OffsetDateTime::now_utc().unix_timestamp() - 3600;
+        let expired = |(collection, id, key): (String, String, Vec<u8>), kind: &str| {
+            let mut claims = json!({"collectionId": collection, "exp": exp, "id": id, "type": kind});
+            if kind == "auth" {
+                claims["refreshable"] = json!(true);
+            }
+            let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+            jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(&key)).expect("HS256 signs")
+        };
+        let token = expired(auth, "auth");
+        let req = Req::get("/api/backups").auth(Cred::Crafted { label: "$EXPIRED_TOKEN", token });
+        let got = self.send(&req).await;
+        let why = self.refused_as(Operation::List, 401, &got);
+        self.probe_from("bad token, expired: list refused with the documented 401 (R5)", why, "401");
+        let token = expired(file, "file");
+        let got = self.send(&Req::get(format!("/api/backups/{NEWER}?token={token}"))).await;
+        let why = self.refused_as(Operation::Download, 401, &got);
+        self.probe_from("bad token, download: an expired file token refused with the documented 401 (R6)", why, "401");
     }
 
     /// Keys that reach outside the backups storage name nothing (R9): 404, nothing touched.
