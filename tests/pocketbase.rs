@@ -419,24 +419,7 @@ async fn each_server_serves_the_other_s_data_dir() {
 
 /// Runs `tests/sdk/interop.mjs` (official JS SDK) against `base`; its JSON result.
 fn sdk_flow(base: &str, superuser: (&str, &str), user: (&str, &str)) -> Value {
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
-    // run.sh installs the pinned SDK on first use; it is run with the flow script's name.
-    let out = Command::new("bash")
-        .arg(sdk.join("run.sh"))
-        .arg("--install-only")
-        .output()
-        .expect("bash and node are needed for the SDK flow");
-    assert!(out.status.success(), "installing the JS SDK: {}", String::from_utf8_lossy(&out.stderr));
-    let out = Command::new("node")
-        .arg(sdk.join("interop.mjs"))
-        .current_dir(&sdk)
-        .env("PB_URL", base)
-        .env("PB_SUPERUSER_EMAIL", superuser.0)
-        .env("PB_SUPERUSER_PASSWORD", superuser.1)
-        .env("PB_USER_EMAIL", user.0)
-        .env("PB_USER_PASSWORD", user.1)
-        .output()
-        .unwrap();
+    let out = support::node_sdk(&["interop.mjs"], base, superuser, user);
     assert!(out.status.success(), "SDK flow against {base}: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }

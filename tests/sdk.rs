@@ -1,9 +1,7 @@
 //! The official PocketBase JS SDK (npm `pocketbase`) through every backups call, against the
-//! real binary. `tests/sdk/run.sh` installs the pinned SDK locally on first use.
+//! real binary. The pinned SDK is installed into `tests/sdk/` on first use.
 
 mod support;
-
-use std::process::Command;
 
 use support::*;
 
@@ -13,16 +11,7 @@ fn official_js_sdk_drives_every_backups_call() {
     let dir = root.path().join("pb_data");
     seed_accounts(&dir);
     let server = BinaryServer::start(&dir);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/run.sh");
-    let output = Command::new("bash")
-        .arg(script)
-        .env("PB_URL", &server.base)
-        .env("PB_SUPERUSER_EMAIL", SUPERUSER.0)
-        .env("PB_SUPERUSER_PASSWORD", SUPERUSER.1)
-        .env("PB_USER_EMAIL", USER.0)
-        .env("PB_USER_PASSWORD", USER.1)
-        .output()
-        .expect("bash and node are needed for the SDK test");
+    let output = node_sdk(&["--test", "backups.test.mjs"], &server.base, SUPERUSER, USER);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -115,16 +115,7 @@ pub fn upload_key(file_name: &str) -> Result<BackupKey, NameError> {
 /// `_2`, `_3`, … is appended to the stem until a free one is found. `taken` must eventually
 /// answer `false` (R12).
 pub fn generated_name(now: time::OffsetDateTime, taken: impl Fn(&str) -> bool) -> BackupKey {
-    let utc = now.to_offset(time::UtcOffset::UTC);
-    let stem = format!(
-        "pb_backup_{:04}{:02}{:02}{:02}{:02}{:02}",
-        utc.year(),
-        u8::from(utc.month()),
-        utc.day(),
-        utc.hour(),
-        utc.minute(),
-        utc.second()
-    );
+    let stem = format!("pb_backup_{}", utc_stamp(now));
     let mut name = format!("{stem}{ZIP_SUFFIX}");
     let mut n: u64 = 2;
     while taken(&name) {
@@ -147,16 +138,21 @@ pub fn auto_backup_key(app_name: &str, at: time::OffsetDateTime) -> BackupKey {
         end -= 1;
     }
     app.truncate(end);
+    BackupKey(format!("{AUTO_PREFIX}{app}_{}{ZIP_SUFFIX}", utc_stamp(at)))
+}
+
+/// `YYYYMMDDHHMMSS` of `at` in UTC, as backup names carry it.
+fn utc_stamp(at: time::OffsetDateTime) -> String {
     let utc = at.to_offset(time::UtcOffset::UTC);
-    BackupKey(format!(
-        "{AUTO_PREFIX}{app}_{:04}{:02}{:02}{:02}{:02}{:02}{ZIP_SUFFIX}",
+    format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}",
         utc.year(),
         u8::from(utc.month()),
         utc.day(),
         utc.hour(),
         utc.minute(),
         utc.second()
-    ))
+    )
 }
 
 /// PocketBase's `inflector.Snakecase`: words split at anything but letters and digits,

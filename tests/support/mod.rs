@@ -323,3 +323,23 @@ impl Drop for BinaryServer {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `node ARGS` in `tests/sdk/` against `base`, with the accounts in the environment the
+/// scripts there read. The official JS SDK is installed there first when missing
+/// (`tests/sdk/run.sh --install-only`).
+pub fn node_sdk(args: &[&str], base: &str, superuser: (&str, &str), user: (&str, &str)) -> std::process::Output {
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
+    let install = Command::new("bash").arg(sdk.join("run.sh")).arg("--install-only").output();
+    let install = install.expect("bash is needed for the SDK tests");
+    assert!(install.status.success(), "installing the JS SDK failed: {}", String::from_utf8_lossy(&install.stderr));
+    Command::new("node")
+        .args(args)
+        .current_dir(&sdk)
+        .env("PB_URL", base)
+        .env("PB_SUPERUSER_EMAIL", superuser.0)
+        .env("PB_SUPERUSER_PASSWORD", superuser.1)
+        .env("PB_USER_EMAIL", user.0)
+        .env("PB_USER_PASSWORD", user.1)
+        .output()
+        .expect("node is needed for the SDK tests")
+}
