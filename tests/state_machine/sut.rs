@@ -400,7 +400,9 @@ impl Sut {
         // A create that got past the coordinator passed the gate (a taken key fails after it).
         let started = self.model.active == Active::Idle;
         let passed = self.gate.take_passed();
-        assert_eq!(passed, if started { vec![key.to_string()] } else { Vec::new() }, "{op:?}");
+        let (want, model_says) =
+            if started { (vec![key.to_string()], "starts this one") } else { (Vec::new(), "expects it skipped as busy") };
+        assert_eq!(passed, want, "{op:?}: the creates that passed the coordinator; the model {model_says}");
         let pruned: BTreeSet<String> = pruned.iter().map(|k| self.model_key(k.as_str())).collect();
         let expected = expected.scheduled.clone().expect("a scheduled outcome");
         assert_eq!((created, pruned), (expected.created, expected.pruned), "{op:?}");
