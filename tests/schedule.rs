@@ -3,58 +3,37 @@
 
 mod support;
 
-use std::net::TcpListener;
-use std::time::Duration;
 
 use pb_backups::model::names::BackupKey;
 use pb_backups::schedule::{ManualClock, TickOutcome};
-use pb_backups::server::{self, RestartMode, ServeConfig};
 use pb_backups::service::Gate;
 use serde_json::{json, Value};
 use time::macros::datetime;
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
 
 use support::*;
 
 /// An in-process server whose schedule runs on a manual clock.
 struct Scheduled {
-    base: String,
-    dir: tempfile::TempDir,
-    client: reqwest::Client,
+    server: TestServer,
     clock: ManualClock,
     token: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The server's own fields and helpers (`base`, `dir`, `client`, `url`).
+impl std::ops::Deref for Scheduled {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.server
+    }
 }
 
 impl Scheduled {
     async fn start(create_gate: Option<Gate>) -> Scheduled {
-        let dir = tempfile::tempdir().unwrap();
-        seed_accounts(dir.path());
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let (clock, source) = ManualClock::new();
-        let mut config = ServeConfig::new(dir.path());
-        config.restart = RestartMode::InProcess;
-        config.create_gate = create_gate;
-        config.schedule_clock = source;
-        config.shutdown_grace = Duration::from_secs(2);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server::run(listener, config, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server failed");
-        });
-        let client = reqwest::Client::new();
-        let token = login(&client, &base, "_superusers", SUPERUSER.0, SUPERUSER.1).await;
-        Scheduled { base, dir, client, clock, token, stop: Some(stop), task: Some(task) }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        let server = TestServer::start_with(Options { create_gate, schedule_clock: Some(source), ..Default::default() }).await;
+        let token = server.superuser_token().await;
+        Scheduled { server, clock, token }
     }
 
     async fn patch_settings(&self, body: Value) -> (u16, Value) {
@@ -82,9 +61,8 @@ impl Scheduled {
         self.clock.tick(at).await.expect("the scheduler runs")
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap();
+    async fn stop(self) {
+        self.server.stop().await;
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Options {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Keep backups in this S3 bucket instead of the data dir (see `s3`).
     pub s3: Option<pb_backups::storage::s3::S3Config>,
+    /// Where the scheduler takes its minutes from (a `ManualClock`'s source in tests).
+    pub schedule_clock: Option<pb_backups::schedule::Clock>,
 }
 
 /// The server running inside the test process (restarts in-process after a restore).
@@ -75,6 +77,9 @@ impl TestServer {
         if let Some(s3) = options.s3 {
             config.storage = server::StorageChoice::S3(Box::new(s3));
         }
+        if let Some(clock) = options.schedule_clock {
+            config.schedule_clock = clock;
+        }
         config.shutdown_grace = Duration::from_secs(2);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -95,12 +100,13 @@ impl TestServer {
         self.dir.path()
     }
 
+    /// Shuts the server down; fails if the server's task panicked (`run` returned an error).
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            let _ = task.await;
+            task.await.expect("the server ran and stopped without an error");
         }
     }
 
