@@ -69,6 +69,24 @@ struct CentralEntry {
     large: bool,
 }
 
+/// A file read and compressed in one piece, ready to be written with its header.
+pub(crate) struct WholeFile {
+    /// The bytes to write: deflated, or the file itself.
+    pub bytes: Vec<u8>,
+    pub deflated: bool,
+    pub crc: u32,
+    /// Size of the file.
+    pub len: u64,
+}
+
+/// CRC and sizes for a local header; zeros where they are patched later.
+#[derive(Default)]
+struct KnownSizes {
+    crc: u32,
+    compressed: u64,
+    uncompressed: u64,
+}
+
 /// A file entry whose data is being written.
 pub(crate) struct OpenEntry {
     name: String,
@@ -92,6 +110,10 @@ impl OpenEntry {
 impl<W: Write + Seek> ZipOut<W> {
     pub fn new(out: BufWriter<W>, limits: Zip64Limits) -> Self {
         ZipOut { out, pos: 0, central: Vec::new(), limits }
+    }
+
+    pub fn limits(&self) -> Zip64Limits {
+        self.limits
     }
 
     /// A 32-bit field: the value, or 0xFFFFFFFF when it goes to a zip64 field.
@@ -119,7 +141,8 @@ impl<W: Write + Seek> ZipOut<W> {
         Ok(())
     }
 
-    fn local_header(&mut self, name: &str, method: u16, dos_time: (u16, u16), large: bool) -> io::Result<()> {
+    /// A local header with `sizes`, or with placeholders that `finish_file` patches.
+    fn local_header(&mut self, name: &str, method: u16, dos_time: (u16, u16), large: bool, sizes: &KnownSizes) -> io::Result<()> {
         let mut h = Vec::with_capacity(30 + name.len() + 20);
         put32(&mut h, LOCAL_HEADER_SIG);
         put16(&mut h, if large { VERSION_ZIP64 } else { VERSION_DEFAULT });
@@ -127,18 +150,17 @@ impl<W: Write + Seek> ZipOut<W> {
         put16(&mut h, method);
         put16(&mut h, dos_time.1);
         put16(&mut h, dos_time.0);
-        put32(&mut h, 0); // crc, patched
-        let size_placeholder = if large { u32::MAX } else { 0 };
-        put32(&mut h, size_placeholder);
-        put32(&mut h, size_placeholder);
+        put32(&mut h, sizes.crc);
+        put32(&mut h, if large { u32::MAX } else { sizes.compressed as u32 });
+        put32(&mut h, if large { u32::MAX } else { sizes.uncompressed as u32 });
         put16(&mut h, name_len(name)?);
         put16(&mut h, if large { 20 } else { 0 });
         h.extend_from_slice(name.as_bytes());
         if large {
             put16(&mut h, ZIP64_EXTRA_ID);
             put16(&mut h, 16);
-            put64(&mut h, 0); // sizes, patched
-            put64(&mut h, 0);
+            put64(&mut h, sizes.uncompressed);
+            put64(&mut h, sizes.compressed);
         }
         self.write(&h)
     }
@@ -147,7 +169,7 @@ impl<W: Write + Seek> ZipOut<W> {
         let name = format!("{name}/");
         let dos_time = dos_time(modified);
         let offset = self.pos;
-        self.local_header(&name, METHOD_STORED, dos_time, false)?;
+        self.local_header(&name, METHOD_STORED, dos_time, false, &KnownSizes::default())?;
         self.central.push(CentralEntry {
             name,
             method: METHOD_STORED,
@@ -173,7 +195,7 @@ impl<W: Write + Seek> ZipOut<W> {
         let method = if deflated { METHOD_DEFLATED } else { METHOD_STORED };
         let dos_time = dos_time(modified);
         let offset = self.pos;
-        self.local_header(&name, method, dos_time, large)?;
+        self.local_header(&name, method, dos_time, large, &KnownSizes::default())?;
         Ok(OpenEntry {
             name,
             method,
@@ -185,6 +207,31 @@ impl<W: Write + Seek> ZipOut<W> {
             compressed: 0,
             uncompressed: 0,
         })
+    }
+
+    /// Writes a whole file entry whose CRC and sizes are already known: no header to patch,
+    /// so no seek (a seek flushes the write buffer: one write per file otherwise).
+    pub fn whole_file(&mut self, name: &str, mode: u32, modified: Option<SystemTime>, file: &WholeFile) -> io::Result<()> {
+        let method = if file.deflated { METHOD_DEFLATED } else { METHOD_STORED };
+        let compressed = file.bytes.len() as u64;
+        let large = file.len >= self.limits.large_file || compressed >= self.limits.field || file.len >= self.limits.field;
+        let dos_time = dos_time(modified);
+        let offset = self.pos;
+        let known = KnownSizes { crc: file.crc, compressed, uncompressed: file.len };
+        self.local_header(name, method, dos_time, large, &known)?;
+        self.write(&file.bytes)?;
+        self.central.push(CentralEntry {
+            name: name.to_owned(),
+            method,
+            dos_time,
+            crc: file.crc,
+            compressed,
+            uncompressed: file.len,
+            offset,
+            external: (S_IFREG | mode) << 16,
+            large,
+        });
+        Ok(())
     }
 
     /// Patches the entry's local header with its CRC and sizes.
@@ -366,14 +413,21 @@ mod tests {
         crc.update(b"world");
         zip.write_data(&mut entry, b"world", 5, &crc).unwrap();
         zip.finish_file(entry).unwrap();
+        let mut crc = Crc::new();
+        crc.update(b"whole");
+        let whole = WholeFile { bytes: b"whole".to_vec(), deflated: false, crc: crc.sum(), len: 5 };
+        zip.whole_file("d/b.txt", 0o644, None, &whole).unwrap();
         let size = zip.finish().unwrap();
         let bytes = zip.out.into_inner().unwrap().into_inner();
         assert_eq!(size, bytes.len() as u64);
         let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
-        assert_eq!(archive.len(), 2);
+        assert_eq!(archive.len(), 3);
         let mut text = String::new();
         archive.by_name("d/a.txt").unwrap().read_to_string(&mut text).unwrap();
         assert_eq!(text, "hello world");
+        text.clear();
+        archive.by_name("d/b.txt").unwrap().read_to_string(&mut text).unwrap();
+        assert_eq!(text, "whole");
         assert!(archive.by_name("d/").unwrap().is_dir());
     }
 

@@ -1,11 +1,18 @@
-//! The pipeline that writes an archive: a reader thread cuts each file into blocks, worker
-//! threads checksum and deflate blocks, and the calling thread writes the results in archive
-//! order through the zip writer. Memory is bounded by the blocks in flight.
+//! The pipeline that writes an archive: a reader thread cuts each large file into blocks and
+//! groups small files (and directories) into batches, worker threads checksum and deflate
+//! blocks and read, checksum and deflate the batches' files whole, and the calling thread
+//! writes the results in archive order through the zip writer. Memory is bounded by the
+//! blocks and batches in flight.
+//!
+//! Small files are what a PocketBase `storage/` mostly holds: tens of thousands of uploads.
+//! Their cost is per file, not per byte, so they are read by the workers (on every core),
+//! deflated once with a compressor each worker reuses, and written with their final header.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::ops::Range;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -14,7 +21,7 @@ use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 use super::plan::{open_if_present, PlannedEntry, Source};
 use super::snapshot::Snapshot;
 use super::{CreateOptions, CreateStats};
-use crate::archive::zip_writer::{OpenEntry, Zip64Limits, ZipOut};
+use crate::archive::zip_writer::{OpenEntry, WholeFile, Zip64Limits, ZipOut};
 use crate::archive::ArchiveError;
 
 /// How much of a file is deflated up front to decide between Deflated and Stored.
@@ -30,6 +37,10 @@ const QUEUED_PER_WORKER: usize = 3;
 const MAX_WORKERS: usize = 4;
 /// Output buffer of the archive file.
 const WRITE_BUFFER: usize = 1 << 20;
+/// Files smaller than this (when planned) are read and compressed whole, in batches.
+const SMALL_FILE: u64 = BLOCK_SIZE as u64;
+/// A batch ends after this many entries or once its files' planned sizes reach BLOCK_SIZE.
+const BATCH_ENTRIES: usize = 256;
 
 /// Runs the pipeline over `entries` and writes the archive to `out`.
 pub(super) fn run<W: Write + Seek>(
@@ -48,7 +59,7 @@ pub(super) fn run<W: Write + Seek>(
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let job_rx = &job_rx;
-            scope.spawn(move || work(job_rx, level));
+            scope.spawn(move || work(job_rx, entries, level, opts));
         }
         scope.spawn(move || {
             let mut reader = Reader { parts: part_tx, jobs: job_tx, chooser: MethodChooser::new(opts), zip64 };
@@ -59,13 +70,14 @@ pub(super) fn run<W: Write + Seek>(
         });
         // Returning drops `part_rx`: a reader still sending then stops, and the workers
         // stop once it has.
-        write_all(part_rx, ZipOut::new(BufWriter::with_capacity(WRITE_BUFFER, out), zip64))
+        write_all(entries, part_rx, ZipOut::new(BufWriter::with_capacity(WRITE_BUFFER, out), zip64))
     })
 }
 
 /// What the reader hands to the writer, in archive order.
 enum Part {
-    Dir { name: String, mode: u32, modified: Option<SystemTime> },
+    /// Entries `range` (directories and small files), done by a worker.
+    Batch { range: Range<usize>, result: Receiver<io::Result<Vec<SmallFile>>> },
     FileStart { name: String, mode: u32, modified: Option<SystemTime>, deflated: bool, large: bool },
     /// The result of one block, ready once a worker has finished it.
     Block(Receiver<io::Result<DoneBlock>>),
@@ -73,7 +85,22 @@ enum Part {
     Failed(ArchiveError),
 }
 
-struct Job {
+enum Job {
+    Block(BlockJob),
+    /// Read and compress the small files among entries `range`.
+    Batch { range: Range<usize>, reply: SyncSender<io::Result<Vec<SmallFile>>> },
+}
+
+/// A small file of a batch, as a worker found it.
+enum SmallFile {
+    Done(WholeFile),
+    /// Deleted since it was planned: left out.
+    Vanished,
+    /// Grown to SMALL_FILE or more since it was planned: the writer archives it itself.
+    Grown,
+}
+
+struct BlockJob {
     data: Vec<u8>,
     /// The input just before `data` (up to 32 KiB), as deflate's initial window.
     dictionary: Vec<u8>,
@@ -89,23 +116,106 @@ struct DoneBlock {
     crc: Crc,
 }
 
-fn work(jobs: &Mutex<Receiver<Job>>, level: Compression) {
+fn work(jobs: &Mutex<Receiver<Job>>, entries: &[PlannedEntry], level: Compression, opts: &CreateOptions) {
+    let mut small = SmallFileCompressor::new(level, opts.min_saving_percent);
     loop {
         // The lock is held only while waiting for the next job.
         let job = match jobs.lock().map(|rx| rx.recv()) {
             Ok(Ok(job)) => job,
             _ => return,
         };
-        let mut crc = Crc::new();
-        crc.update(&job.data);
-        let input_len = job.data.len() as u64;
-        let bytes = if job.deflate {
-            deflate_block(&job.data, &job.dictionary, job.last, level)
-        } else {
-            Ok(job.data)
-        };
         // The writer may have given up: then the result is not wanted.
-        let _ = job.reply.send(bytes.map(|bytes| DoneBlock { bytes, input_len, crc }));
+        match job {
+            Job::Block(job) => {
+                let reply = job.reply.clone();
+                let _ = reply.send(block_done(job, level));
+            }
+            Job::Batch { range, reply } => {
+                let _ = reply.send(small.batch(&entries[range]));
+            }
+        }
+    }
+}
+
+fn block_done(job: BlockJob, level: Compression) -> io::Result<DoneBlock> {
+    let mut crc = Crc::new();
+    crc.update(&job.data);
+    let input_len = job.data.len() as u64;
+    let bytes = if job.deflate {
+        deflate_block(&job.data, &job.dictionary, job.last, level)?
+    } else {
+        job.data
+    };
+    Ok(DoneBlock { bytes, input_len, crc })
+}
+
+/// Reads, checksums and deflates small files whole, with buffers and a compressor reused
+/// from file to file: a fresh compressor zeroes a few hundred KiB, more than a small file
+/// costs to deflate.
+struct SmallFileCompressor {
+    level: Compression,
+    min_saving_percent: u32,
+    compress: Compress,
+    input: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl SmallFileCompressor {
+    fn new(level: Compression, min_saving_percent: u32) -> Self {
+        Self {
+            level,
+            min_saving_percent: min_saving_percent.min(100),
+            compress: Compress::new(level, false),
+            input: Vec::with_capacity(SMALL_FILE as usize),
+            // Deflate grows incompressible data by well under 1/8.
+            out: vec![0; SMALL_FILE as usize + SMALL_FILE as usize / 8 + 1024],
+        }
+    }
+
+    fn batch(&mut self, entries: &[PlannedEntry]) -> io::Result<Vec<SmallFile>> {
+        entries
+            .iter()
+            .filter(|entry| entry.source == Source::File)
+            .map(|entry| self.file(&entry.path))
+            .collect()
+    }
+
+    fn file(&mut self, path: &Path) -> io::Result<SmallFile> {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(SmallFile::Vanished),
+            Err(err) => return Err(err),
+        };
+        self.input.clear();
+        file.take(SMALL_FILE).read_to_end(&mut self.input)?;
+        if self.input.len() as u64 == SMALL_FILE {
+            return Ok(SmallFile::Grown);
+        }
+        let mut crc = Crc::new();
+        crc.update(&self.input);
+        let len = self.input.len() as u64;
+        let done = match self.deflated_len() {
+            Some(n) => WholeFile { bytes: self.out[..n].to_vec(), deflated: true, crc: crc.sum(), len },
+            None => WholeFile { bytes: self.input.clone(), deflated: false, crc: crc.sum(), len },
+        };
+        Ok(SmallFile::Done(done))
+    }
+
+    /// Deflates the input into `out`; its length if that saves enough, else `None` (stored).
+    fn deflated_len(&mut self) -> Option<usize> {
+        if self.input.is_empty() {
+            return None;
+        }
+        self.compress.reset();
+        let status = self.compress.compress(&self.input, &mut self.out, FlushCompress::Finish);
+        if !matches!(status, Ok(Status::StreamEnd)) {
+            // zlib-rs 0.6 panics when a stream left unfinished is reset and reused.
+            self.compress = Compress::new(self.level, false);
+            return None;
+        }
+        let n = self.compress.total_out() as usize;
+        let budget = self.input.len() * (100 - self.min_saving_percent as usize) / 100;
+        (n < budget).then_some(n)
     }
 }
 
@@ -150,31 +260,50 @@ struct WriterGone;
 
 impl Reader {
     fn read_all(&mut self, entries: &[PlannedEntry], scratch_dir: &Path) -> Result<(), ArchiveError> {
-        for entry in entries {
+        let mut batch = BatchBuilder::default();
+        for (index, entry) in entries.iter().enumerate() {
+            let small = match entry.source {
+                Source::Dir => true,
+                Source::File => entry.len < SMALL_FILE,
+                Source::Sqlite => false,
+            };
+            if small {
+                if batch.push(index, entry) && self.send_batch(&mut batch).is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
+            if self.send_batch(&mut batch).is_err() {
+                return Ok(());
+            }
             let sent = match entry.source {
-                Source::Dir => self.send(Part::Dir {
-                    name: entry.name.clone(),
-                    mode: entry.mode,
-                    modified: entry.modified,
-                }),
-                Source::File => {
+                Source::Sqlite => {
+                    // Deleted once read, before the next entry.
+                    let snapshot = Snapshot::take(&entry.path, scratch_dir, &entry.name)?;
+                    self.read_file(entry, File::open(&snapshot.path)?)?
+                }
+                _ => {
                     let Some(file) = open_if_present(&entry.path)? else {
                         tracing::debug!(name = %entry.name, "file vanished before archiving");
                         continue;
                     };
                     self.read_file(entry, file)?
                 }
-                Source::Sqlite => {
-                    // Deleted once read, before the next entry.
-                    let snapshot = Snapshot::take(&entry.path, scratch_dir, &entry.name)?;
-                    self.read_file(entry, File::open(&snapshot.path)?)?
-                }
             };
             if sent.is_err() {
                 return Ok(());
             }
         }
+        let _ = self.send_batch(&mut batch);
         Ok(())
+    }
+
+    /// Hands the batch (if any) to a worker and its result handle to the writer.
+    fn send_batch(&self, batch: &mut BatchBuilder) -> Result<(), WriterGone> {
+        let Some(range) = batch.take() else { return Ok(()) };
+        let (reply, result) = mpsc::sync_channel(1);
+        self.send(Part::Batch { range: range.clone(), result })?;
+        self.jobs.send(Job::Batch { range, reply }).map_err(|_| WriterGone)
     }
 
     fn send(&self, part: Part) -> Result<(), WriterGone> {
@@ -208,7 +337,7 @@ impl Reader {
             if self.send(Part::Block(result)).is_err() {
                 return Ok(Err(WriterGone));
             }
-            let job = Job { data: block, dictionary, deflate, last, reply };
+            let job = Job::Block(BlockJob { data: block, dictionary, deflate, last, reply });
             if self.jobs.send(job).is_err() {
                 return Ok(Err(WriterGone));
             }
@@ -216,6 +345,30 @@ impl Reader {
             dictionary = next_dictionary;
         }
         Ok(self.send(Part::FileEnd))
+    }
+}
+
+/// Consecutive small entries gathered into one job.
+#[derive(Default)]
+struct BatchBuilder {
+    range: Option<Range<usize>>,
+    bytes: u64,
+}
+
+impl BatchBuilder {
+    /// Adds entry `index` (the one after the last added); true when the batch is full.
+    fn push(&mut self, index: usize, entry: &PlannedEntry) -> bool {
+        let range = self.range.get_or_insert(index..index);
+        range.end = index + 1;
+        if entry.source == Source::File {
+            self.bytes += entry.len;
+        }
+        range.len() >= BATCH_ENTRIES || self.bytes >= BLOCK_SIZE as u64
+    }
+
+    fn take(&mut self) -> Option<Range<usize>> {
+        self.bytes = 0;
+        self.range.take()
     }
 }
 
@@ -227,16 +380,38 @@ fn read_block(source: &mut impl Read) -> io::Result<Vec<u8>> {
 }
 
 /// Receives the parts in order and writes the archive; returns its counters.
-fn write_all<W: Write + Seek>(parts: Receiver<Part>, mut zip: ZipOut<W>) -> Result<CreateStats, ArchiveError> {
+fn write_all<W: Write + Seek>(
+    entries: &[PlannedEntry],
+    parts: Receiver<Part>,
+    mut zip: ZipOut<W>,
+) -> Result<CreateStats, ArchiveError> {
     let mut stats = CreateStats::default();
     let mut current: Option<OpenEntry> = None;
     let worker_gone = || ArchiveError::Io(io::Error::other("a compression worker stopped"));
     // The reader hangs up after the last part (or after sending its error).
     for part in parts {
         match part {
-            Part::Dir { name, mode, modified } => {
-                zip.directory(&name, mode, modified)?;
-                stats.entries += 1;
+            Part::Batch { range, result } => {
+                let mut files = result.recv().map_err(|_| worker_gone())??.into_iter();
+                for entry in &entries[range] {
+                    if entry.source == Source::Dir {
+                        zip.directory(&entry.name, entry.mode, entry.modified)?;
+                        stats.entries += 1;
+                        continue;
+                    }
+                    let written = match files.next().ok_or_else(worker_gone)? {
+                        SmallFile::Done(file) => {
+                            zip.whole_file(&entry.name, entry.mode, entry.modified, &file)?;
+                            Some(file.len)
+                        }
+                        SmallFile::Vanished => None,
+                        SmallFile::Grown => write_grown_file(&mut zip, entry)?,
+                    };
+                    if let Some(len) = written {
+                        stats.bytes_in += len;
+                        stats.entries += 1;
+                    }
+                }
             }
             Part::FileStart { name, mode, modified, deflated, large } => {
                 current = Some(zip.start_file(name, mode, modified, deflated, large)?);
@@ -260,6 +435,28 @@ fn write_all<W: Write + Seek>(parts: Receiver<Part>, mut zip: ZipOut<W>) -> Resu
     }
     stats.bytes_out = zip.finish()?;
     Ok(stats)
+}
+
+/// Archives, stored, a file planned as small that has grown since (rare: the data dir is
+/// live); returns its size, or `None` if it is gone.
+fn write_grown_file<W: Write + Seek>(zip: &mut ZipOut<W>, entry: &PlannedEntry) -> Result<Option<u64>, ArchiveError> {
+    let Some(file) = open_if_present(&entry.path)? else { return Ok(None) };
+    let len = file.metadata()?.len();
+    let large = len >= zip.limits().large_file;
+    let mut open = zip.start_file(entry.name.clone(), entry.mode, entry.modified, false, large)?;
+    let mut source = file.take(len);
+    loop {
+        let block = read_block(&mut source)?;
+        if block.is_empty() {
+            break;
+        }
+        let mut crc = Crc::new();
+        crc.update(&block);
+        zip.write_data(&mut open, &block, block.len() as u64, &crc)?;
+    }
+    let written = open.uncompressed();
+    zip.finish_file(open)?;
+    Ok(Some(written))
 }
 
 /// Picks Deflated or Stored for each file from a sample of its start: the zip crate never
@@ -299,5 +496,68 @@ impl MethodChooser {
             self.compress = Compress::new(Compression::new(self.level), false);
         }
         finished && (self.compress.total_out() as usize) < budget
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::io::{Cursor, Read};
+
+    use zip::{CompressionMethod, ZipArchive};
+
+    use super::super::plan::plan_entries;
+    use super::*;
+
+    fn names_and_contents(bytes: Vec<u8>) -> Vec<(String, Vec<u8>, CompressionMethod)> {
+        let mut zip = ZipArchive::new(Cursor::new(bytes)).unwrap();
+        (0..zip.len())
+            .map(|i| {
+                let mut entry = zip.by_index(i).unwrap();
+                let mut content = Vec::new();
+                entry.read_to_end(&mut content).unwrap();
+                (entry.name().unwrap().to_string(), content, entry.compression())
+            })
+            .collect()
+    }
+
+    /// Files that change between the plan and their turn: a deleted one is left out, one
+    /// grown past the small-file size is archived whole (not cut at the size planned), and
+    /// batches keep the archive order around a large file.
+    #[test]
+    fn files_changed_after_the_plan() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("d");
+        fs::create_dir_all(data.join("a")).unwrap();
+        for i in 0..(BATCH_ENTRIES + 10) {
+            fs::write(data.join(format!("a/{i:04}.txt")), format!("small file {i}\n").repeat(i % 7)).unwrap();
+        }
+        fs::write(data.join("b.bin"), vec![7u8; BLOCK_SIZE + 5]).unwrap();
+        fs::write(data.join("c.txt"), b"will grow").unwrap();
+        fs::write(data.join("d.txt"), b"will vanish").unwrap();
+        let entries = plan_entries(&data, &[]).unwrap();
+
+        let grown: Vec<u8> = (0..SMALL_FILE as usize + 4096).map(|i| (i % 251) as u8).collect();
+        fs::write(data.join("c.txt"), &grown).unwrap();
+        fs::remove_file(data.join("d.txt")).unwrap();
+
+        let mut out = Cursor::new(Vec::new());
+        let stats = run(&entries, tmp.path(), &mut out, &CreateOptions::default(), Zip64Limits::default()).unwrap();
+        let read = names_and_contents(out.into_inner());
+        let names: Vec<&str> = read.iter().map(|(n, _, _)| n.as_str()).collect();
+        let mut expected = vec!["a/".to_owned()];
+        expected.extend((0..(BATCH_ENTRIES + 10)).map(|i| format!("a/{i:04}.txt")));
+        expected.extend(["b.bin".to_owned(), "c.txt".to_owned()]);
+        assert_eq!(names, expected);
+        assert_eq!(stats.entries, expected.len());
+        let (_, content, method) = read.iter().find(|(n, _, _)| n == "c.txt").unwrap();
+        assert!(*content == grown, "the grown file is archived whole");
+        assert_eq!(*method, CompressionMethod::Stored);
+        let (_, content, method) = read.iter().find(|(n, _, _)| n == "a/0006.txt").unwrap();
+        assert_eq!(content, &"small file 6\n".repeat(6).into_bytes());
+        assert_eq!(*method, CompressionMethod::Deflated);
+        let (_, content, method) = read.iter().find(|(n, _, _)| n == "a/0000.txt").unwrap();
+        assert!(content.is_empty());
+        assert_eq!(*method, CompressionMethod::Stored, "empty files are stored");
     }
 }

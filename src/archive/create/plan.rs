@@ -29,6 +29,8 @@ pub(super) struct PlannedEntry {
     pub(super) source: Source,
     pub(super) mode: u32,
     pub(super) modified: Option<SystemTime>,
+    /// Size when planned; the file may change before it is read.
+    pub(super) len: u64,
 }
 
 /// Lists the archive's entries in a stable order (sorted names, each directory before its
@@ -109,6 +111,7 @@ fn planned(name: String, path: PathBuf, source: Source, metadata: &Metadata) -> 
         source,
         mode: metadata.permissions().mode() & 0o777,
         modified: metadata.modified().ok(),
+        len: metadata.len(),
     }
 }
 
