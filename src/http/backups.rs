@@ -338,9 +338,6 @@ impl ListJsonCache {
     }
 }
 
-/// Read size when streaming a download.
-const DOWNLOAD_CHUNK: usize = 256 * 1024;
-
 pub struct BackupsApi;
 
 #[OpenApi(tag = "ApiTags::Backups")]
@@ -508,10 +505,7 @@ impl BackupsApi {
         let disposition = content_disposition(reader.meta.key.as_str());
         let modified = httpdate::fmt_http_date(reader.meta.modified);
         let len = reader.range.end - reader.range.start;
-        // Body::from_async_read reads 4 KiB at a time, each read of a file a round trip to
-        // the blocking pool: large chunks keep the download at disk-cache speed.
-        let stream = tokio_util::io::ReaderStream::with_capacity(reader.body, DOWNLOAD_CHUNK);
-        let body = Binary(Body::from_bytes_stream(stream));
+        let body = Binary(Body::from_bytes_stream(reader.body));
         // A satisfiable Range gets 206 even when it covers the whole file (RFC 9110).
         let partial = range_header.and_then(|h| parse_range(h, reader.meta.size)).is_some();
         if !partial {

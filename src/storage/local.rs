@@ -9,8 +9,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
 
 use super::{BackupMeta, BackupReader, BackupStorage, StorageError, StorageResult};
 use crate::model::names::BackupKey;
@@ -151,7 +152,7 @@ impl BackupStorage for LocalStorage {
             let meta = Self::meta(key.clone(), &md);
             let range = range.unwrap_or(0..meta.size);
             file.seek(SeekFrom::Start(range.start)).await?;
-            let body = Box::pin(file.take(range.end - range.start));
+            let body = ReaderStream::with_capacity(file.take(range.end - range.start), READ_CHUNK).boxed();
             Ok(BackupReader { meta, range, body })
         }
         .boxed()
@@ -192,10 +193,14 @@ impl BackupStorage for LocalStorage {
     }
 }
 
+/// Read size of a download: tokio reads a file through the blocking pool, one round trip
+/// per read, so reads are large.
+const READ_CHUNK: usize = 256 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use bytes::Bytes;
 
     fn key(s: &str) -> BackupKey {
         BackupKey::parse(s).unwrap()
@@ -225,10 +230,9 @@ mod tests {
         assert_eq!(list[0].key, key("a.zip"));
         assert_eq!(list[0].size, 10);
 
-        let mut r = store.open(&key("a.zip"), Some(2..5)).await.unwrap();
-        let mut buf = Vec::new();
-        r.body.read_to_end(&mut buf).await.unwrap();
-        assert_eq!(buf, b"234");
+        let r = store.open(&key("a.zip"), Some(2..5)).await.unwrap();
+        let chunks: Vec<Bytes> = r.body.map(Result::unwrap).collect().await;
+        assert_eq!(chunks.concat(), b"234");
 
         store.delete(&key("a.zip")).await.unwrap();
         assert!(matches!(store.delete(&key("a.zip")).await, Err(StorageError::NotFound)));

@@ -10,11 +10,11 @@ pub mod s3;
 
 use std::ops::Range;
 use std::path::Path;
-use std::pin::Pin;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use tokio::io::AsyncRead;
+use futures_util::stream::BoxStream;
 
 use crate::model::names::BackupKey;
 
@@ -33,8 +33,11 @@ pub struct BackupReader {
     pub meta: BackupMeta,
     /// The bytes served: the whole file, or the requested range.
     pub range: Range<u64>,
-    pub body: Pin<Box<dyn AsyncRead + Send>>,
+    pub body: ByteStream,
 }
+
+/// An archive's bytes in chunks, as the storage hands them over (no copy on the way out).
+pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

@@ -637,7 +637,7 @@ impl BackupStorage for S3Storage {
             if let Some(r) = range.as_ref().filter(|r| r.is_empty()) {
                 // S3 has no empty range: nothing to fetch.
                 let meta = meta_of(key.clone(), &self.head_meta(key).await?);
-                return Ok(BackupReader { meta, range: r.clone(), body: Box::pin(tokio::io::empty()) });
+                return Ok(BackupReader { meta, range: r.clone(), body: futures_util::stream::empty().boxed() });
             }
             let options = GetOptions::new().with_range(range);
             let result = match self.store.get_opts(&self.object(key), options).await {
@@ -646,8 +646,8 @@ impl BackupStorage for S3Storage {
             };
             let meta = meta_of(key.clone(), &result.meta);
             let range = result.range.clone();
-            let stream = result.into_stream().map_err(io::Error::other);
-            Ok(BackupReader { meta, range, body: Box::pin(tokio_util::io::StreamReader::new(stream)) })
+            let body = result.into_stream().map_err(io::Error::other).boxed();
+            Ok(BackupReader { meta, range, body })
         }
         .boxed()
     }
