@@ -21,7 +21,7 @@ mod pipeline;
 mod plan;
 mod snapshot;
 
-use std::io::{Seek, Write};
+use std::io::Write;
 use std::path::Path;
 
 use super::zip_writer::Zip64Limits;
@@ -66,7 +66,7 @@ pub struct CreateStats {
 /// `*.db` SQLite files are snapshotted into `scratch_dir` (deleted afterwards), so they are
 /// consistent even while the server writes to them. `out` is flushed but not synced: the
 /// caller owns the file and decides when to `sync_all`.
-pub fn create_backup<W: Write + Seek>(
+pub fn create_backup<W: Write>(
     data_dir: &Path,
     exclude_top_level: &[&str],
     scratch_dir: &Path,
@@ -78,7 +78,7 @@ pub fn create_backup<W: Write + Seek>(
 
 /// [`create_backup`] with the zip64 thresholds given: tests lower them to drive the zip64
 /// paths on small data.
-pub(crate) fn create_backup_with<W: Write + Seek>(
+pub(crate) fn create_backup_with<W: Write>(
     data_dir: &Path,
     exclude_top_level: &[&str],
     scratch_dir: &Path,

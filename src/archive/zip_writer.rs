@@ -1,10 +1,12 @@
-//! The zip container of a backup, written sequentially: local headers patched once an
-//! entry's size and CRC are known, zip64 records where sizes, offsets or the entry count
-//! need them. The entries' bytes (stored or deflated) come from the caller.
+//! The zip container of a backup, written strictly sequentially (so it can stream to a store
+//! that cannot seek): an entry written whole gets its CRC and sizes in its local header; one
+//! written piece by piece gets them in a data descriptor after its data (as Go's archive/zip,
+//! and so PocketBase, writes every entry). Zip64 records where sizes, offsets or the entry
+//! count need them. The entries' bytes (stored or deflated) come from the caller.
 //!
 //! The zip64 thresholds are a parameter so that tests can drive those paths with small data.
 
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Write};
 use std::time::SystemTime;
 
 use flate2::Crc;
@@ -15,8 +17,11 @@ const END_SIG: u32 = 0x0605_4b50;
 const ZIP64_END_SIG: u32 = 0x0606_4b50;
 const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
 const ZIP64_EXTRA_ID: u16 = 0x0001;
+const DATA_DESCRIPTOR_SIG: u32 = 0x0807_4b50;
 /// General purpose flag: names are UTF-8.
 const FLAG_UTF8: u16 = 1 << 11;
+/// General purpose flag: CRC and sizes follow the data, in a data descriptor.
+const FLAG_DATA_DESCRIPTOR: u16 = 1 << 3;
 /// "Version made by": Unix (so readers honour the mode bits), spec 4.5.
 const MADE_BY_UNIX: u16 = (3 << 8) | 45;
 const VERSION_DEFAULT: u16 = 20;
@@ -30,8 +35,9 @@ const MSDOS_DIR: u32 = 0x10;
 /// From which values on the zip64 forms are used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Zip64Limits {
-    /// Files at least this large get zip64 local headers: the header is written before the
-    /// data, and deflate may grow an incompressible tail, so this stays well below `field`.
+    /// Files at least this large get zip64 local headers and data descriptors: the header is
+    /// written before the data, and deflate may grow an incompressible tail, so this stays
+    /// well below `field`.
     pub large_file: u64,
     /// Sizes and offsets from this value on go to zip64 fields (the classic one says 0xFFFFFFFF).
     pub field: u64,
@@ -48,7 +54,7 @@ impl Default for Zip64Limits {
 
 /// The zip container around the entries' bytes, written sequentially except for patching
 /// each local header once its entry is complete.
-pub(crate) struct ZipOut<W: Write + Seek> {
+pub(crate) struct ZipOut<W: Write> {
     out: BufWriter<W>,
     /// Bytes written so far: where the next header goes.
     pos: u64,
@@ -67,6 +73,8 @@ struct CentralEntry {
     external: u32,
     /// The local header has zip64 sizes: the central one must say so too.
     large: bool,
+    /// CRC and sizes are in a data descriptor after the data.
+    descriptor: bool,
 }
 
 /// A file read and compressed in one piece, ready to be written with its header.
@@ -79,8 +87,7 @@ pub(crate) struct WholeFile {
     pub len: u64,
 }
 
-/// CRC and sizes for a local header; zeros where they are patched later.
-#[derive(Default)]
+/// CRC and sizes of an entry written whole.
 struct KnownSizes {
     crc: u32,
     compressed: u64,
@@ -107,7 +114,7 @@ impl OpenEntry {
     }
 }
 
-impl<W: Write + Seek> ZipOut<W> {
+impl<W: Write> ZipOut<W> {
     pub fn new(out: BufWriter<W>, limits: Zip64Limits) -> Self {
         ZipOut { out, pos: 0, central: Vec::new(), limits }
     }
@@ -141,12 +148,15 @@ impl<W: Write + Seek> ZipOut<W> {
         Ok(())
     }
 
-    /// A local header with `sizes`, or with placeholders that `finish_file` patches.
-    fn local_header(&mut self, name: &str, method: u16, dos_time: (u16, u16), large: bool, sizes: &KnownSizes) -> io::Result<()> {
+    /// A local header with `sizes`, or (`sizes` is `None`) with zeros and the data descriptor
+    /// flag: `finish_file` writes them after the data.
+    fn local_header(&mut self, name: &str, method: u16, dos_time: (u16, u16), large: bool, sizes: Option<&KnownSizes>) -> io::Result<()> {
+        let flags = if sizes.is_some() { FLAG_UTF8 } else { FLAG_UTF8 | FLAG_DATA_DESCRIPTOR };
+        let sizes = sizes.unwrap_or(&KnownSizes { crc: 0, compressed: 0, uncompressed: 0 });
         let mut h = Vec::with_capacity(30 + name.len() + 20);
         put32(&mut h, LOCAL_HEADER_SIG);
         put16(&mut h, if large { VERSION_ZIP64 } else { VERSION_DEFAULT });
-        put16(&mut h, FLAG_UTF8);
+        put16(&mut h, flags);
         put16(&mut h, method);
         put16(&mut h, dos_time.1);
         put16(&mut h, dos_time.0);
@@ -169,7 +179,7 @@ impl<W: Write + Seek> ZipOut<W> {
         let name = format!("{name}/");
         let dos_time = dos_time(modified);
         let offset = self.pos;
-        self.local_header(&name, METHOD_STORED, dos_time, false, &KnownSizes::default())?;
+        self.local_header(&name, METHOD_STORED, dos_time, false, Some(&KnownSizes { crc: 0, compressed: 0, uncompressed: 0 }))?;
         self.central.push(CentralEntry {
             name,
             method: METHOD_STORED,
@@ -180,6 +190,7 @@ impl<W: Write + Seek> ZipOut<W> {
             offset,
             external: ((S_IFDIR | mode) << 16) | MSDOS_DIR,
             large: false,
+            descriptor: false,
         });
         Ok(())
     }
@@ -195,7 +206,7 @@ impl<W: Write + Seek> ZipOut<W> {
         let method = if deflated { METHOD_DEFLATED } else { METHOD_STORED };
         let dos_time = dos_time(modified);
         let offset = self.pos;
-        self.local_header(&name, method, dos_time, large, &KnownSizes::default())?;
+        self.local_header(&name, method, dos_time, large, None)?;
         Ok(OpenEntry {
             name,
             method,
@@ -218,7 +229,7 @@ impl<W: Write + Seek> ZipOut<W> {
         let dos_time = dos_time(modified);
         let offset = self.pos;
         let known = KnownSizes { crc: file.crc, compressed, uncompressed: file.len };
-        self.local_header(name, method, dos_time, large, &known)?;
+        self.local_header(name, method, dos_time, large, Some(&known))?;
         self.write(&file.bytes)?;
         self.central.push(CentralEntry {
             name: name.to_owned(),
@@ -230,33 +241,29 @@ impl<W: Write + Seek> ZipOut<W> {
             offset,
             external: (S_IFREG | mode) << 16,
             large,
+            descriptor: false,
         });
         Ok(())
     }
 
-    /// Patches the entry's local header with its CRC and sizes.
+    /// Ends the entry with its data descriptor (zip64 sizes when its local header is zip64).
     pub fn finish_file(&mut self, entry: OpenEntry) -> io::Result<()> {
         let field = self.limits.field;
         if !entry.large && (entry.compressed >= field || entry.uncompressed >= field) {
             return Err(io::Error::other(format!("{} grew past 4 GiB while archived", entry.name)));
         }
         let crc = entry.crc.sum();
-        let mut patch = Vec::with_capacity(12);
-        put32(&mut patch, crc);
-        if !entry.large {
-            put32(&mut patch, entry.compressed as u32);
-            put32(&mut patch, entry.uncompressed as u32);
-        }
-        self.out.seek(SeekFrom::Start(entry.offset + 14))?;
-        self.out.write_all(&patch)?;
+        let mut descriptor = Vec::with_capacity(24);
+        put32(&mut descriptor, DATA_DESCRIPTOR_SIG);
+        put32(&mut descriptor, crc);
         if entry.large {
-            let mut sizes = Vec::with_capacity(16);
-            put64(&mut sizes, entry.uncompressed);
-            put64(&mut sizes, entry.compressed);
-            self.out.seek(SeekFrom::Start(entry.offset + 30 + entry.name.len() as u64 + 4))?;
-            self.out.write_all(&sizes)?;
+            put64(&mut descriptor, entry.compressed);
+            put64(&mut descriptor, entry.uncompressed);
+        } else {
+            put32(&mut descriptor, entry.compressed as u32);
+            put32(&mut descriptor, entry.uncompressed as u32);
         }
-        self.out.seek(SeekFrom::Start(self.pos))?;
+        self.write(&descriptor)?;
         self.central.push(CentralEntry {
             name: entry.name,
             method: entry.method,
@@ -267,6 +274,7 @@ impl<W: Write + Seek> ZipOut<W> {
             offset: entry.offset,
             external: entry.external,
             large: entry.large,
+            descriptor: true,
         });
         Ok(())
     }
@@ -290,7 +298,7 @@ impl<W: Write + Seek> ZipOut<W> {
             put32(&mut h, CENTRAL_HEADER_SIG);
             put16(&mut h, MADE_BY_UNIX);
             put16(&mut h, if zip64.is_empty() && !e.large { VERSION_DEFAULT } else { VERSION_ZIP64 });
-            put16(&mut h, FLAG_UTF8);
+            put16(&mut h, if e.descriptor { FLAG_UTF8 | FLAG_DATA_DESCRIPTOR } else { FLAG_UTF8 });
             put16(&mut h, e.method);
             put16(&mut h, e.dos_time.1);
             put16(&mut h, e.dos_time.0);

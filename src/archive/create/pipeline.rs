@@ -9,7 +9,7 @@
 //! deflated once with a compressor each worker reuses, and written with their final header.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::ops::Range;
@@ -43,7 +43,7 @@ const SMALL_FILE: u64 = BLOCK_SIZE as u64;
 const BATCH_ENTRIES: usize = 256;
 
 /// Runs the pipeline over `entries` and writes the archive to `out`.
-pub(super) fn run<W: Write + Seek>(
+pub(super) fn run<W: Write>(
     entries: &[PlannedEntry],
     scratch_dir: &Path,
     out: W,
@@ -380,7 +380,7 @@ fn read_block(source: &mut impl Read) -> io::Result<Vec<u8>> {
 }
 
 /// Receives the parts in order and writes the archive; returns its counters.
-fn write_all<W: Write + Seek>(
+fn write_all<W: Write>(
     entries: &[PlannedEntry],
     parts: Receiver<Part>,
     mut zip: ZipOut<W>,
@@ -439,7 +439,7 @@ fn write_all<W: Write + Seek>(
 
 /// Archives, stored, a file planned as small that has grown since (rare: the data dir is
 /// live); returns its size, or `None` if it is gone.
-fn write_grown_file<W: Write + Seek>(zip: &mut ZipOut<W>, entry: &PlannedEntry) -> Result<Option<u64>, ArchiveError> {
+fn write_grown_file<W: Write>(zip: &mut ZipOut<W>, entry: &PlannedEntry) -> Result<Option<u64>, ArchiveError> {
     let Some(file) = open_if_present(&entry.path)? else { return Ok(None) };
     let len = file.metadata()?.len();
     let large = len >= zip.limits().large_file;
