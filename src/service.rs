@@ -20,7 +20,7 @@ use crate::archive::{self, ArchiveError, ArchiveLimits};
 use crate::auth::{self, AuthError, TokenKind};
 use crate::model::coordinator::{Busy, Coordinator};
 use crate::model::names::{self, BackupKey, NameError};
-use crate::storage::{BackupMeta, BackupReader, BackupStorage, StorageError};
+use crate::storage::{BackupMeta, BackupReader, BackupStorage, StorageError, Upload};
 use crate::util::TempPath;
 
 use crate::layout::{BACKUPS_DIR, LOCK_FILE, TEMP_DIR};
@@ -616,12 +616,14 @@ struct CreateWork {
 
 impl CreateWork {
     async fn run(self) -> Result<(), BackupError> {
+        if let Some(upload) = self.storage.start_upload(&self.key).await? {
+            return self.run_streamed(upload).await;
+        }
         let zip = TempPath::new_in(&self.temp_dir, "create", ".zip");
         let (data_dir, temp_dir, path) = (self.data_dir.clone(), self.temp_dir.clone(), zip.path().to_path_buf());
         tokio::task::spawn_blocking(move || -> Result<(), BackupError> {
             let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
-            archive::create_backup(&data_dir, &[BACKUPS_DIR, TEMP_DIR, LOCK_FILE], &temp_dir, &mut out, &Default::default())
-                .map_err(|e| BackupError::Failed(Box::new(e)))?;
+            archive_data_dir(&data_dir, &temp_dir, &mut out)?;
             out.sync_all()?;
             Ok(())
         })
@@ -633,4 +635,31 @@ impl CreateWork {
         zip.keep(); // consumed by the storage
         Ok(())
     }
+
+    /// The archive goes straight into the store while it is made.
+    async fn run_streamed(self, upload: Box<dyn Upload>) -> Result<(), BackupError> {
+        let (data_dir, temp_dir) = (self.data_dir.clone(), self.temp_dir.clone());
+        let (upload, made) = tokio::task::spawn_blocking(move || {
+            let mut upload = upload;
+            let made = archive_data_dir(&data_dir, &temp_dir, &mut upload);
+            (upload, made)
+        })
+        .await?;
+        if let Err(e) = made {
+            // A failing store shows up to the archive as a write error: report the store's.
+            return Err(upload.abort().await.map_or(e, BackupError::from));
+        }
+        if let Some(gate) = &self.gate {
+            gate(self.key.clone()).await;
+        }
+        upload.finish().await?;
+        Ok(())
+    }
+}
+
+/// Writes the backup archive of `data_dir` to `out`.
+fn archive_data_dir(data_dir: &Path, temp_dir: &Path, out: impl std::io::Write) -> Result<(), BackupError> {
+    archive::create_backup(data_dir, &[BACKUPS_DIR, TEMP_DIR, LOCK_FILE], temp_dir, out, &Default::default())
+        .map_err(|e| BackupError::Failed(Box::new(e)))?;
+    Ok(())
 }

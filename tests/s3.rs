@@ -11,16 +11,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStoreExt, PutPayload};
 use pb_backups::model::names::BackupKey;
 use pb_backups::storage::s3::{Activity, S3Storage};
-use pb_backups::storage::{BackupStorage, StorageError};
+use pb_backups::storage::{BackupStorage, StorageError, Upload};
 use serde_json::{json, Value};
 use support::s3::{config, moto, new_bucket, object_names, raw};
 use support::gate::Gate;
 use support::*;
+use std::io::Write;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -153,9 +154,8 @@ async fn storage_contract_on_s3() {
 
     // A range across a part boundary, streamed.
     let at = (8 << 20) - 10;
-    let mut r = s3.open(&key("big.zip"), Some(at..at + 20)).await.unwrap();
-    let mut got = Vec::new();
-    r.body.read_to_end(&mut got).await.unwrap();
+    let r = s3.open(&key("big.zip"), Some(at..at + 20)).await.unwrap();
+    let got: Vec<u8> = r.body.map(Result::unwrap).collect::<Vec<_>>().await.concat();
     assert_eq!((r.range.clone(), got.as_slice()), (at..at + 20, &big[at as usize..at as usize + 20]));
 
     let fetched = dir.path().join("fetched.zip");
@@ -189,6 +189,66 @@ async fn storage_contract_on_s3() {
         let kept = store.get(&path).await.unwrap().bytes().await.unwrap();
         assert_eq!(kept.as_ref(), b"the other server's", "{name} was overwritten");
     }
+}
+
+/// Writes `bytes` through a streamed upload in uneven pieces, from a blocking thread as a
+/// create does.
+async fn write_upload(upload: Box<dyn Upload>, bytes: Vec<u8>) -> Box<dyn Upload> {
+    tokio::task::spawn_blocking(move || {
+        let mut upload = upload;
+        for piece in bytes.chunks(777_777) {
+            upload.write_all(piece).unwrap();
+        }
+        upload
+    })
+    .await
+    .unwrap()
+}
+
+/// A create on S3 uploads while it writes: nothing is visible before `finish`, the object is
+/// whole after it (parts of 8 MiB, two in flight), a key that appears meanwhile is never
+/// overwritten, and an aborted upload leaves nothing.
+#[tokio::test]
+async fn streamed_uploads_on_s3() {
+    let bucket = new_bucket(moto()).await;
+    let store = raw(moto(), &bucket);
+    let s3 = S3Storage::new(config(moto(), &bucket, "p")).unwrap();
+    let key = |k: &str| BackupKey::parse(k).unwrap();
+
+    let big = random_bytes(&mut rand::rng(), (20 << 20) + 123);
+    let upload = s3.start_upload(&key("streamed.zip")).await.unwrap().expect("S3 streams");
+    let upload = write_upload(upload, big.clone()).await;
+    assert!(s3.list().await.unwrap().is_empty(), "nothing visible before finish");
+    upload.finish().await.unwrap();
+    let got = store.get(&ObjPath::parse("p/streamed.zip").unwrap()).await.unwrap().bytes().await.unwrap();
+    assert!(got.as_ref() == big.as_slice(), "the streamed object differs");
+    assert!(matches!(s3.start_upload(&key("streamed.zip")).await, Err(StorageError::AlreadyExists)));
+
+    for len in [1000, 12 << 20] {
+        let path = ObjPath::parse("p/raced.zip").unwrap();
+        let mut c = config(moto(), &bucket, "p");
+        let (racer, racer_path) = (Arc::new(raw(moto(), &bucket)), path.clone());
+        c.before_publish = Some(Arc::new(move |_key| {
+            let (racer, path) = (racer.clone(), racer_path.clone());
+            async move {
+                racer.put(&path, PutPayload::from_static(b"the other server's")).await.unwrap();
+            }
+            .boxed()
+        }));
+        let hooked = S3Storage::new(c).unwrap();
+        let upload = hooked.start_upload(&key("raced.zip")).await.unwrap().unwrap();
+        let upload = write_upload(upload, random_bytes(&mut rand::rng(), len)).await;
+        assert!(matches!(upload.finish().await, Err(StorageError::AlreadyExists)), "{len}");
+        let kept = store.get(&path).await.unwrap().bytes().await.unwrap();
+        assert_eq!(kept.as_ref(), b"the other server's", "{len}: overwritten");
+        store.delete(&path).await.unwrap();
+    }
+
+    let upload = s3.start_upload(&key("aborted.zip")).await.unwrap().unwrap();
+    let upload = write_upload(upload, random_bytes(&mut rand::rng(), 9 << 20)).await;
+    assert!(upload.abort().await.is_none(), "no store error to report");
+    let listed: Vec<String> = s3.list().await.unwrap().into_iter().map(|m| m.key.as_str().to_owned()).collect();
+    assert_eq!(listed, vec!["streamed.zip"]);
 }
 
 #[tokio::test]

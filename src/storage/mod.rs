@@ -56,6 +56,16 @@ pub enum StorageError {
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
+/// A backup being written into the store in sequence (from a blocking thread, through
+/// `Write`). Nothing is visible under its key before `finish`; an upload dropped unfinished
+/// publishes nothing.
+pub trait Upload: std::io::Write + Send {
+    /// Publishes what was written, unless the key exists meanwhile (`AlreadyExists`).
+    fn finish(self: Box<Self>) -> BoxFuture<'static, StorageResult<()>>;
+    /// Gives the upload up; returns the store's error if that is why writing failed.
+    fn abort(self: Box<Self>) -> BoxFuture<'static, Option<StorageError>>;
+}
+
 pub trait BackupStorage: Send + Sync {
     /// Every complete backup, in no particular order.
     fn list(&self) -> BoxFuture<'_, StorageResult<Vec<BackupMeta>>>;
@@ -81,6 +91,13 @@ pub trait BackupStorage: Send + Sync {
     /// it, unless the key exists already (`AlreadyExists`, and `local` is left as it was).
     fn put_file<'a>(&'a self, key: &'a BackupKey, local: &'a Path)
         -> BoxFuture<'a, StorageResult<()>>;
+
+    /// Starts a new backup under `key` written straight into the store, for backends where
+    /// that beats `put_file` of a finished local file (remote stores: upload while the
+    /// archive is made). `None`: write a local file and `put_file` it.
+    fn start_upload<'a>(&'a self, _key: &'a BackupKey) -> BoxFuture<'a, StorageResult<Option<Box<dyn Upload>>>> {
+        Box::pin(async { Ok(None) })
+    }
 
     fn delete<'a>(&'a self, key: &'a BackupKey) -> BoxFuture<'a, StorageResult<()>>;
 

@@ -54,7 +54,7 @@ use object_store::{
 };
 use tokio::io::AsyncWriteExt;
 
-use super::{BackupMeta, BackupReader, BackupStorage, StorageError, StorageResult};
+use super::{BackupMeta, BackupReader, BackupStorage, StorageError, StorageResult, Upload};
 use crate::model::names::BackupKey;
 
 /// Called with the key just before the conditional write that publishes it (tests use it to
@@ -173,6 +173,8 @@ impl Activity {
     }
 }
 
+/// Cheap to clone (shared client and store): an upload in progress keeps its own clone.
+#[derive(Clone)]
 pub struct S3Storage {
     store: Arc<AmazonS3>,
     http: HttpClient,
@@ -506,6 +508,163 @@ impl S3Storage {
     }
 }
 
+/// Parts being sent while the next one fills: the archive is made and uploaded at once.
+const PARTS_IN_FLIGHT: usize = 2;
+/// Parts of one size before the size doubles: an archive of unknown size must fit in
+/// 10,000 parts (1,000 parts of 8 MiB, then 1,000 of 16 MiB, ... covers 8 TiB in 10).
+const PARTS_PER_SIZE: usize = 1_000;
+
+/// A multipart upload fed by a blocking writer: each full part is sent on the runtime while
+/// the writer goes on; completed with `If-None-Match: *` like `publish`.
+struct S3Upload {
+    storage: S3Storage,
+    key: BackupKey,
+    path: Path,
+    upload_id: String,
+    runtime: tokio::runtime::Handle,
+    part: Vec<u8>,
+    in_flight: std::collections::VecDeque<tokio::task::JoinHandle<object_store::Result<PartId>>>,
+    parts: Vec<PartId>,
+    /// Why writing stopped, if the store failed.
+    failed: Option<StorageError>,
+    /// Finished or aborted: nothing left to clean up on drop.
+    closed: bool,
+}
+
+impl S3Upload {
+    async fn start(storage: S3Storage, key: BackupKey) -> StorageResult<S3Upload> {
+        let path = storage.object(&key);
+        let upload_id = storage.store.create_multipart(&path).await.map_err(unavailable)?;
+        Ok(S3Upload {
+            part: Vec::with_capacity(storage.part_size),
+            storage,
+            key,
+            path,
+            upload_id,
+            runtime: tokio::runtime::Handle::current(),
+            in_flight: Default::default(),
+            parts: Vec::new(),
+            failed: None,
+            closed: false,
+        })
+    }
+
+    fn part_size(&self) -> usize {
+        let sent = self.parts.len() + self.in_flight.len();
+        self.storage.part_size << (sent / PARTS_PER_SIZE).min(10)
+    }
+
+    /// Sends the current part, after waiting for the oldest one if enough are in flight.
+    fn send_part(&mut self) -> io::Result<()> {
+        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+            let oldest = self.in_flight.pop_front().expect("a part in flight");
+            match self.runtime.block_on(oldest).map_err(io::Error::other)? {
+                Ok(part) => self.parts.push(part),
+                Err(e) => {
+                    self.failed = Some(unavailable(e));
+                    return Err(io::Error::other("uploading a part of the backup failed"));
+                }
+            }
+        }
+        let index = self.parts.len() + self.in_flight.len();
+        let next_size = self.part_size();
+        let bytes = Bytes::from(std::mem::replace(&mut self.part, Vec::with_capacity(next_size)));
+        let (store, path, id) = (self.storage.store.clone(), self.path.clone(), self.upload_id.clone());
+        self.in_flight
+            .push_back(self.runtime.spawn(async move { store.put_part(&path, &id, index, bytes.into()).await }));
+        Ok(())
+    }
+
+    async fn wait_in_flight(&mut self) -> StorageResult<()> {
+        while let Some(part) = self.in_flight.pop_front() {
+            self.parts.push(part.await.map_err(unavailable)?.map_err(unavailable)?);
+        }
+        Ok(())
+    }
+
+    async fn abort_upload(&mut self) {
+        self.closed = true;
+        for part in self.in_flight.drain(..) {
+            part.abort();
+        }
+        // Best effort, as in `publish`: an unfinished upload is invisible anyway.
+        let abort = self.storage.store.abort_multipart(&self.path, &self.upload_id);
+        match tokio::time::timeout(Duration::from_secs(10), abort).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(path = %self.path, error = %e, "could not abort a failed multipart upload"),
+            Err(_) => tracing::warn!(path = %self.path, "aborting a failed multipart upload timed out"),
+        }
+    }
+}
+
+impl io::Write for S3Upload {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.failed.is_some() {
+            return Err(io::Error::other("uploading a part of the backup failed"));
+        }
+        let n = buf.len().min(self.part_size() - self.part.len());
+        self.part.extend_from_slice(&buf[..n]);
+        if self.part.len() == self.part_size() {
+            self.send_part()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Upload for S3Upload {
+    fn finish(mut self: Box<Self>) -> BoxFuture<'static, StorageResult<()>> {
+        async move {
+            let result = async {
+                if let Some(e) = self.failed.take() {
+                    return Err(e);
+                }
+                // Waiting first leaves room, so `send_part` does not block this task.
+                self.wait_in_flight().await?;
+                if !self.part.is_empty() || self.parts.is_empty() {
+                    self.send_part()?;
+                }
+                self.wait_in_flight().await?;
+                self.storage.hook(&self.key).await;
+                self.storage.complete_if_absent(&self.path, &self.upload_id, &self.parts).await
+            }
+            .await;
+            match result {
+                Ok(()) => self.closed = true,
+                Err(_) => self.abort_upload().await,
+            }
+            result
+        }
+        .boxed()
+    }
+
+    fn abort(mut self: Box<Self>) -> BoxFuture<'static, Option<StorageError>> {
+        async move {
+            self.abort_upload().await;
+            self.failed.take()
+        }
+        .boxed()
+    }
+}
+
+impl Drop for S3Upload {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        for part in self.in_flight.drain(..) {
+            part.abort();
+        }
+        let (store, path, id) = (self.storage.store.clone(), self.path.clone(), self.upload_id.clone());
+        self.runtime.spawn(async move {
+            let _ = store.abort_multipart(&path, &id).await;
+        });
+    }
+}
+
 fn unavailable(e: impl fmt::Display) -> StorageError {
     StorageError::Unavailable(io::Error::other(e.to_string()))
 }
@@ -664,6 +823,20 @@ impl BackupStorage for S3Storage {
             self.publish(key, &self.object(key), local, size).await?;
             tokio::fs::remove_file(local).await?;
             Ok(())
+        }
+        .boxed()
+    }
+
+    fn start_upload<'a>(&'a self, key: &'a BackupKey) -> BoxFuture<'a, StorageResult<Option<Box<dyn Upload>>>> {
+        async move {
+            // Cheap early answer; the conditional completion is what guarantees it.
+            match self.head_meta(key).await {
+                Ok(_) => return Err(StorageError::AlreadyExists),
+                Err(StorageError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+            let upload: Box<dyn Upload> = Box::new(S3Upload::start(self.clone(), key.clone()).await?);
+            Ok(Some(upload))
         }
         .boxed()
     }
