@@ -699,6 +699,13 @@ def bench_one(name, binary, args, case, payload, loadgen, upload_source, steps):
     try:
         r = run_server(server, args, loadgen, upload_source,
                        os.path.join(args.work, "upload", case), steps)
+    except (OSError, RuntimeError, http.client.HTTPException) as e:
+        # Name the server, the case and whether it is still alive: "connection refused"
+        # alone does not say that the server died.
+        code = server.proc.poll()
+        raise BenchFailure("%s, %s case: %s: %s (server %s; see %s)" % (
+            name, case, type(e).__name__, e, "exited with %s" % code if code is not None else "still running",
+            server.log_path)) from e
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -1154,7 +1161,7 @@ def main():
                     raise BenchFailure("no upstream PocketBase: %s" % reason)
                 log("SKIPPING upstream: %s" % reason)
         run_side_by_side(args, ours_bin, upstream_bin, loadgen)
-    except (BenchFailure, RuntimeError, OSError, subprocess.CalledProcessError) as e:
+    except (BenchFailure, RuntimeError, OSError, subprocess.CalledProcessError, http.client.HTTPException) as e:
         print("bench: FAILED: %s" % e, file=sys.stderr)
         sys.exit(1)
 
