@@ -928,7 +928,9 @@ def run_side_by_side(args, ours_bin, upstream_bin, loadgen):
     cases = ["size", "files"] if args.case == "both" else [args.case]
     need = 0
     if "size" in cases:
-        need += 7 * args.size * MiB  # payload, limits, data dir, 3 zips, 3 uploads, restore
+        # Payload, limits, a data dir with its zips and uploads, the restore's copy of the
+        # archive and its extraction.
+        need += 9 * args.size * MiB
     if "files" in cases:
         need += 6 * args.files * 4096  # one 4 KiB block per small file and copy
     check_free_disk(args.work, need + GiB, ("files" in cases) * 6 * args.files, "this run")
@@ -999,8 +1001,9 @@ def run_scale(args, ours_bin):
     """Ours alone over growing data dirs: time and peak RSS of create and restore, as a
     table, as JSON and as a plot."""
     points = [("size", n) for n in args.scale_sizes] + [("files", n) for n in args.scale_files]
-    # Disk: the payloads not yet cached, plus the largest point's data dir, backup zip and
-    # restore extraction side by side (data dirs are deleted after each point).
+    # Disk: the payloads not yet cached, plus the largest point's data dir, backup zip, the
+    # restore's temporary copy of it and the extraction, side by side (data dirs are
+    # deleted after each point).
     need, inodes, largest = GiB, 0, 0
     for kind, n in points:
         if kind == "size":
@@ -1012,7 +1015,7 @@ def run_scale(args, ours_bin):
             cached = payload_is_cached(os.path.join(args.cache, "files-%d-v%d" % (n, FILES_PAYLOAD_VERSION)))
         need += 0 if cached else nbytes
         largest = max(largest, nbytes)
-    need += int(3.5 * largest)
+    need += int(4.5 * largest)
     check_free_disk(args.cache, need, inodes, "the scale run")
     check_free_disk(args.work, need, inodes, "the scale run")
 
