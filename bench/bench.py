@@ -928,8 +928,8 @@ def run_side_by_side(args, ours_bin, upstream_bin, loadgen):
     cases = ["size", "files"] if args.case == "both" else [args.case]
     need = 0
     if "size" in cases:
-        # Payload, limits, a data dir with its zips and uploads, the restore's copy of the
-        # archive and its extraction.
+        # Payload, limits, a data dir with its zips and uploads, the restore's extraction
+        # (and upstream's copy of the archive).
         need += 9 * args.size * MiB
     if "files" in cases:
         need += 6 * args.files * 4096  # one 4 KiB block per small file and copy
@@ -1001,9 +1001,9 @@ def run_scale(args, ours_bin):
     """Ours alone over growing data dirs: time and peak RSS of create and restore, as a
     table, as JSON and as a plot."""
     points = [("size", n) for n in args.scale_sizes] + [("files", n) for n in args.scale_files]
-    # Disk: the payloads not yet cached, plus the largest point's data dir, backup zip, the
-    # restore's temporary copy of it and the extraction, side by side (data dirs are
-    # deleted after each point).
+    # Disk: the payloads not yet cached, plus the largest point's data dir, backup zip,
+    # the restore's extraction and a margin (the restore takes the archive by hard link,
+    # a copy when it cannot), side by side (data dirs are deleted after each point).
     need, inodes, largest = GiB, 0, 0
     for kind, n in points:
         if kind == "size":
