@@ -16,6 +16,7 @@ use super::snapshot::Snapshot;
 use super::{CreateOptions, CreateStats};
 use crate::archive::zip_writer::{OpenEntry, Zip64Limits, ZipOut};
 use crate::archive::ArchiveError;
+use crate::progress::ProgressCounter;
 
 /// How much of a file is deflated up front to decide between Deflated and Stored.
 const SAMPLE_SIZE: usize = 64 * 1024;
@@ -38,6 +39,7 @@ pub(super) fn run<W: Write + Seek>(
     out: W,
     opts: &CreateOptions,
     zip64: Zip64Limits,
+    progress: &ProgressCounter,
 ) -> Result<CreateStats, ArchiveError> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS);
     let level = Compression::new(opts.deflate_level.clamp(1, 9));
@@ -59,7 +61,7 @@ pub(super) fn run<W: Write + Seek>(
         });
         // Returning drops `part_rx`: a reader still sending then stops, and the workers
         // stop once it has.
-        write_all(part_rx, ZipOut::new(BufWriter::with_capacity(WRITE_BUFFER, out), zip64))
+        write_all(part_rx, ZipOut::new(BufWriter::with_capacity(WRITE_BUFFER, out), zip64), progress)
     })
 }
 
@@ -227,7 +229,7 @@ fn read_block(source: &mut impl Read) -> io::Result<Vec<u8>> {
 }
 
 /// Receives the parts in order and writes the archive; returns its counters.
-fn write_all<W: Write + Seek>(parts: Receiver<Part>, mut zip: ZipOut<W>) -> Result<CreateStats, ArchiveError> {
+fn write_all<W: Write + Seek>(parts: Receiver<Part>, mut zip: ZipOut<W>, progress: &ProgressCounter) -> Result<CreateStats, ArchiveError> {
     let mut stats = CreateStats::default();
     let mut current: Option<OpenEntry> = None;
     let worker_gone = || ArchiveError::Io(io::Error::other("a compression worker stopped"));
@@ -245,6 +247,7 @@ fn write_all<W: Write + Seek>(parts: Receiver<Part>, mut zip: ZipOut<W>) -> Resu
                 let entry = current.as_mut().ok_or_else(worker_gone)?;
                 let block = result.recv().map_err(|_| worker_gone())??;
                 zip.write_data(entry, &block.bytes, block.input_len, &block.crc)?;
+                progress.add(block.input_len);
             }
             Part::FileEnd => {
                 let entry = current.take().ok_or_else(worker_gone)?;
