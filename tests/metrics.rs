@@ -1,5 +1,6 @@
 //! `serve --metrics`: `/metrics` parsed with a Prometheus text parser, counters at 0 from the
-//! start and counting; off by default; `--log-format json` writes one JSON object per line.
+//! start and counting, busy refusals apart from errors; off by default; `--log-format json`
+//! writes one JSON object per line.
 
 mod support;
 
@@ -141,4 +142,46 @@ async fn metrics_are_off_by_default() {
     drop(server);
     let log = std::fs::read_to_string(log).unwrap();
     assert!(log.lines().any(|l| l.contains("INFO")) && log.lines().all(|l| serde_json::from_str::<Value>(l).is_err()), "{log}");
+}
+
+/// A request refused because a create runs counts as busy, not as an error. In-process, so a
+/// gate can hold the create (the other tests here run the binary: enabling metrics in this
+/// process does not touch them).
+#[tokio::test(flavor = "multi_thread")]
+async fn busy_refusals_count_as_busy() {
+    pb_backups::metrics::enable();
+    let gate = gate::Gate::new();
+    let server = TestServer::start_with(Options { create_gate: Some(gate.hook()), ..Default::default() }).await;
+    let token = server.superuser_token().await;
+    let before = scrape(&server.client, &server.base).await;
+
+    gate.hold_next();
+    let held = tokio::spawn({
+        let request = server.client.post(server.url("/api/backups")).header("Authorization", &token);
+        async move { request.json(&json!({"name": "held.zip"})).send().await.unwrap().status().as_u16() }
+    });
+    gate.held().await;
+    let (status, body) = create(&server, &token, json!({"name": "second.zip"})).await;
+    assert_eq!(status, 400, "{body}");
+    let r = server.client.delete(server.url("/api/backups/held.zip")).header("Authorization", &token).send().await.unwrap();
+    assert_eq!(r.status(), 400, "a delete of the key being created is refused as busy");
+    let after = scrape(&server.client, &server.base).await;
+    gate.release();
+    assert_eq!(held.await.unwrap(), 204);
+
+    let counted = |kind: &str, result: &str| {
+        let name = format!("pb_backups_operations_total{{kind={kind:?},result={result:?}}}");
+        after[&name] - before[&name]
+    };
+    assert_eq!(counted("create", "busy"), 1.0);
+    assert_eq!(counted("create", "error"), 0.0);
+    assert_eq!(counted("delete", "busy"), 1.0);
+    assert_eq!(counted("delete", "error"), 0.0);
+    // Any other refusal is still an error.
+    let (status, _) = create(&server, &token, json!({"name": "held.zip"})).await;
+    assert_eq!(status, 400, "the name is taken");
+    let last = scrape(&server.client, &server.base).await;
+    let name = r#"pb_backups_operations_total{kind="create",result="error"}"#;
+    assert_eq!(last[name] - before[name], 1.0);
+    server.stop().await;
 }
