@@ -250,8 +250,9 @@ fn planned_bytes(dir: &Path, top: bool) -> u64 {
         .map(|e| e.unwrap())
         .filter(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            !(top && ["backups", ".pb_temp", ".pb_backups.lock"].contains(&name.as_str()))
-                && !["-wal", "-shm", "-journal"].iter().any(|s| name.ends_with(s))
+            let excluded = top && ["backups", ".pb_temp", ".pb_backups.lock"].contains(&name.as_str());
+            let side_file = ["-wal", "-shm", "-journal"].iter().any(|s| name.ends_with(s));
+            !(excluded || side_file)
         })
         .map(|e| {
             let meta = e.metadata().unwrap();
