@@ -117,8 +117,9 @@ async fn show_bar(counter: Arc<ProgressCounter>, message: String) {
     let template = "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}, {eta} left";
     bar.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
     bar.set_message(message);
-    // Left as it stands when the work ends (the task is aborted with `bar` in it).
-    let _leave = AbandonOnDrop(bar.clone());
+    // Cleared when the work ends (the task is aborted with `bar` in it): the work's own log
+    // lines say how it went, and would otherwise run on after the bar's last line.
+    let _clear = ClearOnDrop(bar.clone());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -129,11 +130,11 @@ async fn show_bar(counter: Arc<ProgressCounter>, message: String) {
     }
 }
 
-struct AbandonOnDrop(ProgressBar);
+struct ClearOnDrop(ProgressBar);
 
-impl Drop for AbandonOnDrop {
+impl Drop for ClearOnDrop {
     fn drop(&mut self) {
-        self.0.abandon();
+        self.0.finish_and_clear();
     }
 }
 
