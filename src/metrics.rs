@@ -19,8 +19,9 @@ use crate::service::Service;
 
 /// The operations counted, as the `kind` label says them.
 pub const KINDS: [&str; 7] = ["list", "create", "upload", "download", "delete", "restore", "scheduled_create"];
-/// `result` label values: done; skipped because another create or restore ran (scheduled
-/// runs); failed or refused (for API requests, any answer other than 2xx).
+/// `result` label values: done; refused or skipped because another create or restore ran
+/// (the API's busy answers, skipped scheduled runs); failed or refused for any other reason
+/// (for API requests, any other answer than 2xx).
 pub const RESULTS: [&str; 3] = ["success", "busy", "error"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,8 +103,9 @@ pub fn operation(kind: &str, result: &str, took: Duration) {
     }
 }
 
-/// An API request, counted under its operation when it is one of the backups API's.
-pub fn request(method: &str, path: &str, status: u16, took: Duration) {
+/// An API request, counted under its operation when it is one of the backups API's; `busy`:
+/// it was refused because a create or restore runs.
+pub fn request(method: &str, path: &str, status: u16, busy: bool, took: Duration) {
     let Some(rest) = path.strip_prefix("/api/backups") else { return };
     let kind = match (method, rest) {
         ("GET", "" | "/") => "list",
@@ -114,12 +116,13 @@ pub fn request(method: &str, path: &str, status: u16, took: Duration) {
         ("DELETE", _) => "delete",
         _ => return,
     };
-    operation(kind, result_of(status), took);
+    operation(kind, result_of(status, busy), took);
 }
 
-fn result_of(status: u16) -> &'static str {
+fn result_of(status: u16, busy: bool) -> &'static str {
     match status {
         200..=299 => "success",
+        _ if busy => "busy",
         _ => "error",
     }
 }

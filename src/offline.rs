@@ -81,6 +81,7 @@ pub async fn run(dir: &Path, s3: Option<S3Config>, command: Offline) -> Result<(
         limits: ArchiveLimits::default(),
         create_gate: None,
         restore_gate: None,
+        progress: crate::progress::Display::for_stderr(),
     };
     let service = Service::new(config, accounts, restart)?;
     match command {
@@ -94,9 +95,7 @@ pub async fn run(dir: &Path, s3: Option<S3Config>, command: Offline) -> Result<(
         Offline::Create(name) => {
             tracing::info!("creating a backup of {}", dir.display());
             let started = std::time::Instant::now();
-            let progress = crate::progress::Progress::bar("creating backup", service.temp_dir().to_path_buf(), "create-", None);
             let key = service.create(name.as_deref()).await?;
-            drop(progress);
             let size = service.listing().await?.items.iter().find(|m| m.key == key).map_or(0, |m| m.size);
             tracing::info!(seconds = started.elapsed().as_secs_f64(), "backup created");
             println!("created {key} ({size} bytes)");
@@ -107,9 +106,7 @@ pub async fn run(dir: &Path, s3: Option<S3Config>, command: Offline) -> Result<(
         }
         Offline::Restore(key) => {
             tracing::info!(key = %key, "checking and extracting the backup");
-            let progress = crate::progress::Progress::bar("fetching and extracting", service.temp_dir().to_path_buf(), "restore-", None);
             service.restore(&key).await.map_err(|e| named(e, &key))?;
-            drop(progress);
             let request = restarts.recv().await.ok_or(OfflineError::Backup(BackupError::Failed("the restore was lost".into())))?;
             // The service (and its hold on data.db) goes before the swap, as in the server.
             drop(service);

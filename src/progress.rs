@@ -1,122 +1,184 @@
-//! Progress of long creates and restores: for the offline commands a bar with bytes and rate
-//! (`indicatif`) when stderr is a terminal, else (and always in the server) a log line every
-//! few seconds.
+//! Progress of long creates and restores: bytes done of a total, the rate and the time left.
 //!
-//! The work itself reports nothing: progress is measured from the outside, as the bytes
-//! written so far under the temp folder's entries of that work (`create-…` for the archive
-//! being written, `restore-…` for the backup being fetched and extracted), so the archive
-//! code needs no hooks.
+//! The work counts itself: the archive code sets a [`ProgressCounter`]'s total once it knows
+//! it (the planned files' sizes for a create, the entries' uncompressed sizes for an
+//! extraction) and adds the bytes it has written. A [`Progress`] shows that counter: as a bar
+//! (`indicatif`) when stderr is a terminal, else (and always in the server) as a log line
+//! every few seconds.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::task::JoinHandle;
 
-/// How often the bar is redrawn, and how often a log line is written without a terminal.
+/// How often the bar is redrawn.
 const TICK: Duration = Duration::from_millis(250);
+/// How often a log line is written.
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
-/// Shows progress until dropped.
-pub struct Progress {
-    task: JoinHandle<()>,
-    bar: bool,
+/// Bytes done and the total expected, shared by the work (which adds) and whoever shows it.
+/// Plain atomics: adding costs next to nothing, from any thread.
+#[derive(Debug, Default)]
+pub struct ProgressCounter {
+    done: AtomicU64,
+    total: AtomicU64,
+    /// When the total was set: the rate is measured from there, not from the start of a
+    /// restore's fetch, which is not counted.
+    counting_since: OnceLock<Instant>,
 }
 
-/// A bar is on the terminal: log lines would break it.
-static BAR_SHOWN: AtomicBool = AtomicBool::new(false);
+impl ProgressCounter {
+    pub fn set_total(&self, total: u64) {
+        self.total.store(total, Ordering::Relaxed);
+        let _ = self.counting_since.set(Instant::now());
+    }
+
+    pub fn add(&self, bytes: u64) {
+        self.done.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes done and the total. The total is never below what is done: a live database can
+    /// grow between the plan and its snapshot.
+    pub fn get(&self) -> (u64, u64) {
+        let done = self.done.load(Ordering::Relaxed);
+        (done, self.total.load(Ordering::Relaxed).max(done))
+    }
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    /// A bar on stderr (a terminal).
+    Bar,
+    /// A log line this often.
+    Log { every: Duration },
+}
+
+impl Display {
+    /// Log lines at the usual interval: the server's way.
+    pub fn log() -> Display {
+        Display::Log { every: log_every() }
+    }
+
+    /// A bar when stderr is a terminal, else log lines: the offline commands' way.
+    pub fn for_stderr() -> Display {
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            Display::Bar
+        } else {
+            Display::log()
+        }
+    }
+}
+
+/// The interval of log lines. Debug builds (the tests' binary) take it from
+/// `PB_TEST_PROGRESS_EVERY_MS`, so a test sees several lines in a short run; release
+/// builds have no such knob.
+fn log_every() -> Duration {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("PB_TEST_PROGRESS_EVERY_MS").ok().and_then(|v| v.parse().ok()) {
+        return Duration::from_millis(ms);
+    }
+    LOG_EVERY
+}
+
+/// Shows the progress of one piece of work until dropped.
+pub struct Progress {
+    counter: Arc<ProgressCounter>,
+    task: JoinHandle<()>,
+}
 
 impl Progress {
-    /// A bar of the bytes under `folder`'s entries named `prefix…` growing towards `total`
-    /// (when known), if stderr is a terminal; the work's own log lines pause meanwhile.
-    pub fn bar(what: &'static str, folder: PathBuf, prefix: &'static str, total: Option<u64>) -> Option<Progress> {
-        std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
-            BAR_SHOWN.store(true, Ordering::SeqCst);
-            Self::start(what, folder, prefix, total, true)
-        })
+    /// Starts showing a fresh counter for `what` ("create", "restore") of the backup `backup`.
+    pub fn start(what: &'static str, backup: &str, display: Display) -> Progress {
+        let counter = Arc::new(ProgressCounter::default());
+        let task = match display {
+            Display::Bar => tokio::spawn(show_bar(counter.clone(), format!("{what} {backup}"))),
+            Display::Log { every } => tokio::spawn(log_lines(counter.clone(), what, backup.to_string(), every)),
+        };
+        Progress { counter, task }
     }
 
-    /// Log lines only: for the server, whose stderr is a log.
-    pub fn log(what: &'static str, folder: PathBuf, prefix: &'static str) -> Progress {
-        Self::start(what, folder, prefix, None, false)
-    }
-
-    fn start(what: &'static str, folder: PathBuf, prefix: &'static str, total: Option<u64>, terminal: bool) -> Progress {
-        let task = tokio::spawn(async move {
-            let bar = terminal.then(|| bar(what, total));
-            let started = Instant::now();
-            let mut logged = Instant::now();
-            loop {
-                tokio::time::sleep(TICK).await;
-                let measured = folder.clone();
-                let done = tokio::task::spawn_blocking(move || bytes_of(&measured, prefix)).await.unwrap_or(0);
-                match &bar {
-                    Some(bar) => bar.set_position(done),
-                    None if logged.elapsed() >= LOG_EVERY && !BAR_SHOWN.load(Ordering::SeqCst) => {
-                        logged = Instant::now();
-                        let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
-                        match total {
-                            Some(total) => tracing::info!(what, done, total, bytes_per_second = rate as u64, "progress"),
-                            None => tracing::info!(what, done, bytes_per_second = rate as u64, "progress"),
-                        }
-                    }
-                    None => {}
-                }
-            }
-        });
-        Progress { task, bar: terminal }
+    /// The counter the work adds to.
+    pub fn counter(&self) -> Arc<ProgressCounter> {
+        self.counter.clone()
     }
 }
 
 impl Drop for Progress {
     fn drop(&mut self) {
         self.task.abort();
-        if self.bar {
-            BAR_SHOWN.store(false, Ordering::SeqCst);
-        }
     }
 }
 
-fn bar(what: &str, total: Option<u64>) -> ProgressBar {
-    let (bar, template) = match total {
-        Some(total) => (
-            ProgressBar::new(total),
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}, {eta} left",
-        ),
-        None => (ProgressBar::no_length(), "{msg} {spinner} {bytes} written, {bytes_per_sec}"),
-    };
+async fn show_bar(counter: Arc<ProgressCounter>, message: String) {
+    let bar = ProgressBar::new(0);
+    let template = "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}, {eta} left";
     bar.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
-    bar.set_message(what.to_string());
-    bar.enable_steady_tick(TICK);
-    bar
+    bar.set_message(message);
+    // Cleared when the work ends (the task is aborted with `bar` in it): the work's own log
+    // lines say how it went, and would otherwise run on after the bar's last line.
+    let _clear = ClearOnDrop(bar.clone());
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (done, total) = counter.get();
+        bar.set_length(total);
+        bar.set_position(done);
+    }
 }
 
-/// Total size of the entries of `folder` whose names start with `prefix`.
-fn bytes_of(folder: &Path, prefix: &str) -> u64 {
-    let Ok(entries) = std::fs::read_dir(folder) else { return 0 };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => bytes_under(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
-            _ => 0,
-        })
-        .sum()
+struct ClearOnDrop(ProgressBar);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
 }
 
-/// Total size of the regular files under `path` (missing or vanishing files count 0).
-fn bytes_under(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
-    entries
-        .filter_map(Result::ok)
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => bytes_under(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
-            _ => 0,
-        })
-        .sum()
+async fn log_lines(counter: Arc<ProgressCounter>, what: &'static str, backup: String, every: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    // A busy runtime delays lines rather than bunching them.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (done, total) = counter.get();
+        // Nothing to tell until the work knows its total (a restore fetches first).
+        let Some(since) = counter.counting_since.get().filter(|_| total > 0) else { continue };
+        let line = Line::of(done, total, since.elapsed());
+        tracing::info!(
+            what,
+            backup = %backup,
+            done,
+            total,
+            percent = line.percent,
+            bytes_per_second = line.bytes_per_second,
+            eta_seconds = line.eta_seconds,
+            "progress"
+        );
+    }
+}
+
+/// The numbers of a log line.
+#[derive(Debug, PartialEq)]
+struct Line {
+    percent: u64,
+    bytes_per_second: u64,
+    /// Unknown until some bytes are done.
+    eta_seconds: Option<u64>,
+}
+
+impl Line {
+    fn of(done: u64, total: u64, elapsed: Duration) -> Line {
+        let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
+        Line {
+            percent: (done as u128 * 100 / total.max(1) as u128) as u64,
+            bytes_per_second: rate as u64,
+            eta_seconds: (done > 0).then(|| (total.saturating_sub(done) as f64 / rate).ceil() as u64),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -124,17 +186,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bytes_under_counts_files_in_nested_folders() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a"), [0u8; 10]).unwrap();
-        std::fs::create_dir_all(dir.path().join("x/y")).unwrap();
-        std::fs::write(dir.path().join("x/y/b"), [0u8; 32]).unwrap();
-        assert_eq!(bytes_under(dir.path()), 42);
-        assert_eq!(bytes_under(&dir.path().join("missing")), 0);
-        std::fs::write(dir.path().join("create-1.zip"), [0u8; 5]).unwrap();
-        std::fs::create_dir(dir.path().join("create-2")).unwrap();
-        std::fs::write(dir.path().join("create-2/c"), [0u8; 7]).unwrap();
-        assert_eq!(bytes_of(dir.path(), "create-"), 12);
-        assert_eq!(bytes_of(dir.path(), "restore-"), 0);
+    fn counter_adds_and_keeps_total_at_least_done() {
+        let c = ProgressCounter::default();
+        c.set_total(100);
+        c.add(30);
+        c.add(20);
+        assert_eq!(c.get(), (50, 100));
+        c.add(60);
+        assert_eq!(c.get(), (110, 110));
+    }
+
+    #[test]
+    fn line_rate_percent_and_time_left() {
+        let line = Line::of(25, 100, Duration::from_secs(5));
+        assert_eq!(line, Line { percent: 25, bytes_per_second: 5, eta_seconds: Some(15) });
+        assert_eq!(Line::of(0, 100, Duration::from_secs(1)).eta_seconds, None);
+        assert_eq!(Line::of(100, 100, Duration::from_secs(1)).eta_seconds, Some(0));
     }
 }

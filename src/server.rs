@@ -205,6 +205,7 @@ pub async fn run(
             limits: config.limits,
             create_gate: config.create_gate.clone(),
             restore_gate: config.restore_gate.clone(),
+            progress: crate::progress::Display::log(),
         };
         let service = Service::new(service_config, accounts, restart)
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;

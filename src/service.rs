@@ -20,6 +20,7 @@ use crate::archive::{self, ArchiveError, ArchiveLimits};
 use crate::auth::{self, AuthError, TokenKind};
 use crate::model::coordinator::{Busy, Coordinator};
 use crate::model::names::{self, BackupKey, NameError};
+use crate::progress::{self, Progress, ProgressCounter};
 use crate::storage::{BackupMeta, BackupReader, BackupStorage, StorageError, Upload};
 use crate::util::TempPath;
 
@@ -185,6 +186,8 @@ pub struct ServiceConfig {
     pub limits: ArchiveLimits,
     pub create_gate: Option<Gate>,
     pub restore_gate: Option<Gate>,
+    /// How the progress of creates and restores is shown.
+    pub progress: progress::Display,
 }
 
 pub struct Service {
@@ -198,6 +201,7 @@ pub struct Service {
     limits: ArchiveLimits,
     create_gate: Option<Gate>,
     restore_gate: Option<Gate>,
+    progress: progress::Display,
     restart: RestartHandle,
     /// Password hashes run at once at most: each takes a core for tens of milliseconds (and
     /// a legacy argon2 hash 19 MiB), so a burst of logins must queue, not pile up.
@@ -290,6 +294,7 @@ impl Service {
             limits: config.limits,
             create_gate: config.create_gate,
             restore_gate: config.restore_gate,
+            progress: config.progress,
             restart,
             hashing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from)),
             generation: AtomicU64::new(0),
@@ -398,16 +403,17 @@ impl Service {
     /// or restore runs: never queued.
     pub async fn create_as(&self, key: BackupKey) -> Result<BackupKey, BackupError> {
         let guard = self.start(|c| c.start_create(key.clone()))?;
+        let progress = Progress::start("create", key.as_str(), self.progress);
         let work = CreateWork {
             data_dir: self.data_dir.clone(),
             temp_dir: self.temp_dir.clone(),
             storage: self.storage.clone(),
             gate: self.create_gate.clone(),
             key: key.clone(),
+            progress: progress.counter(),
         };
         tracing::info!(key = %key, "backup create started");
         // Own task: the work finishes (or cleans up) even if the client goes away.
-        let progress = crate::progress::Progress::log("creating backup", self.temp_dir.clone(), "create-");
         let result = tokio::spawn(async move {
             let _progress = progress;
             let result = work.run().await;
@@ -471,6 +477,8 @@ impl Service {
         let key = BackupKey::parse(raw_key).ok_or(BackupError::NotFound)?;
         let guard = self.start_restore(&key).await?;
         self.storage.head(&key).await?;
+        // Counts the extraction (not the fetch from the storage).
+        let progress = Progress::start("restore", key.as_str(), self.progress);
         let work = RestoreWork {
             storage: self.storage.clone(),
             temp_dir: self.temp_dir.clone(),
@@ -478,10 +486,10 @@ impl Service {
             restart: self.restart.clone(),
             gate: self.restore_gate.clone(),
             key: key.clone(),
+            progress: progress.counter(),
         };
         tracing::info!(key = %key, "restore started");
         // Own task, as for create: a client that goes away does not abandon it half-way.
-        let progress = crate::progress::Progress::log("restoring backup", self.temp_dir.clone(), "restore-");
         let result = tokio::spawn(work.run(guard)).await?;
         drop(progress);
         match &result {
@@ -569,6 +577,7 @@ struct RestoreWork {
     restart: RestartHandle,
     gate: Option<Gate>,
     key: BackupKey,
+    progress: Arc<ProgressCounter>,
 }
 
 impl RestoreWork {
@@ -577,8 +586,9 @@ impl RestoreWork {
         self.storage.fetch_to_file(&self.key, archive_path.path()).await?;
         let extracted = TempPath::new_in(&self.temp_dir, "restore", "");
         let (src, dest, limits) = (archive_path.path().to_path_buf(), extracted.path().to_path_buf(), self.limits);
+        let progress = self.progress.clone();
         // The same checks as `backups verify` (R31 included), before the 204.
-        tokio::task::spawn_blocking(move || crate::verify::check_and_extract(&src, &dest, &limits).map(drop))
+        tokio::task::spawn_blocking(move || crate::verify::check_and_extract(&src, &dest, &limits, &progress).map(drop))
             .await?
             .map_err(|e| match e {
                 crate::verify::Unrestorable::Archive(e) => unrestorable(e),
@@ -612,6 +622,7 @@ struct CreateWork {
     storage: Arc<dyn BackupStorage>,
     gate: Option<Gate>,
     key: BackupKey,
+    progress: Arc<ProgressCounter>,
 }
 
 impl CreateWork {
@@ -621,9 +632,10 @@ impl CreateWork {
         }
         let zip = TempPath::new_in(&self.temp_dir, "create", ".zip");
         let (data_dir, temp_dir, path) = (self.data_dir.clone(), self.temp_dir.clone(), zip.path().to_path_buf());
+        let progress = self.progress.clone();
         tokio::task::spawn_blocking(move || -> Result<(), BackupError> {
             let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
-            archive_data_dir(&data_dir, &temp_dir, &mut out)?;
+            archive_data_dir(&data_dir, &temp_dir, &mut out, &progress)?;
             out.sync_all()?;
             Ok(())
         })
@@ -638,10 +650,10 @@ impl CreateWork {
 
     /// The archive goes straight into the store while it is made.
     async fn run_streamed(self, upload: Box<dyn Upload>) -> Result<(), BackupError> {
-        let (data_dir, temp_dir) = (self.data_dir.clone(), self.temp_dir.clone());
+        let (data_dir, temp_dir, progress) = (self.data_dir.clone(), self.temp_dir.clone(), self.progress.clone());
         let (upload, made) = tokio::task::spawn_blocking(move || {
             let mut upload = upload;
-            let made = archive_data_dir(&data_dir, &temp_dir, &mut upload);
+            let made = archive_data_dir(&data_dir, &temp_dir, &mut upload, &progress);
             (upload, made)
         })
         .await?;
@@ -658,8 +670,14 @@ impl CreateWork {
 }
 
 /// Writes the backup archive of `data_dir` to `out`.
-fn archive_data_dir(data_dir: &Path, temp_dir: &Path, out: impl std::io::Write) -> Result<(), BackupError> {
-    archive::create_backup(data_dir, &[BACKUPS_DIR, TEMP_DIR, LOCK_FILE], temp_dir, out, &Default::default())
+fn archive_data_dir(
+    data_dir: &Path,
+    temp_dir: &Path,
+    out: impl std::io::Write,
+    progress: &ProgressCounter,
+) -> Result<(), BackupError> {
+    let excluded = [BACKUPS_DIR, TEMP_DIR, LOCK_FILE];
+    archive::create_backup_counted(data_dir, &excluded, temp_dir, out, &Default::default(), progress)
         .map_err(|e| BackupError::Failed(Box::new(e)))?;
     Ok(())
 }

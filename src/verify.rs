@@ -12,6 +12,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::accounts::{self, AccountsError};
 use crate::archive::{self, ArchiveError, ArchiveLimits, ArchiveSummary};
 use crate::model::names::BackupKey;
+use crate::progress::ProgressCounter;
 use crate::storage::{BackupStorage, StorageError};
 use crate::util::TempPath;
 
@@ -25,11 +26,17 @@ pub enum Unrestorable {
 }
 
 /// Checks the archive at `zip` and extracts it into `dest` (which must not exist yet): the
-/// restore's checks. On error `dest` may hold part of the archive; the caller removes it.
-pub fn check_and_extract(zip: &Path, dest: &Path, limits: &ArchiveLimits) -> Result<ArchiveSummary, Unrestorable> {
+/// restore's checks; the extraction counts into `progress`. On error `dest` may hold part of
+/// the archive; the caller removes it.
+pub fn check_and_extract(
+    zip: &Path,
+    dest: &Path,
+    limits: &ArchiveLimits,
+    progress: &ProgressCounter,
+) -> Result<ArchiveSummary, Unrestorable> {
     let summary = archive::check_restorable(zip, limits)?;
     std::fs::create_dir(dest).map_err(ArchiveError::Io)?;
-    archive::extract(zip, dest, limits)?;
+    archive::extract_counted(zip, dest, limits, progress)?;
     let data_db = dest.join(crate::layout::DATA_DB);
     integrity_check(&data_db)?;
     accounts::check_usable(&data_db)?;
@@ -81,7 +88,7 @@ pub async fn verify_stored(
     }
     let extracted = TempPath::new_in(temp, "verify", "");
     let (src, dest, limits) = (zip.path().to_path_buf(), extracted.path().to_path_buf(), *limits);
-    let checked = tokio::task::spawn_blocking(move || check_and_extract(&src, &dest, &limits))
+    let checked = tokio::task::spawn_blocking(move || check_and_extract(&src, &dest, &limits, &ProgressCounter::default()))
         .await
         .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
     Ok(match checked {

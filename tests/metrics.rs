@@ -1,5 +1,6 @@
 //! `serve --metrics`: `/metrics` parsed with a Prometheus text parser, counters at 0 from the
-//! start and counting; off by default; `--log-format json` writes one JSON object per line.
+//! start and counting, busy refusals apart from errors; off by default; `--log-format json`
+//! writes one JSON object per line, progress lines of long creates and restores among them.
 
 mod support;
 
@@ -141,4 +142,121 @@ async fn metrics_are_off_by_default() {
     drop(server);
     let log = std::fs::read_to_string(log).unwrap();
     assert!(log.lines().any(|l| l.contains("INFO")) && log.lines().all(|l| serde_json::from_str::<Value>(l).is_err()), "{log}");
+}
+
+/// A request refused because a create runs counts as busy, not as an error. In-process, so a
+/// gate can hold the create (the other tests here run the binary: enabling metrics in this
+/// process does not touch them).
+#[tokio::test(flavor = "multi_thread")]
+async fn busy_refusals_count_as_busy() {
+    pb_backups::metrics::enable();
+    let gate = gate::Gate::new();
+    let server = TestServer::start_with(Options { create_gate: Some(gate.hook()), ..Default::default() }).await;
+    let token = server.superuser_token().await;
+    let before = scrape(&server.client, &server.base).await;
+
+    gate.hold_next();
+    let held = tokio::spawn({
+        let request = server.client.post(server.url("/api/backups")).header("Authorization", &token);
+        async move { request.json(&json!({"name": "held.zip"})).send().await.unwrap().status().as_u16() }
+    });
+    gate.held().await;
+    let (status, body) = create(&server, &token, json!({"name": "second.zip"})).await;
+    assert_eq!(status, 400, "{body}");
+    let r = server.client.delete(server.url("/api/backups/held.zip")).header("Authorization", &token).send().await.unwrap();
+    assert_eq!(r.status(), 400, "a delete of the key being created is refused as busy");
+    let after = scrape(&server.client, &server.base).await;
+    gate.release();
+    assert_eq!(held.await.unwrap(), 204);
+
+    let counted = |kind: &str, result: &str| {
+        let name = format!("pb_backups_operations_total{{kind={kind:?},result={result:?}}}");
+        after[&name] - before[&name]
+    };
+    assert_eq!(counted("create", "busy"), 1.0);
+    assert_eq!(counted("create", "error"), 0.0);
+    assert_eq!(counted("delete", "busy"), 1.0);
+    assert_eq!(counted("delete", "error"), 0.0);
+    // Any other refusal is still an error.
+    let (status, _) = create(&server, &token, json!({"name": "held.zip"})).await;
+    assert_eq!(status, 400, "the name is taken");
+    let last = scrape(&server.client, &server.base).await;
+    let name = r#"pb_backups_operations_total{kind="create",result="error"}"#;
+    assert_eq!(last[name] - before[name], 1.0);
+    server.stop().await;
+}
+
+/// The server logs the progress of a create and of a restore at its interval (shortened for
+/// the test), as JSON with bytes done of the total, rate and time left; the totals are the
+/// planned files' size and the archive's uncompressed size.
+#[tokio::test(flavor = "multi_thread")]
+async fn long_creates_and_restores_log_their_progress() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("pb_data");
+    seed_accounts(&dir);
+    // Enough work for several 20 ms intervals: random bytes (stored) and text (deflated).
+    let storage = dir.join("storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    std::fs::write(storage.join("random.bin"), random_bytes(&mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(11), 24 << 20)).unwrap();
+    let text: String = (0..400_000u32).map(|i| format!("{{\"id\":{i},\"note\":\"line {}\"}}\n", i % 977)).collect();
+    std::fs::write(storage.join("text.jsonl"), text).unwrap();
+    let server = BinaryServer::start_with(&dir, &[("PB_LOG_FORMAT", "json"), ("PB_TEST_PROGRESS_EVERY_MS", "20")]);
+    let client = reqwest::Client::new();
+    let token = login(&client, &server.base, "_superusers", SUPERUSER.0, SUPERUSER.1).await;
+
+    let planned = planned_bytes(&dir, true);
+    let r = client.post(format!("{}/api/backups", server.base)).header("Authorization", &token).json(&json!({"name": "p.zip"}));
+    assert_eq!(r.send().await.unwrap().status(), 204);
+    let archive = std::fs::File::open(dir.join("backups/p.zip")).unwrap();
+    let mut archive = zip::ZipArchive::new(archive).unwrap();
+    let uncompressed: u64 = (0..archive.len()).map(|i| archive.by_index(i).unwrap().size()).sum();
+    let r = client.post(format!("{}/api/backups/p.zip/restore", server.base)).header("Authorization", &token);
+    assert_eq!(r.send().await.unwrap().status(), 204);
+    let log_path = server.log.clone();
+    drop(server);
+
+    let log = std::fs::read_to_string(log_path).unwrap();
+    let progress: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .filter(|v| v["fields"]["message"] == "progress")
+        .map(|v| v["fields"].clone())
+        .collect();
+    for (what, total) in [("create", planned), ("restore", uncompressed)] {
+        let lines: Vec<&Value> = progress.iter().filter(|f| f["what"] == what).collect();
+        assert!(lines.len() >= 2, "at least two {what} progress lines:\n{log}");
+        let mut last_done = 0;
+        for f in lines {
+            let field = |name: &str| f[name].as_u64().unwrap_or_else(|| panic!("{name} in {f}"));
+            assert_eq!(f["backup"], "p.zip", "{f}");
+            assert_eq!(field("total"), total, "{what}: {f}");
+            let done = field("done");
+            assert!(last_done <= done && done <= total, "{what}: {f}");
+            assert_eq!(field("percent"), done * 100 / total, "{f}");
+            field("bytes_per_second");
+            if done > 0 {
+                field("eta_seconds");
+            }
+            last_done = done;
+        }
+    }
+}
+
+/// Bytes a create plans to archive from `dir`: its files, less the backups, the temp folder,
+/// the lock and SQLite's side files.
+fn planned_bytes(dir: &Path, top: bool) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let excluded = top && ["backups", ".pb_temp", ".pb_backups.lock"].contains(&name.as_str());
+            let side_file = ["-wal", "-shm", "-journal"].iter().any(|s| name.ends_with(s));
+            !(excluded || side_file)
+        })
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() { planned_bytes(&e.path(), false) } else { meta.len() }
+        })
+        .sum()
 }

@@ -26,6 +26,7 @@ use std::path::Path;
 
 use super::zip_writer::Zip64Limits;
 use super::ArchiveError;
+use crate::progress::ProgressCounter;
 
 /// Tuning of archive creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,11 +74,24 @@ pub fn create_backup<W: Write>(
     out: W,
     opts: &CreateOptions,
 ) -> Result<CreateStats, ArchiveError> {
-    create_backup_with(data_dir, exclude_top_level, scratch_dir, out, opts, Zip64Limits::default())
+    create_backup_counted(data_dir, exclude_top_level, scratch_dir, out, opts, &ProgressCounter::default())
 }
 
-/// [`create_backup`] with the zip64 thresholds given: tests lower them to drive the zip64
-/// paths on small data.
+/// [`create_backup`], counting into `progress`: its total is the planned files' size, and
+/// each file's bytes count as they are written into the archive.
+pub fn create_backup_counted<W: Write>(
+    data_dir: &Path,
+    exclude_top_level: &[&str],
+    scratch_dir: &Path,
+    out: W,
+    opts: &CreateOptions,
+    progress: &ProgressCounter,
+) -> Result<CreateStats, ArchiveError> {
+    create_backup_with(data_dir, exclude_top_level, scratch_dir, out, opts, Zip64Limits::default(), progress)
+}
+
+/// [`create_backup_counted`] with the zip64 thresholds given: tests lower them to drive the
+/// zip64 paths on small data.
 pub(crate) fn create_backup_with<W: Write>(
     data_dir: &Path,
     exclude_top_level: &[&str],
@@ -85,9 +99,11 @@ pub(crate) fn create_backup_with<W: Write>(
     out: W,
     opts: &CreateOptions,
     zip64: Zip64Limits,
+    progress: &ProgressCounter,
 ) -> Result<CreateStats, ArchiveError> {
     let entries = plan::plan_entries(data_dir, exclude_top_level)?;
-    pipeline::run(&entries, scratch_dir, out, opts, zip64)
+    progress.set_total(entries.iter().map(|e| e.size).sum());
+    pipeline::run(&entries, scratch_dir, out, opts, zip64, progress)
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ mod read;
 mod tests;
 mod zip_writer;
 
-pub use create::{create_backup, CreateOptions, CreateStats};
-pub use read::{check_restorable, extract, validate};
+pub use create::{create_backup, create_backup_counted, CreateOptions, CreateStats};
+pub use read::{check_restorable, extract, extract_counted, validate};
 
 /// The first 16 bytes of every SQLite 3 database file.
 pub const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";

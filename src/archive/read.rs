@@ -14,6 +14,7 @@ use flate2::read::DeflateDecoder;
 use zip::result::ZipError;
 use zip::{CompressionMethod, ZipArchive};
 
+use crate::progress::ProgressCounter;
 use super::{
     check_entry_name, ArchiveError, ArchiveLimits, ArchiveSummary, DATA_DB, SQLITE_HEADER,
 };
@@ -70,8 +71,15 @@ pub fn check_restorable(
 /// always with owner read/write). On error `dest` holds an unspecified part of the archive
 /// and the caller deletes it; nothing is ever written outside `dest`.
 pub fn extract(path: &Path, dest: &Path, limits: &ArchiveLimits) -> Result<(), ArchiveError> {
+    extract_counted(path, dest, limits, &ProgressCounter::default())
+}
+
+/// [`extract`], counting into `progress`: its total is the entries' uncompressed size, and
+/// each chunk counts as it is written.
+pub fn extract_counted(path: &Path, dest: &Path, limits: &ArchiveLimits, progress: &ProgressCounter) -> Result<(), ArchiveError> {
     let mut archive = open_archive(path, limits)?;
     let checked = check_entries(&archive, limits)?;
+    progress.set_total(checked.summary.total_size);
     let mut dirs = DirTracker::new(dest);
     let mut buf = vec![0u8; CHUNK_SIZE];
     let mut total_written = 0u64;
@@ -114,6 +122,7 @@ pub fn extract(path: &Path, dest: &Path, limits: &ArchiveLimits) -> Result<(), A
             }
             crc.update(&buf[..n]);
             file.write_all(&buf[..n])?;
+            progress.add(n as u64);
         }
         if written != entry.size || crc.sum() != entry.crc32 {
             return Err(ArchiveError::SizeMismatch {

@@ -693,7 +693,7 @@ mod zip64 {
         data_dir(&data, files, seed);
         let archive = tmp.path().join("a.zip");
         let out = File::create(&archive).unwrap();
-        let stats = create_backup_with(&data, &[], tmp.path(), out, &CreateOptions::default(), limits).unwrap();
+        let stats = create_backup_with(&data, &[], tmp.path(), out, &CreateOptions::default(), limits, &Default::default()).unwrap();
         assert_eq!(stats.bytes_out, fs::metadata(&archive).unwrap().len());
 
         // Ours.

@@ -254,7 +254,7 @@ response_errors!(DownloadResponse, parse_error: ApiError::not_found, {
 fn api_error(e: BackupError, busy: Message, failed: Message) -> ApiError {
     match e {
         // R15, R20, R21.
-        BackupError::Busy => ApiError::new(400, busy),
+        BackupError::Busy => ApiError::busy(busy),
         // R9, R20, R21, R25.
         BackupError::NotFound => ApiError::not_found(),
         BackupError::InvalidName(n) => {

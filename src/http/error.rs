@@ -5,6 +5,7 @@
 //! into a body. `response_errors!` gives each operation's response enum the conversions it
 //! needs, so that an operation can only answer with the statuses it documents.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use poem::http::StatusCode;
@@ -63,6 +64,13 @@ impl ApiError {
         ApiError::new(404, Message::NotFound)
     }
 
+    /// The 400 of an operation refused because a create or restore runs; the request is
+    /// counted as busy, not as an error, in the metrics (see [`noting_busy`]).
+    pub fn busy(message: Message) -> ApiError {
+        let _ = BUSY_REFUSAL.try_with(|busy| busy.set(true));
+        ApiError::new(400, message)
+    }
+
     /// The body in the language of the request being served.
     pub fn body(&self) -> ErrorBody {
         self.body_in(crate::i18n::Lang::current())
@@ -102,6 +110,21 @@ impl poem::error::ResponseError for ApiError {
         let body = poem_openapi::types::ToJSON::to_json(&self.body());
         poem::web::Json(body).with_status(self.status()).into_response()
     }
+}
+
+tokio::task_local! {
+    static BUSY_REFUSAL: Cell<bool>;
+}
+
+/// Runs a request's handling and tells whether it was refused as busy: the body alone does
+/// not say, and a header would show the client what the API does not document.
+pub async fn noting_busy<F: std::future::Future>(fut: F) -> (F::Output, bool) {
+    BUSY_REFUSAL
+        .scope(Cell::new(false), async move {
+            let output = fut.await;
+            (output, BUSY_REFUSAL.with(Cell::get))
+        })
+        .await
 }
 
 /// Any error poem or an extractor raised, in our shape. `parse_error` is what a request that

@@ -26,7 +26,7 @@ use poem::{get, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 
 use crate::i18n::{with_request_lang, Lang, Message};
 use crate::service::Service;
-use error::{from_poem_error, ApiError};
+use error::{from_poem_error, noting_busy, ApiError};
 
 /// Where Swagger UI and the OpenAPI document are served.
 pub const DOCS_PATH: &str = "/docs";
@@ -112,7 +112,7 @@ async fn per_request<E: Endpoint>(
     let has_body = req.headers().contains_key(poem::http::header::TRANSFER_ENCODING)
         || req.headers().get(poem::http::header::CONTENT_LENGTH).is_some_and(|v| v != "0");
     let started = Instant::now();
-    let response = with_request_lang(lang, async move {
+    let (mut response, busy) = noting_busy(with_request_lang(lang, async move {
         match ep.call(req).await {
             Ok(r) => r.into_response(),
             Err(e) => {
@@ -120,9 +120,8 @@ async fn per_request<E: Endpoint>(
                 poem::error::ResponseError::as_response(&api)
             }
         }
-    })
+    }))
     .await;
-    let mut response = response;
     // A refused request's body may be left unread (a 403 on upload, a failed write): the
     // connection cannot carry another request, so say so rather than let the client reuse it.
     if service.is_draining() || (has_body && response.status().as_u16() >= 400) {
@@ -134,7 +133,7 @@ async fn per_request<E: Endpoint>(
             response.headers_mut().insert(poem::http::header::ALLOW, methods);
         }
     }
-    crate::metrics::request(method.as_str(), &path, response.status().as_u16(), started.elapsed());
+    crate::metrics::request(method.as_str(), &path, response.status().as_u16(), busy, started.elapsed());
     tracing::info!(
         %method,
         path = %path,

@@ -23,6 +23,7 @@ use super::snapshot::Snapshot;
 use super::{CreateOptions, CreateStats};
 use crate::archive::zip_writer::{OpenEntry, WholeFile, Zip64Limits, ZipOut};
 use crate::archive::ArchiveError;
+use crate::progress::ProgressCounter;
 
 /// How much of a file is deflated up front to decide between Deflated and Stored.
 const SAMPLE_SIZE: usize = 64 * 1024;
@@ -49,6 +50,7 @@ pub(super) fn run<W: Write>(
     out: W,
     opts: &CreateOptions,
     zip64: Zip64Limits,
+    progress: &ProgressCounter,
 ) -> Result<CreateStats, ArchiveError> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS);
     let level = Compression::new(opts.deflate_level.clamp(1, 9));
@@ -70,7 +72,7 @@ pub(super) fn run<W: Write>(
         });
         // Returning drops `part_rx`: a reader still sending then stops, and the workers
         // stop once it has.
-        write_all(entries, part_rx, ZipOut::new(BufWriter::with_capacity(WRITE_BUFFER, out), zip64))
+        write_all(entries, part_rx, ZipOut::new(BufWriter::with_capacity(WRITE_BUFFER, out), zip64), progress)
     })
 }
 
@@ -264,7 +266,7 @@ impl Reader {
         for (index, entry) in entries.iter().enumerate() {
             let small = match entry.source {
                 Source::Dir => true,
-                Source::File => entry.len < SMALL_FILE,
+                Source::File => entry.size < SMALL_FILE,
                 Source::Sqlite => false,
             };
             if small {
@@ -361,7 +363,7 @@ impl BatchBuilder {
         let range = self.range.get_or_insert(index..index);
         range.end = index + 1;
         if entry.source == Source::File {
-            self.bytes += entry.len;
+            self.bytes += entry.size;
         }
         range.len() >= BATCH_ENTRIES || self.bytes >= BLOCK_SIZE as u64
     }
@@ -384,6 +386,7 @@ fn write_all<W: Write>(
     entries: &[PlannedEntry],
     parts: Receiver<Part>,
     mut zip: ZipOut<W>,
+    progress: &ProgressCounter,
 ) -> Result<CreateStats, ArchiveError> {
     let mut stats = CreateStats::default();
     let mut current: Option<OpenEntry> = None;
@@ -408,6 +411,7 @@ fn write_all<W: Write>(
                         SmallFile::Grown => write_grown_file(&mut zip, entry)?,
                     };
                     if let Some(len) = written {
+                        progress.add(len);
                         stats.bytes_in += len;
                         stats.entries += 1;
                     }
@@ -420,6 +424,7 @@ fn write_all<W: Write>(
                 let entry = current.as_mut().ok_or_else(worker_gone)?;
                 let block = result.recv().map_err(|_| worker_gone())??;
                 zip.write_data(entry, &block.bytes, block.input_len, &block.crc)?;
+                progress.add(block.input_len);
             }
             Part::FileEnd => {
                 let entry = current.take().ok_or_else(worker_gone)?;
@@ -542,7 +547,9 @@ mod tests {
         fs::remove_file(data.join("d.txt")).unwrap();
 
         let mut out = Cursor::new(Vec::new());
-        let stats = run(&entries, tmp.path(), &mut out, &CreateOptions::default(), Zip64Limits::default()).unwrap();
+        let progress = ProgressCounter::default();
+        let stats = run(&entries, tmp.path(), &mut out, &CreateOptions::default(), Zip64Limits::default(), &progress).unwrap();
+        assert_eq!(progress.get().0, stats.bytes_in, "every file counted once");
         let read = names_and_contents(out.into_inner());
         let names: Vec<&str> = read.iter().map(|(n, _, _)| n.as_str()).collect();
         let mut expected = vec!["a/".to_owned()];

@@ -29,8 +29,8 @@ pub(super) struct PlannedEntry {
     pub(super) source: Source,
     pub(super) mode: u32,
     pub(super) modified: Option<SystemTime>,
-    /// Size when planned; the file may change before it is read.
-    pub(super) len: u64,
+    /// Size when planned (0 for a directory): the total that progress counts towards.
+    pub(super) size: u64,
 }
 
 /// Lists the archive's entries in a stable order (sorted names, each directory before its
@@ -111,7 +111,7 @@ fn planned(name: String, path: PathBuf, source: Source, metadata: &Metadata) -> 
         source,
         mode: metadata.permissions().mode() & 0o777,
         modified: metadata.modified().ok(),
-        len: metadata.len(),
+        size: if metadata.is_file() { metadata.len() } else { 0 },
     }
 }
 
