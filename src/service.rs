@@ -22,7 +22,7 @@ use crate::model::coordinator::{Busy, Coordinator};
 use crate::model::names::{self, BackupKey, NameError};
 use crate::progress::{self, Progress, ProgressCounter};
 use crate::storage::{BackupMeta, BackupReader, BackupStorage, StorageError, Upload};
-use crate::util::TempPath;
+use crate::util::{TempPath, WritebackFile};
 
 use crate::layout::{BACKUPS_DIR, LOCK_FILE, TEMP_DIR};
 
@@ -634,7 +634,8 @@ impl CreateWork {
         let (data_dir, temp_dir, path) = (self.data_dir.clone(), self.temp_dir.clone(), zip.path().to_path_buf());
         let progress = self.progress.clone();
         tokio::task::spawn_blocking(move || -> Result<(), BackupError> {
-            let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+            let out = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+            let mut out = WritebackFile::new(out);
             archive_data_dir(&data_dir, &temp_dir, &mut out, &progress)?;
             out.sync_all()?;
             Ok(())
