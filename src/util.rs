@@ -68,6 +68,17 @@ pub struct WritebackFile {
     started: u64,
 }
 
+/// Asks the kernel to start writing `len` bytes of `file` from `offset` to disk, without
+/// waiting. A failure is harmless (a later fsync still writes everything), so it is ignored.
+pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // Our own call: neither rustix nor std offers sync_file_range.
+    // SAFETY: a plain syscall on an open descriptor; it only schedules I/O.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
 /// How much is written between two writeback requests.
 const WRITEBACK_EVERY: u64 = 8 << 20;
 
@@ -83,13 +94,7 @@ impl WritebackFile {
     }
 
     fn start_writeback(&mut self) {
-        use std::os::fd::AsRawFd;
-        let len = (self.written - self.started) as i64;
-        // SAFETY: plain syscall on an fd we own; it only schedules I/O. A failure is harmless
-        // (sync_all still writes everything), so its result is ignored.
-        unsafe {
-            libc::sync_file_range(self.file.as_raw_fd(), self.started as i64, len, libc::SYNC_FILE_RANGE_WRITE);
-        }
+        start_writeback(&self.file, self.started, self.written - self.started);
         self.started = self.written;
     }
 }

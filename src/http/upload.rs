@@ -7,7 +7,6 @@ use poem::{Body, FromRequest, Request, RequestBody};
 use poem_openapi::payload::{ParsePayload, Payload};
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -122,9 +121,7 @@ async fn copy_to_file(mut reader: impl AsyncRead + Unpin, out: std::fs::File) ->
         offset += filled as u64;
         pending = Some(tokio::task::spawn_blocking(move || {
             (&*file).write_all(&chunk[..filled])?;
-            // Our own call: neither rustix nor std offers sync_file_range.
-            // SAFETY: a plain syscall on an open descriptor; it only starts writeback.
-            unsafe { libc::sync_file_range(file.as_raw_fd(), at as i64, filled as i64, libc::SYNC_FILE_RANGE_WRITE) };
+            crate::util::start_writeback(&file, at, filled as u64);
             chunk.resize(UPLOAD_CHUNK, 0);
             Ok(chunk)
         }));
