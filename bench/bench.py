@@ -1262,7 +1262,8 @@ def run_side_by_side(args, ours_bin, upstream_bin, loadgen):
 
     print()
     print("pb-backups vs PocketBase %s%s, %s, load %.2f before / %.2f after%s"
-          % (UPSTREAM_VERSION, "" if upstream_bin else " (upstream skipped)", datetime.date.today(),
+          % (UPSTREAM_VERSION, "" if upstream_bin else " (upstream not run: s3 case only)" if cases == ["s3"]
+             else " (upstream skipped)", datetime.date.today(),
              load_before[0], load_after[0], ", --quick: figures not for comparison" if args.quick else ""))
     for case, figures in results.items():
         print("\n%s\n" % case_title(case, args))
