@@ -958,18 +958,34 @@ if cmd == "mkbucket":
 elif cmd == "upload":
     bucket, path, repeat, part = sys.argv[5], sys.argv[6], int(sys.argv[7]), int(sys.argv[8])
     config = TransferConfig(multipart_threshold=part, multipart_chunksize=part, max_concurrency=2, use_threads=True)
-    runs, size = [], None
+    runs, cpu, size = [], [], None
     for i in range(repeat):
         key = "bench_plain_upload_%d.zip" % i
-        started = time.monotonic()
+        started, cpu0 = time.monotonic(), time.process_time()
         s3.upload_file(path, bucket, key, Config=config)
         runs.append(time.monotonic() - started)
+        cpu.append(time.process_time() - cpu0)
         size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
         s3.delete_object(Bucket=bucket, Key=key)
-    print(json.dumps({"runs": runs, "size": size}))
+    print(json.dumps({"runs": runs, "cpu": cpu, "size": size}))
 else:
     sys.exit("unknown command " + cmd)
 '''
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process so far (all its threads), or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cpu_delta(pid, before):
+    now = cpu_seconds(pid)
+    return None if now is None or before is None else now - before
 
 
 def moto_python():
@@ -1095,7 +1111,9 @@ def run_s3_case(args, ours_bin):
         rss = RssSampler(server.proc.pid)
         try:
             token = login(server.port, PASSWORD_1)
+            cpu0 = cpu_seconds(server.proc.pid)
             runs, peak = timed_creates(server, token, names, rss)
+            lim["local_create_cpu_s"] = (cpu_delta(server.proc.pid, cpu0) or 0) / len(names)
         finally:
             rss.stop()
         lim["local_create_runs_s"], lim["local_create_s"] = runs, median(runs)
@@ -1124,8 +1142,12 @@ def run_s3_case(args, ours_bin):
         # (b) the plain upload of the same archive, as boto3 does it.
         log("s3 case: plain boto3 multipart upload of the local archive, %.0f MiB" % lim["local_zip_mib"])
         sync()
+        moto_cpu0 = cpu_seconds(moto.proc.pid)
         up = json.loads(s3_helper(moto.endpoint, "upload", S3_BUCKET, archive, args.repeat, S3_PART))
         lim["upload_runs_s"], lim["upload_s"] = up["runs"], median(up["runs"])
+        # CPU per upload: boto3 (measured inside the helper), moto (includes the deletes).
+        lim["upload_cpu_s"] = median(up["cpu"])
+        lim["upload_moto_cpu_s"] = (cpu_delta(moto.proc.pid, moto_cpu0) or 0) / args.repeat
         if up["size"] != os.path.getsize(archive):
             raise BenchFailure("plain upload: %s bytes in the bucket, %d sent" % (up["size"], os.path.getsize(archive)))
         lim["sum_s"] = lim["local_create_s"] + lim["upload_s"]
@@ -1143,11 +1165,14 @@ def run_s3_case(args, ours_bin):
             ours["rss_idle_mib"] = rss.current()
             token = login(server.port, PASSWORD_1)
             t0 = rss.begin()
-            runs = []
+            runs, cpu, moto_cpu = [], [], []
             for name in names:
+                cpu0, moto_cpu0 = cpu_seconds(server.proc.pid), cpu_seconds(moto.proc.pid)
                 started = time.monotonic()
                 status, body = request(server.port, "POST", "/api/backups", {"name": name}, {"Authorization": token})
                 runs.append(time.monotonic() - started)
+                cpu.append(cpu_delta(server.proc.pid, cpu0))
+                moto_cpu.append(cpu_delta(moto.proc.pid, moto_cpu0))
                 if status not in (200, 204):
                     raise BenchFailure("ours (S3): create answered %s %s" % (status, body[:200]))
                 # The answer means the object is complete in the bucket: it must be listed now.
@@ -1162,6 +1187,8 @@ def run_s3_case(args, ours_bin):
         finally:
             rss.stop()
         ours["create_runs_s"], ours["create_s"] = runs, median(runs)
+        if None not in cpu + moto_cpu:
+            ours["create_cpu_s"], ours["create_moto_cpu_s"] = median(cpu), median(moto_cpu)
     except (OSError, RuntimeError, http.client.HTTPException) as e:
         alive = ""
         if server and server.proc:
@@ -1199,8 +1226,14 @@ def print_s3_table(ours, lim, targets):
              row("ours / sum", ratio(o, lim.get("sum_s"))),
              row("archive on S3 / local archive (MiB)", "%s / %s" % (fmt(ours.get("zip_mib")), fmt(lim.get("local_zip_mib")))),
              row("peak RSS, create on S3 (MiB)", ours.get("rss_create_mib"), target("rss_create_mib")),
-             row("peak RSS, create on the local backend (MiB)", lim.get("rss_local_create_mib"))]
+             row("peak RSS, create on the local backend (MiB)", lim.get("rss_local_create_mib")),
+             row("CPU s, create on S3: ours / moto", "%s / %s" % (fmt(ours.get("create_cpu_s")), fmt(ours.get("create_moto_cpu_s")))),
+             row("CPU s, local create: ours", lim.get("local_create_cpu_s")),
+             row("CPU s, plain upload: boto3 / moto", "%s / %s" % (fmt(lim.get("upload_cpu_s")), fmt(lim.get("upload_moto_cpu_s")))),
+             ]
     print("\n".join(lines))
+    print("\nCPU seconds are per run (medians); their sum over the run's time says how many of the "
+          "%d cores were busy." % os.cpu_count())
 
 
 # ---------------------------------------------------------------- side by side
