@@ -10,6 +10,11 @@ memory in every step. Next to the figures, the limits of the machine for the sam
 `cp -r` + `sync` of the data dir, Info-ZIP `zip -r -1 -q` of it and `unzip -q` + `sync` of
 that zip. The table shows ours/upstream and ours/limit, and the targets of issue 14.
 
+A third case, s3, runs ours alone (upstream's S3 is set through its settings API) with its
+backups on a local moto S3 (scripts/s3-test-server): a create streamed into a multipart
+upload, against the two parts done apart, our local create and a plain boto3 upload of its
+archive; the target is about the slower of the two (<= 1.2x), not their sum.
+
 --quick runs small sizes once and makes no timed assertion (CI runs it from scripts/test):
 it fails only when a step does not work. --scale measures ours alone from 512 MiB to
 4 GiB and 70,000 to 200,000 files, and plots time and memory against size.
@@ -17,6 +22,7 @@ it fails only when a step does not work. --scale measures ours alone from 512 Mi
 
 import argparse
 import contextlib
+import ctypes
 import datetime
 import http.client
 import json
@@ -47,8 +53,8 @@ MiB = 1 << 20
 GiB = 1 << 30
 
 # Sizes of a full run, of --quick (CI: small, once, short list load) and of --scale.
-FULL = {"size": 512, "files": 70000, "repeat": 3, "list_backups": 1000, "list_clients": 64, "list_secs": 5.0}
-QUICK = {"size": 32, "files": 5000, "repeat": 1, "list_backups": 100, "list_clients": 16, "list_secs": 1.0}
+FULL = {"size": 512, "files": 70000, "s3_size": 256, "repeat": 3, "list_backups": 1000, "list_clients": 64, "list_secs": 5.0}
+QUICK = {"size": 32, "files": 5000, "s3_size": 32, "repeat": 1, "list_backups": 100, "list_clients": 16, "list_secs": 1.0}
 SCALE_SIZES_MIB = [512, 2048, 4096]
 SCALE_FILES = [70000, 200000]
 
@@ -70,13 +76,26 @@ TARGETS = [
     ("*", "rss_restore_mib", "abs", 64),
     ("size", "restore_refused", "abs", 0),  # issue 6
     ("size", "list_p99_ms", "abs", 10),  # issue 6
+    # S3: a create streamed into a multipart upload overlaps compressing and sending, so it
+    # should take about the slower of the two done apart, not their sum.
+    ("s3", "create_s", "max_s", 1.2),
 ]
 LIMIT_LABELS = {
     "zip_s": "zip -r -1 -q",
     "zip_mib": "zip -r -1",
     "unzip_s": "unzip -q + sync",
     "cp_s": "cp -r + sync",
+    "max_s": "max(local create, plain upload)",
 }
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent():
+    """Popen's preexec_fn: the child gets SIGKILL when the bench dies (PR_SET_PDEATHSIG,
+    kept across exec), so no server outlives a killed bench."""
+    _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def log(*args):
@@ -421,10 +440,12 @@ class RefusalPoller:
 
 
 class Server:
-    def __init__(self, name, binary, data_dir, log_path):
+    def __init__(self, name, binary, data_dir, log_path, extra_args=(), env=None):
         self.name, self.binary, self.data_dir, self.log_path = name, binary, data_dir, log_path
+        self.extra_args, self.env = list(extra_args), env
         self.port = free_port()
         self.proc = None
+        self.log = None
 
     @property
     def backups_dir(self):
@@ -435,9 +456,10 @@ class Server:
                        check=True, capture_output=True)
 
     def start(self):
-        args = [self.binary, "serve", "--http", "127.0.0.1:%d" % self.port, "--dir", self.data_dir]
+        args = [self.binary, "serve", "--http", "127.0.0.1:%d" % self.port, "--dir", self.data_dir] + self.extra_args
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=self.env, preexec_fn=die_with_parent)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -457,7 +479,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.log.close()
+        if self.log:
+            self.log.close()
 
 
 def median(values):
@@ -886,6 +909,9 @@ def print_case_table(case, ours, upstream, limits, targets):
 
 
 def case_title(case, args):
+    if case == "s3":
+        return ("s3 case: %d MiB data dir like the size case, backups on a local moto S3, ours only "
+                "(upstream's S3 needs its settings API)" % args.s3_size)
     if case == "size":
         return "size case: %d MiB data dir (half random bytes, half JSON lines, 2,000 small files)" % args.size
     return "files case: %d files of ~100 bytes under storage/<collection>/<record>/" % args.files
@@ -910,6 +936,306 @@ def write_json(path, result):
     print("\nwritten:", path)
 
 
+# ---------------------------------------------------------------- S3 case
+
+S3_BUCKET = "bench"
+S3_KEYS = {"access": "bench-access-key", "secret": "bench-secret-key"}
+S3_PART = 8 * MiB  # the server's part size; the plain upload uses the same, two in flight
+
+# Run with the moto venv's Python (it has boto3, a dependency of moto): bench.py itself stays
+# standard library only. `mkbucket` makes the bucket; `upload` times boto3's upload_file of
+# one archive (8 MiB parts, 2 in flight, as our server sends them) --repeat times, deleting
+# each object after checking its size, and prints the seconds as JSON.
+S3_HELPER = r'''
+import json, sys, time
+import boto3
+from boto3.s3.transfer import TransferConfig
+endpoint, access, secret, cmd = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                  aws_access_key_id=access, aws_secret_access_key=secret)
+if cmd == "mkbucket":
+    s3.create_bucket(Bucket=sys.argv[5])
+elif cmd == "upload":
+    bucket, path, repeat, part = sys.argv[5], sys.argv[6], int(sys.argv[7]), int(sys.argv[8])
+    config = TransferConfig(multipart_threshold=part, multipart_chunksize=part, max_concurrency=2, use_threads=True)
+    runs, cpu, size = [], [], None
+    for i in range(repeat):
+        key = "bench_plain_upload_%d.zip" % i
+        started, cpu0 = time.monotonic(), time.process_time()
+        s3.upload_file(path, bucket, key, Config=config)
+        runs.append(time.monotonic() - started)
+        cpu.append(time.process_time() - cpu0)
+        size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        s3.delete_object(Bucket=bucket, Key=key)
+    print(json.dumps({"runs": runs, "cpu": cpu, "size": size}))
+else:
+    sys.exit("unknown command " + cmd)
+'''
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process so far (all its threads), or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cpu_delta(pid, before):
+    now = cpu_seconds(pid)
+    return None if now is None or before is None else now - before
+
+
+def moto_python():
+    return os.path.join(REPO, ".venv-moto", "bin", "python")
+
+
+def s3_helper(endpoint, *argv, timeout=1800):
+    """Runs S3_HELPER in the moto venv; returns its stdout. Raises BenchFailure with its
+    stderr when it fails."""
+    try:
+        done = subprocess.run([moto_python(), "-c", S3_HELPER, endpoint, S3_KEYS["access"], S3_KEYS["secret"]]
+                              + [str(a) for a in argv], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise BenchFailure("boto3 helper %s: %s" % (argv[0], e)) from e
+    if done.returncode != 0:
+        raise BenchFailure("boto3 helper %s failed: %s" % (argv[0], done.stderr.strip()[-2000:]))
+    return done.stdout
+
+
+class MotoServer:
+    """scripts/s3-test-server on a free port (moto in .venv-moto, installed on first use).
+    It runs in its own process group and dies with the bench (PDEATHSIG); stop() kills the
+    group, and is called from a `finally`."""
+
+    def __init__(self, log_path):
+        self.log_path = log_path
+        self.proc = None
+        self.log = None
+        self.endpoint = None
+
+    def start(self):
+        script = os.path.join(REPO, "scripts", "s3-test-server")
+        if not os.access(moto_python(), os.X_OK):
+            log("installing moto into .venv-moto (scripts/s3-test-server --install, once)")
+        try:
+            subprocess.run([script, "--install"], check=True, capture_output=True, text=True, timeout=900)
+            probe = subprocess.run([moto_python(), "-c", "import boto3"], capture_output=True, text=True)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise BenchFailure("scripts/s3-test-server --install failed: %s %s" % (e, (getattr(e, "stderr", None) or "").strip()))
+        if probe.returncode != 0:
+            raise BenchFailure("no boto3 in .venv-moto: %s" % probe.stderr.strip())
+        port = free_port()
+        self.endpoint = "http://127.0.0.1:%d" % port
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([script, str(port)], stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=die_with_parent)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise BenchFailure("the S3 test server exited at start; see %s" % self.log_path)
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise BenchFailure("the S3 test server did not listen within 60 s; see %s" % self.log_path)
+                time.sleep(0.1)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+                try:
+                    os.killpg(self.proc.pid, sig)  # its own group: the script and moto_server
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+        if self.log:
+            self.log.close()
+
+
+def timed_creates(server, token, names, rss):
+    """POST /api/backups for each name, each timed until the answer; returns (runs, peak RSS)."""
+    t0 = rss.begin()
+    runs = []
+    for name in names:
+        started = time.monotonic()
+        status, body = request(server.port, "POST", "/api/backups", {"name": name}, {"Authorization": token})
+        runs.append(time.monotonic() - started)
+        if status not in (200, 204):
+            raise BenchFailure("%s: create answered %s %s" % (server.name, status, body[:200]))
+    return runs, rss.peak_since(t0)
+
+
+def listed_size(server, token, name):
+    """Size of backup `name` as the server lists it (on S3: the bucket's object)."""
+    status, body = request(server.port, "GET", "/api/backups", None, {"Authorization": token})
+    if status != 200:
+        raise BenchFailure("%s: list answered %s %s" % (server.name, status, body[:200]))
+    for item in json.loads(body):
+        if item.get("key") == name:
+            return item.get("size")
+    return None
+
+
+def run_s3_case(args, ours_bin):
+    """Ours alone (upstream's S3 setup goes through its settings API, not flags): a create
+    streamed into a multipart upload on a local moto, against its two parts done apart: our
+    create on the local backend (same data, same compressor) and a plain boto3 multipart
+    upload of that archive (8 MiB parts, 2 in flight). Streaming overlaps them, so the
+    target is the slower of the two, not their sum."""
+    payload = build_payload(args.cache, args.s3_size)
+    base = os.path.join(args.work, "s3")
+    shutil.rmtree(base, ignore_errors=True)
+    data_dir = os.path.join(base, "data")
+    os.makedirs(data_dir)
+    subprocess.run([ours_bin, "superuser", "upsert", EMAIL, PASSWORD_1, "--dir", data_dir],
+                   check=True, capture_output=True)
+    copy_payload(payload, data_dir)
+    names = ["bench_s3_%d.zip" % (i + 1) for i in range(args.repeat)]
+    ours, lim = {}, {}
+    moto = MotoServer(os.path.join(base, "moto.log"))
+    server = None
+    try:
+        # (a) the local create: ours on the local backend, same data dir.
+        server = Server("ours (local backend)", ours_bin, data_dir, os.path.join(base, "server-local.log"))
+        log("s3 case: ours on the local backend, port %d: create" % server.port)
+        server.start()
+        rss = RssSampler(server.proc.pid)
+        try:
+            token = login(server.port, PASSWORD_1)
+            cpu0 = cpu_seconds(server.proc.pid)
+            runs, peak = timed_creates(server, token, names, rss)
+            lim["local_create_cpu_s"] = (cpu_delta(server.proc.pid, cpu0) or 0) / len(names)
+        finally:
+            rss.stop()
+        lim["local_create_runs_s"], lim["local_create_s"] = runs, median(runs)
+        lim["rss_local_create_mib"] = peak
+        server.stop()
+        server = None
+        archive = os.path.join(base, "local.zip")
+        os.replace(os.path.join(data_dir, "backups", names[0]), archive)
+        shutil.rmtree(os.path.join(data_dir, "backups"))
+        lim["local_zip_mib"] = os.path.getsize(archive) / MiB
+        if limits_unavailable_reason() is None:
+            log("s3 case: zip -r -1 -q (for reference)")
+            zip_path = os.path.join(base, "limit.zip")
+            runs = []
+            for _ in range(args.repeat):
+                if os.path.exists(zip_path):
+                    os.remove(zip_path)
+                runs.append(timed(["zip", "-r", "-1", "-q", zip_path, "."], cwd=data_dir))
+            os.remove(zip_path)
+            lim["zip_runs_s"], lim["zip_s"] = runs, median(runs)
+
+        log("s3 case: starting moto (scripts/s3-test-server)")
+        moto.start()
+        s3_helper(moto.endpoint, "mkbucket", S3_BUCKET)
+
+        # (b) the plain upload of the same archive, as boto3 does it.
+        log("s3 case: plain boto3 multipart upload of the local archive, %.0f MiB" % lim["local_zip_mib"])
+        sync()
+        moto_cpu0 = cpu_seconds(moto.proc.pid)
+        up = json.loads(s3_helper(moto.endpoint, "upload", S3_BUCKET, archive, args.repeat, S3_PART))
+        lim["upload_runs_s"], lim["upload_s"] = up["runs"], median(up["runs"])
+        # CPU per upload: boto3 (measured inside the helper), moto (includes the deletes).
+        lim["upload_cpu_s"] = median(up["cpu"])
+        lim["upload_moto_cpu_s"] = (cpu_delta(moto.proc.pid, moto_cpu0) or 0) / args.repeat
+        if up["size"] != os.path.getsize(archive):
+            raise BenchFailure("plain upload: %s bytes in the bucket, %d sent" % (up["size"], os.path.getsize(archive)))
+        lim["sum_s"] = lim["local_create_s"] + lim["upload_s"]
+        lim["max_s"] = max(lim["local_create_s"], lim["upload_s"])
+
+        # Ours with its backups on the bucket: the create streams into a multipart upload.
+        env = dict(os.environ, PB_BACKUPS_S3_ACCESS_KEY=S3_KEYS["access"], PB_BACKUPS_S3_SECRET_KEY=S3_KEYS["secret"])
+        server = Server("ours (S3)", ours_bin, data_dir, os.path.join(base, "server-s3.log"),
+                        ["--backups-s3-bucket", S3_BUCKET, "--backups-s3-endpoint", moto.endpoint,
+                         "--backups-s3-path-style=true"], env)
+        log("s3 case: ours on S3, port %d: create" % server.port)
+        server.start()
+        rss = RssSampler(server.proc.pid)
+        try:
+            ours["rss_idle_mib"] = rss.current()
+            token = login(server.port, PASSWORD_1)
+            t0 = rss.begin()
+            runs, cpu, moto_cpu = [], [], []
+            for name in names:
+                cpu0, moto_cpu0 = cpu_seconds(server.proc.pid), cpu_seconds(moto.proc.pid)
+                started = time.monotonic()
+                status, body = request(server.port, "POST", "/api/backups", {"name": name}, {"Authorization": token})
+                runs.append(time.monotonic() - started)
+                cpu.append(cpu_delta(server.proc.pid, cpu0))
+                moto_cpu.append(cpu_delta(moto.proc.pid, moto_cpu0))
+                if status not in (200, 204):
+                    raise BenchFailure("ours (S3): create answered %s %s" % (status, body[:200]))
+                # The answer means the object is complete in the bucket: it must be listed now.
+                size = listed_size(server, token, name)
+                if not size:
+                    raise BenchFailure("ours (S3): %s not in the bucket after the create answered" % name)
+                ours["zip_mib"] = size / MiB
+                status, body = request(server.port, "DELETE", "/api/backups/" + name, None, {"Authorization": token})
+                if status not in (200, 204):
+                    raise BenchFailure("ours (S3): delete answered %s %s" % (status, body[:200]))
+            ours["rss_create_mib"] = rss.peak_since(t0)
+        finally:
+            rss.stop()
+        ours["create_runs_s"], ours["create_s"] = runs, median(runs)
+        if None not in cpu + moto_cpu:
+            ours["create_cpu_s"], ours["create_moto_cpu_s"] = median(cpu), median(moto_cpu)
+    except (OSError, RuntimeError, http.client.HTTPException) as e:
+        alive = ""
+        if server and server.proc:
+            code = server.proc.poll()
+            alive = " (server %s; see %s)" % ("exited with %s" % code if code is not None else "still running", server.log_path)
+        raise BenchFailure("s3 case: %s: %s%s" % (type(e).__name__, e, alive)) from e
+    finally:
+        if server:
+            server.stop()
+        moto.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(base, "local.zip"))
+    return ours, lim
+
+
+def print_s3_table(ours, lim, targets):
+    def row(label, value, note=""):
+        return "| %s | %s | %s |" % (label, fmt(value), note)
+
+    def target(key):
+        t = targets.get(key)
+        return target_text(t) if t else ""
+
+    o = ours.get("create_s")
+    lines = ["| step | value | target |", "|---|---:|---|",
+             row("ours: create on S3, POST /api/backups until the answer (s)", o, target("create_s")),
+             row("local create: ours, local backend (s)", lim.get("local_create_s")),
+             row("  zip -r -1 -q of the same data dir, for reference (s)", lim.get("zip_s"),
+                 "" if "zip_s" in lim else "zip not installed"),
+             row("plain upload: boto3 upload_file, 8 MiB parts, 2 in flight (s)", lim.get("upload_s")),
+             row("local create + plain upload (s)", lim.get("sum_s")),
+             row("max(local create, plain upload) (s)", lim.get("max_s")),
+             row("ours / max", ratio(o, lim.get("max_s"))),
+             row("ours / sum", ratio(o, lim.get("sum_s"))),
+             row("archive on S3 / local archive (MiB)", "%s / %s" % (fmt(ours.get("zip_mib")), fmt(lim.get("local_zip_mib")))),
+             row("peak RSS, create on S3 (MiB)", ours.get("rss_create_mib"), target("rss_create_mib")),
+             row("peak RSS, create on the local backend (MiB)", lim.get("rss_local_create_mib")),
+             row("CPU s, create on S3: ours / moto", "%s / %s" % (fmt(ours.get("create_cpu_s")), fmt(ours.get("create_moto_cpu_s")))),
+             row("CPU s, local create: ours", lim.get("local_create_cpu_s")),
+             row("CPU s, plain upload: boto3 / moto", "%s / %s" % (fmt(lim.get("upload_cpu_s")), fmt(lim.get("upload_moto_cpu_s")))),
+             ]
+    print("\n".join(lines))
+    print("\nCPU seconds are per run (medians); their sum over the run's time says how many of the "
+          "%d cores were busy." % os.cpu_count())
+
+
 # ---------------------------------------------------------------- side by side
 
 
@@ -925,8 +1251,10 @@ def quick_failures(cases):
 
 
 def run_side_by_side(args, ours_bin, upstream_bin, loadgen):
-    cases = ["size", "files"] if args.case == "both" else [args.case]
+    cases = args.cases
     need = 0
+    if "s3" in cases:
+        need += 4 * args.s3_size * MiB  # payload, data dir, its local archive, zip -r -1
     if "size" in cases:
         # Payload, limits, a data dir with its zips and uploads, the restore's extraction
         # (and upstream's copy of the archive).
@@ -938,6 +1266,14 @@ def run_side_by_side(args, ours_bin, upstream_bin, loadgen):
     load_before = os.getloadavg()
     results = {}
     for case in cases:
+        if case == "s3":
+            if not ours_bin:
+                log("s3 case: ours only, skipped with --only upstream")
+                continue
+            ours, limits = run_s3_case(args, ours_bin)
+            results[case] = {"ours": ours, "upstream": None, "limits": limits,
+                             "targets": check_targets(case, ours, None, limits)}
+            continue
         if case == "size":
             payload = build_payload(args.cache, args.size)
             steps = {"create", "download", "upload", "list", "restore"}
@@ -959,10 +1295,14 @@ def run_side_by_side(args, ours_bin, upstream_bin, loadgen):
 
     print()
     print("pb-backups vs PocketBase %s%s, %s, load %.2f before / %.2f after%s"
-          % (UPSTREAM_VERSION, "" if upstream_bin else " (upstream skipped)", datetime.date.today(),
+          % (UPSTREAM_VERSION, "" if upstream_bin else " (upstream not run: s3 case only)" if cases == ["s3"]
+             else " (upstream skipped)", datetime.date.today(),
              load_before[0], load_after[0], ", --quick: figures not for comparison" if args.quick else ""))
     for case, figures in results.items():
         print("\n%s\n" % case_title(case, args))
+        if case == "s3":
+            print_s3_table(figures["ours"], figures["limits"], figures["targets"])
+            continue
         print_case_table(case, figures["ours"], figures["upstream"], figures["limits"], figures["targets"])
         phases = (figures["ours"] or {}).get("restore_phases_s")
         if phases:
@@ -973,6 +1313,7 @@ def run_side_by_side(args, ours_bin, upstream_bin, loadgen):
         "quick": args.quick,
         "size_mib": args.size if "size" in cases else None,
         "files": args.files if "files" in cases else None,
+        "s3_size_mib": args.s3_size if "s3" in cases else None,
         "repeat": args.repeat,
         "machine": machine(),
         "load_before": load_before,
@@ -985,7 +1326,8 @@ def run_side_by_side(args, ours_bin, upstream_bin, loadgen):
     elif args.quick:
         out = os.path.join(REPO, "target", "bench-quick.json")  # CI: no stray file in the checkout
     else:
-        tag = "-".join(["%dM" % args.size] * ("size" in cases) + ["%dfiles" % args.files] * ("files" in cases))
+        tag = "-".join(["%dM" % args.size] * ("size" in cases) + ["%dfiles" % args.files] * ("files" in cases)
+                       + ["%dM-s3" % args.s3_size] * ("s3" in cases))
         out = os.path.join(HERE, "results", "%s-%s.json" % (datetime.datetime.now().strftime("%Y%m%d-%H%M%S"), tag))
     write_json(out, result)
     if args.quick:
@@ -1095,16 +1437,21 @@ def parse_args():
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-               "  bench/run                          both cases, both servers (512 MiB, 70,000 files)\n"
+               "  bench/run                          all cases (512 MiB, 70,000 files both servers; 256 MiB to S3 ours)\n"
+               "  bench/run --case s3 --s3-size 64   ours streaming a create to a local moto S3\n"
                "  bench/run --case files --files 20000 --repeat 1\n"
                "  bench/run --size 64 --case size    a quick look while the machine is busy\n"
                "  bench/run --quick                  what CI runs: small, once, no timed assertion\n"
                "  bench/run --scale                  ours alone, 512 MiB..4 GiB and 70k..200k files, plot\n"
                "  bench/run --scale --scale-sizes 16,32 --scale-files 2000 --plot /tmp/scale.png\n")
-    p.add_argument("--case", choices=["size", "files", "both"], default="both",
-                   help="which data dir to measure: --size MiB of mixed data, --files small files, or both (default)")
+    p.add_argument("--case", choices=["size", "files", "s3", "both", "all"], default="all",
+                   help="which case to measure: size (--size MiB of mixed data), files (--files small files), "
+                        "s3 (ours alone, a create streamed to a local moto S3, --s3-size MiB), both = size and "
+                        "files, all = the three (default)")
     p.add_argument("--size", type=int, help="size case: payload in MiB (default %d, quick %d)" % (FULL["size"], QUICK["size"]))
     p.add_argument("--files", type=int, help="files case: number of ~100-byte files (default %d, quick %d)" % (FULL["files"], QUICK["files"]))
+    p.add_argument("--s3-size", type=int,
+                   help="s3 case: payload in MiB, made like the size case's (default %d, quick %d)" % (FULL["s3_size"], QUICK["s3_size"]))
     p.add_argument("--only", choices=["ours", "upstream", "both"], default="both", help="which servers to run (default both)")
     p.add_argument("--quick", action="store_true",
                    help="small sizes, one run, short list load; no timed assertion: fails only when a step "
@@ -1137,11 +1484,16 @@ def parse_args():
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.work = args.work or os.path.join(args.cache, "work")
+    args.cases = {"both": ["size", "files"], "all": ["size", "files", "s3"]}.get(args.case, [args.case])
+    if args.cases == ["s3"] and args.only == "upstream":
+        p.error("the s3 case measures ours alone")
     return args
 
 
 def main():
     args = parse_args()
+    # A SIGTERM ends the bench through its `finally` blocks, which stop the servers and moto.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     os.makedirs(args.cache, exist_ok=True)
     os.makedirs(args.work, exist_ok=True)
     for tool in ("curl", "rustc", "cp", "sync"):
@@ -1156,7 +1508,7 @@ def main():
         if not os.path.exists(loadgen) or os.path.getmtime(loadgen) < os.path.getmtime(os.path.join(HERE, "loadgen.rs")):
             subprocess.run(["rustc", "-O", "--edition", "2021", os.path.join(HERE, "loadgen.rs"), "-o", loadgen], check=True)
         upstream_bin = None
-        if args.only != "ours":
+        if args.only != "ours" and args.cases != ["s3"]:
             upstream_bin, reason = fetch_upstream()
             if upstream_bin is None:
                 if args.quick:
