@@ -133,7 +133,7 @@ async fn storage_contract_on_s3() {
     let dir = tempfile::tempdir().unwrap();
     let key = |k: &str| BackupKey::parse(k).unwrap();
 
-    // 20 MiB: three parts of 8 MiB, two in flight.
+    // 20 MiB: four parts of 5 MiB, two in flight.
     let big = random_bytes(&mut rand::rng(), 20 << 20);
     let local = dir.path().join("big");
     std::fs::write(&local, &big).unwrap();
@@ -206,7 +206,7 @@ async fn write_upload(upload: Box<dyn Upload>, bytes: Vec<u8>) -> Box<dyn Upload
 }
 
 /// A create on S3 uploads while it writes: nothing is visible before `finish`, the object is
-/// whole after it (parts of 8 MiB, two in flight), a key that appears meanwhile is never
+/// whole after it (parts of 5 MiB, two in flight), a key that appears meanwhile is never
 /// overwritten, and an aborted upload leaves nothing.
 #[tokio::test]
 async fn streamed_uploads_on_s3() {
@@ -416,10 +416,10 @@ async fn an_endpoint_dying_mid_create_leaves_nothing_and_the_server_goes_on() {
     let s = TestServer::start_with(Options { s3: Some(config(&relay.endpoint, &bucket, "")), ..Default::default() }).await;
     let su = s.superuser_token().await;
 
-    // About 24 MiB of incompressible data: a multipart upload of three parts; the endpoint
-    // dies after about 10 MiB, inside the second.
+    // About 24 MiB of incompressible data: a multipart upload of five parts, streamed while
+    // the archive is made; the endpoint dies after about 12 MiB, inside the third.
     std::fs::write(s.data_dir().join("blob.bin"), random_bytes(&mut rand::rng(), 24 << 20)).unwrap();
-    relay.kill_after.store(10 << 20, Ordering::SeqCst);
+    relay.kill_after.store(12 << 20, Ordering::SeqCst);
     assert_eq!(create(&s, &su, json!({"name": "big.zip"})).await, (400, error_body(400, STORAGE_FAILURE)));
     assert!(*relay.dead.borrow(), "the endpoint died during the upload");
     // Still serving, with the storage error while the endpoint is gone.

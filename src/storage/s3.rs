@@ -64,7 +64,8 @@ pub type PublishHook = Arc<dyn Fn(BackupKey) -> BoxFuture<'static, ()> + Send + 
 const LEASES: &str = ".leases";
 /// Listings give `last_modified` in whole seconds (AWS): a lease may look up to that much older.
 const LISTING_PRECISION: Duration = Duration::from_secs(1);
-const MIN_PART: usize = 8 << 20;
+/// Part size of uploads: S3's minimum, so that memory (a part filling, two being sent) stays small.
+const DEFAULT_PART: usize = 5 << 20;
 /// S3 allows 10,000 parts; a little less leaves room for rounding.
 const MAX_PARTS: u64 = 9_000;
 
@@ -103,7 +104,7 @@ impl S3Config {
             secret_key: None,
             session_token: None,
             lease_ttl: Duration::from_secs(30),
-            part_size: MIN_PART,
+            part_size: DEFAULT_PART,
             before_publish: None,
         }
     }
@@ -511,7 +512,7 @@ impl S3Storage {
 /// Parts being sent while the next one fills: the archive is made and uploaded at once.
 const PARTS_IN_FLIGHT: usize = 2;
 /// Parts of one size before the size doubles: an archive of unknown size must fit in
-/// 10,000 parts (1,000 parts of 8 MiB, then 1,000 of 16 MiB, ... covers 8 TiB in 10).
+/// 10,000 parts (1,000 parts of 5 MiB, then 1,000 of 10 MiB, ... covers 5 TiB in 10).
 const PARTS_PER_SIZE: usize = 1_000;
 
 /// A multipart upload fed by a blocking writer: each full part is sent on the runtime while
