@@ -5,7 +5,7 @@
 //! and stops as soon as an entry yields more than it declared; files are decoded on a few
 //! threads, each with its own buffers, so memory does not grow with the archive.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::CStr;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -518,78 +518,43 @@ fn check_entries<R: Read + Seek>(
         });
     }
     let mut entries = Vec::with_capacity(archive.len());
-    let mut seen = HashSet::with_capacity(archive.len());
     let mut total_size = 0u64;
+    let mut refused = None;
     for index in 0..archive.len() {
-        let entry = archive
-            .by_index_data(index)
-            .map_err(|err| ArchiveError::NotZip(err.to_string()))?;
-        let raw_name = entry
-            .name()
-            .map_err(|err| ArchiveError::NotZip(err.to_string()))?;
-        let name = check_entry_name(&raw_name)?.to_owned();
-        let is_dir = raw_name.ends_with('/');
-        let special = || ArchiveError::SpecialEntry { name: name.clone() };
-
-        // Unix archivers put the file type in the upper half of the external attributes.
-        let unix_mode = match entry.system() {
-            zip::System::Unix => Some(entry.external_attributes() >> 16).filter(|m| *m != 0),
-            _ => None,
-        };
-        match unix_mode.map(|m| m & S_IFMT) {
-            None | Some(0) => {}
-            Some(S_IFREG) if !is_dir => {}
-            Some(S_IFDIR) if is_dir => {}
-            Some(_) => return Err(special()),
+        match check_entry(archive, index, limits, &mut total_size) {
+            Ok(entry) => entries.push(entry),
+            Err(err) => {
+                refused = Some(err);
+                break;
+            }
         }
-        if is_dir && entry.size() != 0 {
-            return Err(special());
-        }
-        if entry.encrypted()
-            || !matches!(
-                entry.compression(),
-                CompressionMethod::Stored | CompressionMethod::Deflated
-            )
-        {
-            return Err(ArchiveError::Unsupported { name });
-        }
-        if entry.size() / entry.compressed_size().max(1) > limits.max_ratio {
-            return Err(ArchiveError::SuspiciousRatio { name });
-        }
-        total_size = total_size
-            .checked_add(entry.size())
-            .filter(|total| *total <= limits.max_total_size)
-            .ok_or(ArchiveError::TooLarge)?;
-        if !seen.insert(name.clone()) {
-            return Err(ArchiveError::DuplicateEntry { name });
-        }
-        entries.push(CheckedEntry {
-            index,
-            is_dir,
-            size: entry.size(),
-            crc32: entry.crc32(),
-            method: entry.compression(),
-            header_start: entry.header_start(),
-            compressed_size: entry.compressed_size(),
-            mode: unix_mode.map(|m| m & 0o777),
-            name,
-        });
     }
 
-    // A file cannot also be the parent of another entry ("a" and "a/b").
-    let files: HashSet<&str> = entries
-        .iter()
-        .filter(|e| !e.is_dir)
-        .map(|e| e.name.as_str())
-        .collect();
+    // Names normalised (a trailing '/' dropped) may still repeat. Checked over the entries
+    // before the first refused one, so that the error is that of the first bad entry in
+    // archive order; the map borrows the names, as it grows with the entry count.
+    let mut is_dir_by_name: HashMap<&str, bool> = HashMap::with_capacity(entries.len());
     for entry in &entries {
-        let mut ancestors = entry.name.match_indices('/').map(|(i, _)| &entry.name[..i]);
-        if ancestors.any(|ancestor| files.contains(ancestor)) {
+        if is_dir_by_name.insert(&entry.name, entry.is_dir).is_some() {
             return Err(ArchiveError::DuplicateEntry {
                 name: entry.name.clone(),
             });
         }
     }
+    if let Some(err) = refused {
+        return Err(err);
+    }
+
+    // A file cannot also be the parent of another entry ("a" and "a/b").
+    for entry in &entries {
+        let mut ancestors = entry.name.match_indices('/').map(|(i, _)| &entry.name[..i]);
+        if ancestors.any(|ancestor| is_dir_by_name.get(ancestor) == Some(&false)) {
+            return Err(ArchiveError::DuplicateEntry {
+                name: entry.name.clone(),
+            });
+        }
+    }
+    drop(is_dir_by_name);
 
     let has_data_db = entries.iter().any(|e| !e.is_dir && e.name == DATA_DB);
     Ok(CheckedArchive {
@@ -599,6 +564,65 @@ fn check_entries<R: Read + Seek>(
             has_data_db,
         },
         entries,
+    })
+}
+
+/// The checks of one central directory entry, except duplicates; adds its size to `total_size`.
+fn check_entry<R: Read + Seek>(
+    archive: &ZipArchive<R>,
+    index: usize,
+    limits: &ArchiveLimits,
+    total_size: &mut u64,
+) -> Result<CheckedEntry, ArchiveError> {
+    let entry = archive
+        .by_index_data(index)
+        .map_err(|err| ArchiveError::NotZip(err.to_string()))?;
+    let raw_name = entry
+        .name()
+        .map_err(|err| ArchiveError::NotZip(err.to_string()))?;
+    let name = check_entry_name(&raw_name)?.to_owned();
+    let is_dir = raw_name.ends_with('/');
+    let special = || ArchiveError::SpecialEntry { name: name.clone() };
+
+    // Unix archivers put the file type in the upper half of the external attributes.
+    let unix_mode = match entry.system() {
+        zip::System::Unix => Some(entry.external_attributes() >> 16).filter(|m| *m != 0),
+        _ => None,
+    };
+    match unix_mode.map(|m| m & S_IFMT) {
+        None | Some(0) => {}
+        Some(S_IFREG) if !is_dir => {}
+        Some(S_IFDIR) if is_dir => {}
+        Some(_) => return Err(special()),
+    }
+    if is_dir && entry.size() != 0 {
+        return Err(special());
+    }
+    if entry.encrypted()
+        || !matches!(
+            entry.compression(),
+            CompressionMethod::Stored | CompressionMethod::Deflated
+        )
+    {
+        return Err(ArchiveError::Unsupported { name });
+    }
+    if entry.size() / entry.compressed_size().max(1) > limits.max_ratio {
+        return Err(ArchiveError::SuspiciousRatio { name });
+    }
+    *total_size = total_size
+        .checked_add(entry.size())
+        .filter(|total| *total <= limits.max_total_size)
+        .ok_or(ArchiveError::TooLarge)?;
+    Ok(CheckedEntry {
+        index,
+        is_dir,
+        size: entry.size(),
+        crc32: entry.crc32(),
+        method: entry.compression(),
+        header_start: entry.header_start(),
+        compressed_size: entry.compressed_size(),
+        mode: unix_mode.map(|m| m & 0o777),
+        name,
     })
 }
 
