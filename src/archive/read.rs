@@ -125,7 +125,13 @@ pub fn extract(path: &Path, dest: &Path, limits: &ArchiveLimits) -> Result<(), A
     } else {
         std::thread::scope(|scope| {
             for _ in 1..threads {
-                scope.spawn(|| job.work());
+                // A thread that cannot start only leaves more units to the others.
+                let spawned = std::thread::Builder::new()
+                    .name("extract".into())
+                    .spawn_scoped(scope, || job.work());
+                if spawned.is_err() {
+                    break;
+                }
             }
             job.work();
         });
@@ -305,6 +311,7 @@ impl Worker {
                 self.inflate.reset(false);
                 loop {
                     let input = self.window.read(job.archive, pos, end)?;
+                    let input_len = input.len();
                     let (before_in, before_out) = (self.inflate.total_in(), self.inflate.total_out());
                     let status = self
                         .inflate
@@ -316,7 +323,9 @@ impl Worker {
                     emit(&self.out[..produced])?;
                     match status {
                         Status::StreamEnd => break,
-                        // No progress: the compressed data ended before the stream did.
+                        // The compressed data ended before the stream did: what came out is
+                        // judged by its size and CRC below, as the zip crate's reader would.
+                        _ if consumed == 0 && produced == 0 && input_len == 0 => break,
                         _ if consumed == 0 && produced == 0 => return Err(corrupt()),
                         _ => {}
                     }

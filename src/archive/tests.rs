@@ -868,4 +868,28 @@ mod parallel {
         assert!(fs::read_dir(&scene.dest).unwrap().next().is_none(), "refused before writing");
         scene.extract(&exact).unwrap();
     }
+
+    /// A deflated entry with no compressed bytes at all is an empty file (as the zip crate's
+    /// reader has it); cut short after some output, it is corrupt.
+    #[test]
+    fn deflated_entries_without_a_stream_end() {
+        let mut bytes = zip_of(&[("empty", b"", STORED)]);
+        for (signature, offset) in [(b"PK\x03\x04", 8), (b"PK\x01\x02", 10)] {
+            let at = bytes.windows(4).position(|w| w == signature).unwrap() + offset;
+            bytes[at..at + 2].copy_from_slice(&8u16.to_le_bytes());
+        }
+        let scene = Scene::new(&bytes);
+        scene.extract(&ArchiveLimits::default()).unwrap();
+        assert_eq!(fs::read(scene.dest.join("empty")).unwrap(), b"");
+
+        let content = random_bytes(100_000);
+        let mut bytes = zip_of(&[("cut", &content, DEFLATED)]);
+        // Half the compressed bytes declared: the stream stops part-way.
+        let compressed = ZipArchive::new(Cursor::new(&bytes)).unwrap().by_index(0).unwrap().compressed_size() as u32;
+        let half = (compressed / 2).to_le_bytes();
+        assert!(patch(&mut bytes, &compressed.to_le_bytes(), &half) >= 2);
+        let scene = Scene::new(&bytes);
+        let err = scene.extract(&ArchiveLimits::default()).unwrap_err();
+        assert!(matches!(&err, ArchiveError::SizeMismatch { name } if name == "cut"), "{err:?}");
+    }
 }
