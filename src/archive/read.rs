@@ -157,7 +157,9 @@ fn work_units(entries: &[CheckedEntry], files: &[usize]) -> Vec<Range<usize>> {
     let mut start = 0;
     let mut bytes = 0u64;
     for (i, &position) in files.iter().enumerate() {
-        let size = entries[position].compressed_size.max(entries[position].size);
+        let size = entries[position]
+            .compressed_size
+            .max(entries[position].size);
         if size >= BATCH_BYTES {
             if start < i {
                 units.push(start..i);
@@ -177,9 +179,8 @@ fn work_units(entries: &[CheckedEntry], files: &[usize]) -> Vec<Range<usize>> {
     if start < files.len() {
         units.push(start..files.len());
     }
-    let weight = |unit: &Range<usize>| -> u64 {
-        files[unit.clone()].iter().map(|&p| entries[p].size).sum()
-    };
+    let weight =
+        |unit: &Range<usize>| -> u64 { files[unit.clone()].iter().map(|&p| entries[p].size).sum() };
     units.sort_by_cached_key(|unit| std::cmp::Reverse(weight(unit)));
     units
         .into_iter()
@@ -262,8 +263,9 @@ impl Worker {
         self.path.push(b'/');
         self.path.extend_from_slice(entry.name.as_bytes());
         self.path.push(0);
-        let path = CStr::from_bytes_with_nul(&self.path)
-            .map_err(|_| ArchiveError::UnsafePath { name: entry.name.clone() })?;
+        let path = CStr::from_bytes_with_nul(&self.path).map_err(|_| ArchiveError::UnsafePath {
+            name: entry.name.clone(),
+        })?;
         let mode = entry.mode.unwrap_or(DEFAULT_FILE_MODE) & 0o777 | OWNER_FILE_BITS;
         // Created with its final mode when the umask leaves it whole: a `fchmod` per file
         // is a journalled inode change, a real cost for tens of thousands of small files.
@@ -288,8 +290,15 @@ impl Worker {
 
     /// Decodes `entry` into `file`, checking the output against the declared size as it
     /// comes and against the CRC at the end.
-    fn decode(&mut self, job: &Job, entry: &CheckedEntry, file: &mut File) -> Result<(), ArchiveError> {
-        let corrupt = || ArchiveError::SizeMismatch { name: entry.name.clone() };
+    fn decode(
+        &mut self,
+        job: &Job,
+        entry: &CheckedEntry,
+        file: &mut File,
+    ) -> Result<(), ArchiveError> {
+        let corrupt = || ArchiveError::SizeMismatch {
+            name: entry.name.clone(),
+        };
         let (mut pos, end) = self.window.data_range(job.archive, entry)?;
         let mut crc = flate2::Crc::new();
         let mut written = 0u64;
@@ -312,7 +321,8 @@ impl Worker {
                 loop {
                     let input = self.window.read(job.archive, pos, end)?;
                     let input_len = input.len();
-                    let (before_in, before_out) = (self.inflate.total_in(), self.inflate.total_out());
+                    let (before_in, before_out) =
+                        (self.inflate.total_in(), self.inflate.total_out());
                     let status = self
                         .inflate
                         .decompress(input, &mut self.out, FlushDecompress::None)
@@ -359,7 +369,11 @@ struct Window {
 
 impl Window {
     fn new(size: usize) -> Self {
-        Self { buf: vec![0u8; size], start: 0, len: 0 }
+        Self {
+            buf: vec![0u8; size],
+            start: 0,
+            len: 0,
+        }
     }
 
     /// The archive's bytes from `offset` on, at least `min` of them unless the file ends
@@ -392,19 +406,29 @@ impl Window {
 
     /// Where `entry`'s data lies, from its local header (whose name and extra field lengths
     /// may differ from the central directory's).
-    fn data_range(&mut self, archive: &File, entry: &CheckedEntry) -> Result<(u64, u64), ArchiveError> {
+    fn data_range(
+        &mut self,
+        archive: &File,
+        entry: &CheckedEntry,
+    ) -> Result<(u64, u64), ArchiveError> {
         const LOCAL_HEADER: &[u8] = b"PK\x03\x04";
         const LOCAL_HEADER_LEN: usize = 30;
         let header = self.at(archive, entry.header_start, LOCAL_HEADER_LEN)?;
         if header.len() < LOCAL_HEADER_LEN || &header[..4] != LOCAL_HEADER {
-            return Err(ArchiveError::NotZip(format!("no local header for {:?}", entry.name)));
+            return Err(ArchiveError::NotZip(format!(
+                "no local header for {:?}",
+                entry.name
+            )));
         }
         let name_len = u16::from_le_bytes([header[26], header[27]]);
         let extra_len = u16::from_le_bytes([header[28], header[29]]);
-        let start = entry.header_start + LOCAL_HEADER_LEN as u64 + u64::from(name_len) + u64::from(extra_len);
-        let end = start
-            .checked_add(entry.compressed_size)
-            .ok_or_else(|| ArchiveError::NotZip(format!("data of {:?} ends past 2^64", entry.name)))?;
+        let start = entry.header_start
+            + LOCAL_HEADER_LEN as u64
+            + u64::from(name_len)
+            + u64::from(extra_len);
+        let end = start.checked_add(entry.compressed_size).ok_or_else(|| {
+            ArchiveError::NotZip(format!("data of {:?} ends past 2^64", entry.name))
+        })?;
         Ok((start, end))
     }
 }
@@ -413,7 +437,9 @@ impl Window {
 /// under other threads' feet); `None` where unknown, and files then get an explicit chmod.
 fn current_umask() -> Option<u32> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
-    let value = status.lines().find_map(|line| line.strip_prefix("Umask:"))?;
+    let value = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Umask:"))?;
     u32::from_str_radix(value.trim(), 8).ok()
 }
 
