@@ -2,15 +2,23 @@
 //!
 //! Validation reads only the central directory. Extraction validates first, then decodes
 //! each entry itself (Stored or Deflated only) so that it counts the bytes really produced
-//! and stops as soon as an entry yields more than it declared.
+//! and stops as soon as an entry yields more than it declared; files are decoded on a few
+//! threads, each with its own buffers, so memory does not grow with the archive.
 
-use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::ops::Range;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use flate2::read::DeflateDecoder;
+use flate2::{Decompress, FlushDecompress, Status};
+use rustix::fs::{Mode, OFlags};
 use zip::result::ZipError;
 use zip::{CompressionMethod, ZipArchive};
 
@@ -70,6 +78,11 @@ pub fn check_restorable(
 /// directory is made durable (one `syncfs` at the end), permissions are restored without setuid/setgid/sticky bits (and
 /// always with owner read/write). On error `dest` holds an unspecified part of the archive
 /// and the caller deletes it; nothing is ever written outside `dest`.
+///
+/// Directories are created first, in series; then a few threads decode the files, each
+/// reading the archive with `pread` through its own buffers. Every entry is decoded and
+/// checked before this returns Ok; on failures the error reported is that of the first
+/// failing entry in archive order, as a serial extraction would report it.
 pub fn extract(path: &Path, dest: &Path, limits: &ArchiveLimits) -> Result<(), ArchiveError> {
     extract_counted(path, dest, limits, &ProgressCounter::default())
 }
@@ -77,62 +90,368 @@ pub fn extract(path: &Path, dest: &Path, limits: &ArchiveLimits) -> Result<(), A
 /// [`extract`], counting into `progress`: its total is the entries' uncompressed size, and
 /// each chunk counts as it is written.
 pub fn extract_counted(path: &Path, dest: &Path, limits: &ArchiveLimits, progress: &ProgressCounter) -> Result<(), ArchiveError> {
-    let mut archive = open_archive(path, limits)?;
-    let checked = check_entries(&archive, limits)?;
+    let (file, checked) = {
+        let archive = open_archive(path, limits)?;
+        let checked = check_entries(&archive, limits)?;
+        // The zip crate's copy of the directory goes here: the workers need only ours.
+        (archive.into_inner().into_inner(), checked)
+    };
     progress.set_total(checked.summary.total_size);
+    let entries = checked.entries;
     let mut dirs = DirTracker::new(dest);
-    let mut buf = vec![0u8; CHUNK_SIZE];
-    let mut total_written = 0u64;
-
-    for entry in &checked.entries {
+    let mut files = Vec::with_capacity(entries.len());
+    for (position, entry) in entries.iter().enumerate() {
         if entry.is_dir {
             dirs.ensure(&entry.name, entry.mode)?;
-            continue;
-        }
-        let parent = match entry.name.rsplit_once('/') {
-            Some((parent, _)) => dirs.ensure(parent, None)?,
-            None => dest.to_path_buf(),
-        };
-        let file_name = entry.name.rsplit('/').next().unwrap_or(&entry.name);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(OWNER_FILE_BITS)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(parent.join(file_name))?;
-        let mut reader = open_entry(&mut archive, entry)?;
-        let mut crc = flate2::Crc::new();
-        let mut written = 0u64;
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(entry_read_error(err, entry)),
-            };
-            written += n as u64;
-            total_written += n as u64;
-            if written > entry.size {
-                return Err(ArchiveError::SizeMismatch {
-                    name: entry.name.clone(),
-                });
+        } else {
+            if let Some((parent, _)) = entry.name.rsplit_once('/') {
+                dirs.ensure(parent, None)?;
             }
-            if total_written > limits.max_total_size {
-                return Err(ArchiveError::TooLarge);
+            files.push(position);
+        }
+    }
+    let units = work_units(&entries, &files);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_THREADS)
+        .min(units.len())
+        .max(1);
+    let job = Job {
+        archive: &file,
+        dest: dest.as_os_str().as_bytes(),
+        entries: &entries,
+        units: &units,
+        next_unit: AtomicUsize::new(0),
+        total_written: AtomicU64::new(0),
+        progress,
+        max_total_size: limits.max_total_size,
+        umask: current_umask(),
+        first_failure: AtomicUsize::new(usize::MAX),
+        failure: Mutex::new(None),
+    };
+    if threads == 1 {
+        job.work();
+    } else {
+        std::thread::scope(|scope| {
+            for _ in 1..threads {
+                // A thread that cannot start only leaves more units to the others.
+                let spawned = std::thread::Builder::new()
+                    .name("extract".into())
+                    .spawn_scoped(scope, || job.work());
+                if spawned.is_err() {
+                    break;
+                }
             }
-            crc.update(&buf[..n]);
-            file.write_all(&buf[..n])?;
-            progress.add(n as u64);
-        }
-        if written != entry.size || crc.sum() != entry.crc32 {
-            return Err(ArchiveError::SizeMismatch {
-                name: entry.name.clone(),
-            });
-        }
-        let mode = entry.mode.unwrap_or(DEFAULT_FILE_MODE) & 0o777 | OWNER_FILE_BITS;
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
+            job.work();
+        });
+    }
+    if let Some((_, err)) = job.failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(err);
     }
     dirs.finish()
+}
+
+/// More threads than this only contend for the disk and the directory locks.
+const MAX_THREADS: usize = 4;
+/// Small files go to a worker in batches of about this many compressed bytes (or
+/// [`BATCH_FILES`] files): fewer hand-offs, and one batch is read with few `pread`s.
+const BATCH_BYTES: u64 = 1 << 20;
+const BATCH_FILES: usize = 512;
+
+/// Splits the file entries (positions in `entries`, archive order) into units of work: a
+/// large file alone, small files in runs. Largest first, so that no big file starts last
+/// while the other threads idle.
+fn work_units(entries: &[CheckedEntry], files: &[usize]) -> Vec<Range<usize>> {
+    let mut units = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0u64;
+    for (i, &position) in files.iter().enumerate() {
+        let size = entries[position]
+            .compressed_size
+            .max(entries[position].size);
+        if size >= BATCH_BYTES {
+            if start < i {
+                units.push(start..i);
+            }
+            units.push(i..i + 1);
+            start = i + 1;
+            bytes = 0;
+            continue;
+        }
+        bytes += size;
+        if bytes >= BATCH_BYTES || i + 1 - start >= BATCH_FILES {
+            units.push(start..i + 1);
+            start = i + 1;
+            bytes = 0;
+        }
+    }
+    if start < files.len() {
+        units.push(start..files.len());
+    }
+    let weight =
+        |unit: &Range<usize>| -> u64 { files[unit.clone()].iter().map(|&p| entries[p].size).sum() };
+    units.sort_by_cached_key(|unit| std::cmp::Reverse(weight(unit)));
+    units
+        .into_iter()
+        .map(|unit| files[unit.start]..files[unit.end - 1] + 1)
+        .collect()
+}
+
+/// What the extraction threads share.
+struct Job<'a> {
+    archive: &'a File,
+    dest: &'a [u8],
+    entries: &'a [CheckedEntry],
+    /// Ranges of positions in `entries`; directories inside them are skipped.
+    units: &'a [Range<usize>],
+    next_unit: AtomicUsize,
+    total_written: AtomicU64,
+    progress: &'a ProgressCounter,
+    max_total_size: u64,
+    umask: Option<u32>,
+    /// Position of the first failing entry so far: entries after it need no decoding.
+    first_failure: AtomicUsize,
+    failure: Mutex<Option<(usize, ArchiveError)>>,
+}
+
+impl Job<'_> {
+    /// Takes units until none are left, decoding every entry before the first failure.
+    fn work(&self) {
+        let mut worker = Worker::new();
+        loop {
+            let unit = self.next_unit.fetch_add(1, Ordering::Relaxed);
+            let Some(range) = self.units.get(unit) else {
+                return;
+            };
+            for position in range.clone() {
+                if position > self.first_failure.load(Ordering::Relaxed) {
+                    break;
+                }
+                let entry = &self.entries[position];
+                if entry.is_dir {
+                    continue;
+                }
+                if let Err(err) = worker.extract_file(self, entry) {
+                    self.fail(position, err);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn fail(&self, position: usize, err: ArchiveError) {
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if failure.as_ref().is_none_or(|(first, _)| position < *first) {
+            *failure = Some((position, err));
+            self.first_failure.store(position, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One extraction thread's buffers, reused for every file it writes.
+struct Worker {
+    window: Window,
+    out: Vec<u8>,
+    inflate: Decompress,
+    /// `dest/name` with a trailing NUL, for `openat`.
+    path: Vec<u8>,
+}
+
+impl Worker {
+    fn new() -> Self {
+        Self {
+            window: Window::new(CHUNK_SIZE),
+            out: vec![0u8; CHUNK_SIZE],
+            inflate: Decompress::new(false),
+            path: Vec::new(),
+        }
+    }
+
+    fn extract_file(&mut self, job: &Job, entry: &CheckedEntry) -> Result<(), ArchiveError> {
+        self.path.clear();
+        self.path.extend_from_slice(job.dest);
+        self.path.push(b'/');
+        self.path.extend_from_slice(entry.name.as_bytes());
+        self.path.push(0);
+        let path = CStr::from_bytes_with_nul(&self.path).map_err(|_| ArchiveError::UnsafePath {
+            name: entry.name.clone(),
+        })?;
+        let mode = entry.mode.unwrap_or(DEFAULT_FILE_MODE) & 0o777 | OWNER_FILE_BITS;
+        // Created with its final mode when the umask leaves it whole: a `fchmod` per file
+        // is a journalled inode change, a real cost for tens of thousands of small files.
+        let create_mode = match job.umask {
+            Some(umask) if mode & umask == 0 => mode,
+            _ => OWNER_FILE_BITS,
+        };
+        let fd = rustix::fs::openat(
+            rustix::fs::CWD,
+            path,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(create_mode),
+        )
+        .map_err(io::Error::from)?;
+        let mut file = File::from(fd);
+        self.decode(job, entry, &mut file)?;
+        if create_mode != mode {
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).map_err(io::Error::from)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes `entry` into `file`, checking the output against the declared size as it
+    /// comes and against the CRC at the end.
+    fn decode(
+        &mut self,
+        job: &Job,
+        entry: &CheckedEntry,
+        file: &mut File,
+    ) -> Result<(), ArchiveError> {
+        let corrupt = || ArchiveError::SizeMismatch {
+            name: entry.name.clone(),
+        };
+        let (mut pos, end) = self.window.data_range(job.archive, entry)?;
+        let mut crc = flate2::Crc::new();
+        let mut written = 0u64;
+        let mut emit = |chunk: &[u8]| -> Result<(), ArchiveError> {
+            let n = chunk.len() as u64;
+            written += n;
+            if written > entry.size {
+                return Err(corrupt());
+            }
+            if job.total_written.fetch_add(n, Ordering::Relaxed) + n > job.max_total_size {
+                return Err(ArchiveError::TooLarge);
+            }
+            crc.update(chunk);
+            file.write_all(chunk)?;
+            job.progress.add(n);
+            Ok(())
+        };
+        match entry.method {
+            CompressionMethod::Deflated => {
+                self.inflate.reset(false);
+                loop {
+                    let input = self.window.read(job.archive, pos, end)?;
+                    let input_len = input.len();
+                    let (before_in, before_out) =
+                        (self.inflate.total_in(), self.inflate.total_out());
+                    let status = self
+                        .inflate
+                        .decompress(input, &mut self.out, FlushDecompress::None)
+                        .map_err(|_| corrupt())?;
+                    let consumed = self.inflate.total_in() - before_in;
+                    let produced = (self.inflate.total_out() - before_out) as usize;
+                    pos += consumed;
+                    emit(&self.out[..produced])?;
+                    match status {
+                        Status::StreamEnd => break,
+                        // The compressed data ended before the stream did: what came out is
+                        // judged by its size and CRC below, as the zip crate's reader would.
+                        _ if consumed == 0 && produced == 0 && input_len == 0 => break,
+                        _ if consumed == 0 && produced == 0 => return Err(corrupt()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {
+                while pos < end {
+                    let input = self.window.read(job.archive, pos, end)?;
+                    if input.is_empty() {
+                        break;
+                    }
+                    pos += input.len() as u64;
+                    emit(input)?;
+                }
+            }
+        }
+        if written != entry.size || crc.sum() != entry.crc32 {
+            return Err(corrupt());
+        }
+        Ok(())
+    }
+}
+
+/// A read buffer over the archive at some offset, filled with `pread` so that threads share
+/// one file without sharing a position; consecutive small entries come from one read.
+struct Window {
+    buf: Vec<u8>,
+    start: u64,
+    len: usize,
+}
+
+impl Window {
+    fn new(size: usize) -> Self {
+        Self {
+            buf: vec![0u8; size],
+            start: 0,
+            len: 0,
+        }
+    }
+
+    /// The archive's bytes from `offset` on, at least `min` of them unless the file ends
+    /// first (at most what the buffer holds).
+    fn at(&mut self, archive: &File, offset: u64, min: usize) -> io::Result<&[u8]> {
+        let buffered = offset >= self.start && offset + min as u64 <= self.start + self.len as u64;
+        if !buffered {
+            self.start = offset;
+            self.len = 0;
+            while self.len < min.max(1) {
+                match archive.read_at(&mut self.buf[self.len..], offset + self.len as u64) {
+                    Ok(0) => break,
+                    Ok(n) => self.len += n,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        Ok(&self.buf[(offset - self.start) as usize..self.len])
+    }
+
+    /// Up to a buffer of the archive's bytes in `pos..end`; empty at the end of either.
+    fn read(&mut self, archive: &File, pos: u64, end: u64) -> io::Result<&[u8]> {
+        if pos >= end {
+            return Ok(&[]);
+        }
+        let bytes = self.at(archive, pos, 1)?;
+        Ok(&bytes[..bytes.len().min((end - pos) as usize)])
+    }
+
+    /// Where `entry`'s data lies, from its local header (whose name and extra field lengths
+    /// may differ from the central directory's).
+    fn data_range(
+        &mut self,
+        archive: &File,
+        entry: &CheckedEntry,
+    ) -> Result<(u64, u64), ArchiveError> {
+        const LOCAL_HEADER: &[u8] = b"PK\x03\x04";
+        const LOCAL_HEADER_LEN: usize = 30;
+        let header = self.at(archive, entry.header_start, LOCAL_HEADER_LEN)?;
+        if header.len() < LOCAL_HEADER_LEN || &header[..4] != LOCAL_HEADER {
+            return Err(ArchiveError::NotZip(format!(
+                "no local header for {:?}",
+                entry.name
+            )));
+        }
+        let name_len = u16::from_le_bytes([header[26], header[27]]);
+        let extra_len = u16::from_le_bytes([header[28], header[29]]);
+        let start = entry.header_start
+            + LOCAL_HEADER_LEN as u64
+            + u64::from(name_len)
+            + u64::from(extra_len);
+        let end = start.checked_add(entry.compressed_size).ok_or_else(|| {
+            ArchiveError::NotZip(format!("data of {:?} ends past 2^64", entry.name))
+        })?;
+        Ok((start, end))
+    }
+}
+
+/// The process umask from /proc (reading it with umask(2) would change it for a moment,
+/// under other threads' feet); `None` where unknown, and files then get an explicit chmod.
+fn current_umask() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let value = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Umask:"))?;
+    u32::from_str_radix(value.trim(), 8).ok()
 }
 
 /// An entry that passed validation.
@@ -145,6 +464,9 @@ struct CheckedEntry {
     size: u64,
     crc32: u32,
     method: CompressionMethod,
+    /// Offset of the local header.
+    header_start: u64,
+    compressed_size: u64,
     /// Permission bits recorded by a Unix archiver.
     mode: Option<u32>,
 }
@@ -242,76 +564,43 @@ fn check_entries<R: Read + Seek>(
         });
     }
     let mut entries = Vec::with_capacity(archive.len());
-    let mut seen = HashSet::with_capacity(archive.len());
     let mut total_size = 0u64;
+    let mut refused = None;
     for index in 0..archive.len() {
-        let entry = archive
-            .by_index_data(index)
-            .map_err(|err| ArchiveError::NotZip(err.to_string()))?;
-        let raw_name = entry
-            .name()
-            .map_err(|err| ArchiveError::NotZip(err.to_string()))?;
-        let name = check_entry_name(&raw_name)?.to_owned();
-        let is_dir = raw_name.ends_with('/');
-        let special = || ArchiveError::SpecialEntry { name: name.clone() };
-
-        // Unix archivers put the file type in the upper half of the external attributes.
-        let unix_mode = match entry.system() {
-            zip::System::Unix => Some(entry.external_attributes() >> 16).filter(|m| *m != 0),
-            _ => None,
-        };
-        match unix_mode.map(|m| m & S_IFMT) {
-            None | Some(0) => {}
-            Some(S_IFREG) if !is_dir => {}
-            Some(S_IFDIR) if is_dir => {}
-            Some(_) => return Err(special()),
+        match check_entry(archive, index, limits, &mut total_size) {
+            Ok(entry) => entries.push(entry),
+            Err(err) => {
+                refused = Some(err);
+                break;
+            }
         }
-        if is_dir && entry.size() != 0 {
-            return Err(special());
-        }
-        if entry.encrypted()
-            || !matches!(
-                entry.compression(),
-                CompressionMethod::Stored | CompressionMethod::Deflated
-            )
-        {
-            return Err(ArchiveError::Unsupported { name });
-        }
-        if entry.size() / entry.compressed_size().max(1) > limits.max_ratio {
-            return Err(ArchiveError::SuspiciousRatio { name });
-        }
-        total_size = total_size
-            .checked_add(entry.size())
-            .filter(|total| *total <= limits.max_total_size)
-            .ok_or(ArchiveError::TooLarge)?;
-        if !seen.insert(name.clone()) {
-            return Err(ArchiveError::DuplicateEntry { name });
-        }
-        entries.push(CheckedEntry {
-            index,
-            is_dir,
-            size: entry.size(),
-            crc32: entry.crc32(),
-            method: entry.compression(),
-            mode: unix_mode.map(|m| m & 0o777),
-            name,
-        });
     }
 
-    // A file cannot also be the parent of another entry ("a" and "a/b").
-    let files: HashSet<&str> = entries
-        .iter()
-        .filter(|e| !e.is_dir)
-        .map(|e| e.name.as_str())
-        .collect();
+    // Names normalised (a trailing '/' dropped) may still repeat. Checked over the entries
+    // before the first refused one, so that the error is that of the first bad entry in
+    // archive order; the map borrows the names, as it grows with the entry count.
+    let mut is_dir_by_name: HashMap<&str, bool> = HashMap::with_capacity(entries.len());
     for entry in &entries {
-        let mut ancestors = entry.name.match_indices('/').map(|(i, _)| &entry.name[..i]);
-        if ancestors.any(|ancestor| files.contains(ancestor)) {
+        if is_dir_by_name.insert(&entry.name, entry.is_dir).is_some() {
             return Err(ArchiveError::DuplicateEntry {
                 name: entry.name.clone(),
             });
         }
     }
+    if let Some(err) = refused {
+        return Err(err);
+    }
+
+    // A file cannot also be the parent of another entry ("a" and "a/b").
+    for entry in &entries {
+        let mut ancestors = entry.name.match_indices('/').map(|(i, _)| &entry.name[..i]);
+        if ancestors.any(|ancestor| is_dir_by_name.get(ancestor) == Some(&false)) {
+            return Err(ArchiveError::DuplicateEntry {
+                name: entry.name.clone(),
+            });
+        }
+    }
+    drop(is_dir_by_name);
 
     let has_data_db = entries.iter().any(|e| !e.is_dir && e.name == DATA_DB);
     Ok(CheckedArchive {
@@ -321,6 +610,65 @@ fn check_entries<R: Read + Seek>(
             has_data_db,
         },
         entries,
+    })
+}
+
+/// The checks of one central directory entry, except duplicates; adds its size to `total_size`.
+fn check_entry<R: Read + Seek>(
+    archive: &ZipArchive<R>,
+    index: usize,
+    limits: &ArchiveLimits,
+    total_size: &mut u64,
+) -> Result<CheckedEntry, ArchiveError> {
+    let entry = archive
+        .by_index_data(index)
+        .map_err(|err| ArchiveError::NotZip(err.to_string()))?;
+    let raw_name = entry
+        .name()
+        .map_err(|err| ArchiveError::NotZip(err.to_string()))?;
+    let name = check_entry_name(&raw_name)?.to_owned();
+    let is_dir = raw_name.ends_with('/');
+    let special = || ArchiveError::SpecialEntry { name: name.clone() };
+
+    // Unix archivers put the file type in the upper half of the external attributes.
+    let unix_mode = match entry.system() {
+        zip::System::Unix => Some(entry.external_attributes() >> 16).filter(|m| *m != 0),
+        _ => None,
+    };
+    match unix_mode.map(|m| m & S_IFMT) {
+        None | Some(0) => {}
+        Some(S_IFREG) if !is_dir => {}
+        Some(S_IFDIR) if is_dir => {}
+        Some(_) => return Err(special()),
+    }
+    if is_dir && entry.size() != 0 {
+        return Err(special());
+    }
+    if entry.encrypted()
+        || !matches!(
+            entry.compression(),
+            CompressionMethod::Stored | CompressionMethod::Deflated
+        )
+    {
+        return Err(ArchiveError::Unsupported { name });
+    }
+    if entry.size() / entry.compressed_size().max(1) > limits.max_ratio {
+        return Err(ArchiveError::SuspiciousRatio { name });
+    }
+    *total_size = total_size
+        .checked_add(entry.size())
+        .filter(|total| *total <= limits.max_total_size)
+        .ok_or(ArchiveError::TooLarge)?;
+    Ok(CheckedEntry {
+        index,
+        is_dir,
+        size: entry.size(),
+        crc32: entry.crc32(),
+        method: entry.compression(),
+        header_start: entry.header_start(),
+        compressed_size: entry.compressed_size(),
+        mode: unix_mode.map(|m| m & 0o777),
+        name,
     })
 }
 
@@ -354,9 +702,11 @@ fn entry_read_error(err: io::Error, entry: &CheckedEntry) -> ArchiveError {
 /// their content is written.
 struct DirTracker {
     dest: PathBuf,
-    /// Directories created by us, parents before children, with their recorded mode.
-    created: Vec<(PathBuf, Option<u32>)>,
-    known: HashSet<PathBuf>,
+    /// Directories created by us (relative names), parents before children, with their
+    /// recorded mode.
+    created: Vec<(String, Option<u32>)>,
+    /// Position in `created` of each directory made so far.
+    known: HashMap<String, usize>,
 }
 
 impl DirTracker {
@@ -364,50 +714,52 @@ impl DirTracker {
         Self {
             dest: dest.to_path_buf(),
             created: Vec::new(),
-            known: HashSet::new(),
+            known: HashMap::new(),
         }
     }
 
     /// Makes sure the directory `name` (relative, validated) exists as a real directory
-    /// under `dest`, creating missing parents; returns its path.
-    fn ensure(&mut self, name: &str, mode: Option<u32>) -> Result<PathBuf, ArchiveError> {
-        let mut path = self.dest.clone();
-        for part in name.split('/') {
-            path.push(part);
-            if self.known.contains(&path) {
-                continue;
-            }
-            match fs::create_dir(&path) {
-                Ok(()) => {}
-                // Only possible if `dest` was not empty or someone races us: accept a real
-                // directory, never a symlink.
-                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-                    if !fs::symlink_metadata(&path)?.is_dir() {
-                        return Err(ArchiveError::UnsafePath {
-                            name: name.to_owned(),
-                        });
-                    }
+    /// under `dest`, creating missing parents. Cheap when it is already known: it is called
+    /// for the parent of every file.
+    fn ensure(&mut self, name: &str, mode: Option<u32>) -> Result<(), ArchiveError> {
+        if !self.known.contains_key(name) {
+            let ends = name.match_indices('/').map(|(i, _)| i).chain([name.len()]);
+            for end in ends {
+                let prefix = &name[..end];
+                if self.known.contains_key(prefix) {
+                    continue;
                 }
-                Err(err) => return Err(err.into()),
+                let path = self.dest.join(prefix);
+                match fs::create_dir(&path) {
+                    Ok(()) => {}
+                    // Only possible if `dest` was not empty or someone races us: accept a
+                    // real directory, never a symlink.
+                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                        if !fs::symlink_metadata(&path)?.is_dir() {
+                            return Err(ArchiveError::UnsafePath {
+                                name: name.to_owned(),
+                            });
+                        }
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+                self.known.insert(prefix.to_owned(), self.created.len());
+                self.created.push((prefix.to_owned(), None));
             }
-            self.known.insert(path.clone());
-            self.created.push((path.clone(), None));
         }
         if mode.is_some() {
-            if let Some(slot) = self.created.iter_mut().rev().find(|(p, _)| *p == path) {
-                slot.1 = mode;
-            }
+            self.created[self.known[name]].1 = mode;
         }
-        Ok(path)
+        Ok(())
     }
 
     /// Applies directory permissions children first (a read-only parent must not block its
     /// children), then makes everything extracted durable with one `syncfs`: an fsync per
     /// file and directory costs a journal commit each, seconds for a few thousand files.
     fn finish(self) -> Result<(), ArchiveError> {
-        for (path, mode) in self.created.iter().rev() {
+        for (name, mode) in self.created.iter().rev() {
             let mode = mode.unwrap_or(DEFAULT_DIR_MODE) & 0o777 | OWNER_DIR_BITS;
-            fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+            fs::set_permissions(self.dest.join(name), fs::Permissions::from_mode(mode))?;
         }
         let dest = File::open(&self.dest)?;
         rustix::fs::syncfs(&dest).map_err(io::Error::from)?;

@@ -749,3 +749,147 @@ mod zip64 {
         round_trip(&files, 1, Zip64Limits::default());
     }
 }
+
+/// Parallel extraction: an archive of many small files (several batches, so several
+/// threads), files big enough to be units of their own, both methods, in folders.
+mod parallel {
+    use super::*;
+
+    /// (name, content, method, unix mode); names ending in '/' are directories.
+    type Entry = (String, Vec<u8>, CompressionMethod, u32);
+
+    fn entries() -> Vec<Entry> {
+        let lines: String = (0..100_000).map(|i| format!("{{\"id\":{i},\"name\":\"user{i}\"}}\n")).collect();
+        let mut entries = vec![
+            ("big/".to_owned(), vec![], STORED, 0o755),
+            ("big/random.bin".to_owned(), random_bytes(3 << 20), STORED, 0o644),
+            ("big/lines.jsonl".to_owned(), lines.into_bytes(), DEFLATED, 0o640),
+        ];
+        for i in 0..1500 {
+            let content = format!("file {i} ").repeat(i % 7 + 1).into_bytes();
+            let method = if i % 2 == 0 { DEFLATED } else { STORED };
+            // 0o666 is not what create gives under the usual umask: it needs the chmod.
+            let mode = [0o644, 0o600, 0o666][i % 3];
+            entries.push((format!("small/d{:02}/f{i:04}", i / 100), content, method, mode));
+        }
+        entries.push(("empty".to_owned(), vec![], STORED, 0o644));
+        entries.push(("last.bin".to_owned(), random_bytes(2 << 20), DEFLATED, 0o644));
+        entries
+    }
+
+    fn zip_with_modes(entries: &[Entry]) -> Vec<u8> {
+        let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, content, method, mode) in entries {
+            let options = SimpleFileOptions::default().compression_method(*method).unix_permissions(*mode);
+            match name.strip_suffix('/') {
+                Some(dir) => zip.add_directory(dir, options).unwrap(),
+                None => {
+                    zip.start_file(name.as_str(), options).unwrap();
+                    zip.write_all(content).unwrap();
+                }
+            }
+        }
+        zip.finish().unwrap().into_inner()
+    }
+
+    /// The stored content of `name` in `bytes`, replaced by as many different bytes.
+    fn corrupt(bytes: &mut [u8], entries: &[Entry], name: &str) {
+        let (_, content, method, _) = entries.iter().find(|e| e.0 == name).unwrap();
+        assert_eq!(*method, STORED);
+        let mut other = content.clone();
+        other.iter_mut().for_each(|b| *b ^= 0x20);
+        assert_eq!(patch(bytes, content, &other), 1, "{name}");
+    }
+
+    #[test]
+    fn round_trips_byte_identical_with_modes() {
+        let entries = entries();
+        let scene = Scene::new(&zip_with_modes(&entries));
+        scene.extract(&ArchiveLimits::default()).unwrap();
+        let mut expected = BTreeMap::new();
+        for (name, content, _, mode) in &entries {
+            match name.strip_suffix('/') {
+                Some(dir) => expected.insert(dir.to_owned(), (None, *mode)),
+                None => expected.insert(name.clone(), (Some(content.clone()), *mode)),
+            };
+        }
+        // Folders implied by file names get the default mode.
+        expected.insert("small".to_owned(), (None, 0o755));
+        for d in 0..15 {
+            expected.insert(format!("small/d{d:02}"), (None, 0o755));
+        }
+        let got = tree(&scene.dest);
+        assert_eq!(got.len(), expected.len());
+        for (name, want) in &expected {
+            assert!(got.get(name) == Some(want), "{name} differs");
+        }
+    }
+
+    #[test]
+    fn a_corrupt_entry_fails_the_whole_extraction_with_the_first_in_archive_order() {
+        let entries = entries();
+        for names in [
+            &["small/d07/f0701"][..],
+            &["small/d07/f0701", "small/d12/f1201"],
+            &["big/random.bin", "small/d14/f1499"],
+            &["small/d14/f1499", "big/random.bin"],
+        ] {
+            let mut bytes = zip_with_modes(&entries);
+            for name in names {
+                corrupt(&mut bytes, &entries, name);
+            }
+            let scene = Scene::new(&bytes);
+            let err = scene.extract(&ArchiveLimits::default()).unwrap_err();
+            // The first corrupt entry in archive order, as a serial extraction reports it;
+            // the client sees "The archive is corrupt." (400).
+            let first = entries.iter().position(|e| names.contains(&e.0.as_str())).unwrap();
+            match &err {
+                ArchiveError::SizeMismatch { name } => assert_eq!(name, &entries[first].0),
+                other => panic!("{names:?}: {other:?}"),
+            }
+            assert_eq!(err.client_message(), "The archive is corrupt.");
+        }
+    }
+
+    #[test]
+    fn limits_still_refuse() {
+        let entries = entries();
+        let scene = Scene::new(&zip_with_modes(&entries));
+        let total: u64 = entries.iter().map(|e| e.1.len() as u64).sum();
+        let exact = ArchiveLimits {
+            max_entries: entries.len(),
+            max_total_size: total,
+            ..ArchiveLimits::default()
+        };
+        let fewer = ArchiveLimits { max_entries: entries.len() - 1, ..exact };
+        assert!(matches!(scene.extract(&fewer), Err(ArchiveError::TooManyEntries)));
+        let smaller = ArchiveLimits { max_total_size: total - 1, ..exact };
+        assert!(matches!(scene.extract(&smaller), Err(ArchiveError::TooLarge)));
+        assert!(fs::read_dir(&scene.dest).unwrap().next().is_none(), "refused before writing");
+        scene.extract(&exact).unwrap();
+    }
+
+    /// A deflated entry with no compressed bytes at all is an empty file (as the zip crate's
+    /// reader has it); cut short after some output, it is corrupt.
+    #[test]
+    fn deflated_entries_without_a_stream_end() {
+        let mut bytes = zip_of(&[("empty", b"", STORED)]);
+        for (signature, offset) in [(b"PK\x03\x04", 8), (b"PK\x01\x02", 10)] {
+            let at = bytes.windows(4).position(|w| w == signature).unwrap() + offset;
+            bytes[at..at + 2].copy_from_slice(&8u16.to_le_bytes());
+        }
+        let scene = Scene::new(&bytes);
+        scene.extract(&ArchiveLimits::default()).unwrap();
+        assert_eq!(fs::read(scene.dest.join("empty")).unwrap(), b"");
+
+        let content = random_bytes(100_000);
+        let mut bytes = zip_of(&[("cut", &content, DEFLATED)]);
+        // Half the compressed bytes declared: the stream stops part-way.
+        let compressed = ZipArchive::new(Cursor::new(&bytes)).unwrap().by_index(0).unwrap().compressed_size() as u32;
+        let half = (compressed / 2).to_le_bytes();
+        assert!(patch(&mut bytes, &compressed.to_le_bytes(), &half) >= 2);
+        let scene = Scene::new(&bytes);
+        let err = scene.extract(&ArchiveLimits::default()).unwrap_err();
+        assert!(matches!(&err, ArchiveError::SizeMismatch { name } if name == "cut"), "{err:?}");
+    }
+}
