@@ -125,7 +125,7 @@ pub fn extract_counted(path: &Path, dest: &Path, limits: &ArchiveLimits, progres
         total_written: AtomicU64::new(0),
         progress,
         max_total_size: limits.max_total_size,
-        umask: current_umask(),
+        umask: creation_mask(dest),
         first_failure: AtomicUsize::new(usize::MAX),
         failure: Mutex::new(None),
     };
@@ -444,9 +444,15 @@ impl Window {
     }
 }
 
-/// The process umask from /proc (reading it with umask(2) would change it for a moment,
-/// under other threads' feet); `None` where unknown, and files then get an explicit chmod.
-fn current_umask() -> Option<u32> {
+/// What `open` removes from the mode of a new file under `dest`: the process umask, read
+/// from /proc (reading it with umask(2) would change it for a moment, under other threads'
+/// feet). `None` where unknown, or where a default ACL on `dest` (inherited by the folders
+/// we create) decides instead: files then get an explicit chmod.
+fn creation_mask(dest: &Path) -> Option<u32> {
+    match rustix::fs::getxattr(dest, "system.posix_acl_default", &mut [0u8; 0][..]) {
+        Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => {}
+        _ => return None,
+    }
     let status = fs::read_to_string("/proc/self/status").ok()?;
     let value = status
         .lines()
