@@ -174,21 +174,26 @@ async fn storage_contract_on_s3() {
     // single PUT and for a multipart upload alike.
     for (name, len) in [("small.zip", 1000), ("large.zip", 12 << 20)] {
         let path = ObjPath::parse(format!("p/{name}")).unwrap();
-        let mut c = config(moto(), &bucket, "p");
-        let (racer, racer_path) = (Arc::new(raw(moto(), &bucket)), path.clone());
-        c.before_publish = Some(Arc::new(move |_key| {
-            let (racer, path) = (racer.clone(), racer_path.clone());
-            async move {
-                racer.put(&path, PutPayload::from_static(b"the other server's")).await.unwrap();
-            }
-            .boxed()
-        }));
-        let hooked = S3Storage::new(c).unwrap();
+        let hooked = raced_storage(&bucket, &path);
         std::fs::write(&local, random_bytes(&mut rand::rng(), len)).unwrap();
         assert!(matches!(hooked.put_file(&key(name), &local).await, Err(StorageError::AlreadyExists)), "{name}");
         let kept = store.get(&path).await.unwrap().bytes().await.unwrap();
         assert_eq!(kept.as_ref(), b"the other server's", "{name} was overwritten");
     }
+}
+
+/// Storage under prefix `p` whose every publish finds `path` just written by another server.
+fn raced_storage(bucket: &str, path: &ObjPath) -> S3Storage {
+    let mut c = config(moto(), bucket, "p");
+    let (racer, path) = (Arc::new(raw(moto(), bucket)), path.clone());
+    c.before_publish = Some(Arc::new(move |_key| {
+        let (racer, path) = (racer.clone(), path.clone());
+        async move {
+            racer.put(&path, PutPayload::from_static(b"the other server's")).await.unwrap();
+        }
+        .boxed()
+    }));
+    S3Storage::new(c).unwrap()
 }
 
 /// Writes `bytes` through a streamed upload in uneven pieces, from a blocking thread as a
@@ -226,16 +231,7 @@ async fn streamed_uploads_on_s3() {
 
     for len in [1000, 12 << 20] {
         let path = ObjPath::parse("p/raced.zip").unwrap();
-        let mut c = config(moto(), &bucket, "p");
-        let (racer, racer_path) = (Arc::new(raw(moto(), &bucket)), path.clone());
-        c.before_publish = Some(Arc::new(move |_key| {
-            let (racer, path) = (racer.clone(), racer_path.clone());
-            async move {
-                racer.put(&path, PutPayload::from_static(b"the other server's")).await.unwrap();
-            }
-            .boxed()
-        }));
-        let hooked = S3Storage::new(c).unwrap();
+        let hooked = raced_storage(&bucket, &path);
         let upload = hooked.start_upload(&key("raced.zip")).await.unwrap().unwrap();
         let upload = write_upload(upload, random_bytes(&mut rand::rng(), len)).await;
         assert!(matches!(upload.finish().await, Err(StorageError::AlreadyExists)), "{len}");

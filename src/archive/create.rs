@@ -1,8 +1,9 @@
 //! Writing a backup zip of the data dir, deflating on every core with bounded memory.
 //!
 //! `plan` lists what goes into the archive; then a pipeline runs: a reader thread cuts each
-//! file into blocks, worker threads checksum and deflate blocks, and the calling thread
-//! writes the results in archive order. A deflated entry is one ordinary deflate stream:
+//! large file into blocks and groups small files into batches, worker threads checksum and
+//! deflate blocks (and read and deflate the batches' files whole), and the calling thread
+//! writes the results in archive order. A large deflated entry is one ordinary deflate stream:
 //! every block but the last ends with a sync flush (byte-aligned, not final) and each is
 //! primed with the 32 KiB before it, so splitting costs almost nothing in size. Memory is
 //! bounded by the blocks in flight, whatever the size of the files.

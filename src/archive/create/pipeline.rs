@@ -128,9 +128,8 @@ fn work(jobs: &Mutex<Receiver<Job>>, entries: &[PlannedEntry], level: Compressio
         };
         // The writer may have given up: then the result is not wanted.
         match job {
-            Job::Block(job) => {
-                let reply = job.reply.clone();
-                let _ = reply.send(block_done(job, level));
+            Job::Block(BlockJob { data, dictionary, deflate, last, reply }) => {
+                let _ = reply.send(block_done(data, &dictionary, deflate, last, level));
             }
             Job::Batch { range, reply } => {
                 let _ = reply.send(small.batch(&entries[range]));
@@ -139,15 +138,12 @@ fn work(jobs: &Mutex<Receiver<Job>>, entries: &[PlannedEntry], level: Compressio
     }
 }
 
-fn block_done(job: BlockJob, level: Compression) -> io::Result<DoneBlock> {
+/// Checksums a block and deflates it (or passes it through when stored).
+fn block_done(data: Vec<u8>, dictionary: &[u8], deflate: bool, last: bool, level: Compression) -> io::Result<DoneBlock> {
     let mut crc = Crc::new();
-    crc.update(&job.data);
-    let input_len = job.data.len() as u64;
-    let bytes = if job.deflate {
-        deflate_block(&job.data, &job.dictionary, job.last, level)?
-    } else {
-        job.data
-    };
+    crc.update(&data);
+    let input_len = data.len() as u64;
+    let bytes = if deflate { deflate_block(&data, dictionary, last, level)? } else { data };
     Ok(DoneBlock { bytes, input_len, crc })
 }
 
