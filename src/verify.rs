@@ -34,9 +34,8 @@ pub fn check_and_extract(
     limits: &ArchiveLimits,
     progress: &ProgressCounter,
 ) -> Result<ArchiveSummary, Unrestorable> {
-    let summary = archive::check_restorable(zip, limits)?;
     std::fs::create_dir(dest).map_err(ArchiveError::Io)?;
-    archive::extract_counted(zip, dest, limits, progress)?;
+    let summary = archive::extract_restorable(zip, dest, limits, progress)?;
     let data_db = dest.join(crate::layout::DATA_DB);
     integrity_check(&data_db)?;
     accounts::check_usable(&data_db)?;

@@ -12,7 +12,7 @@ mod tests;
 mod zip_writer;
 
 pub use create::{create_backup, create_backup_counted, CreateOptions, CreateStats};
-pub use read::{check_restorable, extract, extract_counted, validate};
+pub use read::{check_restorable, extract, extract_restorable, validate};
 
 /// The first 16 bytes of every SQLite 3 database file.
 pub const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";

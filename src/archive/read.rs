@@ -53,6 +53,12 @@ pub fn check_restorable(
 ) -> Result<ArchiveSummary, ArchiveError> {
     let mut archive = open_archive(path, limits)?;
     let checked = check_entries(&archive, limits)?;
+    check_data_db(&mut archive, &checked)?;
+    Ok(checked.summary)
+}
+
+/// The `data.db` part of [`check_restorable`], on an archive already opened and checked.
+fn check_data_db<R: Read + Seek>(archive: &mut ZipArchive<R>, checked: &CheckedArchive) -> Result<(), ArchiveError> {
     let Some(data_db) = checked
         .entries
         .iter()
@@ -61,9 +67,9 @@ pub fn check_restorable(
         return Err(ArchiveError::MissingDataDb);
     };
     let mut header = [0u8; 16];
-    let read = open_entry(&mut archive, data_db)?.read_exact(&mut header);
+    let read = open_entry(archive, data_db)?.read_exact(&mut header);
     match read {
-        Ok(()) if &header == SQLITE_HEADER => Ok(checked.summary),
+        Ok(()) if &header == SQLITE_HEADER => Ok(()),
         Ok(()) => Err(ArchiveError::DataDbNotSqlite),
         Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
             Err(ArchiveError::DataDbNotSqlite)
@@ -84,18 +90,37 @@ pub fn check_restorable(
 /// checked before this returns Ok; on failures the error reported is that of the first
 /// failing entry in archive order, as a serial extraction would report it.
 pub fn extract(path: &Path, dest: &Path, limits: &ArchiveLimits) -> Result<(), ArchiveError> {
-    extract_counted(path, dest, limits, &ProgressCounter::default())
+    let archive = open_archive(path, limits)?;
+    let checked = check_entries(&archive, limits)?;
+    extract_checked(archive, checked, dest, limits, &ProgressCounter::default())
 }
 
-/// [`extract`], counting into `progress`: its total is the entries' uncompressed size, and
-/// each chunk counts as it is written.
-pub fn extract_counted(path: &Path, dest: &Path, limits: &ArchiveLimits, progress: &ProgressCounter) -> Result<(), ArchiveError> {
-    let (file, checked) = {
-        let archive = open_archive(path, limits)?;
-        let checked = check_entries(&archive, limits)?;
-        // The zip crate's copy of the directory goes here: the workers need only ours.
-        (archive.into_inner().into_inner(), checked)
-    };
+/// [`check_restorable`], then [`extract`], reading the central directory once; the
+/// extraction counts into `progress` (its total is the entries' uncompressed size).
+pub fn extract_restorable(
+    path: &Path,
+    dest: &Path,
+    limits: &ArchiveLimits,
+    progress: &ProgressCounter,
+) -> Result<ArchiveSummary, ArchiveError> {
+    let mut archive = open_archive(path, limits)?;
+    let checked = check_entries(&archive, limits)?;
+    check_data_db(&mut archive, &checked)?;
+    let summary = checked.summary.clone();
+    extract_checked(archive, checked, dest, limits, progress)?;
+    Ok(summary)
+}
+
+/// The extraction itself, of an archive that passed `check_entries`.
+fn extract_checked(
+    archive: ZipArchive<BufReader<File>>,
+    checked: CheckedArchive,
+    dest: &Path,
+    limits: &ArchiveLimits,
+    progress: &ProgressCounter,
+) -> Result<(), ArchiveError> {
+    // The zip crate's copy of the directory goes here: the workers need only ours.
+    let file = archive.into_inner().into_inner();
     progress.set_total(checked.summary.total_size);
     let entries = checked.entries;
     let mut dirs = DirTracker::new(dest);
