@@ -102,9 +102,9 @@ pub(crate) fn create_backup_with<W: Write>(
     zip64: Zip64Limits,
     progress: &ProgressCounter,
 ) -> Result<CreateStats, ArchiveError> {
-    let entries = plan::plan_entries(data_dir, exclude_top_level)?;
-    progress.set_total(entries.iter().map(|e| e.size).sum());
-    pipeline::run(&entries, scratch_dir, out, opts, zip64, progress)
+    let plan = plan::plan_entries(data_dir, exclude_top_level)?;
+    progress.set_total(plan.entries.iter().map(|e| e.size).sum());
+    pipeline::run(&plan, scratch_dir, out, opts, zip64, progress)
 }
 
 #[cfg(test)]

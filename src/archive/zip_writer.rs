@@ -6,7 +6,9 @@
 //!
 //! The zip64 thresholds are a parameter so that tests can drive those paths with small data.
 
-use std::io::{self, BufWriter, Write};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use flate2::Crc;
@@ -58,12 +60,52 @@ pub(crate) struct ZipOut<W: Write> {
     out: BufWriter<W>,
     /// Bytes written so far: where the next header goes.
     pos: u64,
-    central: Vec<CentralEntry>,
+    central: CentralDirectory,
     limits: Zip64Limits,
 }
 
-struct CentralEntry {
-    name: String,
+/// The central directory, kept as the bytes it will be written as: a record is serialized
+/// when its entry is complete, and full buffers go to an unnamed file in the scratch folder,
+/// so memory stays flat however many entries the archive has (about 100 bytes each).
+struct CentralDirectory {
+    buf: Vec<u8>,
+    scratch_dir: PathBuf,
+    spilled: Option<File>,
+    count: u64,
+}
+
+const CENTRAL_BUFFER: usize = 1 << 20;
+
+impl CentralDirectory {
+    fn new(scratch_dir: &Path) -> Self {
+        CentralDirectory { buf: Vec::new(), scratch_dir: scratch_dir.to_path_buf(), spilled: None, count: 0 }
+    }
+
+    /// The buffer to append a record of `len` bytes to.
+    fn room(&mut self, len: usize) -> io::Result<&mut Vec<u8>> {
+        if self.buf.len() + len > CENTRAL_BUFFER {
+            let file = match &mut self.spilled {
+                Some(file) => file,
+                None => self.spilled.insert(unnamed_file(&self.scratch_dir)?),
+            };
+            file.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(&mut self.buf)
+    }
+}
+
+/// A read-write file that no name points to: it disappears with its handle.
+fn unnamed_file(dir: &Path) -> io::Result<File> {
+    let path = dir.join(format!(".central-{}", crate::util::random_suffix()));
+    let file = File::options().read(true).write(true).create_new(true).open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
+}
+
+/// What the central directory records about an entry.
+struct CentralEntry<'a> {
+    name: &'a str,
     method: u16,
     dos_time: (u16, u16),
     crc: u32,
@@ -115,8 +157,9 @@ impl OpenEntry {
 }
 
 impl<W: Write> ZipOut<W> {
-    pub fn new(out: BufWriter<W>, limits: Zip64Limits) -> Self {
-        ZipOut { out, pos: 0, central: Vec::new(), limits }
+    /// `scratch_dir` holds the central directory while the entries are written.
+    pub fn new(out: BufWriter<W>, limits: Zip64Limits, scratch_dir: &Path) -> Self {
+        ZipOut { out, pos: 0, central: CentralDirectory::new(scratch_dir), limits }
     }
 
     pub fn limits(&self) -> Zip64Limits {
@@ -180,8 +223,8 @@ impl<W: Write> ZipOut<W> {
         let dos_time = dos_time(modified);
         let offset = self.pos;
         self.local_header(&name, METHOD_STORED, dos_time, false, Some(&KnownSizes { crc: 0, compressed: 0, uncompressed: 0 }))?;
-        self.central.push(CentralEntry {
-            name,
+        self.push_central(CentralEntry {
+            name: &name,
             method: METHOD_STORED,
             dos_time,
             crc: 0,
@@ -191,8 +234,7 @@ impl<W: Write> ZipOut<W> {
             external: ((S_IFDIR | mode) << 16) | MSDOS_DIR,
             large: false,
             descriptor: false,
-        });
-        Ok(())
+        })
     }
 
     pub fn start_file(
@@ -231,8 +273,8 @@ impl<W: Write> ZipOut<W> {
         let known = KnownSizes { crc: file.crc, compressed, uncompressed: file.len };
         self.local_header(name, method, dos_time, large, Some(&known))?;
         self.write(&file.bytes)?;
-        self.central.push(CentralEntry {
-            name: name.to_owned(),
+        self.push_central(CentralEntry {
+            name,
             method,
             dos_time,
             crc: file.crc,
@@ -242,8 +284,7 @@ impl<W: Write> ZipOut<W> {
             external: (S_IFREG | mode) << 16,
             large,
             descriptor: false,
-        });
-        Ok(())
+        })
     }
 
     /// Ends the entry with its data descriptor (zip64 sizes when its local header is zip64).
@@ -264,8 +305,8 @@ impl<W: Write> ZipOut<W> {
             put32(&mut descriptor, entry.uncompressed as u32);
         }
         self.write(&descriptor)?;
-        self.central.push(CentralEntry {
-            name: entry.name,
+        self.push_central(CentralEntry {
+            name: &entry.name,
             method: entry.method,
             dos_time: entry.dos_time,
             crc,
@@ -275,53 +316,69 @@ impl<W: Write> ZipOut<W> {
             external: entry.external,
             large: entry.large,
             descriptor: true,
-        });
+        })
+    }
+
+    /// Appends the central directory record of a complete entry.
+    fn push_central(&mut self, e: CentralEntry<'_>) -> io::Result<()> {
+        let field = self.limits.field;
+        let sizes_64 = e.large || e.compressed >= field || e.uncompressed >= field;
+        let offset_64 = e.offset >= field;
+        let zip64_len = if sizes_64 { 16 } else { 0 } + if offset_64 { 8 } else { 0 };
+        let name_len = name_len(e.name)?;
+        let offset32 = self.field32(e.offset);
+        let h = self.central.room(46 + e.name.len() + 4 + zip64_len)?;
+        put32(h, CENTRAL_HEADER_SIG);
+        put16(h, MADE_BY_UNIX);
+        put16(h, if zip64_len == 0 && !e.large { VERSION_DEFAULT } else { VERSION_ZIP64 });
+        put16(h, if e.descriptor { FLAG_UTF8 | FLAG_DATA_DESCRIPTOR } else { FLAG_UTF8 });
+        put16(h, e.method);
+        put16(h, e.dos_time.1);
+        put16(h, e.dos_time.0);
+        put32(h, e.crc);
+        put32(h, if sizes_64 { u32::MAX } else { e.compressed as u32 });
+        put32(h, if sizes_64 { u32::MAX } else { e.uncompressed as u32 });
+        put16(h, name_len);
+        put16(h, if zip64_len == 0 { 0 } else { 4 + zip64_len as u16 });
+        put16(h, 0); // comment
+        put16(h, 0); // disk
+        put16(h, 0); // internal attributes
+        put32(h, e.external);
+        put32(h, offset32);
+        h.extend_from_slice(e.name.as_bytes());
+        if zip64_len != 0 {
+            put16(h, ZIP64_EXTRA_ID);
+            put16(h, zip64_len as u16);
+            if sizes_64 {
+                put64(h, e.uncompressed);
+                put64(h, e.compressed);
+            }
+            if offset_64 {
+                put64(h, e.offset);
+            }
+        }
+        self.central.count += 1;
         Ok(())
     }
 
     /// Writes the central directory and the end records, flushes, and returns the archive's size.
     pub fn finish(&mut self) -> io::Result<u64> {
         let central_offset = self.pos;
-        let central = std::mem::take(&mut self.central);
-        for e in &central {
-            let mut zip64 = Vec::new();
-            let field = self.limits.field;
-            let sizes_64 = e.large || e.compressed >= field || e.uncompressed >= field;
-            if sizes_64 {
-                put64(&mut zip64, e.uncompressed);
-                put64(&mut zip64, e.compressed);
+        if let Some(mut spilled) = self.central.spilled.take() {
+            spilled.rewind()?;
+            let mut chunk = vec![0; CENTRAL_BUFFER];
+            loop {
+                let n = spilled.read(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                self.write(&chunk[..n])?;
             }
-            if e.offset >= field {
-                put64(&mut zip64, e.offset);
-            }
-            let mut h = Vec::with_capacity(46 + e.name.len() + 28);
-            put32(&mut h, CENTRAL_HEADER_SIG);
-            put16(&mut h, MADE_BY_UNIX);
-            put16(&mut h, if zip64.is_empty() && !e.large { VERSION_DEFAULT } else { VERSION_ZIP64 });
-            put16(&mut h, if e.descriptor { FLAG_UTF8 | FLAG_DATA_DESCRIPTOR } else { FLAG_UTF8 });
-            put16(&mut h, e.method);
-            put16(&mut h, e.dos_time.1);
-            put16(&mut h, e.dos_time.0);
-            put32(&mut h, e.crc);
-            put32(&mut h, if sizes_64 { u32::MAX } else { e.compressed as u32 });
-            put32(&mut h, if sizes_64 { u32::MAX } else { e.uncompressed as u32 });
-            put16(&mut h, name_len(&e.name)?);
-            put16(&mut h, if zip64.is_empty() { 0 } else { 4 + zip64.len() as u16 });
-            put16(&mut h, 0); // comment
-            put16(&mut h, 0); // disk
-            put16(&mut h, 0); // internal attributes
-            put32(&mut h, e.external);
-            put32(&mut h, self.field32(e.offset));
-            h.extend_from_slice(e.name.as_bytes());
-            if !zip64.is_empty() {
-                put16(&mut h, ZIP64_EXTRA_ID);
-                put16(&mut h, zip64.len() as u16);
-                h.extend_from_slice(&zip64);
-            }
-            self.write(&h)?;
         }
+        let rest = std::mem::take(&mut self.central.buf);
+        self.write(&rest)?;
         let central_size = self.pos - central_offset;
-        let count = central.len() as u64;
+        let count = self.central.count;
         let mut end = Vec::with_capacity(56 + 20 + 22);
         let many = count >= self.limits.entries;
         let field = self.limits.field;
@@ -411,7 +468,7 @@ mod tests {
     #[test]
     fn every_field_in_zip64_form_reads_back() {
         let limits = Zip64Limits { large_file: 0, field: 1, entries: 1 };
-        let mut zip = ZipOut::new(BufWriter::new(Cursor::new(Vec::new())), limits);
+        let mut zip = ZipOut::new(BufWriter::new(Cursor::new(Vec::new())), limits, &std::env::temp_dir());
         zip.directory("d", 0o755, None).unwrap();
         let mut entry = zip.start_file("d/a.txt".into(), 0o644, None, false, true).unwrap();
         let mut crc = Crc::new();
@@ -439,10 +496,32 @@ mod tests {
         assert!(archive.by_name("d/").unwrap().is_dir());
     }
 
+    /// A central directory larger than its buffer goes through the scratch file and comes
+    /// back whole and in order.
+    #[test]
+    fn a_spilled_central_directory_reads_back() {
+        let scratch = tempfile::tempdir().unwrap();
+        let mut zip = ZipOut::new(BufWriter::new(Cursor::new(Vec::new())), Zip64Limits::default(), scratch.path());
+        let count = 3 * CENTRAL_BUFFER / 60;
+        for i in 0..count {
+            zip.directory(&format!("dir-{i:06}"), 0o755, None).unwrap();
+        }
+        assert!(zip.central.spilled.is_some(), "the directory was spilled");
+        zip.finish().unwrap();
+        assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0, "the scratch file has no name");
+        let bytes = zip.out.into_inner().unwrap().into_inner();
+        let archive = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
+        assert_eq!(archive.len(), count);
+        let names: Vec<String> =
+            (0..count).map(|i| archive.name_for_index(i).unwrap().unwrap().into_owned()).collect();
+        let expected: Vec<String> = (0..count).map(|i| format!("dir-{i:06}/")).collect();
+        assert!(names == expected, "names and order kept");
+    }
+
     #[test]
     fn a_file_outgrowing_classic_headers_is_an_error() {
         let limits = Zip64Limits { large_file: 100, field: 10, entries: 0xFFFF };
-        let mut zip = ZipOut::new(BufWriter::new(Cursor::new(Vec::new())), limits);
+        let mut zip = ZipOut::new(BufWriter::new(Cursor::new(Vec::new())), limits, &std::env::temp_dir());
         let mut entry = zip.start_file("a".into(), 0o644, None, false, false).unwrap();
         let mut crc = Crc::new();
         crc.update(&[0; 10]);

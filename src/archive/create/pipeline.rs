@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 
-use super::plan::{open_if_present, PlannedEntry, Source};
+use super::plan::{open_if_present, Plan, PlannedEntry, Source};
 use super::snapshot::Snapshot;
 use super::{CreateOptions, CreateStats};
 use crate::archive::zip_writer::{OpenEntry, WholeFile, Zip64Limits, ZipOut};
@@ -43,9 +43,9 @@ const SMALL_FILE: u64 = BLOCK_SIZE as u64;
 /// A batch ends after this many entries or once its files' planned sizes reach BLOCK_SIZE.
 const BATCH_ENTRIES: usize = 256;
 
-/// Runs the pipeline over `entries` and writes the archive to `out`.
+/// Runs the pipeline over the planned entries and writes the archive to `out`.
 pub(super) fn run<W: Write>(
-    entries: &[PlannedEntry],
+    plan: &Plan,
     scratch_dir: &Path,
     out: W,
     opts: &CreateOptions,
@@ -61,18 +61,18 @@ pub(super) fn run<W: Write>(
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let job_rx = &job_rx;
-            scope.spawn(move || work(job_rx, entries, level, opts));
+            scope.spawn(move || work(job_rx, plan, level, opts));
         }
         scope.spawn(move || {
             let mut reader = Reader { parts: part_tx, jobs: job_tx, chooser: MethodChooser::new(opts), zip64 };
-            if let Err(err) = reader.read_all(entries, scratch_dir) {
+            if let Err(err) = reader.read_all(plan, scratch_dir) {
                 // The writer may be gone already (it failed first): then nobody listens.
                 let _ = reader.parts.send(Part::Failed(err));
             }
         });
         // Returning drops `part_rx`: a reader still sending then stops, and the workers
         // stop once it has.
-        write_all(entries, part_rx, ZipOut::new(BufWriter::with_capacity(WRITE_BUFFER, out), zip64), progress)
+        write_all(plan, part_rx, ZipOut::new(BufWriter::with_capacity(WRITE_BUFFER, out), zip64, scratch_dir), progress)
     })
 }
 
@@ -118,7 +118,7 @@ struct DoneBlock {
     crc: Crc,
 }
 
-fn work(jobs: &Mutex<Receiver<Job>>, entries: &[PlannedEntry], level: Compression, opts: &CreateOptions) {
+fn work(jobs: &Mutex<Receiver<Job>>, plan: &Plan, level: Compression, opts: &CreateOptions) {
     let mut small = SmallFileCompressor::new(level, opts.min_saving_percent);
     loop {
         // The lock is held only while waiting for the next job.
@@ -132,7 +132,7 @@ fn work(jobs: &Mutex<Receiver<Job>>, entries: &[PlannedEntry], level: Compressio
                 let _ = reply.send(block_done(data, &dictionary, deflate, last, level));
             }
             Job::Batch { range, reply } => {
-                let _ = reply.send(small.batch(&entries[range]));
+                let _ = reply.send(small.batch(plan, range));
             }
         }
     }
@@ -170,11 +170,11 @@ impl SmallFileCompressor {
         }
     }
 
-    fn batch(&mut self, entries: &[PlannedEntry]) -> io::Result<Vec<SmallFile>> {
-        entries
+    fn batch(&mut self, plan: &Plan, range: Range<usize>) -> io::Result<Vec<SmallFile>> {
+        plan.entries[range]
             .iter()
             .filter(|entry| entry.source == Source::File)
-            .map(|entry| self.file(&entry.path))
+            .map(|entry| self.file(&plan.path(entry)))
             .collect()
     }
 
@@ -257,9 +257,9 @@ struct Reader {
 struct WriterGone;
 
 impl Reader {
-    fn read_all(&mut self, entries: &[PlannedEntry], scratch_dir: &Path) -> Result<(), ArchiveError> {
+    fn read_all(&mut self, plan: &Plan, scratch_dir: &Path) -> Result<(), ArchiveError> {
         let mut batch = BatchBuilder::default();
-        for (index, entry) in entries.iter().enumerate() {
+        for (index, entry) in plan.entries.iter().enumerate() {
             let small = match entry.source {
                 Source::Dir => true,
                 Source::File => entry.size < SMALL_FILE,
@@ -277,11 +277,11 @@ impl Reader {
             let sent = match entry.source {
                 Source::Sqlite => {
                     // Deleted once read, before the next entry.
-                    let snapshot = Snapshot::take(&entry.path, scratch_dir, &entry.name)?;
+                    let snapshot = Snapshot::take(&plan.path(entry), scratch_dir, &entry.name)?;
                     self.read_file(entry, File::open(&snapshot.path)?)?
                 }
                 _ => {
-                    let Some(file) = open_if_present(&entry.path)? else {
+                    let Some(file) = open_if_present(&plan.path(entry))? else {
                         tracing::debug!(name = %entry.name, "file vanished before archiving");
                         continue;
                     };
@@ -316,7 +316,7 @@ impl Reader {
         let mut block = read_block(&mut source)?;
         let deflate = self.chooser.deflate_saves_enough(&block[..block.len().min(SAMPLE_SIZE)]);
         let start = Part::FileStart {
-            name: entry.name.clone(),
+            name: entry.name.to_string(),
             mode: entry.mode,
             modified: entry.modified,
             deflated: deflate,
@@ -379,7 +379,7 @@ fn read_block(source: &mut impl Read) -> io::Result<Vec<u8>> {
 
 /// Receives the parts in order and writes the archive; returns its counters.
 fn write_all<W: Write>(
-    entries: &[PlannedEntry],
+    plan: &Plan,
     parts: Receiver<Part>,
     mut zip: ZipOut<W>,
     progress: &ProgressCounter,
@@ -392,7 +392,7 @@ fn write_all<W: Write>(
         match part {
             Part::Batch { range, result } => {
                 let mut files = result.recv().map_err(|_| worker_gone())??.into_iter();
-                for entry in &entries[range] {
+                for entry in &plan.entries[range] {
                     if entry.source == Source::Dir {
                         zip.directory(&entry.name, entry.mode, entry.modified)?;
                         stats.entries += 1;
@@ -404,7 +404,7 @@ fn write_all<W: Write>(
                             Some(file.len)
                         }
                         SmallFile::Vanished => None,
-                        SmallFile::Grown => write_grown_file(&mut zip, entry)?,
+                        SmallFile::Grown => write_grown_file(&mut zip, plan, entry)?,
                     };
                     if let Some(len) = written {
                         progress.add(len);
@@ -440,11 +440,11 @@ fn write_all<W: Write>(
 
 /// Archives, stored, a file planned as small that has grown since (rare: the data dir is
 /// live); returns its size, or `None` if it is gone.
-fn write_grown_file<W: Write>(zip: &mut ZipOut<W>, entry: &PlannedEntry) -> Result<Option<u64>, ArchiveError> {
-    let Some(file) = open_if_present(&entry.path)? else { return Ok(None) };
+fn write_grown_file<W: Write>(zip: &mut ZipOut<W>, plan: &Plan, entry: &PlannedEntry) -> Result<Option<u64>, ArchiveError> {
+    let Some(file) = open_if_present(&plan.path(entry))? else { return Ok(None) };
     let len = file.metadata()?.len();
     let large = len >= zip.limits().large_file;
-    let mut open = zip.start_file(entry.name.clone(), entry.mode, entry.modified, false, large)?;
+    let mut open = zip.start_file(entry.name.to_string(), entry.mode, entry.modified, false, large)?;
     let mut source = file.take(len);
     loop {
         let block = read_block(&mut source)?;
@@ -536,7 +536,7 @@ mod tests {
         fs::write(data.join("b.bin"), vec![7u8; BLOCK_SIZE + 5]).unwrap();
         fs::write(data.join("c.txt"), b"will grow").unwrap();
         fs::write(data.join("d.txt"), b"will vanish").unwrap();
-        let entries = plan_entries(&data, &[]).unwrap();
+        let plan = plan_entries(&data, &[]).unwrap();
 
         let grown: Vec<u8> = (0..SMALL_FILE as usize + 4096).map(|i| (i % 251) as u8).collect();
         fs::write(data.join("c.txt"), &grown).unwrap();
@@ -544,7 +544,7 @@ mod tests {
 
         let mut out = Cursor::new(Vec::new());
         let progress = ProgressCounter::default();
-        let stats = run(&entries, tmp.path(), &mut out, &CreateOptions::default(), Zip64Limits::default(), &progress).unwrap();
+        let stats = run(&plan, tmp.path(), &mut out, &CreateOptions::default(), Zip64Limits::default(), &progress).unwrap();
         assert_eq!(progress.get().0, stats.bytes_in, "every file counted once");
         let read = names_and_contents(out.into_inner());
         let names: Vec<&str> = read.iter().map(|(n, _, _)| n.as_str()).collect();

@@ -21,11 +21,26 @@ pub(super) enum Source {
     Sqlite,
 }
 
+/// The entries of a backup, in archive order, and the data dir they are in.
+#[derive(Debug)]
+pub(super) struct Plan {
+    pub(super) root: PathBuf,
+    pub(super) entries: Vec<PlannedEntry>,
+}
+
+impl Plan {
+    /// Where `entry` is on disk. Built when needed rather than kept: with many small files
+    /// the full paths would be most of the plan's memory.
+    pub(super) fn path(&self, entry: &PlannedEntry) -> PathBuf {
+        self.root.join(&*entry.name)
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct PlannedEntry {
-    /// Name in the archive: relative, '/'-separated, no trailing '/'.
-    pub(super) name: String,
-    pub(super) path: PathBuf,
+    /// Name in the archive, also the path under the data dir: relative, '/'-separated, no
+    /// trailing '/'.
+    pub(super) name: Box<str>,
     pub(super) source: Source,
     pub(super) mode: u32,
     pub(super) modified: Option<SystemTime>,
@@ -35,13 +50,11 @@ pub(super) struct PlannedEntry {
 
 /// Lists the archive's entries in a stable order (sorted names, each directory before its
 /// content). Memory grows with the number of files, not with their size.
-pub(super) fn plan_entries(
-    data_dir: &Path,
-    exclude_top_level: &[&str],
-) -> Result<Vec<PlannedEntry>, ArchiveError> {
+pub(super) fn plan_entries(data_dir: &Path, exclude_top_level: &[&str]) -> Result<Plan, ArchiveError> {
     let mut entries = Vec::new();
     walk(data_dir, None, exclude_top_level, &mut entries)?;
-    Ok(entries)
+    entries.shrink_to_fit();
+    Ok(Plan { root: data_dir.to_path_buf(), entries })
 }
 
 fn walk(
@@ -96,7 +109,7 @@ fn walk(
             tracing::warn!(path = %path.display(), "skipping a special file in the data dir");
             continue;
         };
-        entries.push(planned(name.clone(), path.clone(), source, &metadata));
+        entries.push(planned(name.as_str().into(), source, &metadata));
         if source == Source::Dir {
             walk(&path, Some(&name), exclude_top_level, entries)?;
         }
@@ -104,10 +117,9 @@ fn walk(
     Ok(())
 }
 
-fn planned(name: String, path: PathBuf, source: Source, metadata: &Metadata) -> PlannedEntry {
+fn planned(name: Box<str>, source: Source, metadata: &Metadata) -> PlannedEntry {
     PlannedEntry {
         name,
-        path,
         source,
         mode: metadata.permissions().mode() & 0o777,
         modified: metadata.modified().ok(),
