@@ -6,6 +6,7 @@
 //! rules below so that we never write an archive we would refuse to restore.
 
 mod create;
+mod central;
 mod read;
 #[cfg(test)]
 mod tests;
