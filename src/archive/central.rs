@@ -79,7 +79,11 @@ fn find(file: &File) -> Result<Directory, ArchiveError> {
         return Err(not_zip("no end of central directory record"));
     }
 
-    let candidates = || (0..=tail.len() - EOCD_LEN).rev().filter(|&i| &tail[i..i + 4] == EOCD_SIG);
+    let candidates = || {
+        (0..=tail.len() - EOCD_LEN)
+            .rev()
+            .filter(|&i| &tail[i..i + 4] == EOCD_SIG)
+    };
     // The record whose comment reaches the end of the file; failing that, the last one (a
     // comment may itself hold the signature, or the file may have trailing bytes).
     let eocd = candidates()
@@ -163,10 +167,13 @@ impl Directory {
         self.count.min(self.size / CENTRAL_LEN as u64) as usize
     }
 
-    /// An upper bound on the bytes of all names: what the directory holds beyond the fixed
-    /// part of its records.
+    /// An upper bound on the bytes of all raw names: what the directory holds beyond the
+    /// fixed part of its records, and at most 64 KiB per name.
     pub fn names_bound(&self) -> u64 {
-        self.size.saturating_sub(self.count.saturating_mul(CENTRAL_LEN as u64))
+        let beyond = self
+            .size
+            .saturating_sub(self.count.saturating_mul(CENTRAL_LEN as u64));
+        beyond.min(self.count.saturating_mul(0xFFFF))
     }
 
     /// The records, read in order through a buffer.
@@ -227,7 +234,10 @@ impl Records<'_> {
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, ArchiveError> {
         if self.read == self.count {
             if self.reader.fill_buf()?.starts_with(CENTRAL_SIG) {
-                return Err(not_zip(format!("more than the {} entries declared", self.count)));
+                return Err(not_zip(format!(
+                    "more than the {} entries declared",
+                    self.count
+                )));
             }
             return Ok(None);
         }
@@ -241,11 +251,15 @@ impl Records<'_> {
         let mut fixed = [0u8; CENTRAL_LEN];
         self.reader.read_exact(&mut fixed).map_err(truncated)?;
         if &fixed[..4] != CENTRAL_SIG {
-            return Err(not_zip(format!("bad signature for central directory entry {index}")));
+            return Err(not_zip(format!(
+                "bad signature for central directory entry {index}"
+            )));
         }
         let flags = u16_at(&fixed, 8);
         self.raw_name.resize(usize::from(u16_at(&fixed, 28)), 0);
-        self.reader.read_exact(&mut self.raw_name).map_err(truncated)?;
+        self.reader
+            .read_exact(&mut self.raw_name)
+            .map_err(truncated)?;
         self.extra.resize(usize::from(u16_at(&fixed, 30)), 0);
         self.reader.read_exact(&mut self.extra).map_err(truncated)?;
         let comment_len = u64::from(u16_at(&fixed, 32));
@@ -258,8 +272,13 @@ impl Records<'_> {
         let mut size = u64::from(u32_at(&fixed, 24));
         let mut compressed_size = u64::from(u32_at(&fixed, 20));
         let mut header_start = u64::from(u32_at(&fixed, 42));
-        apply_zip64(&self.extra, &mut size, &mut compressed_size, &mut header_start)
-            .map_err(|detail| not_zip(format!("entry {index}: {detail}")))?;
+        apply_zip64(
+            &self.extra,
+            &mut size,
+            &mut compressed_size,
+            &mut header_start,
+        )
+        .map_err(|detail| not_zip(format!("entry {index}: {detail}")))?;
         let header_start = header_start
             .checked_add(self.shift)
             .ok_or_else(|| not_zip(format!("entry {index}: offset past 2^64")))?;
@@ -310,7 +329,11 @@ fn apply_zip64(
         if id != ZIP64_EXTRA_ID {
             continue;
         }
-        for (missing, value) in missing.iter_mut().zip([&mut *size, &mut *compressed_size, &mut *header_start]) {
+        for (missing, value) in
+            missing
+                .iter_mut()
+                .zip([&mut *size, &mut *compressed_size, &mut *header_start])
+        {
             if *missing {
                 if field.len() < 8 {
                     return Err("zip64 extra field too short");
@@ -330,6 +353,8 @@ fn apply_zip64(
 /// Names not in UTF-8 are in code page 437, as the zip format says (and the zip crate read
 /// them); its lower half is ASCII.
 fn cp437(byte: u8) -> char {
+    // Bytes 0x80 to 0xFF, a row of 16 per line.
+    #[rustfmt::skip]
     const HIGH: [char; 128] = [
         'Ç', 'ü', 'é', 'â', 'ä', 'à', 'å', 'ç', 'ê', 'ë', 'è', 'ï', 'î', 'ì', 'Ä', 'Å',
         'É', 'æ', 'Æ', 'ô', 'ö', 'ò', 'û', 'ù', 'ÿ', 'Ö', 'Ü', '¢', '£', '¥', '₧', 'ƒ',
@@ -371,7 +396,11 @@ mod tests {
         r.extend_from_slice(&(name.len() as u16).to_le_bytes());
         r.extend_from_slice(&(extra.len() as u16).to_le_bytes());
         r.extend_from_slice(&[0; 6]); // comment length, disk, internal attributes
-        let mode: u32 = if name.ends_with(b"/") { 0o040_755 } else { 0o100_644 };
+        let mode: u32 = if name.ends_with(b"/") {
+            0o040_755
+        } else {
+            0o100_644
+        };
         r.extend_from_slice(&(mode << 16).to_le_bytes());
         r.extend_from_slice(&offset.to_le_bytes());
         r.extend_from_slice(name);
@@ -417,7 +446,9 @@ mod tests {
         let mut extra = vec![0x0a, 0, 4, 0, 1, 2, 3, 4]; // some other field first
         extra.extend_from_slice(&ZIP64_EXTRA_ID.to_le_bytes());
         extra.extend_from_slice(&(8 * values.len() as u16).to_le_bytes());
-        values.iter().for_each(|v| extra.extend_from_slice(&v.to_le_bytes()));
+        values
+            .iter()
+            .for_each(|v| extra.extend_from_slice(&v.to_le_bytes()));
         extra
     }
 
@@ -425,9 +456,19 @@ mod tests {
     fn zip64_sizes_and_offsets_come_from_the_extra_field() {
         let big = 5u64 << 30;
         let records = [
-            record(b"all", 0, [IN_ZIP64; 3], &zip64_extra(&[big, big + 1, big + 2])),
+            record(
+                b"all",
+                0,
+                [IN_ZIP64; 3],
+                &zip64_extra(&[big, big + 1, big + 2]),
+            ),
             // Only the fields that say so, in the standard order.
-            record(b"two", 0, [IN_ZIP64, 7, IN_ZIP64], &zip64_extra(&[big + 3, big + 4])),
+            record(
+                b"two",
+                0,
+                [IN_ZIP64, 7, IN_ZIP64],
+                &zip64_extra(&[big + 3, big + 4]),
+            ),
         ];
         assert_eq!(
             list(&archive(&records, 2)).unwrap(),
@@ -438,7 +479,10 @@ mod tests {
         );
         // A size said to be in the zip64 field that is not there.
         let short = record(b"x", 0, [IN_ZIP64, 7, IN_ZIP64], &zip64_extra(&[big]));
-        assert!(matches!(list(&archive(&[short], 1)), Err(ArchiveError::NotZip(_))));
+        assert!(matches!(
+            list(&archive(&[short], 1)),
+            Err(ArchiveError::NotZip(_))
+        ));
     }
 
     #[test]
@@ -454,7 +498,12 @@ mod tests {
         let expected: Vec<_> = (0..reference.len())
             .map(|i| {
                 let f = reference.by_index_raw(i).unwrap();
-                (f.name().unwrap().into_owned(), f.size(), f.compressed_size(), f.header_start())
+                (
+                    f.name().unwrap().into_owned(),
+                    f.size(),
+                    f.compressed_size(),
+                    f.header_start(),
+                )
             })
             .collect();
         assert_eq!(list(&bytes).unwrap(), expected);
@@ -462,7 +511,10 @@ mod tests {
 
     #[test]
     fn zip64_end_records_give_the_count_and_directory() {
-        let records = [record(b"a", 0, [1, 1, 0], &[]), record(b"b", 0, [1, 1, 0], &[])];
+        let records = [
+            record(b"a", 0, [1, 1, 0], &[]),
+            record(b"b", 0, [1, 1, 0], &[]),
+        ];
         let mut bytes: Vec<u8> = vec![b'.'; 10]; // data before the directory
         bytes.extend(records.concat());
         let size = bytes.len() as u64 - 10;
@@ -487,7 +539,10 @@ mod tests {
 
     #[test]
     fn a_truncated_or_miscounted_directory_is_not_a_zip() {
-        let records = [record(b"a", 0, [1, 1, 0], &[]), record(b"b", 0, [1, 1, 0], &[])];
+        let records = [
+            record(b"a", 0, [1, 1, 0], &[]),
+            record(b"b", 0, [1, 1, 0], &[]),
+        ];
         let bytes = archive(&records, 2);
         assert_eq!(list(&bytes).unwrap().len(), 2);
         // The end record says the directory is shorter than its records.
@@ -495,11 +550,18 @@ mod tests {
         let eocd = short.len() - EOCD_LEN;
         let size = u32_at(&short, eocd + 12);
         short[eocd + 12..eocd + 16].copy_from_slice(&(size - 10).to_le_bytes());
-        assert!(matches!(list(&short), Err(ArchiveError::NotZip(_))), "{:?}", list(&short));
+        assert!(
+            matches!(list(&short), Err(ArchiveError::NotZip(_))),
+            "{:?}",
+            list(&short)
+        );
         // Fewer or more records than declared.
         for count in [1, 3] {
             let result = list(&archive(&records, count));
-            assert!(matches!(result, Err(ArchiveError::NotZip(_))), "{count}: {result:?}");
+            assert!(
+                matches!(result, Err(ArchiveError::NotZip(_))),
+                "{count}: {result:?}"
+            );
         }
         // A record with a wrong signature; a file cut within the directory.
         let mut bad = bytes.clone();
@@ -518,30 +580,52 @@ mod tests {
         // Within the limit, the directory is too small for that many records.
         let directory = open(&file, 1 << 20).unwrap();
         assert_eq!(directory.capacity(), 0);
-        assert!(matches!(directory.records(&file), Err(ArchiveError::NotZip(_))));
+        assert!(matches!(
+            directory.records(&file),
+            Err(ArchiveError::NotZip(_))
+        ));
     }
 
     #[test]
     fn names_are_utf8_or_cp437() {
-        let records = [record(b"caf\xc3\xa9", 0, [0; 3], &[]), record(b"a\x80\xff", 0, [0; 3], &[])];
-        let names: Vec<_> = list(&archive(&records, 2)).unwrap().into_iter().map(|r| r.0).collect();
+        let records = [
+            record(b"caf\xc3\xa9", 0, [0; 3], &[]),
+            record(b"a\x80\xff", 0, [0; 3], &[]),
+        ];
+        let names: Vec<_> = list(&archive(&records, 2))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
         assert_eq!(names, ["café", "aÇ\u{a0}"]);
         // Flagged UTF-8 but not.
         let flagged = record(b"a\x80", FLAG_UTF8, [0; 3], &[]);
-        assert!(matches!(list(&archive(&[flagged], 1)), Err(ArchiveError::NotZip(_))));
+        assert!(matches!(
+            list(&archive(&[flagged], 1)),
+            Err(ArchiveError::NotZip(_))
+        ));
     }
 
     #[test]
     fn exact_duplicates_are_refused_first() {
         let entry = |name: &[u8]| record(name, 0, [0; 3], &[]);
-        let (_dir, path, _) = file_of(&archive(&[entry(b"a.txt"), entry(b"b"), entry(b"a.txt")], 3));
+        let (_dir, path, _) = file_of(&archive(
+            &[entry(b"a.txt"), entry(b"b"), entry(b"a.txt")],
+            3,
+        ));
         let err = validate(&path, &ArchiveLimits::default()).unwrap_err();
-        assert!(matches!(&err, ArchiveError::DuplicateEntry { name } if name == "a.txt"), "{err:?}");
+        assert!(
+            matches!(&err, ArchiveError::DuplicateEntry { name } if name == "a.txt"),
+            "{err:?}"
+        );
         // Even after an entry refused for another reason.
         let records = [entry(b"../x"), entry(b"d"), entry(b"d")];
         let (_dir, path, _) = file_of(&archive(&records, 3));
         let err = validate(&path, &ArchiveLimits::default()).unwrap_err();
-        assert!(matches!(&err, ArchiveError::DuplicateEntry { name } if name == "d"), "{err:?}");
+        assert!(
+            matches!(&err, ArchiveError::DuplicateEntry { name } if name == "d"),
+            "{err:?}"
+        );
         // A name repeated once normalised counts only before the first refused entry.
         let records = [entry(b"d/"), entry(b"../x"), entry(b"d")];
         let (_dir, path, _) = file_of(&archive(&records, 3));
@@ -552,7 +636,8 @@ mod tests {
     #[test]
     fn data_prepended_to_an_archive_shifts_its_offsets() {
         let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
-        zip.start_file("data.db", SimpleFileOptions::default()).unwrap();
+        zip.start_file("data.db", SimpleFileOptions::default())
+            .unwrap();
         zip.write_all(b"SQLite format 3\0 and pages").unwrap();
         let plain = zip.finish().unwrap().into_inner();
         let mut bytes = b"#!/bin/sh\nexit 0\n".to_vec();
@@ -565,6 +650,9 @@ mod tests {
         std::fs::create_dir(&dest).unwrap();
         crate::archive::check_restorable(&path, &ArchiveLimits::default()).unwrap();
         crate::archive::extract(&path, &dest, &ArchiveLimits::default()).unwrap();
-        assert_eq!(std::fs::read(dest.join("data.db")).unwrap(), b"SQLite format 3\0 and pages");
+        assert_eq!(
+            std::fs::read(dest.join("data.db")).unwrap(),
+            b"SQLite format 3\0 and pages"
+        );
     }
 }
