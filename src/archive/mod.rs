@@ -6,6 +6,7 @@
 //! rules below so that we never write an archive we would refuse to restore.
 
 mod create;
+mod central;
 mod read;
 #[cfg(test)]
 mod tests;
@@ -88,8 +89,6 @@ pub enum ArchiveError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("zip writer: {0}")]
-    ZipWrite(zip::result::ZipError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -113,17 +112,7 @@ impl ArchiveError {
             Self::DataDbNotSqlite => "The data.db in the archive is not an SQLite database.",
             Self::DataDbCorrupt(_) => "The data.db in the archive is corrupt.",
             Self::Snapshot { .. } => "The database could not be copied.",
-            Self::ZipWrite(_) => "The archive could not be written.",
             Self::Io(_) => "A file operation failed.",
-        }
-    }
-}
-
-impl From<zip::result::ZipError> for ArchiveError {
-    fn from(err: zip::result::ZipError) -> Self {
-        match err {
-            zip::result::ZipError::Io(io) => Self::Io(io),
-            other => Self::ZipWrite(other),
         }
     }
 }

@@ -1,14 +1,17 @@
 //! Checking and extracting untrusted archives (uploads, restores).
 //!
-//! Validation reads only the central directory. Extraction validates first, then decodes
-//! each entry itself (Stored or Deflated only) so that it counts the bytes really produced
-//! and stops as soon as an entry yields more than it declared; files are decoded on a few
-//! threads, each with its own buffers, so memory does not grow with the archive.
+//! Validation reads only the central directory, record by record (see `central`), into a
+//! compact list: about 40 bytes per entry plus its name, all names in one arena.
+//! Extraction validates first, then decodes each entry itself (Stored or Deflated only) so
+//! that it counts the bytes really produced and stops as soon as an entry yields more than
+//! it declared; files are decoded on a few threads, each with its own buffers, so memory
+//! does not grow with the archive beyond that list.
 
+use std::cmp::Ordering as Order;
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, PermissionsExt};
@@ -19,15 +22,15 @@ use std::sync::Mutex;
 use flate2::read::DeflateDecoder;
 use flate2::{Decompress, FlushDecompress, Status};
 use rustix::fs::{Mode, OFlags};
-use zip::result::ZipError;
-use zip::{CompressionMethod, ZipArchive};
 
-use crate::progress::ProgressCounter;
+use super::central::{self, Record, METHOD_DEFLATED, METHOD_STORED};
 use super::{
     check_entry_name, ArchiveError, ArchiveLimits, ArchiveSummary, DATA_DB, SQLITE_HEADER,
 };
+use crate::progress::ProgressCounter;
 
 const CHUNK_SIZE: usize = 256 * 1024;
+const LOCAL_HEADER_LEN: usize = 30;
 const S_IFMT: u32 = 0o170_000;
 const S_IFREG: u32 = 0o100_000;
 const S_IFDIR: u32 = 0o040_000;
@@ -41,8 +44,8 @@ const DEFAULT_DIR_MODE: u32 = 0o755;
 /// Checks the archive at `path` without extracting it: the central directory parses, names
 /// are safe, no links or special entries, no duplicates, sizes and ratios within `limits`.
 pub fn validate(path: &Path, limits: &ArchiveLimits) -> Result<ArchiveSummary, ArchiveError> {
-    let archive = open_archive(path, limits)?;
-    Ok(check_entries(&archive, limits)?.summary)
+    let file = File::open(path)?;
+    Ok(check_entries(&file, limits)?.summary)
 }
 
 /// [`validate`], plus: the archive holds a top-level `data.db` that starts like an SQLite
@@ -51,23 +54,20 @@ pub fn check_restorable(
     path: &Path,
     limits: &ArchiveLimits,
 ) -> Result<ArchiveSummary, ArchiveError> {
-    let mut archive = open_archive(path, limits)?;
-    let checked = check_entries(&archive, limits)?;
-    check_data_db(&mut archive, &checked)?;
+    let file = File::open(path)?;
+    let checked = check_entries(&file, limits)?;
+    check_data_db(&file, &checked)?;
     Ok(checked.summary)
 }
 
 /// The `data.db` part of [`check_restorable`], on an archive already opened and checked.
-fn check_data_db<R: Read + Seek>(archive: &mut ZipArchive<R>, checked: &CheckedArchive) -> Result<(), ArchiveError> {
-    let Some(data_db) = checked
-        .entries
-        .iter()
-        .find(|e| !e.is_dir && e.name == DATA_DB)
-    else {
+fn check_data_db(file: &File, checked: &CheckedArchive) -> Result<(), ArchiveError> {
+    let Some(data_db) = checked.data_db.map(|position| &checked.entries.list[position]) else {
         return Err(ArchiveError::MissingDataDb);
     };
+    let data_db = (data_db, DATA_DB);
     let mut header = [0u8; 16];
-    let read = open_entry(archive, data_db)?.read_exact(&mut header);
+    let read = open_entry(file, data_db)?.read_exact(&mut header);
     match read {
         Ok(()) if &header == SQLITE_HEADER => Ok(()),
         Ok(()) => Err(ArchiveError::DataDbNotSqlite),
@@ -90,9 +90,9 @@ fn check_data_db<R: Read + Seek>(archive: &mut ZipArchive<R>, checked: &CheckedA
 /// checked before this returns Ok; on failures the error reported is that of the first
 /// failing entry in archive order, as a serial extraction would report it.
 pub fn extract(path: &Path, dest: &Path, limits: &ArchiveLimits) -> Result<(), ArchiveError> {
-    let archive = open_archive(path, limits)?;
-    let checked = check_entries(&archive, limits)?;
-    extract_checked(archive, checked, dest, limits, &ProgressCounter::default())
+    let file = File::open(path)?;
+    let checked = check_entries(&file, limits)?;
+    extract_checked(&file, checked, dest, limits, &ProgressCounter::default())
 }
 
 /// [`check_restorable`], then [`extract`], reading the central directory once; the
@@ -103,46 +103,46 @@ pub fn extract_restorable(
     limits: &ArchiveLimits,
     progress: &ProgressCounter,
 ) -> Result<ArchiveSummary, ArchiveError> {
-    let mut archive = open_archive(path, limits)?;
-    let checked = check_entries(&archive, limits)?;
-    check_data_db(&mut archive, &checked)?;
+    let file = File::open(path)?;
+    let checked = check_entries(&file, limits)?;
+    check_data_db(&file, &checked)?;
     let summary = checked.summary.clone();
-    extract_checked(archive, checked, dest, limits, progress)?;
+    extract_checked(&file, checked, dest, limits, progress)?;
     Ok(summary)
 }
 
 /// The extraction itself, of an archive that passed `check_entries`.
 fn extract_checked(
-    archive: ZipArchive<BufReader<File>>,
+    file: &File,
     checked: CheckedArchive,
     dest: &Path,
     limits: &ArchiveLimits,
     progress: &ProgressCounter,
 ) -> Result<(), ArchiveError> {
-    // The zip crate's copy of the directory goes here: the workers need only ours.
-    let file = archive.into_inner().into_inner();
     progress.set_total(checked.summary.total_size);
     let entries = checked.entries;
     let mut dirs = DirTracker::new(dest);
-    let mut files = Vec::with_capacity(entries.len());
-    for (position, entry) in entries.iter().enumerate() {
+    let mut files = Vec::with_capacity(entries.list.len());
+    for (position, entry) in entries.list.iter().enumerate() {
+        let name = entries.name(entry);
         if entry.is_dir {
-            dirs.ensure(&entry.name, entry.mode)?;
+            dirs.ensure(name, entry.mode())?;
         } else {
-            if let Some((parent, _)) = entry.name.rsplit_once('/') {
+            if let Some((parent, _)) = name.rsplit_once('/') {
                 dirs.ensure(parent, None)?;
             }
-            files.push(position);
+            files.push(position as u32);
         }
     }
-    let units = work_units(&entries, &files);
+    let units = work_units(&entries.list, &files);
+    drop(files);
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(MAX_THREADS)
         .min(units.len())
         .max(1);
     let job = Job {
-        archive: &file,
+        archive: file,
         dest: dest.as_os_str().as_bytes(),
         entries: &entries,
         units: &units,
@@ -186,11 +186,12 @@ const BATCH_FILES: usize = 512;
 /// Splits the file entries (positions in `entries`, archive order) into units of work: a
 /// large file alone, small files in runs. Largest first, so that no big file starts last
 /// while the other threads idle.
-fn work_units(entries: &[CheckedEntry], files: &[usize]) -> Vec<Range<usize>> {
+fn work_units(entries: &[Entry], files: &[u32]) -> Vec<Range<usize>> {
     let mut units = Vec::new();
     let mut start = 0;
     let mut bytes = 0u64;
     for (i, &position) in files.iter().enumerate() {
+        let position = position as usize;
         let size = entries[position]
             .compressed_size
             .max(entries[position].size);
@@ -213,12 +214,13 @@ fn work_units(entries: &[CheckedEntry], files: &[usize]) -> Vec<Range<usize>> {
     if start < files.len() {
         units.push(start..files.len());
     }
-    let weight =
-        |unit: &Range<usize>| -> u64 { files[unit.clone()].iter().map(|&p| entries[p].size).sum() };
+    let weight = |unit: &Range<usize>| -> u64 {
+        files[unit.clone()].iter().map(|&p| entries[p as usize].size).sum()
+    };
     units.sort_by_cached_key(|unit| std::cmp::Reverse(weight(unit)));
     units
         .into_iter()
-        .map(|unit| files[unit.start]..files[unit.end - 1] + 1)
+        .map(|unit| files[unit.start] as usize..files[unit.end - 1] as usize + 1)
         .collect()
 }
 
@@ -226,7 +228,7 @@ fn work_units(entries: &[CheckedEntry], files: &[usize]) -> Vec<Range<usize>> {
 struct Job<'a> {
     archive: &'a File,
     dest: &'a [u8],
-    entries: &'a [CheckedEntry],
+    entries: &'a Entries,
     /// Ranges of positions in `entries`; directories inside them are skipped.
     units: &'a [Range<usize>],
     next_unit: AtomicUsize,
@@ -252,10 +254,11 @@ impl Job<'_> {
                 if position > self.first_failure.load(Ordering::Relaxed) {
                     break;
                 }
-                let entry = &self.entries[position];
+                let entry = &self.entries.list[position];
                 if entry.is_dir {
                     continue;
                 }
+                let entry = (entry, self.entries.name(entry));
                 if let Err(err) = worker.extract_file(self, entry) {
                     self.fail(position, err);
                     break;
@@ -292,16 +295,17 @@ impl Worker {
         }
     }
 
-    fn extract_file(&mut self, job: &Job, entry: &CheckedEntry) -> Result<(), ArchiveError> {
+    fn extract_file(&mut self, job: &Job, named: Named) -> Result<(), ArchiveError> {
+        let (entry, name) = named;
         self.path.clear();
         self.path.extend_from_slice(job.dest);
         self.path.push(b'/');
-        self.path.extend_from_slice(entry.name.as_bytes());
+        self.path.extend_from_slice(name.as_bytes());
         self.path.push(0);
         let path = CStr::from_bytes_with_nul(&self.path).map_err(|_| ArchiveError::UnsafePath {
-            name: entry.name.clone(),
+            name: name.to_owned(),
         })?;
-        let mode = entry.mode.unwrap_or(DEFAULT_FILE_MODE) & 0o777 | OWNER_FILE_BITS;
+        let mode = entry.mode().unwrap_or(DEFAULT_FILE_MODE) & 0o777 | OWNER_FILE_BITS;
         // Created with its final mode when the umask leaves it whole: a `fchmod` per file
         // is a journalled inode change, a real cost for tens of thousands of small files.
         let create_mode = match job.umask {
@@ -316,7 +320,7 @@ impl Worker {
         )
         .map_err(io::Error::from)?;
         let mut file = File::from(fd);
-        self.decode(job, entry, &mut file)?;
+        self.decode(job, named, &mut file)?;
         if create_mode != mode {
             rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).map_err(io::Error::from)?;
         }
@@ -328,13 +332,14 @@ impl Worker {
     fn decode(
         &mut self,
         job: &Job,
-        entry: &CheckedEntry,
+        named: Named,
         file: &mut File,
     ) -> Result<(), ArchiveError> {
+        let (entry, name) = named;
         let corrupt = || ArchiveError::SizeMismatch {
-            name: entry.name.clone(),
+            name: name.to_owned(),
         };
-        let (mut pos, end) = self.window.data_range(job.archive, entry)?;
+        let (mut pos, end) = self.window.data_range(job.archive, named)?;
         let mut crc = flate2::Crc::new();
         let mut written = 0u64;
         let mut emit = |chunk: &[u8]| -> Result<(), ArchiveError> {
@@ -351,41 +356,37 @@ impl Worker {
             job.progress.add(n);
             Ok(())
         };
-        match entry.method {
-            CompressionMethod::Deflated => {
-                self.inflate.reset(false);
-                loop {
-                    let input = self.window.read(job.archive, pos, end)?;
-                    let input_len = input.len();
-                    let (before_in, before_out) =
-                        (self.inflate.total_in(), self.inflate.total_out());
-                    let status = self
-                        .inflate
-                        .decompress(input, &mut self.out, FlushDecompress::None)
-                        .map_err(|_| corrupt())?;
-                    let consumed = self.inflate.total_in() - before_in;
-                    let produced = (self.inflate.total_out() - before_out) as usize;
-                    pos += consumed;
-                    emit(&self.out[..produced])?;
-                    match status {
-                        Status::StreamEnd => break,
-                        // The compressed data ended before the stream did: what came out is
-                        // judged by its size and CRC below, as the zip crate's reader would.
-                        _ if consumed == 0 && produced == 0 && input_len == 0 => break,
-                        _ if consumed == 0 && produced == 0 => return Err(corrupt()),
-                        _ => {}
-                    }
+        if entry.deflated {
+            self.inflate.reset(false);
+            loop {
+                let input = self.window.read(job.archive, pos, end)?;
+                let input_len = input.len();
+                let (before_in, before_out) = (self.inflate.total_in(), self.inflate.total_out());
+                let status = self
+                    .inflate
+                    .decompress(input, &mut self.out, FlushDecompress::None)
+                    .map_err(|_| corrupt())?;
+                let consumed = self.inflate.total_in() - before_in;
+                let produced = (self.inflate.total_out() - before_out) as usize;
+                pos += consumed;
+                emit(&self.out[..produced])?;
+                match status {
+                    Status::StreamEnd => break,
+                    // The compressed data ended before the stream did: what came out is
+                    // judged by its size and CRC below, as the zip crate's reader would.
+                    _ if consumed == 0 && produced == 0 && input_len == 0 => break,
+                    _ if consumed == 0 && produced == 0 => return Err(corrupt()),
+                    _ => {}
                 }
             }
-            _ => {
-                while pos < end {
-                    let input = self.window.read(job.archive, pos, end)?;
-                    if input.is_empty() {
-                        break;
-                    }
-                    pos += input.len() as u64;
-                    emit(input)?;
+        } else {
+            while pos < end {
+                let input = self.window.read(job.archive, pos, end)?;
+                if input.is_empty() {
+                    break;
                 }
+                pos += input.len() as u64;
+                emit(input)?;
             }
         }
         if written != entry.size || crc.sum() != entry.crc32 {
@@ -442,19 +443,12 @@ impl Window {
 
     /// Where `entry`'s data lies, from its local header (whose name and extra field lengths
     /// may differ from the central directory's).
-    fn data_range(
-        &mut self,
-        archive: &File,
-        entry: &CheckedEntry,
-    ) -> Result<(u64, u64), ArchiveError> {
+    fn data_range(&mut self, archive: &File, named: Named) -> Result<(u64, u64), ArchiveError> {
         const LOCAL_HEADER: &[u8] = b"PK\x03\x04";
-        const LOCAL_HEADER_LEN: usize = 30;
+        let (entry, name) = named;
         let header = self.at(archive, entry.header_start, LOCAL_HEADER_LEN)?;
         if header.len() < LOCAL_HEADER_LEN || &header[..4] != LOCAL_HEADER {
-            return Err(ArchiveError::NotZip(format!(
-                "no local header for {:?}",
-                entry.name
-            )));
+            return Err(ArchiveError::NotZip(format!("no local header for {name:?}")));
         }
         let name_len = u16::from_le_bytes([header[26], header[27]]);
         let extra_len = u16::from_le_bytes([header[28], header[29]]);
@@ -463,7 +457,7 @@ impl Window {
             + u64::from(name_len)
             + u64::from(extra_len);
         let end = start.checked_add(entry.compressed_size).ok_or_else(|| {
-            ArchiveError::NotZip(format!("data of {:?} ends past 2^64", entry.name))
+            ArchiveError::NotZip(format!("data of {name:?} ends past 2^64"))
         })?;
         Ok((start, end))
     }
@@ -485,245 +479,237 @@ fn creation_mask(dest: &Path) -> Option<u32> {
     u32::from_str_radix(value.trim(), 8).ok()
 }
 
-/// An entry that passed validation.
+/// A central directory entry as kept for the checks and the extraction: a few dozen bytes,
+/// its name in [`Entries::names`].
 #[derive(Debug)]
-struct CheckedEntry {
-    index: usize,
-    /// Safe relative name without the trailing '/'.
-    name: String,
-    is_dir: bool,
+struct Entry {
     size: u64,
-    crc32: u32,
-    method: CompressionMethod,
+    compressed_size: u64,
     /// Offset of the local header.
     header_start: u64,
-    compressed_size: u64,
-    /// Permission bits recorded by a Unix archiver.
-    mode: Option<u32>,
+    crc32: u32,
+    /// The name, without a trailing '/', is `names[name_start..][..name_len]` (longer than
+    /// the 16-bit name field once decoded from CP437).
+    name_start: u32,
+    name_len: u32,
+    /// Permission bits recorded by a Unix archiver, or [`NO_MODE`] (a u16, not an Option:
+    /// this keeps the entry at 40 bytes).
+    mode: u16,
+    /// The name ended with '/'.
+    is_dir: bool,
+    /// Deflated, else stored (once checked).
+    deflated: bool,
+}
+
+const NO_MODE: u16 = u16::MAX;
+const _: () = assert!(std::mem::size_of::<Entry>() == 40);
+
+impl Entry {
+    fn mode(&self) -> Option<u32> {
+        (self.mode != NO_MODE).then_some(u32::from(self.mode))
+    }
+}
+
+/// An entry with its name.
+type Named<'a> = (&'a Entry, &'a str);
+
+/// The entries in archive order, their names in one arena.
+struct Entries {
+    list: Vec<Entry>,
+    names: String,
+}
+
+impl Entries {
+    fn name(&self, entry: &Entry) -> &str {
+        let start = entry.name_start as usize;
+        &self.names[start..start + entry.name_len as usize]
+    }
+
+    /// Orders entries by name, then directories after files, then archive order.
+    fn compare(&self, a: u32, b: u32) -> Order {
+        let (x, y) = (&self.list[a as usize], &self.list[b as usize]);
+        self.name(x)
+            .cmp(self.name(y))
+            .then(x.is_dir.cmp(&y.is_dir))
+            .then(a.cmp(&b))
+    }
 }
 
 struct CheckedArchive {
     summary: ArchiveSummary,
-    entries: Vec<CheckedEntry>,
+    entries: Entries,
+    /// Position of the top-level `data.db` file.
+    data_db: Option<usize>,
 }
 
-fn open_archive(
-    path: &Path,
-    limits: &ArchiveLimits,
-) -> Result<ZipArchive<BufReader<File>>, ArchiveError> {
-    let mut file = File::open(path)?;
-    if declared_entry_count(&mut file)? > limits.max_entries as u64 {
-        return Err(ArchiveError::TooManyEntries);
-    }
-    file.rewind()?;
-    ZipArchive::new(BufReader::new(file)).map_err(|err| match err {
-        // A short or garbled file surfaces as an I/O error from the parser.
-        ZipError::Io(io)
-            if !matches!(
-                io.kind(),
-                io::ErrorKind::UnexpectedEof
-                    | io::ErrorKind::InvalidData
-                    | io::ErrorKind::InvalidInput
-            ) =>
-        {
-            ArchiveError::Io(io)
-        }
-        other => ArchiveError::NotZip(other.to_string()),
-    })
-}
-
-/// The entry count from the end-of-central-directory record (zip64 when present), read
-/// before the zip crate parses the directory: it allocates per declared entry, so a huge
-/// count in a small upload must be refused first. 0 when no record is found (the parser
-/// then reports the archive as invalid).
-fn declared_entry_count(file: &mut File) -> Result<u64, ArchiveError> {
-    const EOCD: &[u8] = b"PK\x05\x06";
-    const ZIP64_LOCATOR: &[u8] = b"PK\x06\x07";
-    const ZIP64_EOCD: &[u8] = b"PK\x06\x06";
-    // The record is 22 bytes plus a comment of at most 64 KiB, preceded by the 20-byte
-    // zip64 locator.
-    let len = file.metadata()?.len();
-    let tail_len = len.min(22 + 0xFFFF + 20);
-    file.seek(SeekFrom::Start(len - tail_len))?;
-    let mut tail = Vec::with_capacity(tail_len as usize);
-    Read::by_ref(file).take(tail_len).read_to_end(&mut tail)?;
-    let Some(eocd) = tail
-        .windows(4)
-        .rposition(|w| w == EOCD)
-        .filter(|pos| pos + 22 <= tail.len())
-    else {
-        return Ok(0);
+/// Reads the central directory and checks every entry: names are safe, no links or
+/// special entries, no duplicates, sizes and ratios within `limits`.
+///
+/// Every record is read (a malformed one makes the archive NotZip) and every name kept,
+/// even past a refused entry: an exact duplicate anywhere is reported first. Otherwise the
+/// error is that of the first bad entry in archive order, a name repeated once normalised
+/// (trailing '/' dropped) counting as bad where it repeats.
+fn check_entries(file: &File, limits: &ArchiveLimits) -> Result<CheckedArchive, ArchiveError> {
+    let directory = central::open(file, limits.max_entries)?;
+    let mut records = directory.records(file)?;
+    let mut entries = Entries {
+        list: Vec::with_capacity(directory.capacity()),
+        // Only the pages really written count: the bound is cheap when it is loose.
+        names: String::with_capacity(directory.names_bound().min(1 << 28) as usize),
     };
-    let classic = u64::from(u16::from_le_bytes([tail[eocd + 10], tail[eocd + 11]]));
-    let Some(locator) = eocd
-        .checked_sub(20)
-        .filter(|l| &tail[*l..l + 4] == ZIP64_LOCATOR)
-    else {
-        return Ok(classic);
-    };
-    let mut offset = [0u8; 8];
-    offset.copy_from_slice(&tail[locator + 8..locator + 16]);
-    let mut record = [0u8; 40];
-    file.seek(SeekFrom::Start(u64::from_le_bytes(offset)))?;
-    match file.read_exact(&mut record) {
-        Ok(()) if &record[..4] == ZIP64_EOCD => {
-            let mut count = [0u8; 8];
-            count.copy_from_slice(&record[32..40]);
-            Ok(u64::from_le_bytes(count))
-        }
-        Ok(()) => Err(ArchiveError::NotZip(
-            "zip64 record not where its locator says".into(),
-        )),
-        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Err(ArchiveError::NotZip(
-            "zip64 locator points past the end".into(),
-        )),
-        Err(err) => Err(err.into()),
-    }
-}
-
-fn check_entries<R: Read + Seek>(
-    archive: &ZipArchive<R>,
-    limits: &ArchiveLimits,
-) -> Result<CheckedArchive, ArchiveError> {
-    if archive.len() > limits.max_entries {
-        return Err(ArchiveError::TooManyEntries);
-    }
-    // The zip crate keeps one entry per name, so exact duplicates are only visible here.
-    if archive.has_duplicate_names() {
-        return Err(ArchiveError::DuplicateEntry {
-            name: "(a name repeated in the central directory)".to_owned(),
-        });
-    }
-    let mut entries = Vec::with_capacity(archive.len());
     let mut total_size = 0u64;
-    let mut refused = None;
-    for index in 0..archive.len() {
-        match check_entry(archive, index, limits, &mut total_size) {
-            Ok(entry) => entries.push(entry),
-            Err(err) => {
-                refused = Some(err);
-                break;
+    // The first refused entry: its position and why.
+    let mut refused: Option<(usize, ArchiveError)> = None;
+    while let Some(record) = records.next_record()? {
+        let position = entries.list.len();
+        let is_dir = record.name.ends_with('/');
+        let name = record.name.strip_suffix('/').unwrap_or(record.name);
+        let name_start = u32::try_from(entries.names.len() + name.len())
+            .map(|end| end - name.len() as u32)
+            .map_err(|_| ArchiveError::NotZip("entry names exceed 4 GiB".into()))?;
+        entries.names.push_str(name);
+        let mut entry = Entry {
+            size: record.size,
+            compressed_size: record.compressed_size,
+            header_start: record.header_start,
+            crc32: record.crc32,
+            name_start,
+            name_len: name.len() as u32,
+            mode: NO_MODE,
+            is_dir,
+            deflated: record.method == METHOD_DEFLATED,
+        };
+        if refused.is_none() {
+            match check_entry(&record, limits, &mut total_size) {
+                Ok(mode) => entry.mode = mode.unwrap_or(NO_MODE),
+                Err(err) => refused = Some((position, err)),
             }
         }
+        entries.list.push(entry);
     }
+    drop(records);
 
-    // Names normalised (a trailing '/' dropped) may still repeat. Checked over the entries
-    // before the first refused one, so that the error is that of the first bad entry in
-    // archive order; the map borrows the names, as it grows with the entry count.
-    let mut is_dir_by_name: HashMap<&str, bool> = HashMap::with_capacity(entries.len());
-    for entry in &entries {
-        if is_dir_by_name.insert(&entry.name, entry.is_dir).is_some() {
-            return Err(ArchiveError::DuplicateEntry {
-                name: entry.name.clone(),
-            });
+    // Positions in name order, for duplicates and parents without a map of names.
+    let count = entries.list.len() as u32;
+    let mut order: Vec<u32> = (0..count).collect();
+    order.sort_unstable_by(|&a, &b| entries.compare(a, b));
+    // The first entry in archive order that repeats an earlier one: exactly (name and
+    // trailing '/', next to each other in `order`, the later one second), or once
+    // normalised (without exact repeats, a name is at most a file and a directory).
+    let mut first_exact = None::<u32>;
+    let mut first_normalised = None::<u32>;
+    for pair in order.windows(2) {
+        let (a, b) = (&entries.list[pair[0] as usize], &entries.list[pair[1] as usize]);
+        if entries.name(a) != entries.name(b) {
+            continue;
         }
+        let (first, later) = if a.is_dir == b.is_dir {
+            (&mut first_exact, pair[1])
+        } else {
+            (&mut first_normalised, pair[0].max(pair[1]))
+        };
+        *first = Some(first.map_or(later, |f| f.min(later)));
     }
-    if let Some(err) = refused {
+    let duplicate = |position: u32| ArchiveError::DuplicateEntry {
+        name: entries.name(&entries.list[position as usize]).to_owned(),
+    };
+    if let Some(position) = first_exact {
+        return Err(duplicate(position));
+    }
+    let refused_at = refused.as_ref().map_or(usize::MAX, |(position, _)| *position);
+    if let Some(position) = first_normalised.filter(|p| (*p as usize) < refused_at) {
+        return Err(duplicate(position));
+    }
+    if let Some((_, err)) = refused {
         return Err(err);
     }
 
+    // The file named `name`, if any (names are unique by now).
+    let find_file = |name: &str| -> Option<u32> {
+        let at = order.partition_point(|&p| {
+            let entry = &entries.list[p as usize];
+            (entries.name(entry), entry.is_dir) < (name, false)
+        });
+        let &position = order.get(at)?;
+        let entry = &entries.list[position as usize];
+        (!entry.is_dir && entries.name(entry) == name).then_some(position)
+    };
     // A file cannot also be the parent of another entry ("a" and "a/b").
-    for entry in &entries {
-        let mut ancestors = entry.name.match_indices('/').map(|(i, _)| &entry.name[..i]);
-        if ancestors.any(|ancestor| is_dir_by_name.get(ancestor) == Some(&false)) {
-            return Err(ArchiveError::DuplicateEntry {
-                name: entry.name.clone(),
-            });
+    for (position, entry) in entries.list.iter().enumerate() {
+        let name = entries.name(entry);
+        let mut ancestors = name.match_indices('/').map(|(i, _)| &name[..i]);
+        if ancestors.any(|ancestor| find_file(ancestor).is_some()) {
+            return Err(duplicate(position as u32));
         }
     }
-    drop(is_dir_by_name);
+    let data_db = find_file(DATA_DB).map(|position| position as usize);
+    drop(order);
 
-    let has_data_db = entries.iter().any(|e| !e.is_dir && e.name == DATA_DB);
     Ok(CheckedArchive {
         summary: ArchiveSummary {
-            entries: entries.len(),
+            entries: entries.list.len(),
             total_size,
-            has_data_db,
+            has_data_db: data_db.is_some(),
         },
         entries,
+        data_db,
     })
 }
 
-/// The checks of one central directory entry, except duplicates; adds its size to `total_size`.
-fn check_entry<R: Read + Seek>(
-    archive: &ZipArchive<R>,
-    index: usize,
+/// The checks of one central directory record, except duplicates; adds its size to
+/// `total_size`. Returns the permission bits it records.
+fn check_entry(
+    record: &Record,
     limits: &ArchiveLimits,
     total_size: &mut u64,
-) -> Result<CheckedEntry, ArchiveError> {
-    let entry = archive
-        .by_index_data(index)
-        .map_err(|err| ArchiveError::NotZip(err.to_string()))?;
-    let raw_name = entry
-        .name()
-        .map_err(|err| ArchiveError::NotZip(err.to_string()))?;
-    let name = check_entry_name(&raw_name)?.to_owned();
-    let is_dir = raw_name.ends_with('/');
-    let special = || ArchiveError::SpecialEntry { name: name.clone() };
+) -> Result<Option<u16>, ArchiveError> {
+    let name = check_entry_name(record.name)?;
+    let is_dir = record.name.ends_with('/');
+    let special = || ArchiveError::SpecialEntry { name: name.to_owned() };
 
     // Unix archivers put the file type in the upper half of the external attributes.
-    let unix_mode = match entry.system() {
-        zip::System::Unix => Some(entry.external_attributes() >> 16).filter(|m| *m != 0),
-        _ => None,
-    };
+    let unix_mode = Some(record.external_attributes >> 16).filter(|m| record.unix && *m != 0);
     match unix_mode.map(|m| m & S_IFMT) {
         None | Some(0) => {}
         Some(S_IFREG) if !is_dir => {}
         Some(S_IFDIR) if is_dir => {}
         Some(_) => return Err(special()),
     }
-    if is_dir && entry.size() != 0 {
+    if is_dir && record.size != 0 {
         return Err(special());
     }
-    if entry.encrypted()
-        || !matches!(
-            entry.compression(),
-            CompressionMethod::Stored | CompressionMethod::Deflated
-        )
-    {
-        return Err(ArchiveError::Unsupported { name });
+    if record.encrypted() || !matches!(record.method, METHOD_STORED | METHOD_DEFLATED) {
+        return Err(ArchiveError::Unsupported { name: name.to_owned() });
     }
-    if entry.size() / entry.compressed_size().max(1) > limits.max_ratio {
-        return Err(ArchiveError::SuspiciousRatio { name });
+    if record.size / record.compressed_size.max(1) > limits.max_ratio {
+        return Err(ArchiveError::SuspiciousRatio { name: name.to_owned() });
     }
     *total_size = total_size
-        .checked_add(entry.size())
+        .checked_add(record.size)
         .filter(|total| *total <= limits.max_total_size)
         .ok_or(ArchiveError::TooLarge)?;
-    Ok(CheckedEntry {
-        index,
-        is_dir,
-        size: entry.size(),
-        crc32: entry.crc32(),
-        method: entry.compression(),
-        header_start: entry.header_start(),
-        compressed_size: entry.compressed_size(),
-        mode: unix_mode.map(|m| m & 0o777),
-        name,
-    })
+    Ok(unix_mode.map(|m| (m & 0o777) as u16))
 }
 
-/// The decoded content of an entry. Decoding ourselves (rather than through the zip
-/// crate's reader) lets the caller count and bound the real output.
-fn open_entry<'a, R: Read + Seek>(
-    archive: &'a mut ZipArchive<R>,
-    entry: &CheckedEntry,
-) -> Result<Box<dyn Read + 'a>, ArchiveError> {
-    let raw = archive.by_index_raw(entry.index).map_err(|err| match err {
-        ZipError::Io(io) => ArchiveError::Io(io),
-        other => ArchiveError::NotZip(other.to_string()),
-    })?;
-    Ok(match entry.method {
-        CompressionMethod::Deflated => Box::new(DeflateDecoder::new(raw)),
-        _ => Box::new(raw),
+/// The decoded content of an entry, from its local header on. Decoding ourselves lets the
+/// caller count and bound the real output.
+fn open_entry<'a>(file: &'a File, named: Named) -> Result<Box<dyn Read + 'a>, ArchiveError> {
+    let (start, end) = Window::new(LOCAL_HEADER_LEN).data_range(file, named)?;
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(start))?;
+    let raw = reader.take(end - start);
+    Ok(if named.0.deflated {
+        Box::new(DeflateDecoder::new(raw))
+    } else {
+        Box::new(raw)
     })
 }
 
 /// Corrupt compressed data surfaces as InvalidData/InvalidInput from the decoder.
-fn entry_read_error(err: io::Error, entry: &CheckedEntry) -> ArchiveError {
+fn entry_read_error(err: io::Error, named: Named) -> ArchiveError {
     match err.kind() {
         io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => ArchiveError::SizeMismatch {
-            name: entry.name.clone(),
+            name: named.1.to_owned(),
         },
         _ => ArchiveError::Io(err),
     }

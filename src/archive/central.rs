@@ -1,0 +1,658 @@
+//! The central directory of an untrusted zip archive, read one record at a time.
+//!
+//! Read here rather than by the zip crate, which keeps ~400 B per entry in memory plus a
+//! name index. Only what checking and extracting need: the end records (classic and
+//! zip64), then each record's sizes, offsets, flags, attributes and name, with archives
+//! carrying data before them (self-extracting style) found as Go's archive/zip finds them.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Take};
+use std::os::unix::fs::FileExt;
+
+use super::ArchiveError;
+
+const EOCD_SIG: &[u8; 4] = b"PK\x05\x06";
+const ZIP64_LOCATOR_SIG: &[u8; 4] = b"PK\x06\x07";
+const ZIP64_EOCD_SIG: &[u8; 4] = b"PK\x06\x06";
+const CENTRAL_SIG: &[u8; 4] = b"PK\x01\x02";
+const EOCD_LEN: usize = 22;
+const ZIP64_LOCATOR_LEN: usize = 20;
+const ZIP64_EOCD_LEN: usize = 56;
+/// A central record without its name, extra field and comment.
+const CENTRAL_LEN: usize = 46;
+/// A 32-bit field with this value is in the zip64 extra field instead.
+const IN_ZIP64: u32 = 0xFFFF_FFFF;
+const ZIP64_EXTRA_ID: u16 = 0x0001;
+const FLAG_ENCRYPTED: u16 = 1;
+const FLAG_UTF8: u16 = 1 << 11;
+const SYSTEM_UNIX: u8 = 3;
+pub(super) const METHOD_STORED: u16 = 0;
+pub(super) const METHOD_DEFLATED: u16 = 8;
+
+fn not_zip(detail: impl Into<String>) -> ArchiveError {
+    ArchiveError::NotZip(detail.into())
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// Where the central directory lies and how many entries it declares.
+#[derive(Debug)]
+pub(super) struct Directory {
+    /// Entries declared by the end record (zip64 when present).
+    pub count: u64,
+    /// File offset of the first record.
+    start: u64,
+    size: u64,
+    /// Length of data prepended to the archive: added to every offset it records.
+    shift: u64,
+}
+
+/// Finds the central directory of `file` and refuses it at once when it declares more than
+/// `max_entries` entries, before anything is allocated per entry.
+pub(super) fn open(file: &File, max_entries: usize) -> Result<Directory, ArchiveError> {
+    let directory = find(file)?;
+    if directory.count > max_entries as u64 {
+        return Err(ArchiveError::TooManyEntries);
+    }
+    Ok(directory)
+}
+
+fn find(file: &File) -> Result<Directory, ArchiveError> {
+    let len = file.metadata()?.len();
+    // The end record is 22 bytes plus a comment of at most 64 KiB, preceded by the zip64
+    // locator.
+    let tail_len = len.min((EOCD_LEN + 0xFFFF + ZIP64_LOCATOR_LEN) as u64);
+    let tail_start = len - tail_len;
+    let mut tail = vec![0u8; tail_len as usize];
+    file.read_exact_at(&mut tail, tail_start)?;
+    if tail.len() < EOCD_LEN {
+        return Err(not_zip("no end of central directory record"));
+    }
+
+    let candidates = || {
+        (0..=tail.len() - EOCD_LEN)
+            .rev()
+            .filter(|&i| &tail[i..i + 4] == EOCD_SIG)
+    };
+    // The record whose comment reaches the end of the file; failing that, the last one (a
+    // comment may itself hold the signature, or the file may have trailing bytes).
+    let eocd = candidates()
+        .find(|&i| i + EOCD_LEN + usize::from(u16_at(&tail, i + 20)) == tail.len())
+        .or_else(|| candidates().next())
+        .ok_or_else(|| not_zip("no end of central directory record"))?;
+    let record = &tail[eocd..eocd + EOCD_LEN];
+    let eocd_pos = tail_start + eocd as u64;
+
+    let locator = eocd
+        .checked_sub(ZIP64_LOCATOR_LEN)
+        .filter(|&l| &tail[l..l + 4] == ZIP64_LOCATOR_SIG)
+        .map(|l| &tail[l..l + ZIP64_LOCATOR_LEN]);
+    let (count, size, offset, end_pos) = match locator {
+        None => {
+            let (disk, directory_disk) = (u16_at(record, 4), u16_at(record, 6));
+            let (on_disk, count) = (u16_at(record, 8), u16_at(record, 10));
+            if disk != 0 || directory_disk != 0 || on_disk != count {
+                return Err(not_zip("multi-disk archives are not supported"));
+            }
+            let size = u64::from(u32_at(record, 12));
+            let offset = u64::from(u32_at(record, 16));
+            (u64::from(count), size, offset, eocd_pos)
+        }
+        Some(locator) => {
+            if u32_at(locator, 4) != 0 || u32_at(locator, 16) > 1 {
+                return Err(not_zip("multi-disk archives are not supported"));
+            }
+            let at = u64_at(locator, 8);
+            let mut record = [0u8; ZIP64_EOCD_LEN];
+            match file.read_exact_at(&mut record, at) {
+                Ok(()) if &record[..4] == ZIP64_EOCD_SIG => {}
+                Ok(()) => return Err(not_zip("zip64 record not where its locator says")),
+                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(not_zip("zip64 locator points past the end"))
+                }
+                Err(err) => return Err(err.into()),
+            }
+            let (disk, directory_disk) = (u32_at(&record, 16), u32_at(&record, 20));
+            let (on_disk, count) = (u64_at(&record, 24), u64_at(&record, 32));
+            if disk != 0 || directory_disk != 0 || on_disk != count {
+                return Err(not_zip("multi-disk archives are not supported"));
+            }
+            (count, u64_at(&record, 40), u64_at(&record, 48), at)
+        }
+    };
+
+    // As Go's archive/zip: the directory ends where its end record starts; if the recorded
+    // offset says otherwise, data was prepended and every offset shifts by the difference,
+    // unless a record really is at the recorded offset.
+    let shift = offset
+        .checked_add(size)
+        .and_then(|end| end_pos.checked_sub(end))
+        .ok_or_else(|| not_zip("central directory overlaps its end record"))?;
+    let shift = if shift > 0 && starts_with_record(file, offset)? {
+        0
+    } else {
+        shift
+    };
+    Ok(Directory {
+        count,
+        start: offset + shift,
+        size,
+        shift,
+    })
+}
+
+fn starts_with_record(file: &File, at: u64) -> io::Result<bool> {
+    let mut sig = [0u8; 4];
+    match file.read_exact_at(&mut sig, at) {
+        Ok(()) => Ok(&sig == CENTRAL_SIG),
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+impl Directory {
+    /// How many entries to make room for: the declared count (already within the limit),
+    /// but no more than the directory's size can hold.
+    pub fn capacity(&self) -> usize {
+        self.count.min(self.size / CENTRAL_LEN as u64) as usize
+    }
+
+    /// An upper bound on the bytes of all raw names: what the directory holds beyond the
+    /// fixed part of its records, and at most 64 KiB per name.
+    pub fn names_bound(&self) -> u64 {
+        let beyond = self
+            .size
+            .saturating_sub(self.count.saturating_mul(CENTRAL_LEN as u64));
+        beyond.min(self.count.saturating_mul(0xFFFF))
+    }
+
+    /// The records, read in order through a buffer.
+    pub fn records<'f>(&self, file: &'f File) -> Result<Records<'f>, ArchiveError> {
+        if self.count.saturating_mul(CENTRAL_LEN as u64) > self.size {
+            return Err(not_zip("central directory too small for its entry count"));
+        }
+        let mut reader = file;
+        reader.seek(SeekFrom::Start(self.start))?;
+        Ok(Records {
+            reader: BufReader::new(reader.take(self.size)),
+            count: self.count,
+            read: 0,
+            shift: self.shift,
+            raw_name: Vec::new(),
+            extra: Vec::new(),
+            name: String::new(),
+        })
+    }
+}
+
+/// One central directory record, as far as we use it.
+#[derive(Debug)]
+pub(super) struct Record<'a> {
+    pub flags: u16,
+    pub method: u16,
+    pub crc32: u32,
+    pub compressed_size: u64,
+    pub size: u64,
+    /// Offset of the local header in the file.
+    pub header_start: u64,
+    /// Written by a Unix archiver: the external attributes' upper half is a mode.
+    pub unix: bool,
+    pub external_attributes: u32,
+    pub name: &'a str,
+}
+
+impl Record<'_> {
+    pub fn encrypted(&self) -> bool {
+        self.flags & FLAG_ENCRYPTED != 0
+    }
+}
+
+/// The records of a directory, one at a time: only the current one is held.
+pub(super) struct Records<'f> {
+    reader: BufReader<Take<&'f File>>,
+    count: u64,
+    read: u64,
+    shift: u64,
+    raw_name: Vec<u8>,
+    extra: Vec<u8>,
+    name: String,
+}
+
+impl Records<'_> {
+    /// The next record; None after the declared count, which must be all the directory
+    /// holds.
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>, ArchiveError> {
+        if self.read == self.count {
+            if self.reader.fill_buf()?.starts_with(CENTRAL_SIG) {
+                return Err(not_zip(format!(
+                    "more than the {} entries declared",
+                    self.count
+                )));
+            }
+            return Ok(None);
+        }
+        let index = self.read;
+        let truncated = |err: io::Error| match err.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                not_zip(format!("central directory ends within entry {index}"))
+            }
+            _ => ArchiveError::Io(err),
+        };
+        let mut fixed = [0u8; CENTRAL_LEN];
+        self.reader.read_exact(&mut fixed).map_err(truncated)?;
+        if &fixed[..4] != CENTRAL_SIG {
+            return Err(not_zip(format!(
+                "bad signature for central directory entry {index}"
+            )));
+        }
+        let flags = u16_at(&fixed, 8);
+        self.raw_name.resize(usize::from(u16_at(&fixed, 28)), 0);
+        self.reader
+            .read_exact(&mut self.raw_name)
+            .map_err(truncated)?;
+        self.extra.resize(usize::from(u16_at(&fixed, 30)), 0);
+        self.reader.read_exact(&mut self.extra).map_err(truncated)?;
+        let comment_len = u64::from(u16_at(&fixed, 32));
+        let skipped = io::copy(&mut (&mut self.reader).take(comment_len), &mut io::sink())?;
+        if skipped != comment_len {
+            return Err(truncated(io::ErrorKind::UnexpectedEof.into()));
+        }
+        self.read += 1;
+
+        let mut size = u64::from(u32_at(&fixed, 24));
+        let mut compressed_size = u64::from(u32_at(&fixed, 20));
+        let mut header_start = u64::from(u32_at(&fixed, 42));
+        apply_zip64(
+            &self.extra,
+            &mut size,
+            &mut compressed_size,
+            &mut header_start,
+        )
+        .map_err(|detail| not_zip(format!("entry {index}: {detail}")))?;
+        let header_start = header_start
+            .checked_add(self.shift)
+            .ok_or_else(|| not_zip(format!("entry {index}: offset past 2^64")))?;
+
+        self.name.clear();
+        match std::str::from_utf8(&self.raw_name) {
+            Ok(name) => self.name.push_str(name),
+            Err(_) if flags & FLAG_UTF8 != 0 => {
+                return Err(not_zip(format!("entry {index}: name flagged UTF-8 is not")))
+            }
+            Err(_) => self.name.extend(self.raw_name.iter().map(|&b| cp437(b))),
+        }
+        Ok(Some(Record {
+            flags,
+            method: u16_at(&fixed, 10),
+            crc32: u32_at(&fixed, 16),
+            compressed_size,
+            size,
+            header_start,
+            unix: fixed[5] == SYSTEM_UNIX,
+            external_attributes: u32_at(&fixed, 38),
+            name: &self.name,
+        }))
+    }
+}
+
+/// Replaces the sizes and offset that say [`IN_ZIP64`] by their values from the zip64
+/// extra field, which holds only those, in this order. As Go's archive/zip, an uncompressed
+/// size of 0xFFFFFFFF without a zip64 value is taken as it is.
+fn apply_zip64(
+    mut extra: &[u8],
+    size: &mut u64,
+    compressed_size: &mut u64,
+    header_start: &mut u64,
+) -> Result<(), &'static str> {
+    let mut missing = [
+        *size == u64::from(IN_ZIP64),
+        *compressed_size == u64::from(IN_ZIP64),
+        *header_start == u64::from(IN_ZIP64),
+    ];
+    while extra.len() >= 4 && missing.contains(&true) {
+        let id = u16_at(extra, 0);
+        let len = usize::from(u16_at(extra, 2));
+        let Some(mut field) = extra.get(4..4 + len) else {
+            break;
+        };
+        extra = &extra[4 + len..];
+        if id != ZIP64_EXTRA_ID {
+            continue;
+        }
+        for (missing, value) in
+            missing
+                .iter_mut()
+                .zip([&mut *size, &mut *compressed_size, &mut *header_start])
+        {
+            if *missing {
+                if field.len() < 8 {
+                    return Err("zip64 extra field too short");
+                }
+                *value = u64_at(field, 0);
+                field = &field[8..];
+                *missing = false;
+            }
+        }
+    }
+    if missing[1] || missing[2] {
+        return Err("zip64 size or offset missing");
+    }
+    Ok(())
+}
+
+/// Names not in UTF-8 are in code page 437, as the zip format says (and the zip crate read
+/// them); its lower half is ASCII.
+fn cp437(byte: u8) -> char {
+    // Bytes 0x80 to 0xFF, a row of 16 per line.
+    #[rustfmt::skip]
+    const HIGH: [char; 128] = [
+        'Ç', 'ü', 'é', 'â', 'ä', 'à', 'å', 'ç', 'ê', 'ë', 'è', 'ï', 'î', 'ì', 'Ä', 'Å',
+        'É', 'æ', 'Æ', 'ô', 'ö', 'ò', 'û', 'ù', 'ÿ', 'Ö', 'Ü', '¢', '£', '¥', '₧', 'ƒ',
+        'á', 'í', 'ó', 'ú', 'ñ', 'Ñ', 'ª', 'º', '¿', '⌐', '¬', '½', '¼', '¡', '«', '»',
+        '░', '▒', '▓', '│', '┤', '╡', '╢', '╖', '╕', '╣', '║', '╗', '╝', '╜', '╛', '┐',
+        '└', '┴', '┬', '├', '─', '┼', '╞', '╟', '╚', '╔', '╩', '╦', '╠', '═', '╬', '╧',
+        '╨', '╤', '╥', '╙', '╘', '╒', '╓', '╫', '╪', '┘', '┌', '█', '▄', '▌', '▐', '▀',
+        'α', 'ß', 'Γ', 'π', 'Σ', 'σ', 'µ', 'τ', 'Φ', 'Θ', 'Ω', 'δ', '∞', 'φ', 'ε', '∩',
+        '≡', '±', '≥', '≤', '⌠', '⌡', '÷', '≈', '°', '∙', '·', '√', 'ⁿ', '²', '■', '\u{a0}',
+    ];
+    match byte {
+        0..=0x7F => char::from(byte),
+        _ => HIGH[usize::from(byte - 0x80)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Cursor, Write};
+
+    use zip::write::SimpleFileOptions;
+    use zip::{ZipArchive, ZipWriter};
+
+    use super::*;
+    use crate::archive::{validate, ArchiveLimits};
+
+    /// A central record with no local header behind it (enough for the directory).
+    fn record(name: &[u8], flags: u16, sizes: [u32; 3], extra: &[u8]) -> Vec<u8> {
+        let [compressed, size, offset] = sizes;
+        let mut r = Vec::new();
+        r.extend_from_slice(CENTRAL_SIG);
+        r.extend_from_slice(&[20, 3, 45, 0]); // made by Unix, version needed
+        r.extend_from_slice(&flags.to_le_bytes());
+        r.extend_from_slice(&0u16.to_le_bytes()); // stored
+        r.extend_from_slice(&[0; 4]); // time, date
+        r.extend_from_slice(&0u32.to_le_bytes()); // crc
+        r.extend_from_slice(&compressed.to_le_bytes());
+        r.extend_from_slice(&size.to_le_bytes());
+        r.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        r.extend_from_slice(&(extra.len() as u16).to_le_bytes());
+        r.extend_from_slice(&[0; 6]); // comment length, disk, internal attributes
+        let mode: u32 = if name.ends_with(b"/") {
+            0o040_755
+        } else {
+            0o100_644
+        };
+        r.extend_from_slice(&(mode << 16).to_le_bytes());
+        r.extend_from_slice(&offset.to_le_bytes());
+        r.extend_from_slice(name);
+        r.extend_from_slice(extra);
+        r
+    }
+
+    /// The records as a directory at offset 0, then its end record saying `count` entries.
+    fn archive(records: &[Vec<u8>], count: u16) -> Vec<u8> {
+        let mut bytes: Vec<u8> = records.concat();
+        let size = bytes.len() as u32;
+        bytes.extend_from_slice(EOCD_SIG);
+        bytes.extend_from_slice(&[0; 4]);
+        bytes.extend_from_slice(&count.to_le_bytes());
+        bytes.extend_from_slice(&count.to_le_bytes());
+        bytes.extend_from_slice(&size.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&0u16.to_le_bytes());
+        bytes
+    }
+
+    fn file_of(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf, File) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.zip");
+        std::fs::write(&path, bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        (dir, path, file)
+    }
+
+    /// (name, size, compressed size, local header offset) of every record.
+    fn list(bytes: &[u8]) -> Result<Vec<(String, u64, u64, u64)>, ArchiveError> {
+        let (_dir, _, file) = file_of(bytes);
+        let directory = open(&file, 1000)?;
+        let mut records = directory.records(&file)?;
+        let mut out = Vec::new();
+        while let Some(r) = records.next_record()? {
+            out.push((r.name.to_owned(), r.size, r.compressed_size, r.header_start));
+        }
+        Ok(out)
+    }
+
+    fn zip64_extra(values: &[u64]) -> Vec<u8> {
+        let mut extra = vec![0x0a, 0, 4, 0, 1, 2, 3, 4]; // some other field first
+        extra.extend_from_slice(&ZIP64_EXTRA_ID.to_le_bytes());
+        extra.extend_from_slice(&(8 * values.len() as u16).to_le_bytes());
+        values
+            .iter()
+            .for_each(|v| extra.extend_from_slice(&v.to_le_bytes()));
+        extra
+    }
+
+    #[test]
+    fn zip64_sizes_and_offsets_come_from_the_extra_field() {
+        let big = 5u64 << 30;
+        let records = [
+            record(
+                b"all",
+                0,
+                [IN_ZIP64; 3],
+                &zip64_extra(&[big, big + 1, big + 2]),
+            ),
+            // Only the fields that say so, in the standard order.
+            record(
+                b"two",
+                0,
+                [IN_ZIP64, 7, IN_ZIP64],
+                &zip64_extra(&[big + 3, big + 4]),
+            ),
+        ];
+        assert_eq!(
+            list(&archive(&records, 2)).unwrap(),
+            [
+                ("all".to_owned(), big, big + 1, big + 2),
+                ("two".to_owned(), 7, big + 3, big + 4),
+            ]
+        );
+        // A size said to be in the zip64 field that is not there.
+        let short = record(b"x", 0, [IN_ZIP64, 7, IN_ZIP64], &zip64_extra(&[big]));
+        assert!(matches!(
+            list(&archive(&[short], 1)),
+            Err(ArchiveError::NotZip(_))
+        ));
+    }
+
+    #[test]
+    fn zip64_archives_agree_with_the_zip_crate() {
+        let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
+        for (i, large) in [false, true, true, false].into_iter().enumerate() {
+            let options = SimpleFileOptions::default().large_file(large);
+            zip.start_file(format!("f{i}"), options).unwrap();
+            zip.write_all(&vec![b'x'; 1000 * i]).unwrap();
+        }
+        let bytes = zip.finish().unwrap().into_inner();
+        let mut reference = ZipArchive::new(Cursor::new(&bytes)).unwrap();
+        let expected: Vec<_> = (0..reference.len())
+            .map(|i| {
+                let f = reference.by_index_raw(i).unwrap();
+                (
+                    f.name().unwrap().into_owned(),
+                    f.size(),
+                    f.compressed_size(),
+                    f.header_start(),
+                )
+            })
+            .collect();
+        assert_eq!(list(&bytes).unwrap(), expected);
+    }
+
+    #[test]
+    fn zip64_end_records_give_the_count_and_directory() {
+        let records = [
+            record(b"a", 0, [1, 1, 0], &[]),
+            record(b"b", 0, [1, 1, 0], &[]),
+        ];
+        let mut bytes: Vec<u8> = vec![b'.'; 10]; // data before the directory
+        bytes.extend(records.concat());
+        let size = bytes.len() as u64 - 10;
+        let zip64_at = bytes.len() as u64;
+        bytes.extend_from_slice(ZIP64_EOCD_SIG);
+        bytes.extend_from_slice(&44u64.to_le_bytes());
+        bytes.extend_from_slice(&[45, 3, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        for value in [2, 2, size, 10] {
+            bytes.extend_from_slice(&value.to_le_bytes());
+        }
+        bytes.extend_from_slice(ZIP64_LOCATOR_SIG);
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&zip64_at.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(EOCD_SIG);
+        bytes.extend_from_slice(&[0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        bytes.extend_from_slice(&[0xFF; 8]);
+        bytes.extend_from_slice(&[0, 0]);
+        let names: Vec<_> = list(&bytes).unwrap().into_iter().map(|r| r.0).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_truncated_or_miscounted_directory_is_not_a_zip() {
+        let records = [
+            record(b"a", 0, [1, 1, 0], &[]),
+            record(b"b", 0, [1, 1, 0], &[]),
+        ];
+        let bytes = archive(&records, 2);
+        assert_eq!(list(&bytes).unwrap().len(), 2);
+        // The end record says the directory is shorter than its records.
+        let mut short = bytes.clone();
+        let eocd = short.len() - EOCD_LEN;
+        let size = u32_at(&short, eocd + 12);
+        short[eocd + 12..eocd + 16].copy_from_slice(&(size - 10).to_le_bytes());
+        assert!(
+            matches!(list(&short), Err(ArchiveError::NotZip(_))),
+            "{:?}",
+            list(&short)
+        );
+        // Fewer or more records than declared.
+        for count in [1, 3] {
+            let result = list(&archive(&records, count));
+            assert!(
+                matches!(result, Err(ArchiveError::NotZip(_))),
+                "{count}: {result:?}"
+            );
+        }
+        // A record with a wrong signature; a file cut within the directory.
+        let mut bad = bytes.clone();
+        bad[46 + 1] = b'X';
+        assert!(matches!(list(&bad), Err(ArchiveError::NotZip(_))));
+        assert!(matches!(list(&bytes[..60]), Err(ArchiveError::NotZip(_))));
+    }
+
+    #[test]
+    fn a_declared_count_over_the_limit_is_refused_before_reading() {
+        // 22 bytes claiming 65535 entries.
+        let bytes = archive(&[], 0xFFFF);
+        assert_eq!(bytes.len(), EOCD_LEN);
+        let (_dir, _, file) = file_of(&bytes);
+        assert!(matches!(open(&file, 10), Err(ArchiveError::TooManyEntries)));
+        // Within the limit, the directory is too small for that many records.
+        let directory = open(&file, 1 << 20).unwrap();
+        assert_eq!(directory.capacity(), 0);
+        assert!(matches!(
+            directory.records(&file),
+            Err(ArchiveError::NotZip(_))
+        ));
+    }
+
+    #[test]
+    fn names_are_utf8_or_cp437() {
+        let records = [
+            record(b"caf\xc3\xa9", 0, [0; 3], &[]),
+            record(b"a\x80\xff", 0, [0; 3], &[]),
+        ];
+        let names: Vec<_> = list(&archive(&records, 2))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(names, ["café", "aÇ\u{a0}"]);
+        // Flagged UTF-8 but not.
+        let flagged = record(b"a\x80", FLAG_UTF8, [0; 3], &[]);
+        assert!(matches!(
+            list(&archive(&[flagged], 1)),
+            Err(ArchiveError::NotZip(_))
+        ));
+    }
+
+    #[test]
+    fn exact_duplicates_are_refused_first() {
+        let entry = |name: &[u8]| record(name, 0, [0; 3], &[]);
+        let (_dir, path, _) = file_of(&archive(
+            &[entry(b"a.txt"), entry(b"b"), entry(b"a.txt")],
+            3,
+        ));
+        let err = validate(&path, &ArchiveLimits::default()).unwrap_err();
+        assert!(
+            matches!(&err, ArchiveError::DuplicateEntry { name } if name == "a.txt"),
+            "{err:?}"
+        );
+        // Even after an entry refused for another reason.
+        let records = [entry(b"../x"), entry(b"d"), entry(b"d")];
+        let (_dir, path, _) = file_of(&archive(&records, 3));
+        let err = validate(&path, &ArchiveLimits::default()).unwrap_err();
+        assert!(
+            matches!(&err, ArchiveError::DuplicateEntry { name } if name == "d"),
+            "{err:?}"
+        );
+        // A name repeated once normalised counts only before the first refused entry.
+        let records = [entry(b"d/"), entry(b"../x"), entry(b"d")];
+        let (_dir, path, _) = file_of(&archive(&records, 3));
+        let err = validate(&path, &ArchiveLimits::default()).unwrap_err();
+        assert!(matches!(err, ArchiveError::UnsafePath { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn data_prepended_to_an_archive_shifts_its_offsets() {
+        let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
+        zip.start_file("data.db", SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(b"SQLite format 3\0 and pages").unwrap();
+        let plain = zip.finish().unwrap().into_inner();
+        let mut bytes = b"#!/bin/sh\nexit 0\n".to_vec();
+        let shift = bytes.len() as u64;
+        bytes.extend_from_slice(&plain);
+        let offsets: Vec<_> = list(&bytes).unwrap().into_iter().map(|r| r.3).collect();
+        assert_eq!(offsets, [shift]);
+        let (dir, path, _) = file_of(&bytes);
+        let dest = dir.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        crate::archive::check_restorable(&path, &ArchiveLimits::default()).unwrap();
+        crate::archive::extract(&path, &dest, &ArchiveLimits::default()).unwrap();
+        assert_eq!(
+            std::fs::read(dest.join("data.db")).unwrap(),
+            b"SQLite format 3\0 and pages"
+        );
+    }
+}
