@@ -186,10 +186,25 @@ fn download(got: &Got, key: Option<&str>) -> Vec<String> {
     if got.header("accept-ranges") != Some("bytes") {
         why.push("no `Accept-Ranges: bytes` header".into());
     }
-    if got.status < 300 && !got.body.starts_with(b"PK\x03\x04") {
+    if got.status == 200 {
+        if let Err(problem) = readable_zip(&got.body) {
+            why.push(format!("the body is not a readable zip archive: {problem}"));
+        }
+    } else if got.status < 300 && !got.body.starts_with(b"PK\x03\x04") {
+        // A part (206) cannot be read alone; it starts like a zip when it starts at 0.
         why.push("the body is not a zip archive".into());
     }
     why
+}
+
+/// Reads a whole archive: its central directory parses and every entry decodes to its
+/// recorded size and CRC.
+fn readable_zip(bytes: &[u8]) -> Result<(), zip::result::ZipError> {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))?;
+    for index in 0..archive.len() {
+        std::io::copy(&mut archive.by_index(index)?, &mut std::io::sink())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -250,7 +265,11 @@ mod tests {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/zip"));
         headers.insert("accept-ranges", HeaderValue::from_static("bytes"));
         headers.insert("content-disposition", HeaderValue::from_static("attachment; filename=\"a.zip\""));
-        let zip = Got { status: 200, headers, body: b"PK\x03\x04rest".to_vec() };
+        let mut archive = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        archive.start_file("data.db", zip::write::SimpleFileOptions::default()).unwrap();
+        std::io::Write::write_all(&mut archive, b"SQLite format 3\0").unwrap();
+        let archive = archive.finish().unwrap().into_inner();
+        let zip = Got { status: 200, headers, body: archive.clone() };
         assert_eq!(differences(doc, Lang::Zh, &zip, Some("a.zip")), Vec::<String>::new());
         assert_eq!(differences(doc, Lang::Zh, &zip, Some("b.zip")).len(), 1);
         let mut bare = zip.clone();
@@ -258,8 +277,17 @@ mod tests {
         bare.body = b"not a zip".to_vec();
         assert_eq!(
             differences(doc, Lang::Zh, &bare, Some("a.zip")),
-            ["no `Accept-Ranges: bytes` header", "the body is not a zip archive"]
+            ["no `Accept-Ranges: bytes` header", "the body is not a readable zip archive: invalid Zip archive: Could not find EOCD"]
         );
+        // Cut short: the local header is there, the directory is not.
+        let mut cut = zip.clone();
+        cut.body.truncate(archive.len() / 2);
+        assert_eq!(differences(doc, Lang::Zh, &cut, Some("a.zip")).len(), 1);
+        // A part starts like the archive it comes from.
+        let mut part = cut.clone();
+        part.status = 206;
+        let part_differences = differences(doc, Lang::Zh, &part, Some("a.zip"));
+        assert!(!part_differences.iter().any(|d| d.contains("zip")), "{part_differences:?}");
     }
 
     #[test]
