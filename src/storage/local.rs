@@ -4,17 +4,17 @@
 //! atomic, so two writers can never overwrite each other and a reader never sees half a
 //! file. Names starting with `.` are staging files of this backend and never listed.
 
-use std::io::{self, SeekFrom};
+use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::{BackupMeta, BackupReader, BackupStorage, StorageError, StorageResult};
 use crate::model::names::BackupKey;
+
+mod chunks;
 
 pub struct LocalStorage {
     root: PathBuf,
@@ -144,15 +144,21 @@ impl BackupStorage for LocalStorage {
         range: Option<Range<u64>>,
     ) -> BoxFuture<'a, StorageResult<BackupReader>> {
         async move {
-            let mut file = tokio::fs::File::open(self.path(key)).await.map_err(not_found_or)?;
-            let md = file.metadata().await?;
+            let path = self.path(key);
+            let (file, md) = blocking(move || {
+                let file = std::fs::File::open(path).map_err(not_found_or)?;
+                let md = file.metadata()?;
+                // Read ahead further for a file read from start to end (no-op if cached).
+                let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
+                Ok((file, md))
+            })
+            .await?;
             if !md.is_file() {
                 return Err(StorageError::NotFound);
             }
             let meta = Self::meta(key.clone(), &md);
             let range = range.unwrap_or(0..meta.size);
-            file.seek(SeekFrom::Start(range.start)).await?;
-            let body = ReaderStream::with_capacity(file.take(range.end - range.start), READ_CHUNK).boxed();
+            let body = chunks::FileChunks::new(file, range.clone()).boxed();
             Ok(BackupReader { meta, range, body })
         }
         .boxed()
@@ -192,10 +198,6 @@ impl BackupStorage for LocalStorage {
         .boxed()
     }
 }
-
-/// Read size of a download: tokio reads a file through the blocking pool, one round trip
-/// per read, so reads are large.
-const READ_CHUNK: usize = 256 * 1024;
 
 #[cfg(test)]
 mod tests {

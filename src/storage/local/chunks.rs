@@ -1,0 +1,169 @@
+//! The body of a download from the local folder: the file's bytes in large chunks, read
+//! with `pread` on the blocking pool, one chunk ahead of the socket, into a few buffers
+//! that are reused and handed to hyper as `Bytes` without a copy.
+//!
+//! Not `tokio_util::io::ReaderStream` over a `tokio::fs::File`: that reads into the file's
+//! own buffer and copies it again into the stream's, one read at a time, while a download
+//! is all copying (1.26x upstream's `sendfile` for a 330 MiB archive, against about 0.8x
+//! here). Not `mmap` either: no faster here, the mapped pages count in the server's RSS,
+//! and a file truncated underneath would kill the server with SIGBUS.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::task::JoinHandle;
+
+/// Bytes per read and per chunk handed to hyper.
+const CHUNK: usize = 1024 * 1024;
+/// Reads in flight ahead of the socket.
+const READ_AHEAD: usize = 2;
+
+/// Free buffers of one download: a buffer is allocated once and then reused, so its pages
+/// are not faulted in again for every chunk.
+type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
+
+pub(super) struct FileChunks {
+    file: Arc<File>,
+    /// Where the next read starts, and the end of the range served.
+    next: u64,
+    end: u64,
+    pool: Pool,
+    /// Reads in flight, in file order: each gives back its buffer and the bytes it holds.
+    reading: VecDeque<JoinHandle<io::Result<(Vec<u8>, usize)>>>,
+    failed: bool,
+}
+
+impl FileChunks {
+    pub(super) fn new(file: File, range: Range<u64>) -> FileChunks {
+        FileChunks {
+            file: Arc::new(file),
+            next: range.start,
+            end: range.end,
+            pool: Pool::default(),
+            reading: VecDeque::new(),
+            failed: false,
+        }
+    }
+
+    fn start_reads(&mut self) {
+        while self.reading.len() < READ_AHEAD && self.next < self.end {
+            let len = (self.end - self.next).min(CHUNK as u64) as usize;
+            let mut buf = self.pool.lock().unwrap().pop().unwrap_or_else(|| vec![0; CHUNK]);
+            let (file, at) = (self.file.clone(), self.next);
+            self.reading.push_back(tokio::task::spawn_blocking(move || {
+                // A file shorter than at open (truncated underneath) fails here.
+                file.read_exact_at(&mut buf[..len], at)?;
+                Ok((buf, len))
+            }));
+            self.next += len as u64;
+        }
+    }
+}
+
+impl Stream for FileChunks {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        this.start_reads();
+        let Some(front) = this.reading.front_mut() else {
+            return Poll::Ready(None);
+        };
+        let read = ready!(Pin::new(front).poll(cx));
+        this.reading.pop_front();
+        match read.map_err(io::Error::other).and_then(|r| r) {
+            Ok((buf, len)) => {
+                this.start_reads();
+                Poll::Ready(Some(Ok(Bytes::from_owner(Chunk { buf, len, pool: this.pool.clone() }))))
+            }
+            Err(e) => {
+                // The body ends with this error; the reads still in flight are dropped.
+                this.failed = true;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+}
+
+/// A filled buffer lent to hyper, back in its pool once hyper has written it.
+struct Chunk {
+    buf: Vec<u8>,
+    len: usize,
+    pool: Pool,
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.push(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn file_of(len: usize) -> (tempfile::NamedTempFile, Vec<u8>) {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, &data).unwrap();
+        (f, data)
+    }
+
+    async fn read(f: &tempfile::NamedTempFile, range: Range<u64>) -> Vec<io::Result<Bytes>> {
+        FileChunks::new(f.reopen().unwrap(), range).collect().await
+    }
+
+    #[tokio::test]
+    async fn ranges_across_chunks() {
+        let (f, data) = file_of(3 * CHUNK + 12345);
+        let end = data.len() as u64;
+        for range in [0..end, 1..end - 1, CHUNK as u64 - 3..2 * CHUNK as u64 + 5, 5..5, end..end] {
+            let got: Vec<Bytes> = read(&f, range.clone()).await.into_iter().map(Result::unwrap).collect();
+            assert!(got.iter().all(|c| !c.is_empty() && c.len() <= CHUNK));
+            assert_eq!(got.concat(), &data[range.start as usize..range.end as usize]);
+        }
+    }
+
+    #[tokio::test]
+    async fn buffers_are_reused() {
+        let (f, data) = file_of(10 * CHUNK);
+        let mut body = FileChunks::new(f.reopen().unwrap(), 0..data.len() as u64);
+        let mut seen = std::collections::HashSet::new();
+        while let Some(chunk) = body.next().await {
+            seen.insert(chunk.unwrap().as_ptr()); // dropped at once, as hyper does once written
+        }
+        assert!(seen.len() <= READ_AHEAD + 1, "{} buffers for 10 chunks", seen.len());
+    }
+
+    #[tokio::test]
+    async fn a_file_truncated_underneath_ends_the_body_with_an_error() {
+        let (f, data) = file_of(3 * CHUNK);
+        let body = FileChunks::new(f.reopen().unwrap(), 0..data.len() as u64);
+        f.as_file().set_len(CHUNK as u64 + 10).unwrap();
+        let got = body.collect::<Vec<_>>().await;
+        let last = got.last().unwrap();
+        assert_eq!(last.as_ref().unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        assert!(got[..got.len() - 1].iter().all(Result::is_ok));
+    }
+}
