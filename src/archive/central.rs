@@ -11,6 +11,9 @@ use std::os::unix::fs::FileExt;
 
 use super::ArchiveError;
 
+/// Reads of the central directory: large, as a directory of many entries is megabytes.
+const RECORDS_BUFFER: usize = 256 * 1024;
+
 const EOCD_SIG: &[u8; 4] = b"PK\x05\x06";
 const ZIP64_LOCATOR_SIG: &[u8; 4] = b"PK\x06\x07";
 const ZIP64_EOCD_SIG: &[u8; 4] = b"PK\x06\x06";
@@ -184,7 +187,7 @@ impl Directory {
         let mut reader = file;
         reader.seek(SeekFrom::Start(self.start))?;
         Ok(Records {
-            reader: BufReader::new(reader.take(self.size)),
+            reader: BufReader::with_capacity(RECORDS_BUFFER, reader.take(self.size)),
             count: self.count,
             read: 0,
             shift: self.shift,

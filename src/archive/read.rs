@@ -7,8 +7,8 @@
 //! it declared; files are decoded on a few threads, each with its own buffers, so memory
 //! does not grow with the archive beyond that list.
 
-use std::cmp::Ordering as Order;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::ffi::CStr;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -21,6 +21,7 @@ use std::sync::Mutex;
 
 use flate2::read::DeflateDecoder;
 use flate2::{Decompress, FlushDecompress, Status};
+use hashbrown::{DefaultHashBuilder, HashTable};
 use rustix::fs::{Mode, OFlags};
 
 use super::central::{self, Record, METHOD_DEFLATED, METHOD_STORED};
@@ -524,14 +525,40 @@ impl Entries {
         let start = entry.name_start as usize;
         &self.names[start..start + entry.name_len as usize]
     }
+}
 
-    /// Orders entries by name, then directories after files, then archive order.
-    fn compare(&self, a: u32, b: u32) -> Order {
-        let (x, y) = (&self.list[a as usize], &self.list[b as usize]);
-        self.name(x)
-            .cmp(self.name(y))
-            .then(x.is_dir.cmp(&y.is_dir))
-            .then(a.cmp(&b))
+/// Entry positions by (name, is_dir), for duplicates and parents without a map of names: a
+/// position is 4 bytes and the names stay in the arena. Randomly seeded hashes (foldhash):
+/// archives are untrusted.
+struct NameIndex<'a> {
+    entries: &'a Entries,
+    table: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+}
+
+impl<'a> NameIndex<'a> {
+    fn new(entries: &'a Entries) -> Self {
+        let table = HashTable::with_capacity(entries.list.len());
+        Self { entries, table, hasher: DefaultHashBuilder::default() }
+    }
+
+    fn find(&self, name: &str, is_dir: bool) -> Option<u32> {
+        let entries = self.entries;
+        let same = |&p: &u32| {
+            let other = &entries.list[p as usize];
+            other.is_dir == is_dir && entries.name(other) == name
+        };
+        self.table.find(self.hasher.hash_one((name, is_dir)), same).copied()
+    }
+
+    /// Adds the entry at `position`, whose (name, is_dir) is not in the index yet.
+    fn insert(&mut self, position: u32) {
+        let (entries, hasher) = (self.entries, &self.hasher);
+        let hash = |p: u32| {
+            let entry = &entries.list[p as usize];
+            hasher.hash_one((entries.name(entry), entry.is_dir))
+        };
+        self.table.insert_unique(hash(position), position, |&p| hash(p));
     }
 }
 
@@ -589,26 +616,21 @@ fn check_entries(file: &File, limits: &ArchiveLimits) -> Result<CheckedArchive, 
     }
     drop(records);
 
-    // Positions in name order, for duplicates and parents without a map of names.
-    let count = entries.list.len() as u32;
-    let mut order: Vec<u32> = (0..count).collect();
-    order.sort_unstable_by(|&a, &b| entries.compare(a, b));
+    let mut positions = NameIndex::new(&entries);
     // The first entry in archive order that repeats an earlier one: exactly (name and
-    // trailing '/', next to each other in `order`, the later one second), or once
-    // normalised (without exact repeats, a name is at most a file and a directory).
+    // trailing '/'), or once normalised (a file and a directory of one name).
     let mut first_exact = None::<u32>;
     let mut first_normalised = None::<u32>;
-    for pair in order.windows(2) {
-        let (a, b) = (&entries.list[pair[0] as usize], &entries.list[pair[1] as usize]);
-        if entries.name(a) != entries.name(b) {
+    for (position, entry) in entries.list.iter().enumerate() {
+        let (name, is_dir) = (entries.name(entry), entry.is_dir);
+        if positions.find(name, is_dir).is_some() {
+            first_exact.get_or_insert(position as u32);
             continue;
         }
-        let (first, later) = if a.is_dir == b.is_dir {
-            (&mut first_exact, pair[1])
-        } else {
-            (&mut first_normalised, pair[0].max(pair[1]))
-        };
-        *first = Some(first.map_or(later, |f| f.min(later)));
+        if first_normalised.is_none() && positions.find(name, !is_dir).is_some() {
+            first_normalised = Some(position as u32);
+        }
+        positions.insert(position as u32);
     }
     let duplicate = |position: u32| ArchiveError::DuplicateEntry {
         name: entries.name(&entries.list[position as usize]).to_owned(),
@@ -625,25 +647,26 @@ fn check_entries(file: &File, limits: &ArchiveLimits) -> Result<CheckedArchive, 
     }
 
     // The file named `name`, if any (names are unique by now).
-    let find_file = |name: &str| -> Option<u32> {
-        let at = order.partition_point(|&p| {
-            let entry = &entries.list[p as usize];
-            (entries.name(entry), entry.is_dir) < (name, false)
-        });
-        let &position = order.get(at)?;
-        let entry = &entries.list[position as usize];
-        (!entry.is_dir && entries.name(entry) == name).then_some(position)
-    };
-    // A file cannot also be the parent of another entry ("a" and "a/b").
+    let find_file = |name: &str| positions.find(name, false);
+    // A file cannot also be the parent of another entry ("a" and "a/b"). Entries of one
+    // folder usually come together: their ancestors are looked up once.
+    let mut checked_parent = None::<&str>;
     for (position, entry) in entries.list.iter().enumerate() {
         let name = entries.name(entry);
+        let Some((parent, _)) = name.rsplit_once('/') else {
+            continue;
+        };
+        if checked_parent == Some(parent) {
+            continue;
+        }
         let mut ancestors = name.match_indices('/').map(|(i, _)| &name[..i]);
         if ancestors.any(|ancestor| find_file(ancestor).is_some()) {
             return Err(duplicate(position as u32));
         }
+        checked_parent = Some(parent);
     }
     let data_db = find_file(DATA_DB).map(|position| position as usize);
-    drop(order);
+    drop(positions);
 
     Ok(CheckedArchive {
         summary: ArchiveSummary {
