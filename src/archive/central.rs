@@ -9,28 +9,15 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Take};
 use std::os::unix::fs::FileExt;
 
+use super::format::{
+    CENTRAL_LEN, CENTRAL_SIG, END_LEN, END_SIG, FLAG_ENCRYPTED, FLAG_UTF8, IN_ZIP64, SYSTEM_UNIX,
+    ZIP64_END_LEN, ZIP64_END_SIG, ZIP64_EXTRA_ID, ZIP64_LOCATOR_LEN, ZIP64_LOCATOR_SIG,
+};
 use super::ArchiveError;
 
 /// Reads of the central directory: large, as a directory of many entries is megabytes.
 const RECORDS_BUFFER: usize = 256 * 1024;
 
-const EOCD_SIG: &[u8; 4] = b"PK\x05\x06";
-const ZIP64_LOCATOR_SIG: &[u8; 4] = b"PK\x06\x07";
-const ZIP64_EOCD_SIG: &[u8; 4] = b"PK\x06\x06";
-const CENTRAL_SIG: &[u8; 4] = b"PK\x01\x02";
-const EOCD_LEN: usize = 22;
-const ZIP64_LOCATOR_LEN: usize = 20;
-const ZIP64_EOCD_LEN: usize = 56;
-/// A central record without its name, extra field and comment.
-const CENTRAL_LEN: usize = 46;
-/// A 32-bit field with this value is in the zip64 extra field instead.
-const IN_ZIP64: u32 = 0xFFFF_FFFF;
-const ZIP64_EXTRA_ID: u16 = 0x0001;
-const FLAG_ENCRYPTED: u16 = 1;
-const FLAG_UTF8: u16 = 1 << 11;
-const SYSTEM_UNIX: u8 = 3;
-pub(super) const METHOD_STORED: u16 = 0;
-pub(super) const METHOD_DEFLATED: u16 = 8;
 
 fn not_zip(detail: impl Into<String>) -> ArchiveError {
     ArchiveError::NotZip(detail.into())
@@ -74,26 +61,26 @@ fn find(file: &File) -> Result<Directory, ArchiveError> {
     let len = file.metadata()?.len();
     // The end record is 22 bytes plus a comment of at most 64 KiB, preceded by the zip64
     // locator.
-    let tail_len = len.min((EOCD_LEN + 0xFFFF + ZIP64_LOCATOR_LEN) as u64);
+    let tail_len = len.min((END_LEN + 0xFFFF + ZIP64_LOCATOR_LEN) as u64);
     let tail_start = len - tail_len;
     let mut tail = vec![0u8; tail_len as usize];
     file.read_exact_at(&mut tail, tail_start)?;
-    if tail.len() < EOCD_LEN {
+    if tail.len() < END_LEN {
         return Err(not_zip("no end of central directory record"));
     }
 
     let candidates = || {
-        (0..=tail.len() - EOCD_LEN)
+        (0..=tail.len() - END_LEN)
             .rev()
-            .filter(|&i| &tail[i..i + 4] == EOCD_SIG)
+            .filter(|&i| &tail[i..i + 4] == END_SIG)
     };
     // The record whose comment reaches the end of the file; failing that, the last one (a
     // comment may itself hold the signature, or the file may have trailing bytes).
     let eocd = candidates()
-        .find(|&i| i + EOCD_LEN + usize::from(u16_at(&tail, i + 20)) == tail.len())
+        .find(|&i| i + END_LEN + usize::from(u16_at(&tail, i + 20)) == tail.len())
         .or_else(|| candidates().next())
         .ok_or_else(|| not_zip("no end of central directory record"))?;
-    let record = &tail[eocd..eocd + EOCD_LEN];
+    let record = &tail[eocd..eocd + END_LEN];
     let eocd_pos = tail_start + eocd as u64;
 
     let locator = eocd
@@ -116,9 +103,9 @@ fn find(file: &File) -> Result<Directory, ArchiveError> {
                 return Err(not_zip("multi-disk archives are not supported"));
             }
             let at = u64_at(locator, 8);
-            let mut record = [0u8; ZIP64_EOCD_LEN];
+            let mut record = [0u8; ZIP64_END_LEN];
             match file.read_exact_at(&mut record, at) {
-                Ok(()) if &record[..4] == ZIP64_EOCD_SIG => {}
+                Ok(()) if &record[..4] == ZIP64_END_SIG => {}
                 Ok(()) => return Err(not_zip("zip64 record not where its locator says")),
                 Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
                     return Err(not_zip("zip64 locator points past the end"))
@@ -415,7 +402,7 @@ mod tests {
     fn archive(records: &[Vec<u8>], count: u16) -> Vec<u8> {
         let mut bytes: Vec<u8> = records.concat();
         let size = bytes.len() as u32;
-        bytes.extend_from_slice(EOCD_SIG);
+        bytes.extend_from_slice(END_SIG);
         bytes.extend_from_slice(&[0; 4]);
         bytes.extend_from_slice(&count.to_le_bytes());
         bytes.extend_from_slice(&count.to_le_bytes());
@@ -522,7 +509,7 @@ mod tests {
         bytes.extend(records.concat());
         let size = bytes.len() as u64 - 10;
         let zip64_at = bytes.len() as u64;
-        bytes.extend_from_slice(ZIP64_EOCD_SIG);
+        bytes.extend_from_slice(ZIP64_END_SIG);
         bytes.extend_from_slice(&44u64.to_le_bytes());
         bytes.extend_from_slice(&[45, 3, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         for value in [2, 2, size, 10] {
@@ -532,7 +519,7 @@ mod tests {
         bytes.extend_from_slice(&0u32.to_le_bytes());
         bytes.extend_from_slice(&zip64_at.to_le_bytes());
         bytes.extend_from_slice(&1u32.to_le_bytes());
-        bytes.extend_from_slice(EOCD_SIG);
+        bytes.extend_from_slice(END_SIG);
         bytes.extend_from_slice(&[0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
         bytes.extend_from_slice(&[0xFF; 8]);
         bytes.extend_from_slice(&[0, 0]);
@@ -550,7 +537,7 @@ mod tests {
         assert_eq!(list(&bytes).unwrap().len(), 2);
         // The end record says the directory is shorter than its records.
         let mut short = bytes.clone();
-        let eocd = short.len() - EOCD_LEN;
+        let eocd = short.len() - END_LEN;
         let size = u32_at(&short, eocd + 12);
         short[eocd + 12..eocd + 16].copy_from_slice(&(size - 10).to_le_bytes());
         assert!(
@@ -577,7 +564,7 @@ mod tests {
     fn a_declared_count_over_the_limit_is_refused_before_reading() {
         // 22 bytes claiming 65535 entries.
         let bytes = archive(&[], 0xFFFF);
-        assert_eq!(bytes.len(), EOCD_LEN);
+        assert_eq!(bytes.len(), END_LEN);
         let (_dir, _, file) = file_of(&bytes);
         assert!(matches!(open(&file, 10), Err(ArchiveError::TooManyEntries)));
         // Within the limit, the directory is too small for that many records.

@@ -5,8 +5,9 @@
 //! `create` writes archives, `read` checks and extracts them; both share the entry-name
 //! rules below so that we never write an archive we would refuse to restore.
 
-mod create;
 mod central;
+mod create;
+mod format;
 mod read;
 #[cfg(test)]
 mod tests;

@@ -24,17 +24,14 @@ use flate2::{Decompress, FlushDecompress, Status};
 use hashbrown::{DefaultHashBuilder, HashTable};
 use rustix::fs::{Mode, OFlags};
 
-use super::central::{self, Record, METHOD_DEFLATED, METHOD_STORED};
+use super::central::{self, Record};
+use super::format::{LOCAL_LEN, LOCAL_SIG, METHOD_DEFLATED, METHOD_STORED, S_IFDIR, S_IFMT, S_IFREG};
 use super::{
     check_entry_name, ArchiveError, ArchiveLimits, ArchiveSummary, DATA_DB, SQLITE_HEADER,
 };
 use crate::progress::ProgressCounter;
 
 const CHUNK_SIZE: usize = 256 * 1024;
-const LOCAL_HEADER_LEN: usize = 30;
-const S_IFMT: u32 = 0o170_000;
-const S_IFREG: u32 = 0o100_000;
-const S_IFDIR: u32 = 0o040_000;
 /// Owner bits always granted on extraction, so the server can read, move and delete what
 /// it extracted whatever the archive says.
 const OWNER_FILE_BITS: u32 = 0o600;
@@ -445,16 +442,15 @@ impl Window {
     /// Where `entry`'s data lies, from its local header (whose name and extra field lengths
     /// may differ from the central directory's).
     fn data_range(&mut self, archive: &File, named: Named) -> Result<(u64, u64), ArchiveError> {
-        const LOCAL_HEADER: &[u8] = b"PK\x03\x04";
         let (entry, name) = named;
-        let header = self.at(archive, entry.header_start, LOCAL_HEADER_LEN)?;
-        if header.len() < LOCAL_HEADER_LEN || &header[..4] != LOCAL_HEADER {
+        let header = self.at(archive, entry.header_start, LOCAL_LEN)?;
+        if header.len() < LOCAL_LEN || &header[..4] != LOCAL_SIG {
             return Err(ArchiveError::NotZip(format!("no local header for {name:?}")));
         }
         let name_len = u16::from_le_bytes([header[26], header[27]]);
         let extra_len = u16::from_le_bytes([header[28], header[29]]);
         let start = entry.header_start
-            + LOCAL_HEADER_LEN as u64
+            + LOCAL_LEN as u64
             + u64::from(name_len)
             + u64::from(extra_len);
         let end = start.checked_add(entry.compressed_size).ok_or_else(|| {
@@ -717,7 +713,7 @@ fn check_entry(
 /// The decoded content of an entry, from its local header on. Decoding ourselves lets the
 /// caller count and bound the real output.
 fn open_entry<'a>(file: &'a File, named: Named) -> Result<Box<dyn Read + 'a>, ArchiveError> {
-    let (start, end) = Window::new(LOCAL_HEADER_LEN).data_range(file, named)?;
+    let (start, end) = Window::new(LOCAL_LEN).data_range(file, named)?;
     let mut reader = file;
     reader.seek(SeekFrom::Start(start))?;
     let raw = reader.take(end - start);

@@ -13,25 +13,16 @@ use std::time::SystemTime;
 
 use flate2::Crc;
 
-const LOCAL_HEADER_SIG: u32 = 0x0403_4b50;
-const CENTRAL_HEADER_SIG: u32 = 0x0201_4b50;
-const END_SIG: u32 = 0x0605_4b50;
-const ZIP64_END_SIG: u32 = 0x0606_4b50;
-const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
-const ZIP64_EXTRA_ID: u16 = 0x0001;
-const DATA_DESCRIPTOR_SIG: u32 = 0x0807_4b50;
-/// General purpose flag: names are UTF-8.
-const FLAG_UTF8: u16 = 1 << 11;
-/// General purpose flag: CRC and sizes follow the data, in a data descriptor.
-const FLAG_DATA_DESCRIPTOR: u16 = 1 << 3;
+use super::format::{
+    CENTRAL_SIG, DATA_DESCRIPTOR_SIG, END_SIG, FLAG_DATA_DESCRIPTOR, FLAG_UTF8, IN_ZIP64, LOCAL_SIG,
+    METHOD_DEFLATED, METHOD_STORED, S_IFDIR, S_IFREG, SYSTEM_UNIX, ZIP64_END_SIG, ZIP64_EXTRA_ID,
+    ZIP64_LOCATOR_SIG,
+};
+
 /// "Version made by": Unix (so readers honour the mode bits), spec 4.5.
-const MADE_BY_UNIX: u16 = (3 << 8) | 45;
+const MADE_BY_UNIX: u16 = ((SYSTEM_UNIX as u16) << 8) | 45;
 const VERSION_DEFAULT: u16 = 20;
 const VERSION_ZIP64: u16 = 45;
-const METHOD_STORED: u16 = 0;
-const METHOD_DEFLATED: u16 = 8;
-const S_IFREG: u32 = 0o100_000;
-const S_IFDIR: u32 = 0o040_000;
 const MSDOS_DIR: u32 = 0x10;
 
 /// From which values on the zip64 forms are used.
@@ -50,7 +41,7 @@ pub(crate) struct Zip64Limits {
 impl Default for Zip64Limits {
     /// What the format requires.
     fn default() -> Self {
-        Zip64Limits { large_file: 3 << 30, field: u32::MAX as u64, entries: 0xFFFF }
+        Zip64Limits { large_file: 3 << 30, field: IN_ZIP64 as u64, entries: 0xFFFF }
     }
 }
 
@@ -169,7 +160,7 @@ impl<W: Write> ZipOut<W> {
     /// A 32-bit field: the value, or 0xFFFFFFFF when it goes to a zip64 field.
     fn field32(&self, value: u64) -> u32 {
         if value >= self.limits.field {
-            u32::MAX
+            IN_ZIP64
         } else {
             value as u32
         }
@@ -197,15 +188,15 @@ impl<W: Write> ZipOut<W> {
         let flags = if sizes.is_some() { FLAG_UTF8 } else { FLAG_UTF8 | FLAG_DATA_DESCRIPTOR };
         let sizes = sizes.unwrap_or(&KnownSizes { crc: 0, compressed: 0, uncompressed: 0 });
         let mut h = Vec::with_capacity(30 + name.len() + 20);
-        put32(&mut h, LOCAL_HEADER_SIG);
+        h.extend_from_slice(LOCAL_SIG);
         put16(&mut h, if large { VERSION_ZIP64 } else { VERSION_DEFAULT });
         put16(&mut h, flags);
         put16(&mut h, method);
         put16(&mut h, dos_time.1);
         put16(&mut h, dos_time.0);
         put32(&mut h, sizes.crc);
-        put32(&mut h, if large { u32::MAX } else { sizes.compressed as u32 });
-        put32(&mut h, if large { u32::MAX } else { sizes.uncompressed as u32 });
+        put32(&mut h, if large { IN_ZIP64 } else { sizes.compressed as u32 });
+        put32(&mut h, if large { IN_ZIP64 } else { sizes.uncompressed as u32 });
         put16(&mut h, name_len(name)?);
         put16(&mut h, if large { 20 } else { 0 });
         h.extend_from_slice(name.as_bytes());
@@ -295,7 +286,7 @@ impl<W: Write> ZipOut<W> {
         }
         let crc = entry.crc.sum();
         let mut descriptor = Vec::with_capacity(24);
-        put32(&mut descriptor, DATA_DESCRIPTOR_SIG);
+        descriptor.extend_from_slice(DATA_DESCRIPTOR_SIG);
         put32(&mut descriptor, crc);
         if entry.large {
             put64(&mut descriptor, entry.compressed);
@@ -328,7 +319,7 @@ impl<W: Write> ZipOut<W> {
         let name_len = name_len(e.name)?;
         let offset32 = self.field32(e.offset);
         let h = self.central.room(46 + e.name.len() + 4 + zip64_len)?;
-        put32(h, CENTRAL_HEADER_SIG);
+        h.extend_from_slice(CENTRAL_SIG);
         put16(h, MADE_BY_UNIX);
         put16(h, if zip64_len == 0 && !e.large { VERSION_DEFAULT } else { VERSION_ZIP64 });
         put16(h, if e.descriptor { FLAG_UTF8 | FLAG_DATA_DESCRIPTOR } else { FLAG_UTF8 });
@@ -336,8 +327,8 @@ impl<W: Write> ZipOut<W> {
         put16(h, e.dos_time.1);
         put16(h, e.dos_time.0);
         put32(h, e.crc);
-        put32(h, if sizes_64 { u32::MAX } else { e.compressed as u32 });
-        put32(h, if sizes_64 { u32::MAX } else { e.uncompressed as u32 });
+        put32(h, if sizes_64 { IN_ZIP64 } else { e.compressed as u32 });
+        put32(h, if sizes_64 { IN_ZIP64 } else { e.uncompressed as u32 });
         put16(h, name_len);
         put16(h, if zip64_len == 0 { 0 } else { 4 + zip64_len as u16 });
         put16(h, 0); // comment
@@ -384,7 +375,7 @@ impl<W: Write> ZipOut<W> {
         let field = self.limits.field;
         if many || central_offset >= field || central_size >= field {
             let zip64_end_offset = self.pos;
-            put32(&mut end, ZIP64_END_SIG);
+            end.extend_from_slice(ZIP64_END_SIG);
             put64(&mut end, 44); // size of the rest of this record
             put16(&mut end, MADE_BY_UNIX);
             put16(&mut end, VERSION_ZIP64);
@@ -394,12 +385,12 @@ impl<W: Write> ZipOut<W> {
             put64(&mut end, count);
             put64(&mut end, central_size);
             put64(&mut end, central_offset);
-            put32(&mut end, ZIP64_LOCATOR_SIG);
+            end.extend_from_slice(ZIP64_LOCATOR_SIG);
             put32(&mut end, 0);
             put64(&mut end, zip64_end_offset);
             put32(&mut end, 1); // total disks
         }
-        put32(&mut end, END_SIG);
+        end.extend_from_slice(END_SIG);
         put16(&mut end, 0);
         put16(&mut end, 0);
         let count16 = if many { 0xFFFF } else { count as u16 };

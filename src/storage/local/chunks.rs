@@ -32,14 +32,17 @@ const READ_AHEAD: usize = 1;
 /// are not faulted in again for every chunk.
 type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
 
+/// A read on the blocking pool: gives back its buffer and how many bytes it holds.
+type PendingRead = JoinHandle<io::Result<(Vec<u8>, usize)>>;
+
 pub(super) struct FileChunks {
     file: Arc<File>,
     /// Where the next read starts, and the end of the range served.
     next: u64,
     end: u64,
     pool: Pool,
-    /// Reads in flight, in file order: each gives back its buffer and the bytes it holds.
-    reading: VecDeque<JoinHandle<io::Result<(Vec<u8>, usize)>>>,
+    /// Reads in flight, in file order.
+    reading: VecDeque<PendingRead>,
     failed: bool,
 }
 
