@@ -8,9 +8,9 @@
 //! does not grow with the archive beyond that list.
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::ffi::CStr;
 use std::fs::{self, File};
+use std::hash::BuildHasher;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;

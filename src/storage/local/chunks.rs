@@ -153,11 +153,20 @@ mod tests {
     async fn buffers_are_reused() {
         let (f, data) = file_of(10 * CHUNK);
         let mut body = FileChunks::new(f.reopen().unwrap(), 0..data.len() as u64);
+        let pool = body.pool.clone();
         let mut seen = std::collections::HashSet::new();
         while let Some(chunk) = body.next().await {
-            seen.insert(chunk.unwrap().as_ptr()); // dropped at once, as hyper does once written
+            let chunk = chunk.unwrap();
+            seen.insert(chunk.as_ptr());
+            let pooled = pool.lock().unwrap().len();
+            drop(chunk); // at once, as hyper does once written
+            assert_eq!(pool.lock().unwrap().len(), pooled + 1, "a written chunk's buffer goes back");
         }
         assert!(seen.len() <= READ_AHEAD + 1, "{} buffers for 10 chunks", seen.len());
+        // Addresses can repeat after a free too: the pool, now holding every buffer ever
+        // made, says how many there were.
+        let made = pool.lock().unwrap().len();
+        assert!(made <= READ_AHEAD + 1, "{made} buffers made for 10 chunks");
     }
 
     #[tokio::test]
