@@ -55,6 +55,11 @@ pub struct S3Args {
     /// needed for IP-address endpoints and most self-hosted stores.
     #[arg(long = "backups-s3-path-style", env = "PB_BACKUPS_S3_PATH_STYLE", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false", value_name = "BOOL")]
     pub path_style: bool,
+    /// Send the SHA-256 of every write (each part of a multipart upload) for the store to
+    /// verify (x-amz-checksum-sha256). Turn off for stores that reject checksum headers
+    /// (`check-s3` shows it).
+    #[arg(long = "backups-s3-checksums", env = "PB_BACKUPS_S3_CHECKSUMS", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "true", value_name = "BOOL")]
+    pub checksums: bool,
 }
 
 /// Where the S3 access keys came from (said by `check-s3`; the keys themselves never are).
@@ -107,6 +112,7 @@ impl S3Args {
         }
         config.prefix = self.prefix.clone();
         config.path_style = self.path_style;
+        config.checksums = self.checksums;
         let pair = |id: &str, secret: &str| -> Result<Option<(String, String)>, String> {
             match (env(id), env(secret)) {
                 (Some(id), Some(secret)) => Ok(Some((id, secret))),
@@ -372,12 +378,13 @@ fn ensure_superuser(accounts: &Accounts) -> Result<(), Box<dyn std::error::Error
 async fn check_s3(args: &S3Args) -> Result<(), Box<dyn std::error::Error>> {
     let (config, keys) = args.config()?.ok_or("no bucket: set --backups-s3-bucket or PB_BACKUPS_S3_BUCKET")?;
     println!(
-        "checking bucket {:?} at {} (region {}, prefix {:?}, {} requests, keys {keys})",
+        "checking bucket {:?} at {} (region {}, prefix {:?}, {} requests, part checksums {}, keys {keys})",
         config.bucket,
         config.endpoint.as_deref().unwrap_or("AWS S3"),
         config.region,
         config.normalized_prefix(),
         if config.path_style { "path-style" } else { "virtual-hosted" },
+        if config.checksums { "on" } else { "off" },
     );
     let storage = S3Storage::new(config)?;
     match storage.check().await {

@@ -5,6 +5,7 @@
 //! the service or the HTTP layer changing. A backend must never show a partial archive:
 //! `put_file` publishes a complete file at once, or not at all.
 
+mod buffers;
 pub mod local;
 pub mod s3;
 

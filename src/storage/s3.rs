@@ -13,6 +13,8 @@
 //! with `If-None-Match: *`, and aborted on any failure. An incomplete multipart upload is
 //! never visible as an object. object_store only sends that header on a multipart completion
 //! for copies, so the completion is a request of our own, presigned by object_store.
+//! With checksums on (the default), every write and each part carries its SHA-256 for the
+//! store to verify, and a multipart completion lists the parts' back.
 //! Between two servers sharing a bucket and prefix, the conditional write is the arbiter: the
 //! one that completes second gets the name-exists error. No lease is needed for that.
 //!
@@ -43,7 +45,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
+use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum, S3ConditionalPut};
 use object_store::client::{HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
@@ -56,6 +58,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::{BackupMeta, BackupReader, BackupStorage, StorageError, StorageResult, Upload};
 use crate::model::names::BackupKey;
+use crate::storage::buffers::BufferPool;
 
 /// Called with the key just before the conditional write that publishes it (tests use it to
 /// create the same key meanwhile).
@@ -89,6 +92,9 @@ pub struct S3Config {
     pub lease_ttl: Duration,
     /// Size of an upload part (at least 5 MiB); grown for files that would need too many.
     pub part_size: usize,
+    /// Sends the SHA-256 of every write, each part of a multipart upload included
+    /// (`x-amz-checksum-sha256`), for the store to verify; off for stores that reject it.
+    pub checksums: bool,
     pub before_publish: Option<PublishHook>,
 }
 
@@ -105,6 +111,7 @@ impl S3Config {
             session_token: None,
             lease_ttl: Duration::from_secs(30),
             part_size: DEFAULT_PART,
+            checksums: true,
             before_publish: None,
         }
     }
@@ -139,6 +146,7 @@ impl fmt::Debug for S3Config {
             .field("access_key", &hidden(&self.access_key))
             .field("secret_key", &hidden(&self.secret_key))
             .field("lease_ttl", &self.lease_ttl)
+            .field("checksums", &self.checksums)
             .finish_non_exhaustive()
     }
 }
@@ -184,6 +192,7 @@ pub struct S3Storage {
     holder: String,
     ttl: Duration,
     part_size: usize,
+    checksums: bool,
     before_publish: Option<PublishHook>,
 }
 
@@ -226,6 +235,12 @@ impl S3Storage {
         if let Some(endpoint) = config.bucket_endpoint() {
             builder = builder.with_endpoint(endpoint);
         }
+        if config.checksums {
+            // The digest is the one that signs the payload, so this costs no extra hashing;
+            // it also spares stores that would otherwise checksum the whole object when
+            // completing (moto's CRC64NVME default is a serial pass over every byte).
+            builder = builder.with_checksum_algorithm(Checksum::SHA256);
+        }
         match (&config.access_key, &config.secret_key) {
             (Some(id), Some(secret)) => {
                 builder = builder.with_access_key_id(id).with_secret_access_key(secret);
@@ -245,6 +260,7 @@ impl S3Storage {
             holder: crate::util::random_suffix(),
             ttl: config.lease_ttl,
             part_size: config.part_size,
+            checksums: config.checksums,
             before_publish: config.before_publish,
         })
     }
@@ -392,17 +408,19 @@ impl S3Storage {
     ) -> StorageResult<Vec<PartId>> {
         let file = Arc::new(std::fs::File::open(local)?);
         let count = size.div_ceil(part as u64) as usize;
+        let buffers = BufferPool::default();
         futures_util::stream::iter(0..count)
             .map(|i| {
-                let file = file.clone();
+                let (file, buffers) = (file.clone(), buffers.clone());
                 let id = upload_id.to_string();
                 async move {
                     let offset = i as u64 * part as u64;
                     let len = (size - offset).min(part as u64) as usize;
                     let bytes = tokio::task::spawn_blocking(move || -> io::Result<Bytes> {
-                        let mut buf = vec![0; len];
+                        let mut buf = buffers.take(part);
+                        buf.resize(len, 0);
                         file.read_exact_at(&mut buf, offset)?;
-                        Ok(buf.into())
+                        Ok(buffers.lend(buf, len))
                     })
                     .await
                     .map_err(io::Error::other)??;
@@ -425,15 +443,7 @@ impl S3Storage {
             .signed_url_opts(Method::POST, path, Duration::from_secs(600), &options)
             .await
             .map_err(unavailable)?;
-        let mut body = String::from("<CompleteMultipartUpload>");
-        for (i, part) in parts.iter().enumerate() {
-            body.push_str(&format!(
-                "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>",
-                i + 1,
-                xml_escape(&part.content_id)
-            ));
-        }
-        body.push_str("</CompleteMultipartUpload>");
+        let body = complete_body(parts);
         let request = http::Request::builder()
             .method(Method::POST)
             .uri(url.as_str())
@@ -468,12 +478,18 @@ impl S3Storage {
         self.store.list_with_delimiter(prefix.as_ref()).await.map_err(|e| explain("listing the prefix", &e))?;
         done.push("reached the endpoint; the bucket exists; listing is allowed".to_string());
 
+        // Writes carry a SHA-256 checksum header when checksums are on: a store that rejects
+        // it fails from here on, and the message says how to turn them off.
+        let hint = |e: String| match self.checksums {
+            true => format!("{e} (checksums are on: a store without x-amz-checksum-sha256 support needs --backups-s3-checksums=false)"),
+            false => e,
+        };
         let probe = self.join(&format!("{LEASES}/.check-{}", self.holder));
         let create = || PutOptions::from(PutMode::Create);
         self.store
             .put_opts(&probe, PutPayload::from_static(b"check"), create())
             .await
-            .map_err(|e| explain("writing a test object", &e))?;
+            .map_err(|e| hint(explain("writing a test object", &e)))?;
         let second = self.store.put_opts(&probe, PutPayload::from_static(b"again"), create()).await;
         let _ = self.store.delete(&probe).await;
         match second {
@@ -483,11 +499,15 @@ impl S3Storage {
                             overwrite each other's backups; use a store with conditional writes"
                     .into())
             }
-            Err(e) => return Err(explain("testing a conditional write", &e)),
+            Err(e) => return Err(hint(explain("testing a conditional write", &e))),
         }
         done.push("writes allowed; conditional PUT (If-None-Match) honoured".to_string());
 
-        let upload_id = self.store.create_multipart(&probe).await.map_err(|e| explain("starting a multipart upload", &e))?;
+        let upload_id = self
+            .store
+            .create_multipart(&probe)
+            .await
+            .map_err(|e| hint(explain("starting a multipart upload", &e)))?;
         let result = async {
             let part = self
                 .store
@@ -503,8 +523,11 @@ impl S3Storage {
             let _ = self.store.abort_multipart(&probe, &upload_id).await;
         }
         let _ = self.store.delete(&probe).await;
-        result?;
-        done.push("conditional multipart upload works; test objects removed".to_string());
+        result.map_err(hint)?;
+        done.push(match self.checksums {
+            true => "conditional multipart upload with SHA-256 part checksums works; test objects removed".to_string(),
+            false => "conditional multipart upload works (part checksums off); test objects removed".to_string(),
+        });
         Ok(done)
     }
 }
@@ -523,7 +546,9 @@ struct S3Upload {
     path: Path,
     upload_id: String,
     runtime: tokio::runtime::Handle,
+    /// The part being filled; parts sent come back to `buffers` once the store has them.
     part: Vec<u8>,
+    buffers: BufferPool,
     in_flight: std::collections::VecDeque<tokio::task::JoinHandle<object_store::Result<PartId>>>,
     parts: Vec<PartId>,
     /// Why writing stopped, if the store failed.
@@ -538,6 +563,7 @@ impl S3Upload {
         let upload_id = storage.store.create_multipart(&path).await.map_err(unavailable)?;
         Ok(S3Upload {
             part: Vec::with_capacity(storage.part_size),
+            buffers: BufferPool::default(),
             storage,
             key,
             path,
@@ -568,8 +594,11 @@ impl S3Upload {
             }
         }
         let index = self.parts.len() + self.in_flight.len();
-        let next_size = self.part_size();
-        let bytes = Bytes::from(std::mem::replace(&mut self.part, Vec::with_capacity(next_size)));
+        let mut next = self.buffers.take(self.part_size());
+        next.clear();
+        let full = std::mem::replace(&mut self.part, next);
+        let len = full.len();
+        let bytes = self.buffers.lend(full, len);
         let (store, path, id) = (self.storage.store.clone(), self.path.clone(), self.upload_id.clone());
         self.in_flight
             .push_back(self.runtime.spawn(async move { store.put_part(&path, &id, index, bytes.into()).await }));
@@ -670,13 +699,40 @@ fn unavailable(e: impl fmt::Display) -> StorageError {
     StorageError::Unavailable(io::Error::other(e.to_string()))
 }
 
+/// The CompleteMultipartUpload document. A part's `content_id` is its ETag, or, with
+/// checksums on, object_store's `<PartMetadata>` XML holding the ETag and the part's SHA-256,
+/// which the store requires back at completion. Its values are already XML-escaped.
+fn complete_body(parts: &[PartId]) -> String {
+    let mut body = String::from("<CompleteMultipartUpload>");
+    for (i, part) in parts.iter().enumerate() {
+        let id = &part.content_id;
+        let (etag, sha256) = match xml_text(id, "e_tag") {
+            Some(etag) if id.starts_with("<PartMetadata>") => (etag.to_string(), xml_text(id, "checksum_sha256")),
+            _ => (xml_escape(id), None),
+        };
+        body.push_str(&format!("<Part><PartNumber>{}</PartNumber><ETag>{etag}</ETag>", i + 1));
+        if let Some(sha256) = sha256 {
+            body.push_str(&format!("<ChecksumSHA256>{sha256}</ChecksumSHA256>"));
+        }
+        body.push_str("</Part>");
+    }
+    body.push_str("</CompleteMultipartUpload>");
+    body
+}
+
+/// The text of the first `<tag>` element in `xml`, as written (still escaped).
+fn xml_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let (_, rest) = xml.split_once(&format!("<{tag}>"))?;
+    rest.split_once(&format!("</{tag}>")).map(|(text, _)| text)
+}
+
 fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// The `<Code>` of an S3 error body, which names the problem without quoting the request.
 fn s3_error_code(body: &str) -> &str {
-    body.split_once("<Code>").and_then(|(_, rest)| rest.split_once("</Code>")).map_or("(no error code)", |(code, _)| code)
+    xml_text(body, "Code").unwrap_or("(no error code)")
 }
 
 /// An operator-facing description of a failed step, with the likely cause first.
@@ -917,5 +973,25 @@ mod tests {
     fn error_codes_are_extracted() {
         assert_eq!(s3_error_code("<Error><Code>NoSuchUpload</Code><Message>x</Message></Error>"), "NoSuchUpload");
         assert_eq!(s3_error_code("garbage"), "(no error code)");
+    }
+
+    #[test]
+    fn the_completion_lists_each_part_with_its_etag_and_checksum() {
+        let part = |id: &str| PartId { content_id: id.to_string() };
+        // As object_store 0.14 writes content ids: a bare ETag with checksums off, its
+        // PartMetadata XML with them on (the checksum only when the store answered one).
+        let parts = [
+            part("\"e1&\""),
+            part("<PartMetadata><e_tag>\"e2\"</e_tag><checksum_sha256>c2+/=</checksum_sha256></PartMetadata>"),
+            part("<PartMetadata><e_tag>\"e&amp;3\"</e_tag></PartMetadata>"),
+        ];
+        assert_eq!(
+            complete_body(&parts),
+            "<CompleteMultipartUpload>\
+             <Part><PartNumber>1</PartNumber><ETag>&quot;e1&amp;&quot;</ETag></Part>\
+             <Part><PartNumber>2</PartNumber><ETag>\"e2\"</ETag><ChecksumSHA256>c2+/=</ChecksumSHA256></Part>\
+             <Part><PartNumber>3</PartNumber><ETag>\"e&amp;3\"</ETag></Part>\
+             </CompleteMultipartUpload>"
+        );
     }
 }

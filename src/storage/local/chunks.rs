@@ -15,22 +15,20 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use futures_util::Stream;
 use tokio::task::JoinHandle;
 
+use crate::storage::buffers::BufferPool;
+
 /// Bytes per read and per chunk handed to hyper.
 const CHUNK: usize = 1024 * 1024;
 /// Reads in flight ahead of the socket: two were no faster here, and each costs a buffer
 /// per download.
 const READ_AHEAD: usize = 1;
-
-/// Free buffers of one download: a buffer is allocated once and then reused, so its pages
-/// are not faulted in again for every chunk.
-type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
 
 /// A read on the blocking pool: gives back its buffer and how many bytes it holds.
 type PendingRead = JoinHandle<io::Result<(Vec<u8>, usize)>>;
@@ -40,7 +38,7 @@ pub(super) struct FileChunks {
     /// Where the next read starts, and the end of the range served.
     next: u64,
     end: u64,
-    pool: Pool,
+    pool: BufferPool,
     /// Reads in flight, in file order.
     reading: VecDeque<PendingRead>,
     failed: bool,
@@ -52,7 +50,7 @@ impl FileChunks {
             file: Arc::new(file),
             next: range.start,
             end: range.end,
-            pool: Pool::default(),
+            pool: BufferPool::default(),
             reading: VecDeque::new(),
             failed: false,
         }
@@ -61,7 +59,8 @@ impl FileChunks {
     fn start_reads(&mut self) {
         while self.reading.len() < READ_AHEAD && self.next < self.end {
             let len = (self.end - self.next).min(CHUNK as u64) as usize;
-            let mut buf = self.pool.lock().unwrap().pop().unwrap_or_else(|| vec![0; CHUNK]);
+            let mut buf = self.pool.take(CHUNK);
+            buf.resize(CHUNK, 0);
             let (file, at) = (self.file.clone(), self.next);
             self.reading.push_back(tokio::task::spawn_blocking(move || {
                 // A file shorter than at open (truncated underneath) fails here.
@@ -90,34 +89,13 @@ impl Stream for FileChunks {
         match read.map_err(io::Error::other).and_then(|r| r) {
             Ok((buf, len)) => {
                 this.start_reads();
-                Poll::Ready(Some(Ok(Bytes::from_owner(Chunk { buf, len, pool: this.pool.clone() }))))
+                Poll::Ready(Some(Ok(this.pool.lend(buf, len))))
             }
             Err(e) => {
                 // The body ends with this error; the reads still in flight are dropped.
                 this.failed = true;
                 Poll::Ready(Some(Err(e)))
             }
-        }
-    }
-}
-
-/// A filled buffer lent to hyper, back in its pool once hyper has written it.
-struct Chunk {
-    buf: Vec<u8>,
-    len: usize,
-    pool: Pool,
-}
-
-impl AsRef<[u8]> for Chunk {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl Drop for Chunk {
-    fn drop(&mut self) {
-        if let Ok(mut pool) = self.pool.lock() {
-            pool.push(std::mem::take(&mut self.buf));
         }
     }
 }
@@ -158,14 +136,14 @@ mod tests {
         while let Some(chunk) = body.next().await {
             let chunk = chunk.unwrap();
             seen.insert(chunk.as_ptr());
-            let pooled = pool.lock().unwrap().len();
+            let pooled = pool.free();
             drop(chunk); // at once, as hyper does once written
-            assert_eq!(pool.lock().unwrap().len(), pooled + 1, "a written chunk's buffer goes back");
+            assert_eq!(pool.free(), pooled + 1, "a written chunk's buffer goes back");
         }
         assert!(seen.len() <= READ_AHEAD + 1, "{} buffers for 10 chunks", seen.len());
         // Addresses can repeat after a free too: the pool, now holding every buffer ever
         // made, says how many there were.
-        let made = pool.lock().unwrap().len();
+        let made = pool.free();
         assert!(made <= READ_AHEAD + 1, "{made} buffers made for 10 chunks");
     }
 
