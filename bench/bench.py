@@ -13,8 +13,9 @@ that zip. The table shows ours/upstream and ours/limit, and the targets of issue
 A third case, s3, runs ours alone (upstream's S3 is set through its settings API) with its
 backups on a local moto S3 (scripts/s3-test-server): a create streamed into a multipart
 upload, against the two parts done apart (our local create, a plain boto3 upload of its
-archive) and started together; the target is no slower than the two started together
-(moto shares this machine's cores with the compression; see bench/README.md).
+archive) and started together; the target is about the two done at once, then the
+store's completion (moto shares this machine's cores with the compression; see
+bench/README.md).
 
 --quick runs small sizes once and makes no timed assertion (CI runs it from scripts/test):
 it fails only when a step does not work. --scale measures ours alone from 512 MiB to
@@ -77,17 +78,18 @@ TARGETS = [
     ("*", "rss_restore_mib", "abs", 64),
     ("size", "restore_refused", "abs", 0),  # issue 6
     ("size", "list_p99_ms", "abs", 10),  # issue 6
-    # S3: a create streamed into a multipart upload overlaps compressing and sending. With
-    # the store on the same cores, the two parts started together (same work, no pipeline
-    # between them) are what overlapping can reach; the max and the sum are shown beside.
-    ("s3", "create_s", "together_s", 1.0),
+    # S3: a create streamed into a multipart upload overlaps compressing and sending the
+    # parts. With the store on the same cores, the limit is the two done at once there, then
+    # the store's completion, which no pipeline can start before the last part; the 1.2x is
+    # for the pipeline's ends. The max and the sum of the two done apart are shown beside.
+    ("s3", "create_s", "overlap_s", 1.2),
 ]
 LIMIT_LABELS = {
     "zip_s": "zip -r -1 -q",
     "zip_mib": "zip -r -1",
     "unzip_s": "unzip -q + sync",
     "cp_s": "cp -r + sync",
-    "together_s": "local create and plain upload started together",
+    "overlap_s": "local create and upload parts together, then the completion",
 }
 
 
@@ -969,7 +971,7 @@ elif cmd in ("upload", "upload-on-go"):
     marks = {}
     s3.meta.events.register("before-call.s3.CompleteMultipartUpload", lambda **kw: marks.update(c0=time.monotonic()))
     s3.meta.events.register("after-call.s3.CompleteMultipartUpload", lambda **kw: marks.update(c1=time.monotonic()))
-    runs, cpu, complete, size = [], [], [], None
+    runs, cpu, parts, complete, size = [], [], [], [], None
     for i in range(repeat):
         key = "bench_plain_upload_%d.zip" % i
         if cmd == "upload-on-go":
@@ -979,10 +981,11 @@ elif cmd in ("upload", "upload-on-go"):
         s3.upload_file(path, bucket, key, Config=config)
         runs.append(time.monotonic() - started)
         cpu.append(time.process_time() - cpu0)
+        parts.append(marks["c0"] - started)
         complete.append(marks["c1"] - marks["c0"])
         size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
         s3.delete_object(Bucket=bucket, Key=key)
-    print(json.dumps({"runs": runs, "cpu": cpu, "complete": complete, "size": size}))
+    print(json.dumps({"runs": runs, "cpu": cpu, "parts": parts, "complete": complete, "size": size}))
 else:
     sys.exit("unknown command " + cmd)
 '''
@@ -1105,7 +1108,8 @@ def run_s3_case(args, ours_bin):
     streamed into a multipart upload on a local moto, against its two parts done apart: our
     create on the local backend (same data, same compressor) and a plain boto3 multipart
     upload of that archive (5 MiB parts, 2 in flight), and the two started together. As
-    moto shares the cores with the compression here, the target is the time together."""
+    moto shares the cores with the compression here, the limit is the create and the
+    upload's parts done together, then the upload's completion."""
     payload = build_payload(args.cache, args.s3_size)
     base = os.path.join(args.work, "s3")
     shutil.rmtree(base, ignore_errors=True)
@@ -1198,9 +1202,13 @@ def run_s3_case(args, ours_bin):
         finally:
             if helper.poll() is None:
                 helper.kill()
-        uploads = json.loads(out)["runs"]
-        runs = [max(c, u) for c, u in zip(creates, uploads)]
+        up = json.loads(out)
+        runs = [max(c, u) for c, u in zip(creates, up["runs"])]
         lim["together_runs_s"], lim["together_s"] = runs, median(runs)
+        # What streaming can reach here: compressing and sending the parts overlapped on
+        # these cores, then the completion, which follows the last part in any pipeline.
+        runs = [max(c, p) + k for c, p, k in zip(creates, up["parts"], up["complete"])]
+        lim["overlap_runs_s"], lim["overlap_s"] = runs, median(runs)
         server.stop()
         server = None
         shutil.rmtree(os.path.join(data_dir, "backups"), ignore_errors=True)
@@ -1278,7 +1286,9 @@ def print_s3_table(ours, lim, targets):
              row("local create and plain upload started together, until both end (s)", lim.get("together_s")),
              row("ours / max", ratio(o, lim.get("max_s"))),
              row("ours / sum", ratio(o, lim.get("sum_s"))),
+             row("local create and the plain upload's parts started together, then its completion (s)", lim.get("overlap_s")),
              row("ours / together", ratio(o, lim.get("together_s"))),
+             row("ours / (together, then the completion)", ratio(o, lim.get("overlap_s"))),
              row("archive on S3 / local archive (MiB)", "%s / %s" % (fmt(ours.get("zip_mib")), fmt(lim.get("local_zip_mib")))),
              row("peak RSS, create on S3 (MiB)", ours.get("rss_create_mib"), target("rss_create_mib")),
              row("peak RSS, create on the local backend (MiB)", lim.get("rss_local_create_mib")),

@@ -134,18 +134,116 @@ pub fn open_data_dir(data_dir: &Path) -> Result<Accounts, ServerError> {
     Ok(Accounts::open(data_dir)?)
 }
 
-/// How long a draining server keeps serving the connections it has already taken before
-/// it shuts them down for a restart.
+/// How long a draining server waits, at most, for connections it has already taken to send
+/// their request before it shuts them down for a restart: poem's shutdown drops a connection
+/// that has not sent one yet. Clients send right after connecting, so the wait usually ends
+/// at once; a silent client is not waited for past this.
 const DRAIN_SETTLE: Duration = Duration::from_millis(200);
+/// Time for an accept already under way when the pause comes to be counted.
+const DRAIN_MIN: Duration = Duration::from_millis(5);
 
-/// poem's acceptor, which stops taking connections from the socket once paused.
+/// How many taken connections have not sent a byte yet.
+#[derive(Clone)]
+struct Silent(Arc<watch::Sender<usize>>);
+
+impl Silent {
+    fn new() -> Silent {
+        Silent(Arc::new(watch::channel(0).0))
+    }
+
+    fn taken(&self) {
+        self.0.send_modify(|n| *n += 1);
+    }
+
+    fn heard(&self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+
+    /// Until every taken connection has sent something (or closed), at most DRAIN_SETTLE.
+    async fn settle(&self) {
+        tokio::time::sleep(DRAIN_MIN).await;
+        let mut count = self.0.subscribe();
+        let _ = tokio::time::timeout(DRAIN_SETTLE, count.wait_for(|n| *n == 0)).await;
+    }
+}
+
+/// A taken connection, counted as silent until its first read completes (data, end or error).
+struct Watched {
+    inner: tokio::net::TcpStream,
+    silent: Option<Silent>,
+}
+
+impl Watched {
+    fn heard(&mut self) {
+        if let Some(silent) = self.silent.take() {
+            silent.heard();
+        }
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.heard();
+    }
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let read = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if read.is_ready() {
+            self.heard();
+        }
+        read
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// poem's acceptor, which stops taking connections from the socket once paused, and counts
+/// the connections it took that are still silent.
 struct PausableAcceptor {
     inner: poem::listener::TcpAcceptor,
     paused: watch::Receiver<bool>,
+    silent: Silent,
 }
 
 impl poem::listener::Acceptor for PausableAcceptor {
-    type Io = tokio::net::TcpStream;
+    type Io = Watched;
 
     fn local_addr(&self) -> Vec<poem::web::LocalAddr> {
         self.inner.local_addr()
@@ -159,7 +257,11 @@ impl poem::listener::Acceptor for PausableAcceptor {
             biased;
             // Never resolves: poem's loop waits here until its shutdown signal fires.
             _ = async { let _ = paused.wait_for(|p| *p).await; } => std::future::pending().await,
-            accepted = self.inner.accept() => accepted,
+            accepted = self.inner.accept() => {
+                let (stream, local, remote, scheme) = accepted?;
+                self.silent.taken();
+                Ok((Watched { inner: stream, silent: Some(self.silent.clone()) }, local, remote, scheme))
+            }
         }
     }
 }
@@ -217,23 +319,23 @@ pub async fn run(
         // re-exec), so the socket never closes. Non-blocking is a property of the shared
         // socket, as tokio requires.
         let (pause_tx, pause_rx) = watch::channel(false);
+        let silent = Silent::new();
         let acceptor = listener
             .try_clone()
             .and_then(|l| {
                 l.set_nonblocking(true)?;
                 poem::listener::TcpAcceptor::from_std(l)
             })
-            .map(|inner| PausableAcceptor { inner, paused: pause_rx })
+            .map(|inner| PausableAcceptor { inner, paused: pause_rx, silent: silent.clone() })
             .map_err(ServerError::Serve)?;
         let (stop_tx, stop_rx) = oneshot::channel();
         let signal = async {
             let stop = tokio::select! {
                 Some(request) = restart_rx.recv() => {
                     // Stop taking connections (new ones wait in the backlog for the restarted
-                    // server), and give those already taken a moment to send their request:
-                    // poem's shutdown drops a connection that has not sent one yet.
+                    // server), and let those already taken send their request.
                     let _ = pause_tx.send(true);
-                    tokio::time::sleep(DRAIN_SETTLE).await;
+                    silent.settle().await;
                     Stop::Restart(request)
                 }
                 () = &mut shutdown => Stop::Shutdown,
