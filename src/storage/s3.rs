@@ -14,7 +14,7 @@
 //! never visible as an object. object_store only sends that header on a multipart completion
 //! for copies, so the completion is a request of our own, presigned by object_store.
 //! With checksums on (the default), every write and each part carries its SHA-256 for the
-//! store to verify, and a multipart completion lists the parts' back.
+//! store to verify, and a multipart completion lists each part's checksum back.
 //! Between two servers sharing a bucket and prefix, the conditional write is the arbiter: the
 //! one that completes second gets the name-exists error. No lease is needed for that.
 //!
