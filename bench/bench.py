@@ -951,7 +951,8 @@ S3_PART = 5 * MiB  # the server's part size; the plain upload uses the same, two
 # Run with the moto venv's Python (it has boto3, a dependency of moto): bench.py itself stays
 # standard library only. `mkbucket` makes the bucket; `upload` times boto3's upload_file of
 # one archive (5 MiB parts, 2 in flight, as our server sends them) --repeat times, deleting
-# each object after checking its size, and prints the seconds as JSON. With `upload-on-go`
+# each object after checking its size, and prints the seconds as JSON (each upload's, and
+# apart its parts' and its completion's). With `upload-on-go`
 # it prints "ready" once set up and waits for a line on stdin before each upload, so that
 # the bench can start it together with something else.
 S3_HELPER = r'''
@@ -977,12 +978,15 @@ elif cmd in ("upload", "upload-on-go"):
         if cmd == "upload-on-go":
             print("ready", flush=True)
             sys.stdin.readline()
+        marks.clear()
         started, cpu0 = time.monotonic(), time.process_time()
         s3.upload_file(path, bucket, key, Config=config)
-        runs.append(time.monotonic() - started)
+        ended = time.monotonic()
+        runs.append(ended - started)
         cpu.append(time.process_time() - cpu0)
-        parts.append(marks["c0"] - started)
-        complete.append(marks["c1"] - marks["c0"])
+        # An archive of one part is a single PUT, with no completion.
+        parts.append(marks.get("c0", ended) - started)
+        complete.append(marks.get("c1", ended) - marks.get("c0", ended))
         size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
         s3.delete_object(Bucket=bucket, Key=key)
     print(json.dumps({"runs": runs, "cpu": cpu, "parts": parts, "complete": complete, "size": size}))
