@@ -599,27 +599,17 @@ mod tests {
     #[test]
     fn exact_duplicates_are_refused_first() {
         let entry = |name: &[u8]| record(name, 0, [0; 3], &[]);
-        let (_dir, path, _) = file_of(&archive(
-            &[entry(b"a.txt"), entry(b"b"), entry(b"a.txt")],
-            3,
-        ));
-        let err = validate(&path, &ArchiveLimits::default()).unwrap_err();
-        assert!(
-            matches!(&err, ArchiveError::DuplicateEntry { name } if name == "a.txt"),
-            "{err:?}"
-        );
+        let refused = |records: &[Vec<u8>]| {
+            let (_dir, path, _) = file_of(&archive(records, records.len() as u16));
+            validate(&path, &ArchiveLimits::default()).unwrap_err()
+        };
+        let err = refused(&[entry(b"a.txt"), entry(b"b"), entry(b"a.txt")]);
+        assert!(matches!(&err, ArchiveError::DuplicateEntry { name } if name == "a.txt"), "{err:?}");
         // Even after an entry refused for another reason.
-        let records = [entry(b"../x"), entry(b"d"), entry(b"d")];
-        let (_dir, path, _) = file_of(&archive(&records, 3));
-        let err = validate(&path, &ArchiveLimits::default()).unwrap_err();
-        assert!(
-            matches!(&err, ArchiveError::DuplicateEntry { name } if name == "d"),
-            "{err:?}"
-        );
+        let err = refused(&[entry(b"../x"), entry(b"d"), entry(b"d")]);
+        assert!(matches!(&err, ArchiveError::DuplicateEntry { name } if name == "d"), "{err:?}");
         // A name repeated once normalised counts only before the first refused entry.
-        let records = [entry(b"d/"), entry(b"../x"), entry(b"d")];
-        let (_dir, path, _) = file_of(&archive(&records, 3));
-        let err = validate(&path, &ArchiveLimits::default()).unwrap_err();
+        let err = refused(&[entry(b"d/"), entry(b"../x"), entry(b"d")]);
         assert!(matches!(err, ArchiveError::UnsafePath { .. }), "{err:?}");
     }
 
