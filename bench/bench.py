@@ -952,9 +952,9 @@ S3_PART = 5 * MiB  # the server's part size; the plain upload uses the same, two
 # standard library only. `mkbucket` makes the bucket; `upload` times boto3's upload_file of
 # one archive (5 MiB parts, 2 in flight, as our server sends them) --repeat times, deleting
 # each object after checking its size, and prints the seconds as JSON (each upload's, and
-# apart its parts' and its completion's). With `upload-on-go`
-# it prints "ready" once set up and waits for a line on stdin before each upload, so that
-# the bench can start it together with something else.
+# apart its parts' and its completion's). With `upload-on-go` it prints "ready" once set up
+# and waits for a line on stdin before each upload, so that the bench can start it together
+# with something else.
 S3_HELPER = r'''
 import json, sys, time
 import boto3
@@ -1178,8 +1178,7 @@ def run_s3_case(args, ours_bin):
         lim["max_s"] = max(lim["local_create_s"], lim["upload_s"])
 
         # (c) the local create and the plain upload started at the same moment: on one
-        # machine they compete for its cores (moto is one of the processes), so this is the
-        # time streaming can reach here, short of a store on other cores.
+        # machine they compete for its cores (moto is one of the processes).
         log("s3 case: local create and plain upload, started together")
         server = Server("ours (local backend)", ours_bin, data_dir, os.path.join(base, "server-together.log"))
         server.start()
@@ -1288,9 +1287,9 @@ def print_s3_table(ours, lim, targets):
              row("local create + plain upload (s)", lim.get("sum_s")),
              row("max(local create, plain upload) (s)", lim.get("max_s")),
              row("local create and plain upload started together, until both end (s)", lim.get("together_s")),
+             row("local create and the plain upload's parts started together, then its completion (s)", lim.get("overlap_s")),
              row("ours / max", ratio(o, lim.get("max_s"))),
              row("ours / sum", ratio(o, lim.get("sum_s"))),
-             row("local create and the plain upload's parts started together, then its completion (s)", lim.get("overlap_s")),
              row("ours / together", ratio(o, lim.get("together_s"))),
              row("ours / (together, then the completion)", ratio(o, lim.get("overlap_s"))),
              row("archive on S3 / local archive (MiB)", "%s / %s" % (fmt(ours.get("zip_mib")), fmt(lim.get("local_zip_mib")))),
