@@ -275,10 +275,11 @@ mod tests {
         let mut bare = zip.clone();
         bare.headers.remove("accept-ranges");
         bare.body = b"not a zip".to_vec();
-        assert_eq!(
-            differences(doc, Lang::Zh, &bare, Some("a.zip")),
-            ["no `Accept-Ranges: bytes` header", "the body is not a readable zip archive: invalid Zip archive: Could not find EOCD"]
-        );
+        let found = differences(doc, Lang::Zh, &bare, Some("a.zip"));
+        // The second names the zip reader's own error, whose wording is not ours to pin.
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0], "no `Accept-Ranges: bytes` header");
+        assert!(found[1].starts_with("the body is not a readable zip archive: "), "{found:?}");
         // Cut short: the local header is there, the directory is not.
         let mut cut = zip.clone();
         cut.body.truncate(archive.len() / 2);

@@ -6,12 +6,12 @@
 //! carrying data before them (self-extracting style) found as Go's archive/zip finds them.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Take};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Take};
 use std::os::unix::fs::FileExt;
 
 use super::format::{
-    CENTRAL_LEN, CENTRAL_SIG, END_LEN, END_SIG, FLAG_ENCRYPTED, FLAG_UTF8, IN_ZIP64, SYSTEM_UNIX,
-    ZIP64_END_LEN, ZIP64_END_SIG, ZIP64_EXTRA_ID, ZIP64_LOCATOR_LEN, ZIP64_LOCATOR_SIG,
+    CENTRAL_LEN, CENTRAL_SIG, END_LEN, END_SIG, FLAG_ENCRYPTED, FLAG_UTF8, IN_ZIP64, LOCAL_LEN,
+    SYSTEM_UNIX, ZIP64_END_LEN, ZIP64_END_SIG, ZIP64_EXTRA_ID, ZIP64_LOCATOR_LEN, ZIP64_LOCATOR_SIG,
 };
 use super::ArchiveError;
 
@@ -53,6 +53,9 @@ pub(super) fn open(file: &File, max_entries: usize) -> Result<Directory, Archive
     let directory = find(file)?;
     if directory.count > max_entries as u64 {
         return Err(ArchiveError::TooManyEntries);
+    }
+    if directory.count * CENTRAL_LEN as u64 > directory.size {
+        return Err(not_zip("central directory too small for its entry count"));
     }
     Ok(directory)
 }
@@ -103,13 +106,15 @@ fn find(file: &File) -> Result<Directory, ArchiveError> {
                 return Err(not_zip("multi-disk archives are not supported"));
             }
             let at = u64_at(locator, 8);
+            // It lies before its locator; anything else is refused before reading there.
+            let locator_pos = eocd_pos - ZIP64_LOCATOR_LEN as u64;
+            if at.checked_add(ZIP64_END_LEN as u64).is_none_or(|end| end > locator_pos) {
+                return Err(not_zip("zip64 record not where its locator says"));
+            }
             let mut record = [0u8; ZIP64_END_LEN];
             match file.read_exact_at(&mut record, at) {
                 Ok(()) if &record[..4] == ZIP64_END_SIG => {}
                 Ok(()) => return Err(not_zip("zip64 record not where its locator says")),
-                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Err(not_zip("zip64 locator points past the end"))
-                }
                 Err(err) => return Err(err.into()),
             }
             let (disk, directory_disk) = (u32_at(&record, 16), u32_at(&record, 20));
@@ -151,33 +156,28 @@ fn starts_with_record(file: &File, at: u64) -> io::Result<bool> {
 }
 
 impl Directory {
-    /// How many entries to make room for: the declared count (already within the limit),
-    /// but no more than the directory's size can hold.
+    /// How many entries to make room for: the declared count, which `open` checked against
+    /// the limit and the directory's size.
     pub fn capacity(&self) -> usize {
-        self.count.min(self.size / CENTRAL_LEN as u64) as usize
+        self.count as usize
     }
 
-    /// An upper bound on the bytes of all raw names: what the directory holds beyond the
+    /// An upper bound on the bytes of all raw (undecoded) names: what the directory holds beyond the
     /// fixed part of its records, and at most 64 KiB per name.
     pub fn names_bound(&self) -> u64 {
-        let beyond = self
-            .size
-            .saturating_sub(self.count.saturating_mul(CENTRAL_LEN as u64));
-        beyond.min(self.count.saturating_mul(0xFFFF))
+        (self.size - self.count * CENTRAL_LEN as u64).min(self.count * 0xFFFF)
     }
 
     /// The records, read in order through a buffer.
     pub fn records<'f>(&self, file: &'f File) -> Result<Records<'f>, ArchiveError> {
-        if self.count.saturating_mul(CENTRAL_LEN as u64) > self.size {
-            return Err(not_zip("central directory too small for its entry count"));
-        }
         let mut reader = file;
         reader.seek(SeekFrom::Start(self.start))?;
         Ok(Records {
-            reader: BufReader::with_capacity(RECORDS_BUFFER, reader.take(self.size)),
+            reader: BufReader::with_capacity((self.size as usize).clamp(4, RECORDS_BUFFER), reader.take(self.size)),
             count: self.count,
             read: 0,
             shift: self.shift,
+            directory_start: self.start,
             raw_name: Vec::new(),
             extra: Vec::new(),
             name: String::new(),
@@ -213,6 +213,9 @@ pub(super) struct Records<'f> {
     count: u64,
     read: u64,
     shift: u64,
+    /// Local headers lie before the directory: an offset past it is refused here, so no
+    /// later arithmetic on it can overflow.
+    directory_start: u64,
     raw_name: Vec<u8>,
     extra: Vec<u8>,
     name: String,
@@ -223,7 +226,9 @@ impl Records<'_> {
     /// holds.
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, ArchiveError> {
         if self.read == self.count {
-            if self.reader.fill_buf()?.starts_with(CENTRAL_SIG) {
+            let mut next = Vec::with_capacity(4);
+            (&mut self.reader).take(4).read_to_end(&mut next)?;
+            if next == CENTRAL_SIG {
                 return Err(not_zip(format!(
                     "more than the {} entries declared",
                     self.count
@@ -271,7 +276,8 @@ impl Records<'_> {
         .map_err(|detail| not_zip(format!("entry {index}: {detail}")))?;
         let header_start = header_start
             .checked_add(self.shift)
-            .ok_or_else(|| not_zip(format!("entry {index}: offset past 2^64")))?;
+            .filter(|&at| at.saturating_add(LOCAL_LEN as u64) <= self.directory_start)
+            .ok_or_else(|| not_zip(format!("entry {index}: local header not before the central directory")))?;
 
         self.name.clear();
         match std::str::from_utf8(&self.raw_name) {
@@ -341,7 +347,8 @@ fn apply_zip64(
 }
 
 /// Names not in UTF-8 are in code page 437, as the zip format says (and the zip crate read
-/// them); its lower half is ASCII.
+/// them); its lower half is ASCII. Unlike the zip crate, the Info-ZIP Unicode Path extra
+/// field (0x7075) is not read, as upstream's Go archive/zip does not read it either.
 fn cp437(byte: u8) -> char {
     // Bytes 0x80 to 0xFF, a row of 16 per line.
     #[rustfmt::skip]
@@ -398,16 +405,22 @@ mod tests {
         r
     }
 
-    /// The records as a directory at offset 0, then its end record saying `count` entries.
+    /// Where [`archive`] puts the directory: after room for local headers, which must come
+    /// before it.
+    const DIRECTORY_AT: usize = 64;
+
+    /// The records as a directory at [`DIRECTORY_AT`], then its end record saying `count`
+    /// entries.
     fn archive(records: &[Vec<u8>], count: u16) -> Vec<u8> {
-        let mut bytes: Vec<u8> = records.concat();
-        let size = bytes.len() as u32;
+        let mut bytes = vec![0u8; DIRECTORY_AT];
+        bytes.extend(records.concat());
+        let size = (bytes.len() - DIRECTORY_AT) as u32;
         bytes.extend_from_slice(END_SIG);
         bytes.extend_from_slice(&[0; 4]);
         bytes.extend_from_slice(&count.to_le_bytes());
         bytes.extend_from_slice(&count.to_le_bytes());
         bytes.extend_from_slice(&size.to_le_bytes());
-        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&(DIRECTORY_AT as u32).to_le_bytes());
         bytes.extend_from_slice(&0u16.to_le_bytes());
         bytes
     }
@@ -450,23 +463,30 @@ mod tests {
                 b"all",
                 0,
                 [IN_ZIP64; 3],
-                &zip64_extra(&[big, big + 1, big + 2]),
+                &zip64_extra(&[big, big + 1, 2]),
             ),
             // Only the fields that say so, in the standard order.
             record(
                 b"two",
                 0,
                 [IN_ZIP64, 7, IN_ZIP64],
-                &zip64_extra(&[big + 3, big + 4]),
+                &zip64_extra(&[big + 3, 4]),
             ),
         ];
         assert_eq!(
             list(&archive(&records, 2)).unwrap(),
             [
-                ("all".to_owned(), big, big + 1, big + 2),
-                ("two".to_owned(), 7, big + 3, big + 4),
+                ("all".to_owned(), big, big + 1, 2),
+                ("two".to_owned(), 7, big + 3, 4),
             ]
         );
+        // A local header offset past the directory (local headers come first), near 2^64 or
+        // not: refused here, before anything adds to it.
+        for offset in [u64::MAX - 5, DIRECTORY_AT as u64 - 29] {
+            let far = record(b"far", 0, [1, 1, IN_ZIP64], &zip64_extra(&[offset]));
+            let result = list(&archive(&[far], 1));
+            assert!(matches!(result, Err(ArchiveError::NotZip(_))), "{offset}: {result:?}");
+        }
         // A size said to be in the zip64 field that is not there.
         let short = record(b"x", 0, [IN_ZIP64, 7, IN_ZIP64], &zip64_extra(&[big]));
         assert!(matches!(
@@ -505,14 +525,14 @@ mod tests {
             record(b"a", 0, [1, 1, 0], &[]),
             record(b"b", 0, [1, 1, 0], &[]),
         ];
-        let mut bytes: Vec<u8> = vec![b'.'; 10]; // data before the directory
+        let mut bytes: Vec<u8> = vec![b'.'; 40]; // local headers' room before the directory
         bytes.extend(records.concat());
-        let size = bytes.len() as u64 - 10;
+        let size = bytes.len() as u64 - 40;
         let zip64_at = bytes.len() as u64;
         bytes.extend_from_slice(ZIP64_END_SIG);
         bytes.extend_from_slice(&44u64.to_le_bytes());
         bytes.extend_from_slice(&[45, 3, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        for value in [2, 2, size, 10] {
+        for value in [2, 2, size, 40] {
             bytes.extend_from_slice(&value.to_le_bytes());
         }
         bytes.extend_from_slice(ZIP64_LOCATOR_SIG);
@@ -525,6 +545,30 @@ mod tests {
         bytes.extend_from_slice(&[0, 0]);
         let names: Vec<_> = list(&bytes).unwrap().into_iter().map(|r| r.0).collect();
         assert_eq!(names, ["a", "b"]);
+        // A locator pointing anywhere but before itself is not a zip (not an I/O error from
+        // reading at an offset past what the file system allows).
+        let locator_offset = bytes.len() - END_LEN - ZIP64_LOCATOR_LEN + 8;
+        for at in [u64::MAX - 10, bytes.len() as u64] {
+            let mut moved = bytes.clone();
+            moved[locator_offset..locator_offset + 8].copy_from_slice(&at.to_le_bytes());
+            let result = list(&moved);
+            assert!(matches!(result, Err(ArchiveError::NotZip(_))), "{at}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn a_record_past_the_declared_count_is_refused_wherever_the_read_buffer_ends() {
+        // Five declared records ending 0 to 4 bytes before the end of the first buffer of
+        // directory read, then one more.
+        for pad in 0..=4 {
+            let big = record(&vec![b'n'; 60_000], 0, [0; 3], &[]);
+            let last = RECORDS_BUFFER - pad - 4 * big.len() - CENTRAL_LEN;
+            let mut records = vec![big; 4];
+            records.push(record(&vec![b'm'; last], 0, [0; 3], &[]));
+            records.push(record(b"extra", 0, [0; 3], &[]));
+            let result = list(&archive(&records, 5));
+            assert!(matches!(result, Err(ArchiveError::NotZip(_))), "{pad}: {result:?}");
+        }
     }
 
     #[test]
@@ -553,27 +597,22 @@ mod tests {
                 "{count}: {result:?}"
             );
         }
-        // A record with a wrong signature; a file cut within the directory.
+        // A record with a wrong signature; a file cut short (no end record left).
         let mut bad = bytes.clone();
-        bad[46 + 1] = b'X';
+        bad[DIRECTORY_AT + 46 + 1] = b'X';
         assert!(matches!(list(&bad), Err(ArchiveError::NotZip(_))));
         assert!(matches!(list(&bytes[..60]), Err(ArchiveError::NotZip(_))));
     }
 
     #[test]
     fn a_declared_count_over_the_limit_is_refused_before_reading() {
-        // 22 bytes claiming 65535 entries.
+        // An empty directory claiming 65535 entries.
         let bytes = archive(&[], 0xFFFF);
-        assert_eq!(bytes.len(), END_LEN);
+        assert_eq!(bytes.len(), DIRECTORY_AT + END_LEN);
         let (_dir, _, file) = file_of(&bytes);
         assert!(matches!(open(&file, 10), Err(ArchiveError::TooManyEntries)));
         // Within the limit, the directory is too small for that many records.
-        let directory = open(&file, 1 << 20).unwrap();
-        assert_eq!(directory.capacity(), 0);
-        assert!(matches!(
-            directory.records(&file),
-            Err(ArchiveError::NotZip(_))
-        ));
+        assert!(matches!(open(&file, 1 << 20), Err(ArchiveError::NotZip(_))));
     }
 
     #[test]

@@ -414,7 +414,7 @@ impl Window {
     /// The archive's bytes from `offset` on, at least `min` of them unless the file ends
     /// first (at most what the buffer holds).
     fn at(&mut self, archive: &File, offset: u64, min: usize) -> io::Result<&[u8]> {
-        let buffered = offset >= self.start && offset + min as u64 <= self.start + self.len as u64;
+        let buffered = offset >= self.start && offset.saturating_add(min as u64) <= self.start + self.len as u64;
         if !buffered {
             self.start = offset;
             self.len = 0;
@@ -577,7 +577,8 @@ fn check_entries(file: &File, limits: &ArchiveLimits) -> Result<CheckedArchive, 
     let mut records = directory.records(file)?;
     let mut entries = Entries {
         list: Vec::with_capacity(directory.capacity()),
-        // Only the pages really written count: the bound is cheap when it is loose.
+        // Only the pages really written count: the bound is cheap when it is loose. (Raw
+        // bytes: CP437 names grow when decoded, and the arena then grows once.)
         names: String::with_capacity(directory.names_bound().min(1 << 28) as usize),
     };
     let mut total_size = 0u64;

@@ -7,16 +7,16 @@
 //! The zip64 thresholds are a parameter so that tests can drive those paths with small data.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, Write};
+use std::io::{self, BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use flate2::Crc;
 
 use super::format::{
-    CENTRAL_SIG, DATA_DESCRIPTOR_SIG, END_SIG, FLAG_DATA_DESCRIPTOR, FLAG_UTF8, IN_ZIP64, LOCAL_SIG,
-    METHOD_DEFLATED, METHOD_STORED, S_IFDIR, S_IFREG, SYSTEM_UNIX, ZIP64_END_SIG, ZIP64_EXTRA_ID,
-    ZIP64_LOCATOR_SIG,
+    CENTRAL_LEN, CENTRAL_SIG, DATA_DESCRIPTOR_SIG, END_LEN, END_SIG, FLAG_DATA_DESCRIPTOR, FLAG_UTF8,
+    IN_ZIP64, LOCAL_LEN, LOCAL_SIG, METHOD_DEFLATED, METHOD_STORED, S_IFDIR, S_IFREG, SYSTEM_UNIX,
+    ZIP64_END_LEN, ZIP64_END_SIG, ZIP64_EXTRA_ID, ZIP64_LOCATOR_LEN, ZIP64_LOCATOR_SIG,
 };
 
 /// "Version made by": Unix (so readers honour the mode bits), spec 4.5.
@@ -45,8 +45,7 @@ impl Default for Zip64Limits {
     }
 }
 
-/// The zip container around the entries' bytes, written sequentially except for patching
-/// each local header once its entry is complete.
+/// The zip container around the entries' bytes, written strictly sequentially.
 pub(crate) struct ZipOut<W: Write> {
     out: BufWriter<W>,
     /// Bytes written so far: where the next header goes.
@@ -187,7 +186,7 @@ impl<W: Write> ZipOut<W> {
     fn local_header(&mut self, name: &str, method: u16, dos_time: (u16, u16), large: bool, sizes: Option<&KnownSizes>) -> io::Result<()> {
         let flags = if sizes.is_some() { FLAG_UTF8 } else { FLAG_UTF8 | FLAG_DATA_DESCRIPTOR };
         let sizes = sizes.unwrap_or(&KnownSizes { crc: 0, compressed: 0, uncompressed: 0 });
-        let mut h = Vec::with_capacity(30 + name.len() + 20);
+        let mut h = Vec::with_capacity(LOCAL_LEN + name.len() + 20);
         h.extend_from_slice(LOCAL_SIG);
         put16(&mut h, if large { VERSION_ZIP64 } else { VERSION_DEFAULT });
         put16(&mut h, flags);
@@ -318,7 +317,7 @@ impl<W: Write> ZipOut<W> {
         let zip64_len = if sizes_64 { 16 } else { 0 } + if offset_64 { 8 } else { 0 };
         let name_len = name_len(e.name)?;
         let offset32 = self.field32(e.offset);
-        let h = self.central.room(46 + e.name.len() + 4 + zip64_len)?;
+        let h = self.central.room(CENTRAL_LEN + e.name.len() + 4 + zip64_len)?;
         h.extend_from_slice(CENTRAL_SIG);
         put16(h, MADE_BY_UNIX);
         put16(h, if zip64_len == 0 && !e.large { VERSION_DEFAULT } else { VERSION_ZIP64 });
@@ -357,20 +356,13 @@ impl<W: Write> ZipOut<W> {
         let central_offset = self.pos;
         if let Some(mut spilled) = self.central.spilled.take() {
             spilled.rewind()?;
-            let mut chunk = vec![0; CENTRAL_BUFFER];
-            loop {
-                let n = spilled.read(&mut chunk)?;
-                if n == 0 {
-                    break;
-                }
-                self.write(&chunk[..n])?;
-            }
+            self.pos += io::copy(&mut spilled, &mut self.out)?;
         }
         let rest = std::mem::take(&mut self.central.buf);
         self.write(&rest)?;
         let central_size = self.pos - central_offset;
         let count = self.central.count;
-        let mut end = Vec::with_capacity(56 + 20 + 22);
+        let mut end = Vec::with_capacity(ZIP64_END_LEN + ZIP64_LOCATOR_LEN + END_LEN);
         let many = count >= self.limits.entries;
         let field = self.limits.field;
         if many || central_offset >= field || central_size >= field {
