@@ -2,7 +2,7 @@
 //! tables, the six system collections with their field definitions, the applied-migrations
 //! list and the `settings` row, so that PocketBase opens a data dir we initialised as its own.
 //!
-//! Facts from a fresh PocketBase 0.40.6 data dir; `tests/pocketbase.rs` checks them against
+//! Facts from a fresh PocketBase 0.40.6 data dir; `tests/pocketbase/` checks them against
 //! the real binary. The system collections get the ids PocketBase gives them (fixed ids, as
 //! tokens carry them in `collectionId`); field ids follow PocketBase's rule, the field type
 //! followed by the CRC-32 of the field name.

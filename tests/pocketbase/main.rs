@@ -2,7 +2,10 @@
 //! (0.40.6 and 0.23.12, fetched and cached by `scripts/pocketbase-bin`; the tests fail, never
 //! skip, when they cannot be had): its backups restore here with their accounts, tokens,
 //! collections and files; ours restore there; each server serves the other's data dir.
+//!
+//! The helpers here (a real PocketBase, logins, downloads) serve the submodules too.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
