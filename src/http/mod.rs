@@ -10,6 +10,7 @@ pub mod backups;
 pub mod body;
 pub mod download;
 pub mod error;
+pub mod extensions;
 pub mod fields;
 pub mod openapi;
 pub mod ratelimit;
