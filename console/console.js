@@ -329,6 +329,8 @@ async function poll() {
   renderWork();
   // Work that someone else ran has ended: its backup may be new.
   if (wasBusy && state.canBackup && state.working === 0) loadBackups();
+  // One timer at most, even when polls overlap (a create asks at once, besides the timer's).
+  clearTimeout(state.pollTimer);
   if (state.token) state.pollTimer = setTimeout(poll, busy() ? POLL_BUSY_MS : POLL_IDLE_MS);
 }
 

@@ -80,6 +80,10 @@ async fn verify_answers_its_documented_responses() {
         tokio::spawn(async move { client.post(url).header("Authorization", su).send().await.unwrap().status() })
     };
     tokio::time::timeout(DEADLINE, restores.held()).await.expect("the restore reaches its gate");
+    // Held once extracted, before the swap: health shows the restore's progress, all done.
+    let data = health(&s, Some(&su)).await["data"].clone();
+    assert_eq!((&data["canBackup"], &data["progress"]["action"], &data["progress"]["key"]), (&json!(false), &json!("restore"), &json!("good.zip")), "{data}");
+    assert!(data["progress"]["total"].as_u64() > Some(0) && data["progress"]["done"] == data["progress"]["total"], "{data}");
     for lang in ["zh", "en"] {
         let busy = verify(&s, "bad.zip", Some(&su), lang).await;
         assert_eq!(busy.0, 400);
@@ -131,4 +135,29 @@ async fn verify_runs_beside_a_create_and_health_shows_its_progress() {
     assert_eq!(creating.await.unwrap(), 204);
     assert_eq!(health(&s, Some(&su)).await["data"], json!({"canBackup": true}), "no progress once it ended");
     assert_eq!(verify(&s, "held.zip", Some(&su), "en").await, (200, json!({"ok": true})));
+}
+
+/// The console's page and assets: its policy on each, a validator, our 404 for anything else.
+#[tokio::test]
+async fn the_console_is_served_with_its_policy() {
+    let s = TestServer::start().await;
+    let r = s.client.get(s.url("/_")).send().await.unwrap();
+    assert_eq!(r.url().path(), "/_/", "redirected to the page (relative asset names need the slash)");
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.starts_with("default-src 'none'; script-src 'self'; style-src 'self';"), "{csp}");
+    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    let etag = r.headers()["etag"].clone();
+    assert!(r.text().await.unwrap().contains("<script type=\"module\" src=\"console.js\"></script>"));
+    let again = s.client.get(s.url("/_/")).header("If-None-Match", etag).send().await.unwrap();
+    assert_eq!(again.status(), 304);
+    for (asset, content_type) in [("console.js", "text/javascript; charset=utf-8"), ("i18n.js", "text/javascript; charset=utf-8"), ("console.css", "text/css; charset=utf-8")] {
+        let r = s.client.get(s.url(&format!("/_/{asset}"))).send().await.unwrap();
+        assert_eq!((r.status().as_u16(), r.headers()["content-type"].to_str().unwrap()), (200, content_type), "{asset}");
+        assert_eq!(r.headers()["content-security-policy"].to_str().unwrap(), csp);
+    }
+    for missing in ["/_/nope.js", "/_/../Cargo.toml", "/_/%2e%2e/Cargo.toml"] {
+        let (status, body) = status_json(s.client.get(s.url(missing)).send().await.unwrap()).await;
+        assert_eq!((status, body["status"].as_u64()), (404, Some(404)), "{missing}: {body}");
+    }
 }
