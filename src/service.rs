@@ -527,16 +527,9 @@ impl Service {
         result
     }
 
-    /// The configured limits, with the total size further capped by the free space of the
-    /// data dir's disk (less a margin): an extraction that cannot fit is refused up front.
+    /// The configured limits, capped by the free space of the data dir's disk.
     fn restore_limits(&self) -> ArchiveLimits {
-        const MARGIN: u64 = 64 << 20;
-        let mut limits = self.limits;
-        match crate::util::free_space(&self.temp_dir) {
-            Ok(free) => limits.max_total_size = limits.max_total_size.min(free.saturating_sub(MARGIN)),
-            Err(e) => tracing::warn!(error = %e, "free space unknown; using the configured limit"),
-        }
-        limits
+        capped_by_free_space(self.limits, &self.temp_dir)
     }
 
     /// Whether the stored backup `key` would restore: the restore's checks (R31 included), on
@@ -552,10 +545,12 @@ impl Service {
             return Err(BackupError::Busy);
         }
         let work = {
-            let (storage, temp_dir, limits) = (self.storage.clone(), self.temp_dir.clone(), self.restore_limits());
+            let (storage, temp_dir, limits) = (self.storage.clone(), self.temp_dir.clone(), self.limits);
             let verifying = self.verifying.clone();
             async move {
                 let _permit = verifying.acquire_owned().await.map_err(|e| BackupError::Failed(Box::new(e)))?;
+                // Measured now: a verify that ran before has removed its extraction.
+                let limits = capped_by_free_space(limits, &temp_dir);
                 match crate::verify::verify_stored(&*storage, &key, &temp_dir, &limits).await? {
                     crate::verify::Verdict::Good { .. } => Ok(()),
                     crate::verify::Verdict::Missing => Err(BackupError::NotFound),
@@ -630,6 +625,17 @@ impl Service {
     pub async fn file_token(&self, record: Record) -> Result<String, AccountError> {
         self.with_accounts(move |a| Ok(auth::issue(a, &record, TokenKind::File, now_unix())?)).await
     }
+}
+
+/// `limits` with the total size further capped by the free space of `dir`'s disk (less a
+/// margin): an extraction that cannot fit is refused up front.
+fn capped_by_free_space(mut limits: ArchiveLimits, dir: &Path) -> ArchiveLimits {
+    const MARGIN: u64 = 64 << 20;
+    match crate::util::free_space(dir) {
+        Ok(free) => limits.max_total_size = limits.max_total_size.min(free.saturating_sub(MARGIN)),
+        Err(e) => tracing::warn!(error = %e, "free space unknown; using the configured limit"),
+    }
+    limits
 }
 
 /// Everything a restore needs before the swap, owned, so it can run in a task of its own.
