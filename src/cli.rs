@@ -419,8 +419,9 @@ async fn serve(
     let local = listener.local_addr()?;
     // Not println!: a closed stdout must not stop a (re-executed) server.
     let banner = format!(
-        "pb-backups serving {}\n  REST API:     http://{local}/api/\n  Swagger UI:   http://{local}{}\n  OpenAPI:      http://{local}{}\n",
+        "pb-backups serving {}\n  REST API:     http://{local}/api/\n  Console:      http://{local}{}\n  Swagger UI:   http://{local}{}\n  OpenAPI:      http://{local}{}\n",
         dir.display(),
+        http::console::CONSOLE_PATH,
         http::DOCS_PATH,
         http::OPENAPI_YAML_PATH
     );

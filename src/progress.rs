@@ -4,10 +4,11 @@
 //! it (the planned files' sizes for a create, the entries' uncompressed sizes for an
 //! extraction) and adds the bytes it has written. A [`Progress`] shows that counter: as a bar
 //! (`indicatif`) when stderr is a terminal, else (and always in the server) as a log line
-//! every few seconds.
+//! every few seconds. A server also keeps the running work's counter in a [`Running`] slot,
+//! which superusers read through `/api/health`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -83,10 +84,46 @@ fn log_every() -> Duration {
     LOG_EVERY
 }
 
+/// The create or restore running now, if any, for whoever asks how far it is.
+#[derive(Clone, Debug, Default)]
+pub struct Running(Arc<Mutex<Option<RunningWork>>>);
+
+#[derive(Clone, Debug)]
+struct RunningWork {
+    what: &'static str,
+    backup: String,
+    counter: Arc<ProgressCounter>,
+}
+
+/// How far the running work is, as read at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// `create` or `restore`.
+    pub what: &'static str,
+    pub backup: String,
+    pub done: u64,
+    /// 0 until the work knows it (a restore fetches the archive first).
+    pub total: u64,
+}
+
+impl Running {
+    pub fn report(&self) -> Option<Report> {
+        let slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().map(|w| {
+            let (done, total) = w.counter.get();
+            Report { what: w.what, backup: w.backup.clone(), done, total }
+        })
+    }
+}
+
 /// Shows the progress of one piece of work until dropped.
 pub struct Progress {
     counter: Arc<ProgressCounter>,
     task: JoinHandle<()>,
+    what: &'static str,
+    backup: String,
+    /// The slot this work is shown in, emptied on drop.
+    running: Option<Running>,
 }
 
 impl Progress {
@@ -97,7 +134,16 @@ impl Progress {
             Display::Bar => tokio::spawn(show_bar(counter.clone(), format!("{what} {backup}"))),
             Display::Log { every } => tokio::spawn(log_lines(counter.clone(), what, backup.to_string(), every)),
         };
-        Progress { counter, task }
+        Progress { counter, task, what, backup: backup.to_string(), running: None }
+    }
+
+    /// Also shows this work in `running` until dropped (one work at a time: the coordinator
+    /// admits one create or restore).
+    pub fn shown_in(mut self, running: &Running) -> Progress {
+        let work = RunningWork { what: self.what, backup: self.backup.clone(), counter: self.counter.clone() };
+        *running.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(work);
+        self.running = Some(running.clone());
+        self
     }
 
     /// The counter the work adds to.
@@ -109,6 +155,13 @@ impl Progress {
 impl Drop for Progress {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(running) = self.running.take() {
+            let mut slot = running.0.lock().unwrap_or_else(|p| p.into_inner());
+            // Only its own entry: never one a later work has put there meanwhile.
+            if slot.as_ref().is_some_and(|w| Arc::ptr_eq(&w.counter, &self.counter)) {
+                *slot = None;
+            }
+        }
     }
 }
 
@@ -194,6 +247,18 @@ mod tests {
         assert_eq!(c.get(), (50, 100));
         c.add(60);
         assert_eq!(c.get(), (110, 110));
+    }
+
+    #[tokio::test]
+    async fn running_shows_the_work_until_it_ends() {
+        let running = Running::default();
+        assert_eq!(running.report(), None);
+        let progress = Progress::start("create", "a.zip", Display::log()).shown_in(&running);
+        progress.counter().set_total(10);
+        progress.counter().add(4);
+        assert_eq!(running.report(), Some(Report { what: "create", backup: "a.zip".into(), done: 4, total: 10 }));
+        drop(progress);
+        assert_eq!(running.report(), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::accounts::{Accounts, AccountsError, Record};
 use crate::archive::{self, ArchiveError, ArchiveLimits};
 use crate::auth::{self, AuthError, TokenKind};
-use crate::model::coordinator::{Busy, Coordinator};
+use crate::model::coordinator::{Activity, Busy, Coordinator};
 use crate::model::names::{self, BackupKey, NameError};
 use crate::progress::{self, Progress, ProgressCounter};
 use crate::storage::{BackupMeta, BackupReader, BackupStorage, StorageError, Upload};
@@ -38,21 +38,38 @@ pub type Gate = Arc<dyn Fn(BackupKey) -> BoxFuture<'static, ()> + Send + Sync>;
 pub struct RestartHandle {
     tx: mpsc::UnboundedSender<RestartRequest>,
     draining: Arc<AtomicBool>,
+    /// Woken when draining starts.
+    drain_started: Arc<tokio::sync::Notify>,
 }
 
 impl RestartHandle {
     pub fn new() -> (RestartHandle, mpsc::UnboundedReceiver<RestartRequest>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (RestartHandle { tx, draining: Arc::default() }, rx)
+        (RestartHandle { tx, draining: Arc::default(), drain_started: Arc::default() }, rx)
     }
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
 
+    /// Resolves once the server is draining.
+    pub async fn drained(&self) {
+        loop {
+            let started = self.drain_started.notified();
+            tokio::pin!(started);
+            // Registered before the check, so a start in between still wakes us.
+            started.as_mut().enable();
+            if self.is_draining() {
+                return;
+            }
+            started.await;
+        }
+    }
+
     /// Hands `request` to the server loop; gives it back if the loop is gone.
     fn request(&self, request: RestartRequest) -> Result<(), RestartRequest> {
         self.draining.store(true, Ordering::SeqCst);
+        self.drain_started.notify_waiters();
         self.tx.send(request).map_err(|e| {
             self.draining.store(false, Ordering::SeqCst);
             e.0
@@ -202,6 +219,10 @@ pub struct Service {
     create_gate: Option<Gate>,
     restore_gate: Option<Gate>,
     progress: progress::Display,
+    /// The create or restore running now, for health's `progress`.
+    running: progress::Running,
+    /// One verify at a time: each extracts a whole archive into the temp folder.
+    verifying: Arc<tokio::sync::Semaphore>,
     restart: RestartHandle,
     /// Password hashes run at once at most: each takes a core for tens of milliseconds (and
     /// a legacy argon2 hash 19 MiB), so a burst of logins must queue, not pile up.
@@ -295,6 +316,8 @@ impl Service {
             create_gate: config.create_gate,
             restore_gate: config.restore_gate,
             progress: config.progress,
+            running: Default::default(),
+            verifying: Arc::new(tokio::sync::Semaphore::new(1)),
             restart,
             hashing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from)),
             generation: AtomicU64::new(0),
@@ -318,6 +341,11 @@ impl Service {
     /// Whether a create or restore runs now (health's `canBackup` is the opposite).
     pub fn is_busy(&self) -> bool {
         lock(&self.coordinator).is_busy()
+    }
+
+    /// How far the running create or restore is, if one runs.
+    pub fn progress(&self) -> Option<progress::Report> {
+        self.running.report()
     }
 
     fn start(&self, start: impl FnOnce(&mut Coordinator) -> Result<(), Busy>) -> Result<ActivityGuard, Busy> {
@@ -403,7 +431,7 @@ impl Service {
     /// or restore runs: never queued.
     pub async fn create_as(&self, key: BackupKey) -> Result<BackupKey, BackupError> {
         let guard = self.start(|c| c.start_create(key.clone()))?;
-        let progress = Progress::start("create", key.as_str(), self.progress);
+        let progress = Progress::start("create", key.as_str(), self.progress).shown_in(&self.running);
         let work = CreateWork {
             data_dir: self.data_dir.clone(),
             temp_dir: self.temp_dir.clone(),
@@ -478,7 +506,7 @@ impl Service {
         let guard = self.start_restore(&key).await?;
         self.storage.head(&key).await?;
         // Counts the extraction (not the fetch from the storage).
-        let progress = Progress::start("restore", key.as_str(), self.progress);
+        let progress = Progress::start("restore", key.as_str(), self.progress).shown_in(&self.running);
         let work = RestoreWork {
             storage: self.storage.clone(),
             temp_dir: self.temp_dir.clone(),
@@ -499,16 +527,46 @@ impl Service {
         result
     }
 
-    /// The configured limits, with the total size further capped by the free space of the
-    /// data dir's disk (less a margin): an extraction that cannot fit is refused up front.
+    /// The configured limits, capped by the free space of the data dir's disk.
     fn restore_limits(&self) -> ArchiveLimits {
-        const MARGIN: u64 = 64 << 20;
-        let mut limits = self.limits;
-        match crate::util::free_space(&self.temp_dir) {
-            Ok(free) => limits.max_total_size = limits.max_total_size.min(free.saturating_sub(MARGIN)),
-            Err(e) => tracing::warn!(error = %e, "free space unknown; using the configured limit"),
+        capped_by_free_space(self.limits, &self.temp_dir)
+    }
+
+    /// Whether the stored backup `key` would restore: the restore's checks (R31 included), on
+    /// a copy fetched into the temp folder, in a task of its own. `Ok(())` if it would; else
+    /// `Unrestorable` or `NoUsableAccounts` say why. Not a create or restore for exclusivity:
+    /// it only reads, so creates, uploads, deletes (of this key too: the copy is checked) and
+    /// restores go on. Refused as busy while a restore runs, and given up as busy when one
+    /// is accepted meanwhile: the restart must not wait for it.
+    pub async fn verify(&self, raw_key: &str) -> Result<(), BackupError> {
+        let key = BackupKey::parse(raw_key).ok_or(BackupError::NotFound)?;
+        let restoring = || matches!(lock(&self.coordinator).activity(), Activity::Restoring(_));
+        if restoring() || self.is_draining() {
+            return Err(BackupError::Busy);
         }
-        limits
+        let work = {
+            let (storage, temp_dir, limits) = (self.storage.clone(), self.temp_dir.clone(), self.limits);
+            let verifying = self.verifying.clone();
+            async move {
+                let _permit = verifying.acquire_owned().await.map_err(|e| BackupError::Failed(Box::new(e)))?;
+                // Measured now: a verify that ran before has removed its extraction.
+                let limits = capped_by_free_space(limits, &temp_dir);
+                match crate::verify::verify_stored(&*storage, &key, &temp_dir, &limits).await? {
+                    crate::verify::Verdict::Good { .. } => Ok(()),
+                    crate::verify::Verdict::Missing => Err(BackupError::NotFound),
+                    crate::verify::Verdict::Bad(crate::verify::Unrestorable::Archive(e)) => Err(unrestorable(e)),
+                    crate::verify::Verdict::Bad(crate::verify::Unrestorable::Accounts(e)) => {
+                        Err(BackupError::NoUsableAccounts(e))
+                    }
+                }
+            }
+        };
+        // Own task: a client that goes away does not leave half an extraction behind.
+        let work = tokio::spawn(work);
+        tokio::select! {
+            result = work => result?,
+            () = self.restart.drained() => Err(BackupError::Busy),
+        }
     }
 
     /// Opens the backup (or `range` of it) for streaming.
@@ -567,6 +625,17 @@ impl Service {
     pub async fn file_token(&self, record: Record) -> Result<String, AccountError> {
         self.with_accounts(move |a| Ok(auth::issue(a, &record, TokenKind::File, now_unix())?)).await
     }
+}
+
+/// `limits` with the total size further capped by the free space of `dir`'s disk (less a
+/// margin): an extraction that cannot fit is refused up front.
+fn capped_by_free_space(mut limits: ArchiveLimits, dir: &Path) -> ArchiveLimits {
+    const MARGIN: u64 = 64 << 20;
+    match crate::util::free_space(dir) {
+        Ok(free) => limits.max_total_size = limits.max_total_size.min(free.saturating_sub(MARGIN)),
+        Err(e) => tracing::warn!(error = %e, "free space unknown; using the configured limit"),
+    }
+    limits
 }
 
 /// Everything a restore needs before the swap, owned, so it can run in a task of its own.

@@ -91,7 +91,7 @@ response_errors!(FileTokenResponse, parse_error: || ApiError::new(400, Message::
 pub struct Health {
     pub message: String,
     pub code: u16,
-    pub data: serde_json::Value,
+    pub data: super::extensions::HealthData,
 }
 
 pub struct AccountsApi;
@@ -170,13 +170,12 @@ impl AccountsApi {
     /// Health check
     ///
     /// For a superuser's auth token, `data.canBackup` tells whether a backup could start now
-    /// (false while a create or restore runs), as PocketBase does.
+    /// (false while a create or restore runs), as PocketBase does, and `data.progress` how far
+    /// the running create or restore is (an extension beyond PocketBase).
     #[oai(path = "/health", method = "get", operation_id = "health", tag = "ApiTags::Health")]
     async fn health(&self, req: &poem::Request, service: Data<&Arc<Service>>) -> Json<Health> {
-        let data = match super::auth::optional_superuser(req).await {
-            Some(_) => serde_json::json!({"canBackup": !service.is_busy()}),
-            None => serde_json::json!({}),
-        };
+        let superuser = super::auth::optional_superuser(req).await.is_some();
+        let data = super::extensions::HealthData::of(&service, superuser);
         Json(Health { message: Message::Healthy.current().to_string(), code: 200, data })
     }
 }

@@ -26,7 +26,7 @@ use crate::service::{ArchiveProblem, BackupError, Listing, Service};
 use crate::storage::BackupMeta;
 
 #[derive(Tags)]
-enum ApiTags {
+pub(super) enum ApiTags {
     /// Backups of the server's data dir: list, create, upload, download, delete, restore.
     /// Superusers only.
     Backups,
@@ -308,7 +308,7 @@ fn field_of(failed: Message) -> &'static str {
     }
 }
 
-fn archive_message(problem: ArchiveProblem) -> Message {
+pub(super) fn archive_message(problem: ArchiveProblem) -> Message {
     match problem {
         ArchiveProblem::NoDataDb => Message::ArchiveNoDataDb,
         ArchiveProblem::DataDbNotSqlite => Message::ArchiveDataDbNotSqlite,

@@ -1,4 +1,5 @@
-//! The HTTP adapter: poem-openapi operations, the error shape, languages, Swagger UI.
+//! The HTTP adapter: poem-openapi operations, the error shape, languages, Swagger UI, and
+//! the operators' console at `/_/`.
 //!
 //! Thin by design: handlers parse, call the [`Service`], and map results to documented
 //! responses. Everything that is the same for all requests (language, security headers,
@@ -8,8 +9,10 @@ pub mod accounts;
 pub mod auth;
 pub mod backups;
 pub mod body;
+pub mod console;
 pub mod download;
 pub mod error;
+pub mod extensions;
 pub mod fields;
 pub mod openapi;
 pub mod ratelimit;
@@ -59,6 +62,7 @@ pub fn app(
             Response::builder().content_type("application/yaml").body(yaml.clone())
         }))
         .at(DOCS_PATH, make_sync(move |_| Html(swagger.clone())))
+        .nest(console::CONSOLE_PATH.trim_end_matches('/'), console::endpoint())
         .at("/", get(make_sync(|_| Redirect::see_other(DOCS_PATH))))
         .at(METRICS_PATH, get(poem::endpoint::make({
             let service = service.clone();

@@ -1,7 +1,8 @@
 """Schemathesis hooks for pb-backups (loaded by scripts/schemathesis).
 
 The spec answers some schema-valid requests with 400 for reasons no schema can express:
-a name that is already taken, a file that is not a zip, another create or restore running,
+a name that is already taken, a file that is not a zip, another create or restore running
+(for a verify: a restore),
 an archive that cannot be restored, a `fields` expression with unbalanced parentheses or
 quotes (a grammar no regular expression describes). Schemathesis' own
 `positive_data_acceptance` counts every such 400 as a failure, so it is switched off for
@@ -63,7 +64,7 @@ SETTINGS_CODES = {
     "cronMaxKeep": {"validation_required", "validation_min_greater_equal_than_required"},
 }
 # Operations that `documented_rejection` watches (positive_data_acceptance is off for them).
-WATCHED = {"listBackups", "createBackup", "uploadBackup", "deleteBackup", "restoreBackup", "updateSettings"}
+WATCHED = {"listBackups", "createBackup", "uploadBackup", "deleteBackup", "restoreBackup", "verifyBackup", "updateSettings"}
 
 
 def _has_control_char(text):
@@ -80,7 +81,8 @@ def _allowed_400(op_id, body, case):
     if not data:
         if op_id == "createBackup" and message in BUSY_CREATE:
             return "busy"
-        if op_id in ("deleteBackup", "restoreBackup") and message in BUSY:
+        # A verify is refused while a restore runs (the server is about to restart).
+        if op_id in ("deleteBackup", "restoreBackup", "verifyBackup") and message in BUSY:
             return "busy"
         if op_id == "restoreBackup" and message in ARCHIVE_REFUSED:
             return "archive refused"

@@ -34,6 +34,7 @@ pub fn seed_accounts(dir: &Path) {
 pub struct Options {
     pub lang: Option<Lang>,
     pub create_gate: Option<pb_backups::service::Gate>,
+    pub restore_gate: Option<pb_backups::service::Gate>,
     pub login_rate: Option<pb_backups::http::ratelimit::RateLimit>,
     /// Peers trusted to name the client in forwarding headers.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -70,6 +71,7 @@ impl TestServer {
         config.restart = RestartMode::InProcess;
         config.default_lang = options.lang.unwrap_or(Lang::Zh);
         config.create_gate = options.create_gate;
+        config.restore_gate = options.restore_gate;
         if let Some(rate) = options.login_rate {
             config.login_rate = rate;
         }
