@@ -5,7 +5,7 @@
 
 fn main() {
     // The console's assets are compiled in (rust-embed): a new or changed file rebuilds.
-    println!("cargo::rerun-if-changed=console");
+    println!("cargo::rerun-if-changed=src/http/console");
     println!("cargo::rustc-check-cfg=cfg(pb_broken_coordinator)");
     println!("cargo::rerun-if-env-changed=PB_BROKEN_COORDINATOR");
     if std::env::var_os("PB_BROKEN_COORDINATOR").is_some_and(|v| !v.is_empty()) {

@@ -1,5 +1,5 @@
 //! The operators' console at `/_/` (PocketBase's dashboard path): a static page, its assets
-//! (`console/` in the source tree) compiled into the binary, that runs the backups through
+//! (`src/http/console/`) compiled into the binary, that runs the backups through
 //! the public API only. Its responses carry a strict `Content-Security-Policy`: scripts,
 //! styles and requests from this server alone, nothing inline, no frames.
 
@@ -16,7 +16,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      img-src 'self' data:; connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
 
 #[derive(RustEmbed)]
-#[folder = "console/"]
+#[folder = "src/http/console/"]
 struct Assets;
 
 /// Serves `/_/` (the page) and `/_/NAME` (its assets), mounted under [`CONSOLE_PATH`].
