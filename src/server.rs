@@ -362,6 +362,10 @@ pub async fn run(
         // Gone before a swap: it holds the service (and so data.db) too.
         scheduler.abort();
         let _ = scheduler.await;
+        // Requests cut off when the grace ran out may have left uploads to abort.
+        if let Some(remote) = &remote {
+            remote.settle().await;
+        }
         served.map_err(ServerError::Serve)?;
 
         let (request, stopping) = match stop_rx.await {
