@@ -3,7 +3,6 @@
 //! swap of a restore, before re-executing itself, and when the re-executed process starts),
 //! and [`stopped`] resolves on it while the server serves.
 
-use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -43,30 +42,28 @@ pub fn taken() -> Option<&'static str> {
 /// The server's shutdown future: resolves once a stop signal is taken, including one taken
 /// before it was first polled. Ready whenever polled after a signal, so a poll at any moment
 /// (`now_or_never`) sees it.
-pub fn stopped() -> impl Future<Output = ()> {
-    async {
-        if let Err(e) = watch() {
-            tracing::warn!(error = %e, "cannot watch for stop signals; they end the process at once");
-        }
-        use tokio::signal::unix::{signal, SignalKind};
-        // The streams only wake this task; the flag says whether a signal came.
-        let mut streams: Vec<_> = [SignalKind::terminate(), SignalKind::interrupt()]
-            .into_iter()
-            .filter_map(|kind| signal(kind).ok())
-            .collect();
-        std::future::poll_fn(|cx| {
-            let mut woken = false;
-            for stream in &mut streams {
-                woken |= stream.poll_recv(cx).is_ready();
-            }
-            if woken || taken().is_some() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
+pub async fn stopped() {
+    if let Err(e) = watch() {
+        tracing::warn!(error = %e, "cannot watch for stop signals; they end the process at once");
     }
+    use tokio::signal::unix::{signal, SignalKind};
+    // The streams only wake this task; the flag says whether a signal came.
+    let mut streams: Vec<_> = [SignalKind::terminate(), SignalKind::interrupt()]
+        .into_iter()
+        .filter_map(|kind| signal(kind).ok())
+        .collect();
+    std::future::poll_fn(|cx| {
+        let mut woken = false;
+        for stream in &mut streams {
+            woken |= stream.poll_recv(cx).is_ready();
+        }
+        if woken || taken().is_some() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 /// SIGTERM and SIGINT back to their default action (ending the process) until dropped, which
