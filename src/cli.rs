@@ -405,6 +405,8 @@ async fn serve(
     inherited: listener::Inherited,
     schedule: crate::settings::BackupsPatch,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    // First: a stop signal from here on is honoured where it is safe, not at once.
+    crate::stop::watch()?;
     std::fs::create_dir_all(&config.data_dir)?;
     let dir = config.data_dir.canonicalize()?;
     // Refuse at once, before touching anything, when another server holds the data dir;
@@ -434,21 +436,12 @@ async fn serve(
             format!("  Backups:      S3 bucket {} prefix {:?}\n", s3.bucket, s3.normalized_prefix()).as_bytes(),
         );
     }
-    server::run(listener, config, shutdown_signal()).await?;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    server::run(listener, config, crate::stop::stopped()).await?;
+    match crate::stop::taken() {
+        Some(signal) => tracing::info!(signal, "stopped"),
+        None => tracing::info!("stopped"),
     }
+    Ok(())
 }
 
 /// The automatic backups schedule, stored in the data dir's settings at every start (as

@@ -12,7 +12,8 @@
 //!   backups and their pruning.
 //! - [`verify`]: the checks a restore makes before its 204, shared with `backups verify`.
 //! - [`restore`]: the journaled swap of restored data, and crash recovery at start.
-//! - [`listener`]: the listening socket that survives a restart; [`lock`]: one server per data dir.
+//! - [`listener`]: the listening socket that survives a restart; [`stop`]: stop signals that
+//!   survive it too; [`lock`]: one server per data dir.
 //! - [`service`]: the only owner of state; one method per API operation.
 //! - [`http`]: poem-openapi operations, error shape, languages, Swagger UI, the console at
 //!   `/_/`, and response shaping (`fields`); [`metrics`]: Prometheus counts of operations, sizes
@@ -42,6 +43,7 @@ pub mod schedule;
 pub mod server;
 pub mod service;
 pub mod settings;
+pub mod stop;
 pub mod storage;
 pub mod util;
 pub mod verify;

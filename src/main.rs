@@ -8,6 +8,12 @@ use clap::{Args, CommandFactory, FromArgMatches};
 fn main() -> std::process::ExitCode {
     // First, while this is the only thread: it edits the environment.
     let inherited = pb_backups::listener::take_inherited();
+    // A server re-executed after a restore: a stop signal from now on must not end it
+    // half-way through opening the data dir, but stop it once open. (Errors are seen again,
+    // and logged, when `serve` asks for the same.)
+    if inherited.listener.is_some() {
+        let _ = pb_backups::stop::watch();
+    }
     // glibc raises its mmap threshold after the first large free; from then on each large
     // buffer (a legacy argon2 check takes 19 MiB) is carved from, and kept in, a per-thread
     // arena. A fixed threshold returns large buffers to the system when they are freed.

@@ -153,10 +153,13 @@ pub struct PendingRestore {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 enum Phase {
     Swapping,
     Swapped,
+    /// Written before a rollback moves anything: from then on the only way is back, even
+    /// when the new data was whole (`swapped`) and part of the old is already in place.
+    RollingBack,
 }
 
 /// A file name as stored in the journal: readable when it is UTF-8, raw bytes otherwise.
@@ -327,14 +330,21 @@ pub fn commit(dir: &DataDir) -> Result<(), RestoreError> {
     finish(dir)
 }
 
-/// Puts the old entries back whole and drops the journal; works in either phase and can be
-/// repeated after a crash part-way.
+/// Puts the old entries back whole and drops the journal; works in any phase, and a crash
+/// part-way leaves the journal in phase `rolling_back`, which the next start finishes.
 pub fn rollback(dir: &DataDir) -> Result<(), RestoreError> {
     rollback_with(dir, &mut |_| Ok(()))
 }
 
 fn rollback_with(dir: &DataDir, after_rename: AfterRename) -> Result<(), RestoreError> {
-    let journal = read_journal(dir)?.ok_or_else(|| RestoreError::NotPending(dir.root.clone()))?;
+    let mut journal =
+        read_journal(dir)?.ok_or_else(|| RestoreError::NotPending(dir.root.clone()))?;
+    if journal.phase != Phase::RollingBack {
+        // Before the first rename: a crash part-way through must resume the rollback, never
+        // commit a data dir that is half old, half new.
+        journal.phase = Phase::RollingBack;
+        write_journal(dir, &journal)?;
+    }
     let recorded: HashSet<OsString> = journal.old_entries.into_iter().map(Into::into).collect();
     let journal_dir = dir.journal_dir();
     let old_dir = journal_dir.join(OLD_DIR);
@@ -424,7 +434,7 @@ pub fn recover_at_start(dir: &DataDir) -> Result<Recovery, RestoreError> {
 
     match journal.map(|j| j.phase) {
         None => Ok(Recovery::None),
-        Some(Phase::Swapping) => {
+        Some(Phase::Swapping | Phase::RollingBack) => {
             tracing::warn!(dir = %dir.root.display(), "an interrupted restore is being rolled back");
             rollback(dir)?;
             Ok(Recovery::RolledBack)

@@ -5,6 +5,8 @@
 //! fires, then swap the restored data in and start again on the same socket. The binary
 //! restarts by re-executing itself with the socket inherited; tests may restart in-process.
 //! Either way connections that arrive meanwhile wait in the kernel's backlog: none is refused.
+//! A stop that comes during a restart is honoured once the swap is done: the swap is
+//! committed and the server stops instead of starting again.
 
 use std::future::Future;
 use std::io::IoSlice;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
@@ -298,6 +301,12 @@ pub async fn run(
     };
     loop {
         let accounts = Arc::new(open_data_dir(&config.data_dir)?);
+        // A stop taken while this round started (after the re-exec of a restore, say) is
+        // honoured before anything is served.
+        if shutdown.as_mut().now_or_never().is_some() {
+            tracing::info!("stop requested while starting: not serving");
+            return Ok(());
+        }
         let storage: Arc<dyn BackupStorage> = match &remote {
             Some(remote) => remote.clone(),
             None => Arc::new(
@@ -353,11 +362,19 @@ pub async fn run(
         // Gone before a swap: it holds the service (and so data.db) too.
         scheduler.abort();
         let _ = scheduler.await;
+        // Requests cut off when the grace ran out may have left uploads to abort.
+        if let Some(remote) = &remote {
+            remote.settle().await;
+        }
         served.map_err(ServerError::Serve)?;
 
-        let request = match stop_rx.await {
-            Ok(Stop::Restart(request)) => request,
-            Ok(Stop::Shutdown) | Err(_) => return Ok(()),
+        let (request, stopping) = match stop_rx.await {
+            Ok(Stop::Restart(request)) => (request, false),
+            // A restore answered 204 while the server shut down is swapped in all the same.
+            Ok(Stop::Shutdown) | Err(_) => match restart_rx.try_recv() {
+                Ok(request) => (request, true),
+                Err(_) => return Ok(()),
+            },
         };
         // The app (and with it the service and the accounts' connection) is gone now.
         match restore::swap_in(&restore::DataDir::new(&config.data_dir), &request.extracted) {
@@ -368,8 +385,23 @@ pub async fn run(
             Err(e) => tracing::error!(key = %request.key, error = %e, "restore failed; old data kept, restarting"),
         }
         let _ = std::fs::remove_dir_all(&request.extracted);
+        // Stop signals end the process from here to the exec, so that none is lost with it;
+        // one taken before is in `shutdown`, looked at just below.
+        let defaults = match config.restart {
+            RestartMode::Exec => crate::stop::default_until_exec()
+                .inspect_err(|e| tracing::warn!(error = %e, "stop signals may be lost in the restart"))
+                .ok(),
+            RestartMode::InProcess => None,
+        };
+        if stopping || shutdown.as_mut().now_or_never().is_some() {
+            // The swap is done: commit it (or roll it back) as a start would, and stop.
+            drop(open_data_dir(&config.data_dir)?);
+            tracing::info!(key = %request.key, "stop requested during the restart: restore finished, not restarting");
+            return Ok(());
+        }
         if config.restart == RestartMode::Exec {
             let e = listener::reexec(&listener);
+            drop(defaults);
             tracing::error!(error = %e, "re-exec failed; restarting in-process instead");
         }
     }

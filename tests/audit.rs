@@ -311,6 +311,103 @@ async fn bad_input_stops_with_status_2_and_changes_nothing() {
     assert!(xml.contains("<testcase classname=\"documented responses: ") && xml.contains("<skipped message="), "{xml}");
 }
 
+/// A proxy in front of `upstream` that holds every request (never answers it) while `dir`'s
+/// backups storage is broken (`backups` a regular file), telling `held` each time.
+async fn holding_proxy(upstream: String, dir: PathBuf, held: Arc<tokio::sync::Notify>) -> String {
+    use poem::{Body, Request, Response};
+    let client = reqwest::Client::new();
+    let handler = poem::endpoint::make(move |req: Request| {
+        let (client, upstream, dir, held) = (client.clone(), upstream.clone(), dir.clone(), held.clone());
+        async move {
+            if dir.join("backups").is_file() {
+                held.notify_one();
+                std::future::pending::<()>().await;
+            }
+            let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).unwrap();
+            let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+            let mut headers = reqwest::header::HeaderMap::new();
+            for (name, value) in req.headers() {
+                if name != "host" {
+                    headers.insert(reqwest::header::HeaderName::from_bytes(name.as_str().as_bytes()).unwrap(), reqwest::header::HeaderValue::from_bytes(value.as_bytes()).unwrap());
+                }
+            }
+            let body = req.into_body().into_bytes().await.unwrap();
+            let r = client.request(method, format!("{upstream}{path}")).headers(headers).body(body.to_vec()).send().await.unwrap();
+            let mut response = Response::builder().status(poem::http::StatusCode::from_u16(r.status().as_u16()).unwrap());
+            for (name, value) in r.headers() {
+                if name != "content-length" && name != "transfer-encoding" && name != "connection" {
+                    response = response.header(name.as_str(), value.as_bytes());
+                }
+            }
+            response.body(Body::from(r.bytes().await.unwrap().to_vec()))
+        }
+    });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let acceptor = poem::listener::TcpAcceptor::from_std(listener).unwrap();
+    tokio::spawn(async move { poem::Server::new_with_acceptor(acceptor).run(handler).await });
+    format!("http://{addr}")
+}
+
+/// Stopped by SIGINT or SIGTERM while it holds the server's backups storage broken (moved
+/// aside, a file in its place), `audit --data-dir` puts it back, removes its files, says so
+/// and exits with 128 + the signal's number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_audit_mends_the_data_dir_and_says_so() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("pb_data");
+    seed_accounts(&dir);
+    let server = BinaryServer::start(&dir);
+    let client = reqwest::Client::new();
+    let token = login(&client, &server.base, "_superusers", SUPERUSER.0, SUPERUSER.1).await;
+    let r = client.post(format!("{}/api/backups", server.base)).header("Authorization", &token).json(&json!({"name": "kept.zip"})).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let kept = std::fs::read(dir.join("backups/kept.zip")).unwrap();
+    let top_level = || {
+        let mut names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    let before = top_level();
+
+    let (su, user) = (format!("{}:{}", SUPERUSER.0, SUPERUSER.1), format!("{}:{}", USER.0, USER.1));
+    for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let held = Arc::new(tokio::sync::Notify::new());
+        let proxy = holding_proxy(server.base.clone(), dir.clone(), held.clone()).await;
+        let mut audit = Command::new(env!("CARGO_BIN_EXE_pb-backups"))
+            .args(["audit", &proxy, "--superuser", &su, "--user", &user, "--data-dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(300), held.notified()).await.expect("the audit broke the backups storage");
+        assert!(dir.join("backups").is_file(), "signal {signal}: the storage is broken while held");
+        // SAFETY: kill(2) has no memory effects; the pid is our unreaped child.
+        unsafe { libc::kill(audit.id() as libc::pid_t, signal) };
+        let out = tokio::task::spawn_blocking(move || {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(audit.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+            (audit.wait().unwrap(), stderr)
+        });
+        let (status, stderr) = tokio::time::timeout(Duration::from_secs(60), out).await.expect("the audit ends").unwrap();
+        assert_eq!(status.code(), Some(code), "signal {signal}: {status:?}, {stderr}");
+        assert!(stderr.contains("the data dir is mended") && stderr.contains("backups/ put back"), "signal {signal}: {stderr}");
+        assert!(dir.join("backups").is_dir(), "signal {signal}: backups/ is back");
+        assert_eq!(std::fs::read(dir.join("backups/kept.zip")).unwrap(), kept, "signal {signal}: with its backups");
+        assert_eq!(top_level(), before, "signal {signal}: nothing of the audit's left in the data dir");
+
+        // What it made on the server stays (it says so): remove it for the next round.
+        let r = client.get(format!("{}/api/backups", server.base)).header("Authorization", &token).send().await.unwrap();
+        let (_, listed) = status_json(r).await;
+        for key in listed.as_array().unwrap().iter().filter_map(|b| b["key"].as_str()).filter(|k| k.starts_with("audit_")) {
+            let r = client.delete(format!("{}/api/backups/{key}", server.base)).header("Authorization", &token).send().await.unwrap();
+            assert_eq!(r.status(), 204, "delete {key}");
+        }
+    }
+}
+
 /// Real PocketBase serving a fresh data dir, with a superuser and a regular user.
 struct PocketBase {
     base: String,

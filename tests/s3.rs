@@ -2,7 +2,8 @@
 //! started once for this file by `scripts/s3-test-server` (which installs it on first use),
 //! one fresh bucket per test. Covers the endpoints' flows on S3, the storage contract
 //! (multipart, ranges, conditional publish), two servers sharing a bucket, an endpoint that
-//! dies mid-create, and the storage 400 for an unreachable endpoint or a missing bucket.
+//! dies mid-create, uploads cut off half-way (no multipart upload left behind), and the
+//! storage 400 for an unreachable endpoint or a missing bucket.
 
 mod support;
 
@@ -18,7 +19,7 @@ use pb_backups::model::names::BackupKey;
 use pb_backups::storage::s3::{Activity, S3Storage};
 use pb_backups::storage::{BackupStorage, StorageError, Upload};
 use serde_json::{json, Value};
-use support::s3::{config, moto, new_bucket, object_names, raw};
+use support::s3::{config, moto, multipart_uploads, new_bucket, object_names, raw};
 use support::gate::Gate;
 use support::*;
 use std::io::Write;
@@ -245,6 +246,106 @@ async fn streamed_uploads_on_s3() {
     assert!(upload.abort().await.is_none(), "no store error to report");
     let listed: Vec<String> = s3.list().await.unwrap().into_iter().map(|m| m.key.as_str().to_owned()).collect();
     assert_eq!(listed, vec!["streamed.zip"]);
+}
+
+/// Storage under prefix `p` whose publishes, once their parts are sent, tell `held` and wait
+/// for `release` before completing.
+fn held_publish_config(bucket: &str, held: Arc<tokio::sync::Notify>, release: Arc<tokio::sync::Notify>) -> pb_backups::storage::s3::S3Config {
+    let mut c = config(moto(), bucket, "p");
+    c.before_publish = Some(Arc::new(move |_key| {
+        let (held, release) = (held.clone(), release.clone());
+        async move {
+            held.notify_one();
+            release.notified().await
+        }
+        .boxed()
+    }));
+    c
+}
+
+/// Sends an upload of `zip` as `name` on a connection of its own, which the caller may close.
+async fn raw_upload(s: &TestServer, token: &str, name: &str, zip: &[u8]) -> tokio::net::TcpStream {
+    let mut body = format!("--cut\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\r\n").into_bytes();
+    body.extend_from_slice(zip);
+    body.extend_from_slice(b"\r\n--cut--\r\n");
+    let head = format!(
+        "POST /api/backups/upload HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n\
+         Content-Type: multipart/form-data; boundary=cut\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut client = tokio::net::TcpStream::connect(s.base.trim_start_matches("http://")).await.unwrap();
+    client.write_all(head.as_bytes()).await.unwrap();
+    client.write_all(&body).await.unwrap();
+    client
+}
+
+async fn no_multipart_upload_left(bucket: &str, what: &str) {
+    eventually(Duration::from_secs(30), what, || async { multipart_uploads(moto(), bucket).await.is_empty().then_some(()) }).await;
+}
+
+/// An upload whose work is cut off never leaves its multipart upload in the bucket: a publish
+/// cut off by the server's stop (its request dropped when the grace runs out), one whose
+/// client hangs up, a publish dropped inside the storage, and a streamed create dropped.
+#[tokio::test]
+async fn a_cut_off_upload_leaves_no_multipart_upload_behind() {
+    let bucket = new_bucket(moto()).await;
+    let (held, release) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    // 6 MiB that do not compress: a multipart upload of two parts.
+    let zip = zip_with(&[("data.db", &random_bytes(&mut rand::rng(), 6 << 20))]);
+
+    // The server stops while it publishes; its grace (2 s here) runs out and the request is
+    // dropped. Once stopped, nothing is left to abort.
+    let s = TestServer::start_with(Options { s3: Some(held_publish_config(&bucket, held.clone(), release.clone())), ..Default::default() }).await;
+    let su = s.superuser_token().await;
+    let client = raw_upload(&s, &su, "stopped.zip", &zip).await;
+    held.notified().await;
+    assert_eq!(multipart_uploads(moto(), &bucket).await, vec!["p/stopped.zip"], "the publish is under way");
+    s.stop().await;
+    assert_eq!(multipart_uploads(moto(), &bucket).await, Vec::<String>::new(), "left by a publish cut off by the stop");
+    drop(client);
+
+    // The client hangs up while the server publishes. The server is not told (hyper reads
+    // nothing more from a connection whose request it is answering): the publish goes on to
+    // its end, as a create does. Either way nothing may be left half-done.
+    let s = TestServer::start_with(Options { s3: Some(held_publish_config(&bucket, held.clone(), release.clone())), ..Default::default() }).await;
+    let su = s.superuser_token().await;
+    let client = raw_upload(&s, &su, "hung-up.zip", &zip).await;
+    held.notified().await;
+    drop(client);
+    release.notify_one();
+    no_multipart_upload_left(&bucket, "the hung-up upload to be completed or aborted").await;
+    let listed = keys(&s, &su).await;
+    assert!(listed.is_empty() || listed == ["hung-up.zip"], "{listed:?}");
+    eventually(Duration::from_secs(10), "the temp folder to empty", || async {
+        (std::fs::read_dir(s.data_dir().join(".pb_temp")).ok()?.count() == 0).then_some(())
+    })
+    .await;
+    s.stop().await;
+    let store = raw(moto(), &bucket);
+    for name in object_names(&store).await {
+        store.delete(&ObjPath::parse(name).unwrap()).await.unwrap();
+    }
+
+    // The storage alone: a publish dropped while it waits to complete.
+    let held_storage = S3Storage::new(held_publish_config(&bucket, held.clone(), release.clone())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("big");
+    std::fs::write(&local, random_bytes(&mut rand::rng(), 6 << 20)).unwrap();
+    let key = BackupKey::parse("dropped.zip").unwrap();
+    tokio::select! {
+        _ = held_storage.put_file(&key, &local) => panic!("the publish cannot end before its release"),
+        () = held.notified() => {}
+    }
+    no_multipart_upload_left(&bucket, "the dropped publish's upload to be aborted").await;
+
+    // A streamed create dropped unfinished, parts sent and one filling.
+    let s3 = S3Storage::new(config(moto(), &bucket, "p")).unwrap();
+    let upload = s3.start_upload(&BackupKey::parse("streamed.zip").unwrap()).await.unwrap().expect("S3 streams");
+    let upload = write_upload(upload, random_bytes(&mut rand::rng(), 11 << 20)).await;
+    assert_eq!(multipart_uploads(moto(), &bucket).await, vec!["p/streamed.zip"]);
+    drop(upload);
+    no_multipart_upload_left(&bucket, "the dropped streamed upload to be aborted").await;
+    assert_eq!(object_names(&store).await, Vec::<String>::new());
 }
 
 /// Part checksums, on by default: the multipart upload declares SHA-256, so the store keeps

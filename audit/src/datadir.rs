@@ -10,6 +10,31 @@ use std::path::{Path, PathBuf};
 const ASIDE: &str = "audit_backups_aside";
 const FILLER: &str = "audit_filler.bin";
 pub const MARKER: &str = "audit_marker.txt";
+/// A file the auditor puts beside `backups/` for the traversal probe.
+pub const OUTSIDE: &str = "audit_outside.zip";
+
+/// What [`DataDir::mend`] undid, and what it could not, in words.
+#[derive(Debug, Default)]
+pub struct Mended {
+    pub undone: Vec<String>,
+    pub failed: Vec<String>,
+}
+
+impl std::fmt::Display for Mended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.undone.is_empty(), self.failed.is_empty()) {
+            (true, true) => write!(f, "the data dir held nothing of the audit's"),
+            (false, true) => write!(f, "the data dir is mended: {}", self.undone.join(", ")),
+            (_, false) => {
+                write!(f, "the data dir could NOT be mended: {}", self.failed.join(", "))?;
+                if !self.undone.is_empty() {
+                    write!(f, " (undone: {})", self.undone.join(", "))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
 
 /// The server's data dir on this machine.
 pub struct DataDir {
@@ -66,6 +91,27 @@ impl DataDir {
             std::fs::rename(aside, &backups)?;
         }
         Ok(())
+    }
+
+    /// Undoes whatever the auditor did to the data dir: the storage put back, its files
+    /// removed. Each step only when needed, so it may run at any moment of an audit.
+    pub fn mend(&self) -> Mended {
+        let mut mended = Mended::default();
+        let broken = self.backups().is_file() || self.root.join(ASIDE).exists();
+        if broken {
+            match self.mend_storage() {
+                Ok(()) => mended.undone.push(format!("backups/ put back in place (it was moved to {ASIDE})")),
+                Err(e) => mended.failed.push(format!("backups/ is still moved to {ASIDE} ({e})")),
+            }
+        }
+        for name in [FILLER, MARKER, OUTSIDE] {
+            match std::fs::remove_file(self.root.join(name)) {
+                Ok(()) => mended.undone.push(format!("{name} removed")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => mended.failed.push(format!("{name} is still there ({e})")),
+            }
+        }
+        mended
     }
 
     /// Writes `mib` MiB of random letters from a 16-letter alphabet: deflate has to work on

@@ -29,7 +29,8 @@ pub use report::{Probe, Report, Row, Summary, Verdict};
 /// Hold any server, by URL, to the Backups API spec and write a conformance report.
 ///
 /// Exit status: 0 when every check that ran passed, 1 when any failed, 2 when the audit
-/// could not run. It creates, uploads and deletes backups named audit_* and removes them at
+/// could not run, 130 or 143 when stopped by SIGINT or SIGTERM (after mending what it did
+/// to --data-dir). It creates, uploads and deletes backups named audit_* and removes them at
 /// the end; it restores only with --allow-restore (a backup it made at the start).
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -150,6 +151,8 @@ pub enum AuditError {
     DataDir(String),
     #[error("cannot write the report: {0}")]
     Output(#[from] std::io::Error),
+    #[error("stopped by {signal}; {mended}; backups named audit_* may remain on the server")]
+    Stopped { signal: &'static str, mended: datadir::Mended },
 }
 
 fn credentials(text: &str, flag: &str) -> Result<(String, String), AuditError> {
@@ -192,7 +195,19 @@ impl TryFrom<&Args> for Config {
 
 /// Runs an audit and returns its findings.
 pub async fn audit(config: &Config) -> Result<Report, AuditError> {
-    run::audit(config).await
+    run::audit(config, std::future::pending()).await
+}
+
+/// Resolves with the name of the first SIGINT or SIGTERM (never, if they cannot be watched).
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => std::future::pending().await,
+    }
 }
 
 /// The `audit` command: runs, writes the report, and returns the exit status
@@ -200,7 +215,8 @@ pub async fn audit(config: &Config) -> Result<Report, AuditError> {
 pub async fn main(args: Args) -> u8 {
     let result = async {
         let config = Config::try_from(&args)?;
-        let report = audit(&config).await?;
+        // Stopped by a signal, it mends the data dir it may have broken, then says so.
+        let report = run::audit(&config, stop_signal()).await?;
         let text = match args.format.as_str() {
             "json" => format!("{:#}\n", report.json()),
             "junit" => report.junit(),
@@ -223,7 +239,12 @@ pub async fn main(args: Args) -> u8 {
         }
         Err(e) => {
             eprintln!("pb-backups audit: {e}");
-            2
+            match e {
+                // As a shell reports a process ended by the signal: 128 + its number.
+                AuditError::Stopped { signal: "SIGINT", .. } => 130,
+                AuditError::Stopped { .. } => 143,
+                _ => 2,
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! leaves the server with the backups it had.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use base64::Engine;
 use pb_backups_spec::{catalog, Lang, Operation};
 use serde_json::{json, Value};
 
-use crate::datadir::{self, DataDir};
+use crate::datadir::{self, DataDir, OUTSIDE};
 use crate::http::{describe_error, shorten, Cred, Got, Req, Target};
 use crate::judge;
 use crate::report::{operation_name, Probe, Report, Row, Verdict};
@@ -27,8 +28,6 @@ const HELD: &str = "audit_e_held.zip";
 /// Why a create right after a restore's 204 passes: refused as busy, not answered while the
 /// server restarted, or accepted with a backup of the restored data.
 const BESIDE_PASSED: &str = "refused, or run after the restore took effect";
-/// A file the auditor puts beside `backups/` for the traversal probe.
-const OUTSIDE: &str = "audit_outside.zip";
 
 /// How a request asks for a language.
 #[derive(Clone, Copy, Debug)]
@@ -92,12 +91,31 @@ struct Auditor {
     seed_bytes: Option<Vec<u8>>,
 }
 
-pub async fn audit(config: &Config) -> Result<Report, AuditError> {
+/// Runs the audit until it ends or `stop` resolves (with the signal's name); a stopped
+/// audit mends the data dir before it returns.
+pub async fn audit(config: &Config, stop: impl Future<Output = &'static str>) -> Result<Report, AuditError> {
     let started = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    let mut a = Auditor::connect(config).await?;
-    let result = a.everything().await;
+    let mut stop = std::pin::pin!(stop);
+    let connected = tokio::select! {
+        connected = Auditor::connect(config) => Ok(connected?),
+        signal = &mut stop => Err(signal),
+    };
+    let mut a = connected.map_err(|signal| AuditError::Stopped { signal, mended: Default::default() })?;
+    // The checks stop at their next await: whatever they were doing to the data dir is
+    // either done or not begun, and `mend` undoes all of it.
+    let stopped = tokio::select! {
+        result = a.everything() => Ok(result),
+        signal = &mut stop => Err(signal),
+    };
+    let result = match stopped {
+        Ok(result) => result,
+        Err(signal) => {
+            let mended = a.dir.as_ref().map(DataDir::mend).unwrap_or_default();
+            return Err(AuditError::Stopped { signal, mended });
+        }
+    };
     a.clean_up().await;
     result?;
     Ok(Report {
@@ -977,10 +995,10 @@ impl Auditor {
     /// Deletes what the audit made, mends the data dir, and checks the backups are as found.
     async fn clean_up(&mut self) {
         if let Some(dir) = &self.dir {
-            let _ = dir.mend_storage();
-            dir.remove_filler();
-            dir.remove_marker();
-            let _ = std::fs::remove_file(dir.root.join(OUTSIDE));
+            let mended = dir.mend();
+            if !mended.failed.is_empty() {
+                self.probe("the audit leaves the data dir as it found it", Verdict::Fail, mended.to_string());
+            }
         }
         // The server may still be restarting.
         let deadline = Instant::now() + Duration::from_secs(30);

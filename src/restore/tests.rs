@@ -204,6 +204,34 @@ fn crash_during_rollback_is_finished_at_start() {
 }
 
 #[test]
+fn crash_during_rollback_of_a_finished_swap_resumes_the_rollback() {
+    // The swap finished, then the new data failed to open: rollback moves the 3 backup
+    // entries to discard/, then the 4 old ones back. Killed after any of those renames, the
+    // data dir is part old, part new: the next start must roll back, never commit.
+    for j in 1..=NEW_ENTRIES + OLD_ENTRIES {
+        let fx = fixture();
+        let _ = swap_in(&fx.dir, &fx.extracted).unwrap();
+        crash_in(|| {
+            let _ = rollback_with(&fx.dir, &mut |done| {
+                assert_ne!(done, j, "simulated crash");
+                Ok(())
+            });
+        });
+        assert!(
+            matches!(commit(&fx.dir), Err(RestoreError::NotSwapped(_))),
+            "j = {j}"
+        );
+        assert_eq!(
+            recover_at_start(&fx.dir).unwrap(),
+            Recovery::RolledBack,
+            "j = {j}"
+        );
+        assert_eq!(snapshot(&fx.dir), fx.old_tree, "j = {j}");
+        assert!(temp_names(&fx.dir).is_empty(), "j = {j}");
+    }
+}
+
+#[test]
 fn crash_before_journal_leaves_data_alone() {
     let fx = fixture();
     // What a crash between moving the extracted tree and writing the journal leaves.

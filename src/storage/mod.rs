@@ -102,6 +102,12 @@ pub trait BackupStorage: Send + Sync {
 
     fn delete<'a>(&'a self, key: &'a BackupKey) -> BoxFuture<'a, StorageResult<()>>;
 
+    /// Until the clean-up the backend started in the background has ended (the abort of an
+    /// upload whose request was dropped), so that a server that stops leaves none half-done.
+    fn settle(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
     /// Makes the archive available as a local file at `dest` (for restore), as cheaply as the
     /// backend can: a hard link for the local folder, a download for remote stores.
     fn fetch_to_file<'a>(&'a self, key: &'a BackupKey, dest: &'a Path)

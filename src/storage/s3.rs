@@ -10,8 +10,9 @@
 //! **Publishing** never shows a partial object and never overwrites: a file of one part is a
 //! single `PUT` with `If-None-Match: *`; a larger one is a multipart upload (parts streamed from
 //! the local file, two in flight, so memory stays at a few parts whatever the size) completed
-//! with `If-None-Match: *`, and aborted on any failure. An incomplete multipart upload is
-//! never visible as an object. object_store only sends that header on a multipart completion
+//! with `If-None-Match: *`, and aborted on any failure, or when the work is dropped half-way
+//! (a request cut off by the server's stop; a stopping server waits for those aborts). An
+//! incomplete multipart upload is never visible as an object. object_store only sends that header on a multipart completion
 //! for copies, so the completion is a request of our own, presigned by object_store.
 //! With checksums on (the default), every write and each part carries its SHA-256 for the
 //! store to verify, and a multipart completion lists each part's checksum back.
@@ -190,6 +191,8 @@ pub struct S3Storage {
     prefix: String,
     /// Identifies this instance in its lease names.
     holder: String,
+    /// Aborts of cut-off uploads running in the background.
+    aborting: Aborting,
     ttl: Duration,
     part_size: usize,
     checksums: bool,
@@ -258,6 +261,7 @@ impl S3Storage {
             http,
             prefix,
             holder: crate::util::random_suffix(),
+            aborting: Aborting::default(),
             ttl: config.lease_ttl,
             part_size: config.part_size,
             checksums: config.checksums,
@@ -372,21 +376,16 @@ impl S3Storage {
             };
         }
         let upload_id = self.store.create_multipart(path).await.map_err(unavailable)?;
+        let mut unfinished = Unfinished::new(self, path.clone(), upload_id.clone());
         let result = async {
             let parts = self.upload_parts(path, &upload_id, local, size, part).await?;
             self.hook(key).await;
             self.complete_if_absent(path, &upload_id, &parts).await
         }
         .await;
-        if result.is_err() {
-            // Best effort: an unfinished upload is invisible anyway, and a lifecycle rule on
-            // the bucket (AbortIncompleteMultipartUpload) reclaims what a dead server leaves.
-            let abort = self.store.abort_multipart(path, &upload_id);
-            if let Err(e) = tokio::time::timeout(Duration::from_secs(10), abort).await.unwrap_or_else(|_| {
-                Err(object_store::Error::Generic { store: "S3", source: "abort timed out".into() })
-            }) {
-                tracing::warn!(path = %path, error = %e, "could not abort a failed multipart upload");
-            }
+        match result {
+            Ok(()) => unfinished.disarm(),
+            Err(_) => unfinished.abort().await,
         }
         result
     }
@@ -553,14 +552,15 @@ struct S3Upload {
     parts: Vec<PartId>,
     /// Why writing stopped, if the store failed.
     failed: Option<StorageError>,
-    /// Finished or aborted: nothing left to clean up on drop.
-    closed: bool,
+    /// Aborts the upload if this is dropped neither finished nor aborted.
+    unfinished: Unfinished,
 }
 
 impl S3Upload {
     async fn start(storage: S3Storage, key: BackupKey) -> StorageResult<S3Upload> {
         let path = storage.object(&key);
         let upload_id = storage.store.create_multipart(&path).await.map_err(unavailable)?;
+        let unfinished = Unfinished::new(&storage, path.clone(), upload_id.clone());
         Ok(S3Upload {
             part: Vec::with_capacity(storage.part_size),
             buffers: BufferPool::default(),
@@ -572,7 +572,7 @@ impl S3Upload {
             in_flight: Default::default(),
             parts: Vec::new(),
             failed: None,
-            closed: false,
+            unfinished,
         })
     }
 
@@ -613,17 +613,10 @@ impl S3Upload {
     }
 
     async fn abort_upload(&mut self) {
-        self.closed = true;
         for part in self.in_flight.drain(..) {
             part.abort();
         }
-        // Best effort, as in `publish`: an unfinished upload is invisible anyway.
-        let abort = self.storage.store.abort_multipart(&self.path, &self.upload_id);
-        match tokio::time::timeout(Duration::from_secs(10), abort).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(path = %self.path, error = %e, "could not abort a failed multipart upload"),
-            Err(_) => tracing::warn!(path = %self.path, "aborting a failed multipart upload timed out"),
-        }
+        self.unfinished.abort().await;
     }
 }
 
@@ -663,7 +656,7 @@ impl Upload for S3Upload {
             }
             .await;
             match result {
-                Ok(()) => self.closed = true,
+                Ok(()) => self.unfinished.disarm(),
                 Err(_) => self.abort_upload().await,
             }
             result
@@ -682,16 +675,79 @@ impl Upload for S3Upload {
 
 impl Drop for S3Upload {
     fn drop(&mut self) {
-        if self.closed {
-            return;
-        }
+        // Parts still being sent; `unfinished` aborts the upload itself.
         for part in self.in_flight.drain(..) {
             part.abort();
         }
-        let (store, path, id) = (self.storage.store.clone(), self.path.clone(), self.upload_id.clone());
-        self.runtime.spawn(async move {
-            let _ = store.abort_multipart(&path, &id).await;
-        });
+    }
+}
+
+/// A multipart upload until it is completed or aborted; aborted in the background if dropped
+/// before. A publish runs inside its request, which is dropped at an await (past any code
+/// that would abort the upload) when the server's shutdown grace runs out; a streamed create
+/// may be dropped too.
+struct Unfinished {
+    store: Arc<AmazonS3>,
+    path: Path,
+    upload_id: String,
+    runtime: Option<tokio::runtime::Handle>,
+    aborting: Aborting,
+    open: bool,
+}
+
+impl Unfinished {
+    fn new(storage: &S3Storage, path: Path, upload_id: String) -> Unfinished {
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let (store, aborting) = (storage.store.clone(), storage.aborting.clone());
+        Unfinished { store, path, upload_id, runtime, aborting, open: true }
+    }
+
+    /// Completed: nothing to abort.
+    fn disarm(&mut self) {
+        self.open = false;
+    }
+
+    async fn abort(&mut self) {
+        self.open = false;
+        abort_multipart(self.store.clone(), self.path.clone(), self.upload_id.clone()).await;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        let (store, path, id) = (self.store.clone(), self.path.clone(), self.upload_id.clone());
+        // A runtime shutting down runs no new task: the bucket's lifecycle rule is left.
+        if let Some(runtime) = &self.runtime {
+            let aborting = self.aborting.clone();
+            aborting.0.send_modify(|n| *n += 1);
+            runtime.spawn(async move {
+                abort_multipart(store, path, id).await;
+                aborting.0.send_modify(|n| *n -= 1);
+            });
+        }
+    }
+}
+
+/// How many aborts [`Unfinished`] has started in the background and not seen end.
+#[derive(Clone)]
+struct Aborting(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Default for Aborting {
+    fn default() -> Aborting {
+        Aborting(Arc::new(tokio::sync::watch::channel(0).0))
+    }
+}
+
+/// Best effort: an unfinished upload is invisible anyway, and a lifecycle rule on the bucket
+/// (AbortIncompleteMultipartUpload) reclaims what a dead server leaves.
+async fn abort_multipart(store: Arc<AmazonS3>, path: Path, upload_id: String) {
+    match tokio::time::timeout(Duration::from_secs(10), store.abort_multipart(&path, &upload_id)).await {
+        Ok(Ok(())) => tracing::info!(path = %path, "unfinished multipart upload aborted"),
+        Ok(Err(e)) => tracing::warn!(path = %path, error = %e, "could not abort an unfinished multipart upload"),
+        Err(_) => tracing::warn!(path = %path, "aborting an unfinished multipart upload timed out"),
     }
 }
 
@@ -906,6 +962,14 @@ impl BackupStorage for S3Storage {
             let result = self.store.delete(&self.object(key)).await.map_err(unavailable);
             lease.release().await;
             result
+        }
+        .boxed()
+    }
+
+    fn settle(&self) -> BoxFuture<'_, ()> {
+        async move {
+            // Each abort gives up after 10 s on its own.
+            let _ = self.aborting.0.subscribe().wait_for(|n| *n == 0).await;
         }
         .boxed()
     }

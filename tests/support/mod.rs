@@ -323,6 +323,20 @@ impl BinaryServer {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Waits for the server to end by itself: its exit status, or `None` after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the server's status") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for BinaryServer {

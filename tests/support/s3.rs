@@ -107,3 +107,14 @@ pub async fn object_names(store: &AmazonS3) -> Vec<String> {
     names.sort();
     names
 }
+
+/// The keys of the bucket's multipart uploads in progress (neither completed nor aborted).
+pub async fn multipart_uploads(endpoint: &str, bucket: &str) -> Vec<String> {
+    let r = reqwest::Client::new().get(format!("{endpoint}/{bucket}?uploads")).send().await.unwrap();
+    assert!(r.status().is_success(), "list multipart uploads: {}", r.status());
+    let xml = r.text().await.unwrap();
+    xml.split("<Upload>")
+        .skip(1)
+        .filter_map(|upload| upload.split_once("<Key>")?.1.split_once("</Key>").map(|(key, _)| key.to_string()))
+        .collect()
+}
