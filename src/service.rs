@@ -159,12 +159,9 @@ impl From<tokio::task::JoinError> for BackupError {
     }
 }
 
+/// Why a token could not be checked or issued (logins have their own, `logins::LoginError`).
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
-    #[error("wrong identity or password")]
-    BadCredentials,
-    #[error("no such auth collection")]
-    NoSuchCollection,
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
@@ -537,26 +534,13 @@ impl Service {
         self.accounts.collection(name_or_id).is_some()
     }
 
-    /// Password login to the auth collection `collection` (name or id): an auth token and
-    /// the record.
-    pub async fn auth_with_password(
-        &self,
-        collection: String,
-        identity: String,
-        password: String,
-    ) -> Result<(String, Record), AccountError> {
-        if self.accounts.collection(&collection).is_none() {
-            return Err(AccountError::NoSuchCollection);
-        }
-        let _permit = self.hashing.acquire().await.map_err(|_| AccountError::BadCredentials)?;
-        self.with_accounts(move |a| {
-            let record = a
-                .authenticate(&collection, &identity, &password)?
-                .ok_or(AccountError::BadCredentials)?;
-            let token = auth::issue(a, &record, TokenKind::Auth, now_unix())?;
-            Ok((token, record))
-        })
-        .await
+    pub(crate) fn accounts(&self) -> &Arc<Accounts> {
+        &self.accounts
+    }
+
+    /// A turn at password hashing (see `hashing`); `None` only if the semaphore were closed.
+    pub(crate) async fn hashing_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.hashing.acquire().await.ok()
     }
 
     /// The record a token of `kind` belongs to, if the token is valid now.

@@ -2,13 +2,16 @@
 //! own layout (0.23 and later), so that a data dir or a backup moves between PocketBase and
 //! this server with its accounts, password hashes and token secrets intact.
 //!
-//! Auth collections are read from `_collections` (token secrets and lifetimes from their
-//! `options`), records from their tables (`email`, bcrypt `password`, `tokenKey`).
+//! Auth collections are read from `_collections` (token secrets and lifetimes, and the
+//! `mfa`, `otp` and `authAlert` options from their `options`), records from their tables
+//! (`email`, bcrypt `password`, `tokenKey`). Second factors and login origins live in
+//! PocketBase's own tables too ([`mfa`]).
 //! A data dir with no tables is initialised in that layout ([`schema`]); one written by
 //! pb-backups before it kept PocketBase's layout is converted at open ([`legacy`]).
 //! Synchronous: the server calls it from blocking threads.
 
 mod legacy;
+pub mod mfa;
 pub mod schema;
 #[cfg(test)]
 mod tests;
@@ -24,7 +27,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use serde_json::{json, Value};
 
 use crate::layout::{AUX_DB, DATA_DB};
-
+use crate::mail::Template;
 
 const SECRET_LEN: usize = 50;
 const ID_LEN: usize = 15;
@@ -65,6 +68,34 @@ pub struct AuthCollection {
     pub(crate) auth_token: TokenSettings,
     pub(crate) file_token: TokenSettings,
     password_auth: bool,
+    pub mfa: MfaOptions,
+    pub otp: OtpOptions,
+    pub auth_alert: AuthAlertOptions,
+}
+
+/// `options.mfa`: a second method is required to log in, within `duration_secs` of the first,
+/// for the records `rule` selects (empty: all).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MfaOptions {
+    pub enabled: bool,
+    pub duration_secs: u64,
+    pub rule: String,
+}
+
+/// `options.otp`: one-time passwords of `length` digits by mail, valid `duration_secs`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OtpOptions {
+    pub enabled: bool,
+    pub duration_secs: u64,
+    pub length: usize,
+    pub email_template: Template,
+}
+
+/// `options.authAlert`: a mail to the account on a login from a new origin.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthAlertOptions {
+    pub enabled: bool,
+    pub email_template: Template,
 }
 
 /// One token kind's signing secret (second half of the key) and lifetime.
@@ -144,6 +175,8 @@ pub enum LayoutError {
     NoSuperusersCollection,
     #[error("collection {collection}: unreadable options ({reason})")]
     BadOptions { collection: String, reason: String },
+    #[error("collection {collection}: {section}: {reason}")]
+    BadAccessOptions { collection: String, section: &'static str, reason: &'static str },
     #[error("collection {collection}: no {kind} secret")]
     NoSecret { collection: String, kind: &'static str },
     #[error("records table of {0} lacks the columns of an auth collection")]
@@ -199,6 +232,7 @@ pub struct Accounts {
     conn: Mutex<Connection>,
     /// Read once at open: a restore restarts the server, and collections are not edited here.
     collections: Vec<AuthCollection>,
+    otp_attempts: mfa::OtpAttempts,
 }
 
 impl Accounts {
@@ -228,7 +262,7 @@ impl Accounts {
             tracing::info!(?layout, "data.db written in PocketBase's layout");
         }
         let collections = load_auth_collections(&conn)?;
-        Ok(Accounts { conn: Mutex::new(conn), collections })
+        Ok(Accounts { conn: Mutex::new(conn), collections, otp_attempts: Default::default() })
     }
 
     /// Auth collection by name or id, as PocketBase's routes take it.
@@ -333,6 +367,22 @@ impl Accounts {
         find_in(&self.lock(), c, id)
     }
 
+    /// Counts a one-time password check for `record`; false when it has had its share
+    /// (see [`mfa::OtpAttempts`]).
+    pub fn otp_attempt(&self, c: &AuthCollection, record: &Record, now: std::time::Instant) -> bool {
+        self.otp_attempts.try_acquire(&c.id, &record.id, now)
+    }
+
+    /// The emails of the superusers (at most 1000), for system alerts.
+    pub fn superuser_emails(&self) -> Result<Vec<String>, AccountsError> {
+        let c = self.collection_of(Collection::Superusers)?;
+        let conn = self.lock();
+        let sql = format!("SELECT substr(email, 1, 254) FROM {} WHERE email != '' ORDER BY created LIMIT 1000", quoted(&c.name));
+        let mut stmt = conn.prepare(&sql)?;
+        let emails = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(emails)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic elsewhere cannot leave the connection half-written (SQLite statements
         // are atomic), so a poisoned lock is still safe to use.
@@ -400,7 +450,9 @@ fn parse_collection(id: String, name: String, options: &str) -> Result<AuthColle
     let file_token = token("fileToken")?;
     // PocketBase's default when the section is absent is enabled.
     let password_auth = options["passwordAuth"]["enabled"].as_bool().unwrap_or(true);
-    Ok(AuthCollection { id, name, auth_token, file_token, password_auth })
+    let (mfa, otp, auth_alert) = mfa::parse_options(&options)
+        .map_err(|(section, reason)| LayoutError::BadAccessOptions { collection: name.clone(), section, reason })?;
+    Ok(AuthCollection { id, name, auth_token, file_token, password_auth, mfa, otp, auth_alert })
 }
 
 fn check_records_table(conn: &Connection, table: &str) -> Result<(), AccountsError> {
@@ -479,6 +531,11 @@ fn verify_password(password: &str, hash: &str) -> Result<bool, AccountsError> {
 
 fn random_secret() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), SECRET_LEN)
+}
+
+/// A record id as PocketBase makes them: 15 of `[a-z0-9]`.
+pub fn random_record_id() -> String {
+    random_id()
 }
 
 fn random_id() -> String {

@@ -78,6 +78,11 @@ impl RateLimiter {
         }
     }
 
+    /// The client of a request from `peer` with `headers` (see [`client_ip`]).
+    pub fn client_of(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        client_ip(peer, headers, &self.trusted_proxies)
+    }
+
     /// Takes one attempt for the client at `ip` at `now`; false when it has none left.
     pub fn try_acquire(&self, ip: IpAddr, now: Instant) -> bool {
         let key = client_key(ip);

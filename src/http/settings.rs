@@ -1,5 +1,7 @@
 //! `GET` / `PATCH /api/settings`, as PocketBase serves them, for the part this server uses:
-//! the `backups` section (`cron`, `cronMaxKeep`) read and written, `meta.appName` read only.
+//! the `backups` section (`cron`, `cronMaxKeep`) and the mail settings (`smtp`,
+//! `meta.senderName`, `meta.senderAddress`) read and written, `meta.appName` and `meta.appURL`
+//! read only. The SMTP password is never served (the key is left out, as PocketBase does).
 //! Superusers only. Validation errors nest per section, as PocketBase's do:
 //! `data.backups.cron.code`.
 
@@ -16,11 +18,11 @@ use super::body::{DeferredBody, JSON_BODY_LIMIT, JSON_BODY_TIMEOUT};
 use super::error::{response_errors, ApiError, ErrorBody, FieldError};
 use crate::i18n::Message;
 use crate::service::Service;
-use crate::settings::{BackupsPatch, FieldProblem, Settings, SettingsError};
+use crate::settings::{BackupsPatch, FieldProblem, MetaPatch, Settings, SettingsError, SettingsPatch, SmtpPatch};
 
 #[derive(Tags)]
 enum ApiTags {
-    /// The app settings this server uses: the automatic backups schedule. Superusers only.
+    /// The app settings this server uses: the automatic backups schedule and mail. Superusers only.
     Settings,
 }
 
@@ -28,16 +30,43 @@ enum ApiTags {
 #[derive(Object, Debug)]
 #[oai(rename = "Settings")]
 pub struct SettingsBody {
-    /// Read only here.
     pub meta: MetaSettings,
     pub backups: BackupsSettingsBody,
+    pub smtp: SmtpSettingsBody,
 }
 
 #[derive(Object, Debug)]
-#[oai(rename_all = "camelCase", read_only_all)]
+#[oai(rename_all = "camelCase")]
 pub struct MetaSettings {
-    /// Part of the names of scheduled backups (snake_case, at most 50 bytes).
+    /// Part of the names of scheduled backups (snake_case, at most 50 bytes); `{APP_NAME}`
+    /// in mail. Read only here.
+    #[oai(read_only)]
     pub app_name: String,
+    /// `{APP_URL}` in mail. Read only here.
+    #[oai(rename = "appURL", read_only)]
+    pub app_url: String,
+    /// The name mail is sent from.
+    pub sender_name: String,
+    /// The address mail is sent from.
+    pub sender_address: String,
+}
+
+/// How mail leaves: this SMTP server when `enabled`, else the local `sendmail`. The password
+/// is never served.
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase", rename = "SmtpSettings")]
+pub struct SmtpSettingsBody {
+    pub enabled: bool,
+    pub host: String,
+    pub port: i64,
+    /// Empty: no login.
+    pub username: String,
+    /// `PLAIN` (also when empty) or `LOGIN`.
+    pub auth_method: String,
+    /// TLS from the first byte (SMTPS, usually port 465); otherwise STARTTLS when offered.
+    pub tls: bool,
+    /// The name given in EHLO (empty: `localhost`).
+    pub local_name: String,
 }
 
 /// Automatic backups.
@@ -57,6 +86,35 @@ pub struct BackupsSettingsBody {
 #[oai(rename = "SettingsPatch")]
 pub struct SettingsPatchBody {
     pub backups: Option<BackupsPatchBody>,
+    pub smtp: Option<SmtpPatchBody>,
+    pub meta: Option<MetaPatchBody>,
+}
+
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase", rename = "SmtpSettingsPatch")]
+pub struct SmtpPatchBody {
+    pub enabled: Option<bool>,
+    /// An IP address or DNS name; required while `enabled`.
+    pub host: Option<String>,
+    /// Required while `enabled`.
+    #[oai(validator(minimum(value = "0"), maximum(value = "65535")))]
+    pub port: Option<i64>,
+    pub username: Option<String>,
+    /// Write only: absent keeps the stored one, empty (or null) clears it.
+    #[oai(write_only)]
+    pub password: Option<String>,
+    /// `PLAIN`, `LOGIN` or empty.
+    pub auth_method: Option<String>,
+    pub tls: Option<bool>,
+    pub local_name: Option<String>,
+}
+
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase", rename = "MetaSettingsPatch")]
+pub struct MetaPatchBody {
+    pub sender_name: Option<String>,
+    /// An email address.
+    pub sender_address: Option<String>,
 }
 
 #[derive(Object, Debug)]
@@ -69,7 +127,7 @@ pub struct BackupsPatchBody {
 }
 
 /// A validation error, with the refused fields under their section:
-/// `{"data": {"backups": {"cron": {"code", "message"}}}}`.
+/// `{"data": {"backups": {"cron": {"code", "message"}}}}` (sections `backups`, `smtp`, `meta`).
 #[derive(Object, Debug)]
 #[oai(rename = "SettingsValidationError")]
 pub struct SettingsError400 {
@@ -80,9 +138,25 @@ pub struct SettingsError400 {
 
 impl From<Settings> for SettingsBody {
     fn from(s: Settings) -> Self {
+        let smtp = s.smtp;
         SettingsBody {
-            meta: MetaSettings { app_name: s.app_name },
+            meta: MetaSettings {
+                app_name: s.app_name,
+                app_url: s.app_url,
+                sender_name: s.sender_name,
+                sender_address: s.sender_address,
+            },
             backups: BackupsSettingsBody { cron: s.backups.cron, cron_max_keep: s.backups.cron_max_keep },
+            // No password: it is write only.
+            smtp: SmtpSettingsBody {
+                enabled: smtp.enabled,
+                host: smtp.host,
+                port: smtp.port,
+                username: smtp.username,
+                auth_method: smtp.auth_method,
+                tls: smtp.tls,
+                local_name: smtp.local_name,
+            },
         }
     }
 }
@@ -141,57 +215,103 @@ impl UpdateSettingsResponse {
     }
 }
 
-/// Refused fields of the `backups` section: name, code, message.
-type FieldErrors = Vec<(&'static str, &'static str, Message)>;
+/// Refused fields: section, name, code, message.
+type FieldErrors = Vec<(&'static str, &'static str, &'static str, Message)>;
 
-/// A 400 whose refused fields all belong to the `backups` section.
+/// A 400 with the refused fields under their sections.
 fn validation(message: Message, fields: FieldErrors) -> UpdateSettingsResponse {
-    let backups: BTreeMap<String, FieldError> = fields
-        .into_iter()
-        .map(|(name, code, msg)| (name.to_string(), FieldError { code: code.into(), message: msg.current().into() }))
-        .collect();
-    let mut data = BTreeMap::new();
-    if !backups.is_empty() {
-        data.insert("backups".to_string(), backups);
+    let mut data: BTreeMap<String, BTreeMap<String, FieldError>> = BTreeMap::new();
+    for (section, name, code, msg) in fields {
+        let error = FieldError { code: code.into(), message: msg.current().into() };
+        data.entry(section.to_string()).or_default().insert(name.to_string(), error);
     }
     UpdateSettingsResponse::BadRequest(Json(SettingsError400 { status: 400, message: message.current().into(), data }))
 }
 
-/// The `backups` patch in a PATCH body. A body that is not a JSON object (or whose `backups`
-/// is not one) is `Err(None)`; values of the wrong type are per-field errors.
-fn parse_patch(bytes: &[u8]) -> Result<BackupsPatch, Option<FieldErrors>> {
+/// Reads the sections of a PATCH body one field at a time: an absent field keeps its value,
+/// a value of the wrong type (an explicit null too, but for the SMTP password, which null
+/// clears as in PocketBase) is a per-field error.
+struct PatchReader<'a> {
+    section: &'static str,
+    fields: &'a serde_json::Map<String, Value>,
+    wrong: &'a mut FieldErrors,
+}
+
+impl PatchReader<'_> {
+    fn refuse(&mut self, name: &'static str) {
+        self.wrong.push((self.section, name, "validation_invalid_type", Message::InvalidType));
+    }
+
+    fn text(&mut self, name: &'static str) -> Option<String> {
+        match self.fields.get(name)? {
+            Value::String(s) => Some(s.clone()),
+            _ => {
+                self.refuse(name);
+                None
+            }
+        }
+    }
+
+    fn flag(&mut self, name: &'static str) -> Option<bool> {
+        match self.fields.get(name)? {
+            Value::Bool(b) => Some(*b),
+            _ => {
+                self.refuse(name);
+                None
+            }
+        }
+    }
+
+    /// An integer that fits 32 bits.
+    fn int(&mut self, name: &'static str) -> Option<i64> {
+        let v = self.fields.get(name)?;
+        match v.as_i64().filter(|n| i32::try_from(*n).is_ok()) {
+            Some(n) => Some(n),
+            None => {
+                self.refuse(name);
+                None
+            }
+        }
+    }
+}
+
+/// The patch in a PATCH body. A body that is not a JSON object (or a section that is not
+/// one) is `Err(None)`; values of the wrong type are per-field errors.
+fn parse_patch(bytes: &[u8]) -> Result<SettingsPatch, Option<FieldErrors>> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(BackupsPatch::default());
+        return Ok(SettingsPatch::default());
     }
     let body: Value = serde_json::from_slice(bytes).map_err(|_| None)?;
     let body = body.as_object().ok_or(None)?;
-    // An absent field keeps its value; an explicit null is not a value of its type.
-    let backups = match body.get("backups") {
-        None => return Ok(BackupsPatch::default()),
-        Some(Value::Object(b)) => b,
-        Some(_) => return Err(None),
+    let empty = serde_json::Map::new();
+    let section = |name: &str| match body.get(name) {
+        None => Ok(&empty),
+        Some(Value::Object(fields)) => Ok(fields),
+        Some(_) => Err(None),
     };
-    let mut wrong = Vec::new();
-    let cron = match backups.get("cron") {
-        None => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => {
-            wrong.push(("cron", "validation_invalid_type", Message::InvalidType));
-            None
-        }
+    let (backups, smtp, meta) = (section("backups")?, section("smtp")?, section("meta")?);
+    let mut wrong = FieldErrors::new();
+    let mut r = PatchReader { section: "backups", fields: backups, wrong: &mut wrong };
+    let backups = BackupsPatch { cron: r.text("cron"), cron_max_keep: r.int("cronMaxKeep") };
+    let mut r = PatchReader { section: "smtp", fields: smtp, wrong: &mut wrong };
+    let password = match smtp.get("password") {
+        Some(Value::Null) => Some(String::new()),
+        _ => r.text("password"),
     };
-    let cron_max_keep = match backups.get("cronMaxKeep") {
-        None => None,
-        Some(v) => match v.as_i64().filter(|n| i32::try_from(*n).is_ok()) {
-            Some(n) => Some(n),
-            None => {
-                wrong.push(("cronMaxKeep", "validation_invalid_type", Message::InvalidType));
-                None
-            }
-        },
+    let smtp = SmtpPatch {
+        enabled: r.flag("enabled"),
+        host: r.text("host"),
+        port: r.int("port"),
+        username: r.text("username"),
+        password,
+        auth_method: r.text("authMethod"),
+        tls: r.flag("tls"),
+        local_name: r.text("localName"),
     };
+    let mut r = PatchReader { section: "meta", fields: meta, wrong: &mut wrong };
+    let meta = MetaPatch { sender_name: r.text("senderName"), sender_address: r.text("senderAddress") };
     if wrong.is_empty() {
-        Ok(BackupsPatch { cron, cron_max_keep })
+        Ok(SettingsPatch { backups, smtp, meta })
     } else {
         Err(Some(wrong))
     }
@@ -202,6 +322,11 @@ fn field_message(p: &FieldProblem) -> Message {
         FieldProblem::InvalidCron(_) => Message::InvalidCron,
         FieldProblem::Required => Message::Required,
         FieldProblem::BelowOne => Message::MinOne,
+        FieldProblem::BelowZero => Message::MinZero,
+        FieldProblem::AbovePortRange => Message::MaxPort,
+        FieldProblem::NotAHost => Message::NotAHost,
+        FieldProblem::NotAllowed => Message::NotAllowed,
+        FieldProblem::NotAnEmail => Message::InvalidEmail,
     }
 }
 
@@ -211,8 +336,9 @@ pub struct SettingsApi;
 impl SettingsApi {
     /// Get settings
     ///
-    /// The app settings this server uses: the automatic backups schedule (`backups`) and
-    /// `meta.appName`. Only superusers can perform this action.
+    /// The app settings this server uses: the automatic backups schedule (`backups`), mail
+    /// (`smtp` without its password, `meta.senderName`, `meta.senderAddress`) and
+    /// `meta.appName`, `meta.appURL`. Only superusers can perform this action.
     #[oai(path = "/settings", method = "get", operation_id = "getSettings")]
     async fn get(&self, auth: AuthToken, service: Data<&Arc<Service>>) -> GetSettingsResponse {
         if let Err(e) = auth.superuser() {
@@ -229,9 +355,11 @@ impl SettingsApi {
 
     /// Update settings
     ///
-    /// Changes the automatic backups schedule: `backups.cron` (empty turns it off) and
-    /// `backups.cronMaxKeep`. Other sections are ignored here and kept as stored. Invalid
-    /// values are refused with nothing stored. Only superusers can perform this action.
+    /// Changes the automatic backups schedule (`backups.cron`, empty turns it off, and
+    /// `backups.cronMaxKeep`) and mail (`smtp`, whose password is kept when left out, and
+    /// `meta.senderName`, `meta.senderAddress`). Other keys are ignored here and kept as
+    /// stored. Invalid values are refused with nothing stored. Only superusers can perform
+    /// this action.
     #[oai(path = "/settings", method = "patch", operation_id = "updateSettings")]
     async fn update(
         &self,
@@ -252,10 +380,11 @@ impl SettingsApi {
             Err(None) => return validation(Message::InvalidJson, Vec::new()),
             Err(Some(fields)) => return validation(Message::ValidationFailed, fields),
         };
-        match service.update_backups_settings(patch).await {
+        match service.update_settings(patch).await {
             Ok(s) => UpdateSettingsResponse::Ok(Json(s.into())),
             Err(SettingsError::Invalid(invalid)) => {
-                let fields = invalid.fields.iter().map(|(name, p)| (*name, p.code(), field_message(p))).collect();
+                let fields =
+                    invalid.fields.iter().map(|(section, name, p)| (*section, *name, p.code(), field_message(p))).collect();
                 validation(Message::ValidationFailed, fields)
             }
             Err(e) => {
@@ -270,26 +399,61 @@ impl SettingsApi {
 mod tests {
     use super::*;
 
+    fn backups(cron: Option<&str>, keep: Option<i64>) -> SettingsPatch {
+        SettingsPatch { backups: BackupsPatch { cron: cron.map(Into::into), cron_max_keep: keep }, ..Default::default() }
+    }
+
+    fn codes(bytes: &[u8]) -> Vec<(&'static str, &'static str, &'static str)> {
+        parse_patch(bytes).unwrap_err().unwrap().iter().map(|(s, f, c, _)| (*s, *f, *c)).collect()
+    }
+
     #[test]
     fn patch_bodies() {
-        assert_eq!(parse_patch(b"  "), Ok(BackupsPatch::default()));
-        assert_eq!(parse_patch(br#"{"meta": {"appName": "x"}}"#), Ok(BackupsPatch::default()));
-        assert_eq!(
-            parse_patch(br#"{"backups": {"cron": "@daily", "cronMaxKeep": 2}}"#),
-            Ok(BackupsPatch { cron: Some("@daily".into()), cron_max_keep: Some(2) })
-        );
+        assert_eq!(parse_patch(b"  "), Ok(SettingsPatch::default()));
+        assert_eq!(parse_patch(br#"{"meta": {"appName": "x"}}"#), Ok(SettingsPatch::default()));
+        assert_eq!(parse_patch(br#"{"backups": {"cron": "@daily", "cronMaxKeep": 2}}"#), Ok(backups(Some("@daily"), Some(2))));
         assert_eq!(parse_patch(b"[1]"), Err(None));
         assert_eq!(parse_patch(b"{\"backups\": 3}"), Err(None));
+        assert_eq!(parse_patch(b"{\"smtp\": []}"), Err(None));
         assert_eq!(parse_patch(b"{"), Err(None));
-        let wrong = parse_patch(br#"{"backups": {"cron": 5, "cronMaxKeep": "3"}}"#).unwrap_err().unwrap();
-        assert_eq!(wrong.iter().map(|(f, c, _)| (*f, *c)).collect::<Vec<_>>(), [
-            ("cron", "validation_invalid_type"),
-            ("cronMaxKeep", "validation_invalid_type")
+        assert_eq!(codes(br#"{"backups": {"cron": 5, "cronMaxKeep": "3"}}"#), [
+            ("backups", "cron", "validation_invalid_type"),
+            ("backups", "cronMaxKeep", "validation_invalid_type")
         ]);
         assert!(parse_patch(br#"{"backups": {"cronMaxKeep": 2.5}}"#).is_err());
         assert!(parse_patch(br#"{"backups": {"cronMaxKeep": null}}"#).is_err());
         assert!(parse_patch(br#"{"backups": {"cron": null}}"#).is_err());
         assert!(parse_patch(br#"{"backups": null}"#).is_err());
         assert!(parse_patch(br#"{"backups": {"cronMaxKeep": 99999999999}}"#).is_err());
+    }
+
+    #[test]
+    fn mail_patch_bodies() {
+        let patch = parse_patch(
+            br#"{"smtp": {"enabled": true, "host": "127.0.0.1", "port": 2525, "username": "u", "password": "p",
+                          "authMethod": "LOGIN", "tls": false, "localName": "me.example"},
+                 "meta": {"senderName": "Ops", "senderAddress": "ops@example.com", "appName": "ignored"}}"#,
+        )
+        .unwrap();
+        assert_eq!(patch.smtp, SmtpPatch {
+            enabled: Some(true),
+            host: Some("127.0.0.1".into()),
+            port: Some(2525),
+            username: Some("u".into()),
+            password: Some("p".into()),
+            auth_method: Some("LOGIN".into()),
+            tls: Some(false),
+            local_name: Some("me.example".into()),
+        });
+        assert_eq!(patch.meta, MetaPatch { sender_name: Some("Ops".into()), sender_address: Some("ops@example.com".into()) });
+        // Absent keeps the password, null and empty clear it.
+        assert_eq!(parse_patch(br#"{"smtp": {"host": "h"}}"#).unwrap().smtp.password, None);
+        assert_eq!(parse_patch(br#"{"smtp": {"password": null}}"#).unwrap().smtp.password, Some(String::new()));
+        assert_eq!(codes(br#"{"smtp": {"enabled": "yes", "port": "25", "host": 1}, "meta": {"senderName": false}}"#), [
+            ("smtp", "enabled", "validation_invalid_type"),
+            ("smtp", "host", "validation_invalid_type"),
+            ("smtp", "port", "validation_invalid_type"),
+            ("meta", "senderName", "validation_invalid_type"),
+        ]);
     }
 }
