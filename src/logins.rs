@@ -174,7 +174,7 @@ impl Service {
         let record = {
             let c = c.clone();
             // Used up now, whatever the rest of the login says (as PocketBase does).
-            self.blocking(move |a| a.complete_otp(&c, &found, now_ms())).await?
+            self.blocking(move |a| a.complete_otp(&c, &found, now_ms())).await?.ok_or(LoginError::InvalidOtp)?
         };
         self.finish_login(&c, record, Method::Otp, mfa_id, client).await
     }

@@ -329,8 +329,9 @@ impl Accounts {
     /// was mailed to becomes verified. Without MFA on the collection the record's password is
     /// also replaced by a random one (and so its token key): whoever set it before the owner
     /// proved the address cannot log in with it (PocketBase 0.40's guard against accounts
-    /// pre-registered under someone else's address). Returns the record as it is now.
-    pub fn complete_otp(&self, c: &AuthCollection, otp: &FoundOtp, now_ms: i64) -> Result<Record, AccountsError> {
+    /// pre-registered under someone else's address). Returns the record as it is now, or
+    /// `None` when the code was used up meanwhile (two requests with one code: one wins).
+    pub fn complete_otp(&self, c: &AuthCollection, otp: &FoundOtp, now_ms: i64) -> Result<Option<Record>, AccountsError> {
         let record = &otp.record;
         let upgrade = !record.verified && !otp.sent_to.is_empty() && record.email == otp.sent_to;
         // Hashed before the lock: bcrypt is deliberately slow.
@@ -340,7 +341,9 @@ impl Accounts {
         };
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        tx.execute("DELETE FROM _otps WHERE id = ?1", [&otp.id])?;
+        if tx.execute("DELETE FROM _otps WHERE id = ?1", [&otp.id])? == 0 {
+            return Ok(None);
+        }
         let (table, now) = (quoted(&c.name), format_timestamp(now_ms));
         if upgrade {
             tx.execute(&format!("UPDATE {table} SET verified = TRUE, updated = ?2 WHERE id = ?1"), params![record.id, now])?;
@@ -353,7 +356,7 @@ impl Accounts {
         }
         let fresh = find_in(&tx, c, &record.id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
         tx.commit()?;
-        Ok(fresh)
+        Ok(Some(fresh))
     }
 
     /// Opens an MFA session after a first step by `method`; its id goes to the client.
@@ -558,5 +561,57 @@ mod tests {
         assert!(!attempts.try_acquire("c", "r", t0 + Duration::from_secs(179)));
         assert!(attempts.try_acquire("c", "other", t0), "per record");
         assert!(attempts.try_acquire("c", "r", t0 + OTP_ATTEMPT_WINDOW), "a new window");
+    }
+
+    #[test]
+    fn codes_are_used_once_sessions_expire_and_requests_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = Accounts::open(dir.path()).unwrap();
+        let record = accounts.upsert(super::super::Collection::Superusers, "a@b.co", "password123").unwrap();
+        let mut c = accounts.collection("_superusers").unwrap().clone();
+        c.otp.duration_secs = 180;
+        c.mfa.duration_secs = 600;
+        let t0 = parse_timestamp("2026-01-01 00:00:00.000Z").unwrap();
+
+        let IssuedOtp::New { id } = accounts.create_otp(&c, &record, &hash_code("1234").unwrap(), t0).unwrap() else {
+            panic!("a new code")
+        };
+        let found = accounts.find_otp(&c, &id, t0 + 180_000).unwrap().expect("valid through its duration");
+        assert_eq!((found.sent_to.as_str(), found.record.id.as_str()), ("a@b.co", record.id.as_str()));
+        assert!(accounts.find_otp(&c, &id, t0 + 180_001).unwrap().is_none(), "expired");
+        let users = accounts.collection("users").unwrap().clone();
+        assert!(accounts.find_otp(&users, &id, t0).unwrap().is_none(), "another collection's");
+        assert!(accounts.complete_otp(&c, &found, t0).unwrap().is_some());
+        assert!(accounts.complete_otp(&c, &found, t0).unwrap().is_none(), "used once, even by two requests at once");
+
+        let session = accounts.begin_mfa(&c, &record, Method::Password, t0).unwrap();
+        assert_eq!(accounts.check_mfa(&c, &record, &session, Method::Password, t0).unwrap(), MfaCheck::SameMethod);
+        let other = accounts.upsert(super::super::Collection::Superusers, "c@d.co", "password123").unwrap();
+        assert_eq!(accounts.check_mfa(&c, &other, &session, Method::Otp, t0).unwrap(), MfaCheck::OtherRecord);
+        assert_eq!(accounts.check_mfa(&c, &record, &session, Method::Otp, t0 + 600_001).unwrap(), MfaCheck::InvalidOrExpired);
+        assert_eq!(accounts.check_mfa(&c, &record, &session, Method::Otp, t0).unwrap(), MfaCheck::InvalidOrExpired, "deleted");
+        let session = accounts.begin_mfa(&c, &record, Method::Otp, t0).unwrap();
+        assert_eq!(accounts.check_mfa(&c, &record, &session, Method::Password, t0).unwrap(), MfaCheck::Passed);
+        assert_eq!(accounts.check_mfa(&c, &record, &session, Method::Password, t0).unwrap(), MfaCheck::InvalidOrExpired, "used up");
+
+        // Ten unexpired codes, then the newest again; once they expire, new ones again.
+        let mut newest = String::new();
+        for i in 0..MAX_RECENT_OTPS as i64 {
+            let IssuedOtp::New { id } = accounts.create_otp(&c, &record, "h", t0 + i).unwrap() else { panic!("new") };
+            newest = id;
+        }
+        assert_eq!(accounts.create_otp(&c, &record, "h", t0 + 20).unwrap(), IssuedOtp::Reused { id: newest });
+        assert!(matches!(accounts.create_otp(&c, &record, "h", t0 + 200_000).unwrap(), IssuedOtp::New { .. }));
+
+        // Origins: the first is recorded quietly, a new one after it is news, a known one not.
+        assert_eq!(accounts.origin(&c, &record, "f1").unwrap(), Origin::First);
+        accounts.save_origin(&c, &record, "f1", &Origin::First, t0).unwrap();
+        assert!(matches!(accounts.origin(&c, &record, "f1").unwrap(), Origin::Known { .. }));
+        assert_eq!(accounts.origin(&c, &record, "f2").unwrap(), Origin::New);
+        for (i, f) in ["f2", "f3", "f4", "f5", "f6"].iter().enumerate() {
+            accounts.save_origin(&c, &record, f, &Origin::New, t0 + 1 + i as i64).unwrap();
+        }
+        assert_eq!(accounts.origin(&c, &record, "f1").unwrap(), Origin::New, "the oldest goes beyond five");
+        assert!(matches!(accounts.origin(&c, &record, "f6").unwrap(), Origin::Known { .. }));
     }
 }
