@@ -551,7 +551,7 @@ impl Service {
         let _permit = self.hashing.acquire().await.map_err(|_| AccountError::BadCredentials)?;
         self.with_accounts(move |a| {
             let record = a
-                .authenticate(&collection, &identity, &password)?
+                .authenticate(&collection, &identity, None, &password)?
                 .ok_or(AccountError::BadCredentials)?;
             let token = auth::issue(a, &record, TokenKind::Auth, now_unix())?;
             Ok((token, record))
