@@ -101,6 +101,12 @@ pub enum Message {
     InvalidCron,
     MinOne,
     InvalidType,
+    InvalidIpOrSubnet,
+    InvalidValue,
+    /// PocketBase's refusal of a login whose record fails the collection's `authRule`.
+    AuthRuleRefused,
+    /// PocketBase's refusal of a superuser outside the settings' `superuserIPs`.
+    AddressNotAllowed,
 }
 
 impl Message {
@@ -173,6 +179,14 @@ impl Message {
             (MinOne, Lang::En) => "Must be no less than 1.",
             (InvalidType, Lang::Zh) => "值的类型无效。",
             (InvalidType, Lang::En) => "Invalid value type.",
+            (InvalidIpOrSubnet, Lang::Zh) => "无效的 IP 地址或 CIDR 子网。",
+            (InvalidIpOrSubnet, Lang::En) => "Invalid IP or CIDR subnet.",
+            (InvalidValue, Lang::Zh) => "必须是有效的值。",
+            (InvalidValue, Lang::En) => "Must be a valid value.",
+            (AuthRuleRefused, Lang::Zh) => "请求不满足该集合的认证要求。",
+            (AuthRuleRefused, Lang::En) => "The request doesn't satisfy the collection requirements to authenticate.",
+            (AddressNotAllowed, Lang::Zh) => "你无权执行此请求。",
+            (AddressNotAllowed, Lang::En) => "You are not allowed to perform this request.",
         }
     }
 

@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use crate::accounts::{Accounts, AccountsError, Record};
+use crate::accounts::{Accounts, AccountsError, Record, RuleOutcome};
 use crate::archive::{self, ArchiveError, ArchiveLimits};
 use crate::auth::{self, AuthError, TokenKind};
 use crate::model::coordinator::{Busy, Coordinator};
@@ -165,12 +165,32 @@ pub enum AccountError {
     BadCredentials,
     #[error("no such auth collection")]
     NoSuchCollection,
+    #[error("identityField is not one of the collection's identity fields")]
+    UnknownIdentityField,
+    #[error("the record does not satisfy the collection's authRule")]
+    AuthRuleRefused,
+    #[error("superusers may not log in from this address (superuserIPs)")]
+    AddressNotAllowed,
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
     Accounts(#[from] AccountsError),
     #[error("worker thread: {0}")]
     Join(#[from] tokio::task::JoinError),
+}
+
+/// A password login, as the HTTP layer has read it.
+#[derive(Debug)]
+pub struct PasswordLogin {
+    /// Name or id of the auth collection.
+    pub collection: String,
+    pub identity: String,
+    /// Search `identity` in this identity field only.
+    pub identity_field: Option<String>,
+    pub password: String,
+    /// Whether the client's address is one `superuserIPs` allows (judged by the HTTP layer,
+    /// which knows the address).
+    pub superuser_allowed: bool,
 }
 
 /// A multipart upload already streamed to a file in the temp folder.
@@ -209,6 +229,8 @@ pub struct Service {
     /// Bumped by every change this server makes to the backups: create, upload, delete.
     generation: AtomicU64,
     list_cache: Mutex<Option<CachedListing>>,
+    /// `superuserIPs` and `trustedProxy` as last read (see [`crate::settings::AccessCache`]).
+    access: crate::settings::AccessCache,
 }
 
 /// A listing of the backups, newest first, shared by all the requests that ask while
@@ -299,6 +321,7 @@ impl Service {
             hashing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from)),
             generation: AtomicU64::new(0),
             list_cache: Mutex::new(None),
+            access: crate::settings::AccessCache::default(),
         })
     }
 
@@ -313,6 +336,10 @@ impl Service {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    pub(crate) fn access_cache(&self) -> &crate::settings::AccessCache {
+        &self.access
     }
 
     /// Whether a create or restore runs now (health's `canBackup` is the opposite).
@@ -537,22 +564,38 @@ impl Service {
         self.accounts.collection(name_or_id).is_some()
     }
 
-    /// Password login to the auth collection `collection` (name or id): an auth token and
-    /// the record.
-    pub async fn auth_with_password(
-        &self,
-        collection: String,
-        identity: String,
-        password: String,
-    ) -> Result<(String, Record), AccountError> {
-        if self.accounts.collection(&collection).is_none() {
-            return Err(AccountError::NoSuchCollection);
+    /// Password login: an auth token and the record. As in PocketBase, after the password
+    /// the record must satisfy the collection's `authRule` (a rule that cannot be evaluated
+    /// here refuses, and is logged), and a superuser must call from an allowed address; only
+    /// then is a token signed.
+    pub async fn auth_with_password(&self, login: PasswordLogin) -> Result<(String, Record), AccountError> {
+        let collection = self.accounts.collection(&login.collection).ok_or(AccountError::NoSuchCollection)?;
+        if login.identity_field.as_ref().is_some_and(|f| !collection.identity_fields.contains(f)) {
+            return Err(AccountError::UnknownIdentityField);
         }
         let _permit = self.hashing.acquire().await.map_err(|_| AccountError::BadCredentials)?;
         self.with_accounts(move |a| {
+            let PasswordLogin { collection, identity, identity_field, password, superuser_allowed } = login;
             let record = a
-                .authenticate(&collection, &identity, None, &password)?
+                .authenticate(&collection, &identity, identity_field.as_deref(), &password)?
                 .ok_or(AccountError::BadCredentials)?;
+            let c = a.collection(&collection).ok_or(AccountError::NoSuchCollection)?;
+            match a.auth_rule_allows(c, &record.id)? {
+                RuleOutcome::Allowed => {}
+                RuleOutcome::Denied => return Err(AccountError::AuthRuleRefused),
+                RuleOutcome::Unsupported(reason) => {
+                    tracing::warn!(
+                        collection = %c.name,
+                        rule = ?c.auth_rule,
+                        %reason,
+                        "authRule cannot be evaluated here: login refused"
+                    );
+                    return Err(AccountError::AuthRuleRefused);
+                }
+            }
+            if record.is_superuser() && !superuser_allowed {
+                return Err(AccountError::AddressNotAllowed);
+            }
             let token = auth::issue(a, &record, TokenKind::Auth, now_unix())?;
             Ok((token, record))
         })

@@ -1,11 +1,15 @@
 //! The app settings PocketBase keeps in `data.db` (`_params` row `settings`), as far as this
-//! server uses them: `backups.cron` / `backups.cronMaxKeep` (read and written) and
-//! `meta.appName` (read). Every other key of the row is kept exactly as it is on update, so
-//! a data dir's schedule is shared with PocketBase in both directions.
+//! server uses them: `backups.cron` / `backups.cronMaxKeep`, `superuserIPs` and
+//! `trustedProxy` (read and written) and `meta.appName` (read). Every other key of the row is
+//! kept exactly as it is on update, so a data dir's settings are shared with PocketBase in
+//! both directions. The access checks read theirs through [`AccessCache`].
 
+use std::net::IpAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::{json, Map, Value};
@@ -19,11 +23,31 @@ const SETTINGS_ROW: &str = "settings";
 /// PocketBase's `cronMaxKeep` when the row has none.
 pub const DEFAULT_CRON_MAX_KEEP: i64 = 3;
 
+/// Largest settings row read (it comes from a data dir).
+const MAX_ROW_BYTES: i64 = 1024 * 1024;
+/// Most `superuserIPs` entries and `trustedProxy.headers` read from a stored row: a longer
+/// allowlist is cut (which only allows fewer addresses), further headers are not consulted.
+const MAX_SUPERUSER_IPS: usize = 1000;
+const MAX_PROXY_HEADERS: usize = 32;
+
 /// The settings this server serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     pub app_name: String,
     pub backups: BackupsSettings,
+    /// Addresses and CIDR ranges superusers may log in and call from; empty: anywhere.
+    pub superuser_ips: Vec<String>,
+    pub trusted_proxy: TrustedProxy,
+}
+
+/// Which request headers name the client (as a reverse proxy writes them), in order of
+/// preference, and whether to take the leftmost address of a header instead of the rightmost.
+/// Empty: the connection's peer is the client. Which peers may set them is the server's
+/// `--trusted-proxy` list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedProxy {
+    pub headers: Vec<String>,
+    pub use_leftmost_ip: bool,
 }
 
 /// The automatic backups: `cron` empty means off.
@@ -40,15 +64,33 @@ pub struct BackupsPatch {
     pub cron_max_keep: Option<i64>,
 }
 
-/// One refused field of the `backups` section, PocketBase's validation code first.
+/// A change to `trustedProxy`: absent fields keep their stored value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedProxyPatch {
+    pub headers: Option<Vec<String>>,
+    pub use_leftmost_ip: Option<bool>,
+}
+
+/// A change to the settings: absent sections and fields keep their stored value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SettingsPatch {
+    pub backups: BackupsPatch,
+    pub superuser_ips: Option<Vec<String>>,
+    pub trusted_proxy: TrustedProxyPatch,
+}
+
+/// One refused field, PocketBase's validation code first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FieldProblem {
     /// `validation_invalid_cron`.
     InvalidCron(CronError),
-    /// `validation_required`: `cronMaxKeep` is needed while a cron is set.
+    /// `validation_required`: `cronMaxKeep` is needed while a cron is set; a `superuserIPs`
+    /// entry is blank.
     Required,
     /// `validation_min_greater_equal_than_required`.
     BelowOne,
+    /// A `superuserIPs` entry that is neither an address nor a CIDR range.
+    InvalidIpOrSubnet,
 }
 
 impl FieldProblem {
@@ -57,29 +99,49 @@ impl FieldProblem {
             FieldProblem::InvalidCron(_) => "validation_invalid_cron",
             FieldProblem::Required => "validation_required",
             FieldProblem::BelowOne => "validation_min_greater_equal_than_required",
+            // PocketBase's code, misspelling included: clients match on it.
+            FieldProblem::InvalidIpOrSubnet => "validation_invlaid_ip_or_subnet",
         }
     }
 }
 
-/// Why the `backups` section was refused: per field (`cron`, `cronMaxKeep`).
+/// A refused field: its section (`backups`, `superuserIPs`) and its name there (for a list,
+/// the entry's index), as PocketBase nests them in the error's `data`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidField {
+    pub section: &'static str,
+    pub field: String,
+    pub problem: FieldProblem,
+}
+
+/// Why a change was refused: every refused field.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Invalid {
-    pub fields: Vec<(&'static str, FieldProblem)>,
+    pub fields: Vec<InvalidField>,
+}
+
+impl Invalid {
+    fn push(&mut self, section: &'static str, field: impl Into<String>, problem: FieldProblem) {
+        self.fields.push(InvalidField { section, field: field.into(), problem });
+    }
 }
 
 impl std::fmt::Display for Invalid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = self.fields.iter().map(|(name, p)| format!("backups.{name}: {}", p.code())).collect();
+        let parts: Vec<String> =
+            self.fields.iter().map(|i| format!("{}.{}: {}", i.section, i.field, i.problem.code())).collect();
         f.write_str(&parts.join(", "))
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("invalid backups settings: {0}")]
+    #[error("invalid settings: {0}")]
     Invalid(Invalid),
     #[error("the settings row is not JSON (encrypted settings are not supported): {0}")]
     Unreadable(serde_json::Error),
+    #[error("the settings row is larger than {MAX_ROW_BYTES} bytes")]
+    TooLarge,
     #[error("data.db: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("worker thread: {0}")]
@@ -90,21 +152,44 @@ pub enum SettingsError {
 /// of at least 1 (0 counts as missing). Without a cron only a negative keep is refused.
 pub fn validate(b: &BackupsSettings) -> Result<(), Invalid> {
     let mut invalid = Invalid::default();
-    if !b.cron.is_empty() {
-        if let Err(e) = schedule::parse_cron(&b.cron) {
-            invalid.fields.push(("cron", FieldProblem::InvalidCron(e)));
-        }
-        if b.cron_max_keep == 0 {
-            invalid.fields.push(("cronMaxKeep", FieldProblem::Required));
-        }
-    }
-    if b.cron_max_keep < 0 {
-        invalid.fields.push(("cronMaxKeep", FieldProblem::BelowOne));
-    }
+    validate_backups(b, &mut invalid);
     if invalid.fields.is_empty() {
         Ok(())
     } else {
         Err(invalid)
+    }
+}
+
+fn validate_backups(b: &BackupsSettings, invalid: &mut Invalid) {
+    if !b.cron.is_empty() {
+        if let Err(e) = schedule::parse_cron(&b.cron) {
+            invalid.push("backups", "cron", FieldProblem::InvalidCron(e));
+        }
+        if b.cron_max_keep == 0 {
+            invalid.push("backups", "cronMaxKeep", FieldProblem::Required);
+        }
+    }
+    if b.cron_max_keep < 0 {
+        invalid.push("backups", "cronMaxKeep", FieldProblem::BelowOne);
+    }
+}
+
+/// Each entry must be an address or a CIDR range, written exactly (no blanks around it).
+fn validate_superuser_ips(ips: &[String], invalid: &mut Invalid) {
+    for (i, ip) in ips.iter().enumerate() {
+        if ip.is_empty() {
+            invalid.push("superuserIPs", i.to_string(), FieldProblem::Required);
+        } else if parse_ip_or_net(ip).is_none() {
+            invalid.push("superuserIPs", i.to_string(), FieldProblem::InvalidIpOrSubnet);
+        }
+    }
+}
+
+/// An address (as its single-address range) or a CIDR range.
+fn parse_ip_or_net(s: &str) -> Option<IpNet> {
+    match s.parse::<IpNet>() {
+        Ok(net) => Some(net),
+        Err(_) => s.parse::<IpAddr>().ok().map(IpNet::from),
     }
 }
 
@@ -116,19 +201,32 @@ fn open(data_dir: &Path) -> Result<Connection, SettingsError> {
 }
 
 fn row(conn: &Connection) -> Result<Value, SettingsError> {
-    // PocketBase writes the JSON as a BLOB, we (and its first migration) as TEXT.
-    let raw: Option<Option<Vec<u8>>> = conn
-        .query_row("SELECT value FROM _params WHERE id = ?1", [SETTINGS_ROW], |r| {
-            Ok(match r.get_ref(0)? {
-                ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Some(bytes.to_vec()),
-                _ => None,
-            })
-        })
+    // PocketBase writes the JSON as a BLOB, we (and its first migration) as TEXT. An oversized
+    // value is not read at all (octet_length reads only its size).
+    let raw: Option<(bool, Option<Vec<u8>>)> = conn
+        .query_row(
+            "SELECT octet_length(value) > ?2, CASE WHEN octet_length(value) <= ?2 THEN value END
+             FROM _params WHERE id = ?1",
+            params![SETTINGS_ROW, MAX_ROW_BYTES],
+            |r| {
+                let too_large = r.get::<_, Option<bool>>(0)?.unwrap_or(false);
+                Ok((too_large, match r.get_ref(1)? {
+                    ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Some(bytes.to_vec()),
+                    _ => None,
+                }))
+            },
+        )
         .optional()?;
-    match raw.flatten() {
-        None => Ok(json!({})),
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(SettingsError::Unreadable),
+    match raw {
+        Some((true, _)) => Err(SettingsError::TooLarge),
+        Some((false, Some(bytes))) => serde_json::from_slice(&bytes).map_err(SettingsError::Unreadable),
+        _ => Ok(json!({})),
     }
+}
+
+/// The strings of a JSON array, at most `max` of them (other values skipped).
+fn strings(value: &Value, max: usize) -> Vec<String> {
+    value.as_array().map(Vec::as_slice).unwrap_or_default().iter().filter_map(Value::as_str).take(max).map(str::to_string).collect()
 }
 
 fn from_row(value: &Value) -> Settings {
@@ -138,6 +236,11 @@ fn from_row(value: &Value) -> Settings {
         backups: BackupsSettings {
             cron: backups["cron"].as_str().unwrap_or_default().to_string(),
             cron_max_keep: backups["cronMaxKeep"].as_i64().unwrap_or(DEFAULT_CRON_MAX_KEEP),
+        },
+        superuser_ips: strings(&value["superuserIPs"], MAX_SUPERUSER_IPS),
+        trusted_proxy: TrustedProxy {
+            headers: strings(&value["trustedProxy"]["headers"], MAX_PROXY_HEADERS),
+            use_leftmost_ip: value["trustedProxy"]["useLeftmostIP"].as_bool().unwrap_or(false),
         },
     }
 }
@@ -150,26 +253,58 @@ pub fn load(data_dir: &Path) -> Result<Settings, SettingsError> {
 /// Applies `patch` to the stored `backups` section if the result is valid; nothing is
 /// stored otherwise. Every other key of the row stays as it was. Returns the new settings.
 pub fn update_backups(data_dir: &Path, patch: &BackupsPatch) -> Result<Settings, SettingsError> {
+    update(data_dir, &SettingsPatch { backups: patch.clone(), ..Default::default() })
+}
+
+/// The object under `key` of `parent`, made an (empty) object if it is anything else.
+fn section<'a>(parent: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    let section = parent.entry(key).or_insert_with(|| Value::Object(Map::new()));
+    if !section.is_object() {
+        *section = Value::Object(Map::new());
+    }
+    section.as_object_mut().expect("an object")
+}
+
+/// Applies `patch` if the result is valid as a whole; nothing is stored otherwise. Every
+/// other key of the row stays as it was. Returns the new settings.
+pub fn update(data_dir: &Path, patch: &SettingsPatch) -> Result<Settings, SettingsError> {
     let mut conn = open(data_dir)?;
     // Immediate: two updates at once must not both read the old row.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut value = row(&tx)?;
-    let current = from_row(&value).backups;
+    let current = from_row(&value);
     let next = BackupsSettings {
-        cron: patch.cron.clone().unwrap_or(current.cron).trim().to_string(),
-        cron_max_keep: patch.cron_max_keep.unwrap_or(current.cron_max_keep),
+        cron: patch.backups.cron.clone().unwrap_or(current.backups.cron).trim().to_string(),
+        cron_max_keep: patch.backups.cron_max_keep.unwrap_or(current.backups.cron_max_keep),
     };
-    validate(&next).map_err(SettingsError::Invalid)?;
+    let mut invalid = Invalid::default();
+    validate_backups(&next, &mut invalid);
+    if let Some(ips) = &patch.superuser_ips {
+        validate_superuser_ips(ips, &mut invalid);
+    }
+    if !invalid.fields.is_empty() {
+        return Err(SettingsError::Invalid(invalid));
+    }
     if !value.is_object() {
         value = json!({});
     }
     let root = value.as_object_mut().expect("an object");
-    let section = root.entry("backups").or_insert_with(|| Value::Object(Map::new()));
-    if !section.is_object() {
-        *section = Value::Object(Map::new());
+    let backups = section(root, "backups");
+    backups.insert("cron".into(), json!(next.cron));
+    backups.insert("cronMaxKeep".into(), json!(next.cron_max_keep));
+    if let Some(ips) = &patch.superuser_ips {
+        root.insert("superuserIPs".into(), json!(ips));
     }
-    section["cron"] = json!(next.cron);
-    section["cronMaxKeep"] = json!(next.cron_max_keep);
+    let proxy = &patch.trusted_proxy;
+    if proxy.headers.is_some() || proxy.use_leftmost_ip.is_some() {
+        let stored = section(root, "trustedProxy");
+        if let Some(headers) = &proxy.headers {
+            stored.insert("headers".into(), json!(headers));
+        }
+        if let Some(leftmost) = proxy.use_leftmost_ip {
+            stored.insert("useLeftmostIP".into(), json!(leftmost));
+        }
+    }
     // PocketBase's timestamp format, made by SQLite as in the table's defaults.
     tx.execute(
         "INSERT INTO _params (id, value) VALUES (?1, ?2)
@@ -180,6 +315,72 @@ pub fn update_backups(data_dir: &Path, patch: &BackupsPatch) -> Result<Settings,
     Ok(from_row(&value))
 }
 
+/// What the access checks need from the settings, parsed once per reading.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccessSettings {
+    /// The readable `superuserIPs` entries.
+    superuser_nets: Vec<IpNet>,
+    /// Whether `superuserIPs` restricts at all: set when it has entries, readable or not.
+    restricted: bool,
+    pub trusted_proxy: TrustedProxy,
+}
+
+impl AccessSettings {
+    pub fn from_settings(s: &Settings) -> AccessSettings {
+        let superuser_nets: Vec<IpNet> = s.superuser_ips.iter().filter_map(|ip| parse_ip_or_net(ip)).collect();
+        if superuser_nets.len() < s.superuser_ips.len() {
+            tracing::warn!(entries = ?s.superuser_ips, "superuserIPs has unreadable entries: they allow no address");
+        }
+        AccessSettings { superuser_nets, restricted: !s.superuser_ips.is_empty(), trusted_proxy: s.trusted_proxy.clone() }
+    }
+
+    /// Nothing readable: superusers are refused everywhere until the settings can be read.
+    fn refusing_superusers() -> AccessSettings {
+        AccessSettings { superuser_nets: Vec::new(), restricted: true, trusted_proxy: TrustedProxy::default() }
+    }
+
+    /// Whether a superuser may log in or call from `client` (`None`: an address not known).
+    pub fn allows_superuser(&self, client: Option<IpAddr>) -> bool {
+        if !self.restricted {
+            return true;
+        }
+        let Some(ip) = client else { return false };
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.superuser_nets.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// How long the access settings are used before being read again. Our own changes replace
+/// them at once; this bounds how long a change made to `data.db` some other way goes unseen.
+const ACCESS_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// The access settings as last read, shared by every request: a login or a superuser's
+/// request reads them from memory, not from SQLite.
+#[derive(Debug, Default)]
+pub struct AccessCache {
+    current: Mutex<Option<(Instant, Arc<AccessSettings>)>>,
+}
+
+impl AccessCache {
+    fn fresh(&self) -> Option<Arc<AccessSettings>> {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().filter(|(at, _)| at.elapsed() < ACCESS_MAX_AGE).map(|(_, s)| s.clone())
+    }
+
+    fn last(&self) -> Option<Arc<AccessSettings>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(_, s)| s.clone())
+    }
+
+    fn set(&self, settings: &Settings) -> Arc<AccessSettings> {
+        let access = Arc::new(AccessSettings::from_settings(settings));
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), access.clone()));
+        access
+    }
+}
+
 impl crate::service::Service {
     /// The served settings of this server's data dir.
     pub async fn settings(&self) -> Result<Settings, SettingsError> {
@@ -187,12 +388,35 @@ impl crate::service::Service {
         tokio::task::spawn_blocking(move || load(&dir)).await.map_err(join_error)?
     }
 
-    /// See [`update_backups`]; the schedule picks the change up at its next minute.
-    pub async fn update_backups_settings(&self, patch: BackupsPatch) -> Result<Settings, SettingsError> {
+    /// See [`update`]; the schedule picks a change up at its next minute, the access checks
+    /// at once.
+    pub async fn update_settings(&self, patch: SettingsPatch) -> Result<Settings, SettingsError> {
         let dir = self.data_dir().to_path_buf();
-        let settings = tokio::task::spawn_blocking(move || update_backups(&dir, &patch)).await.map_err(join_error)??;
-        tracing::info!(cron = %settings.backups.cron, cron_max_keep = settings.backups.cron_max_keep, "backups settings updated");
+        let settings = tokio::task::spawn_blocking(move || update(&dir, &patch)).await.map_err(join_error)??;
+        self.access_cache().set(&settings);
+        tracing::info!(
+            cron = %settings.backups.cron,
+            cron_max_keep = settings.backups.cron_max_keep,
+            superuser_ips = ?settings.superuser_ips,
+            trusted_proxy = ?settings.trusted_proxy,
+            "settings updated"
+        );
         Ok(settings)
+    }
+
+    /// The settings the access checks use (see [`AccessCache`]). When the row cannot be read,
+    /// the last reading stands; with none, superusers are refused (fail closed).
+    pub async fn access_settings(&self) -> Arc<AccessSettings> {
+        if let Some(access) = self.access_cache().fresh() {
+            return access;
+        }
+        match self.settings().await {
+            Ok(settings) => self.access_cache().set(&settings),
+            Err(e) => {
+                tracing::error!(error = %e, "settings unreadable: access checks use the last reading");
+                self.access_cache().last().unwrap_or_else(|| Arc::new(AccessSettings::refusing_superusers()))
+            }
+        }
     }
 }
 
@@ -266,17 +490,100 @@ mod tests {
         let dir = data_dir();
         update_backups(dir.path(), &patch("@daily", 5)).unwrap();
         let codes = |p: &BackupsPatch| match update_backups(dir.path(), p) {
-            Err(SettingsError::Invalid(i)) => i.fields.iter().map(|(f, p)| (*f, p.code())).collect::<Vec<_>>(),
+            Err(SettingsError::Invalid(i)) => {
+                assert!(i.fields.iter().all(|f| f.section == "backups"));
+                i.fields.iter().map(|f| (f.field.clone(), f.problem.code())).collect::<Vec<_>>()
+            }
             other => panic!("expected a refusal, got {other:?}"),
         };
-        assert_eq!(codes(&patch("not a cron", 5)), [("cron", "validation_invalid_cron")]);
-        assert_eq!(codes(&patch("0 3 * * *", 0)), [("cronMaxKeep", "validation_required")]);
+        assert_eq!(codes(&patch("not a cron", 5)), [("cron".into(), "validation_invalid_cron")]);
+        assert_eq!(codes(&patch("0 3 * * *", 0)), [("cronMaxKeep".into(), "validation_required")]);
         assert_eq!(
             codes(&patch("61 * * * *", -1)),
-            [("cron", "validation_invalid_cron"), ("cronMaxKeep", "validation_min_greater_equal_than_required")]
+            [("cron".into(), "validation_invalid_cron"), ("cronMaxKeep".into(), "validation_min_greater_equal_than_required")]
         );
         assert_eq!(load(dir.path()).unwrap().backups, BackupsSettings { cron: "@daily".into(), cron_max_keep: 5 });
         // Off needs no keep.
         update_backups(dir.path(), &patch("", 0)).unwrap();
+    }
+
+    fn access(superuser_ips: &[&str]) -> AccessSettings {
+        AccessSettings::from_settings(&Settings {
+            app_name: String::new(),
+            backups: BackupsSettings { cron: String::new(), cron_max_keep: DEFAULT_CRON_MAX_KEEP },
+            superuser_ips: superuser_ips.iter().map(|ip| ip.to_string()).collect(),
+            trusted_proxy: TrustedProxy::default(),
+        })
+    }
+
+    #[test]
+    fn superuser_ips_allow_their_addresses_and_ranges_only() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let open = access(&[]);
+        assert!(open.allows_superuser(ip("203.0.113.9")) && open.allows_superuser(None), "empty: anywhere");
+        let list = access(&["10.1.2.3", "192.168.0.0/16", "2001:db8::/32"]);
+        for allowed in ["10.1.2.3", "192.168.7.7", "2001:db8::5", "::ffff:10.1.2.3"] {
+            assert!(list.allows_superuser(ip(allowed)), "{allowed}");
+        }
+        for refused in ["10.1.2.4", "127.0.0.1", "2001:db9::1"] {
+            assert!(!list.allows_superuser(ip(refused)), "{refused}");
+        }
+        assert!(!list.allows_superuser(None), "an unknown address is not on the list");
+        // An unreadable entry (foreign data) allows nothing, and the list still restricts.
+        let odd = access(&["not an address"]);
+        assert!(!odd.allows_superuser(ip("127.0.0.1")));
+    }
+
+    #[test]
+    fn superuser_ips_and_trusted_proxy_are_stored_as_pocketbase_stores_them() {
+        let dir = data_dir();
+        let patch = SettingsPatch {
+            superuser_ips: Some(vec!["10.0.0.0/8".into(), "::1".into()]),
+            trusted_proxy: TrustedProxyPatch { headers: Some(vec!["X-Forwarded-For".into()]), use_leftmost_ip: None },
+            ..Default::default()
+        };
+        let s = update(dir.path(), &patch).unwrap();
+        assert_eq!(s.superuser_ips, ["10.0.0.0/8", "::1"]);
+        assert_eq!(s.trusted_proxy, TrustedProxy { headers: vec!["X-Forwarded-For".into()], use_leftmost_ip: false });
+        let row = row(&open(dir.path()).unwrap()).unwrap();
+        assert_eq!(row["superuserIPs"], json!(["10.0.0.0/8", "::1"]));
+        assert_eq!(row["trustedProxy"], json!({"headers": ["X-Forwarded-For"], "useLeftmostIP": false}));
+        // A partial change keeps the rest; other sections stay as they were.
+        let leftmost = TrustedProxyPatch { headers: None, use_leftmost_ip: Some(true) };
+        let s = update(dir.path(), &SettingsPatch { trusted_proxy: leftmost, ..Default::default() }).unwrap();
+        assert_eq!(s.trusted_proxy, TrustedProxy { headers: vec!["X-Forwarded-For".into()], use_leftmost_ip: true });
+        assert_eq!(s.superuser_ips, ["10.0.0.0/8", "::1"]);
+    }
+
+    #[test]
+    fn invalid_superuser_ips_are_refused_by_index_and_nothing_is_stored() {
+        let dir = data_dir();
+        let ips = ["not-an-ip", "10.0.0.0/8", "::1", "1.2.3.4/33", "", " 10.1.1.1"].map(String::from).to_vec();
+        let patch = SettingsPatch {
+            backups: BackupsPatch { cron: Some("@daily".into()), cron_max_keep: None },
+            superuser_ips: Some(ips),
+            ..Default::default()
+        };
+        let Err(SettingsError::Invalid(invalid)) = update(dir.path(), &patch) else { panic!("refused") };
+        let got: Vec<(&str, &str, &str)> =
+            invalid.fields.iter().map(|f| (f.section, f.field.as_str(), f.problem.code())).collect();
+        // What PocketBase 0.40.6 answered for the same list.
+        assert_eq!(got, [
+            ("superuserIPs", "0", "validation_invlaid_ip_or_subnet"),
+            ("superuserIPs", "3", "validation_invlaid_ip_or_subnet"),
+            ("superuserIPs", "4", "validation_required"),
+            ("superuserIPs", "5", "validation_invlaid_ip_or_subnet"),
+        ]);
+        let s = load(dir.path()).unwrap();
+        assert_eq!((s.superuser_ips.len(), s.backups.cron.as_str()), (0, ""), "nothing stored, backups neither");
+    }
+
+    #[test]
+    fn an_oversized_settings_row_is_refused_unread() {
+        let dir = data_dir();
+        let conn = open(dir.path()).unwrap();
+        let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(MAX_ROW_BYTES as usize));
+        conn.execute("UPDATE _params SET value = ?1 WHERE id = 'settings'", [big]).unwrap();
+        assert!(matches!(load(dir.path()), Err(SettingsError::TooLarge)));
     }
 }

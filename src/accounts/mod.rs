@@ -477,9 +477,11 @@ pub fn check_usable(path: &Path) -> Result<(), AccountsError> {
 /// Every auth collection whose options and table are usable; `_superusers` must be.
 /// Others that are not are left out with a warning (their accounts cannot log in here).
 fn load_auth_collections(conn: &Connection) -> Result<Vec<AuthCollection>, AccountsError> {
-    // Oversized JSON comes back as NULL: refused below without being read into memory.
+    // Oversized JSON comes back as NULL: refused below without being read (octet_length
+    // reads only the size).
     let mut stmt = conn.prepare(
-        "SELECT id, name, CASE WHEN length(options) <= ?1 THEN options END, CASE WHEN length(fields) <= ?1 THEN fields END
+        "SELECT id, name, CASE WHEN octet_length(options) <= ?1 THEN options END,
+                CASE WHEN octet_length(fields) <= ?1 THEN fields END
          FROM _collections WHERE type = 'auth'",
     )?;
     let rows: Vec<(String, String, Option<String>, Option<String>)> = stmt

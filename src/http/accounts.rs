@@ -13,7 +13,7 @@ use super::body::DeferredBody;
 use super::ratelimit::RateLimiter;
 use super::error::{response_errors, ApiError, ErrorBody};
 use crate::i18n::Message;
-use crate::service::{AccountError, Service};
+use crate::service::{AccountError, PasswordLogin, Service};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -25,12 +25,18 @@ enum ApiTags {
 
 /// Credentials for password login.
 #[derive(Object, Debug)]
+#[oai(rename_all = "camelCase")]
 pub struct AuthWithPasswordBody {
-    /// The account's email.
+    /// The account's email, or the value of another of the collection's identity fields
+    /// (`passwordAuth.identityFields`, e.g. a `username`).
     #[oai(validator(max_length = 320))]
     pub identity: String,
     #[oai(validator(max_length = 256))]
     pub password: String,
+    /// Search `identity` in this identity field only; by default `email` first (for an
+    /// identity that looks like one), then each identity field in order.
+    #[oai(validator(max_length = 255))]
+    pub identity_field: Option<String>,
 }
 
 /// An auth token and the account it belongs to.
@@ -51,6 +57,11 @@ pub enum AuthResponse {
     /// Wrong identity or password, or a malformed body.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// Right password, but the record fails the collection's `authRule` (or the rule cannot
+    /// be evaluated here), or a superuser logs in from an address outside the settings'
+    /// `superuserIPs`: PocketBase's refusals, word for word.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     /// No such auth collection.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
@@ -59,7 +70,7 @@ pub enum AuthResponse {
     TooManyRequests(Json<ErrorBody>),
 }
 response_errors!(AuthResponse, parse_error: || ApiError::new(400, Message::AuthFailed), {
-    400 => BadRequest, 404 => NotFound, 429 => TooManyRequests,
+    400 => BadRequest, 403 => Forbidden, 404 => NotFound, 429 => TooManyRequests,
 });
 
 /// A file token.
@@ -81,9 +92,12 @@ pub enum FileTokenResponse {
     /// No valid auth token.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
+    /// A superuser's token from an address outside the settings' `superuserIPs`.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
 }
 response_errors!(FileTokenResponse, parse_error: || ApiError::new(400, Message::BadRequest), {
-    400 => BadRequest, 401 => Unauthorized,
+    400 => BadRequest, 401 => Unauthorized, 403 => Forbidden,
 });
 
 /// The health check's answer.
@@ -100,8 +114,10 @@ pub struct AccountsApi;
 impl AccountsApi {
     /// Auth with password
     ///
-    /// Logs a superuser (`_superusers`) or a regular user (`users`) in with email and
-    /// password, answering an auth token.
+    /// Logs a superuser (`_superusers`) or a regular user (`users`) in with an identity
+    /// (email, or another identity field of the collection) and password, answering an auth
+    /// token. As in PocketBase, the record must then satisfy the collection's `authRule`, and a
+    /// superuser must call from an address the settings' `superuserIPs` allow.
     #[oai(
         path = "/collections/:collection/auth-with-password",
         method = "post",
@@ -120,15 +136,16 @@ impl AccountsApi {
         if !service.has_auth_collection(&collection.0) {
             return ApiError::not_found().into();
         }
-        if let Some(peer) = req.remote_addr().as_socket_addr().map(|a| a.ip()) {
-            if let Err(client) = limiter.try_acquire_for(peer, req.headers(), std::time::Instant::now()) {
-                tracing::warn!(%client, %peer, "password login throttled");
+        let (client, access) = super::client::client_of(req).await;
+        if let Some(client) = client {
+            if !limiter.try_acquire(client, std::time::Instant::now()) {
+                tracing::warn!(%client, peer = %req.remote_addr(), "password login throttled");
                 return ApiError::new(429, Message::TooManyRequests).into();
             }
         }
         let body = match body.read_json().await {
             Ok(Some(body)) => body,
-            Ok(None) => AuthWithPasswordBody { identity: String::new(), password: String::new() },
+            Ok(None) => AuthWithPasswordBody { identity: String::new(), password: String::new(), identity_field: None },
             Err(()) => return ApiError::new(400, Message::InvalidJson).into(),
         };
         if body.identity.trim().is_empty() || body.password.is_empty() {
@@ -141,10 +158,25 @@ impl AccountsApi {
             }
             return e.into();
         }
-        match service.auth_with_password(collection.0, body.identity, body.password).await {
+        let login = PasswordLogin {
+            collection: collection.0,
+            identity: body.identity,
+            identity_field: body.identity_field.filter(|f| !f.is_empty()),
+            password: body.password,
+            superuser_allowed: access.allows_superuser(client),
+        };
+        match service.auth_with_password(login).await {
             Ok((token, record)) => AuthResponse::Ok(Json(AuthResult { token, record: record.to_json() })),
             Err(AccountError::BadCredentials) => ApiError::new(400, Message::AuthFailed).into(),
             Err(AccountError::NoSuchCollection) => ApiError::not_found().into(),
+            Err(AccountError::UnknownIdentityField) => ApiError::new(400, Message::ValidationFailed)
+                .field("identityField", "validation_in_invalid", Message::InvalidValue)
+                .into(),
+            Err(AccountError::AuthRuleRefused) => ApiError::new(403, Message::AuthRuleRefused).into(),
+            Err(AccountError::AddressNotAllowed) => {
+                tracing::warn!(?client, "superuser login from an address outside superuserIPs refused");
+                ApiError::new(403, Message::AddressNotAllowed).into()
+            }
             Err(e) => {
                 tracing::error!(error = %e, "password login failed");
                 ApiError::new(400, Message::AuthFailed).into()

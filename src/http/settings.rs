@@ -1,7 +1,7 @@
 //! `GET` / `PATCH /api/settings`, as PocketBase serves them, for the part this server uses:
-//! the `backups` section (`cron`, `cronMaxKeep`) read and written, `meta.appName` read only.
-//! Superusers only. Validation errors nest per section, as PocketBase's do:
-//! `data.backups.cron.code`.
+//! the `backups` section (`cron`, `cronMaxKeep`), `superuserIPs` and `trustedProxy` read and
+//! written, `meta.appName` read only. Superusers only. Validation errors nest per section, as
+//! PocketBase's do: `data.backups.cron.code`, `data.superuserIPs.0.code`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,21 +16,41 @@ use super::body::{DeferredBody, JSON_BODY_LIMIT, JSON_BODY_TIMEOUT};
 use super::error::{response_errors, ApiError, ErrorBody, FieldError};
 use crate::i18n::Message;
 use crate::service::Service;
-use crate::settings::{BackupsPatch, FieldProblem, Settings, SettingsError};
+use crate::settings::{BackupsPatch, FieldProblem, Settings, SettingsError, SettingsPatch, TrustedProxyPatch};
 
 #[derive(Tags)]
 enum ApiTags {
-    /// The app settings this server uses: the automatic backups schedule. Superusers only.
+    /// The app settings this server uses: the automatic backups schedule and who may act as
+    /// a superuser from where. Superusers only.
     Settings,
 }
 
 /// The settings served: the others PocketBase keeps in the same row are left as they are.
 #[derive(Object, Debug)]
-#[oai(rename = "Settings")]
+#[oai(rename_all = "camelCase", rename = "Settings")]
 pub struct SettingsBody {
     /// Read only here.
     pub meta: MetaSettings,
     pub backups: BackupsSettingsBody,
+    /// Addresses (`10.1.2.3`, `::1`) and CIDR ranges (`10.0.0.0/8`) superusers may log in and
+    /// send requests from; empty: anywhere. Others get 403.
+    #[oai(rename = "superuserIPs")]
+    pub superuser_ips: Vec<String>,
+    pub trusted_proxy: TrustedProxyBody,
+}
+
+/// Which request headers name the client, for the peers listed with `--trusted-proxy`.
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase", rename = "TrustedProxySettings")]
+pub struct TrustedProxyBody {
+    /// Header names (e.g. `X-Forwarded-For`), tried in order; empty: the client is the
+    /// connection's peer. The last instance of a header counts.
+    pub headers: Vec<String>,
+    /// Take the leftmost address of the header's list instead of the rightmost (the one the
+    /// nearest proxy wrote). The leftmost is whatever the client sent: only for proxies that
+    /// replace the header.
+    #[oai(rename = "useLeftmostIP")]
+    pub use_leftmost_ip: bool,
 }
 
 #[derive(Object, Debug)]
@@ -54,9 +74,21 @@ pub struct BackupsSettingsBody {
 
 /// A change to the settings: absent fields keep their value.
 #[derive(Object, Debug)]
-#[oai(rename = "SettingsPatch")]
+#[oai(rename_all = "camelCase", rename = "SettingsPatch")]
 pub struct SettingsPatchBody {
     pub backups: Option<BackupsPatchBody>,
+    /// Replaces the whole list; each entry an address or a CIDR range.
+    #[oai(rename = "superuserIPs")]
+    pub superuser_ips: Option<Vec<String>>,
+    pub trusted_proxy: Option<TrustedProxyPatchBody>,
+}
+
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase", rename = "TrustedProxySettingsPatch")]
+pub struct TrustedProxyPatchBody {
+    pub headers: Option<Vec<String>>,
+    #[oai(rename = "useLeftmostIP")]
+    pub use_leftmost_ip: Option<bool>,
 }
 
 #[derive(Object, Debug)]
@@ -69,7 +101,8 @@ pub struct BackupsPatchBody {
 }
 
 /// A validation error, with the refused fields under their section:
-/// `{"data": {"backups": {"cron": {"code", "message"}}}}`.
+/// `{"data": {"backups": {"cron": {"code", "message"}}}}`; a list's entries by index:
+/// `{"data": {"superuserIPs": {"0": {"code", "message"}}}}`.
 #[derive(Object, Debug)]
 #[oai(rename = "SettingsValidationError")]
 pub struct SettingsError400 {
@@ -83,6 +116,11 @@ impl From<Settings> for SettingsBody {
         SettingsBody {
             meta: MetaSettings { app_name: s.app_name },
             backups: BackupsSettingsBody { cron: s.backups.cron, cron_max_keep: s.backups.cron_max_keep },
+            superuser_ips: s.superuser_ips,
+            trusted_proxy: TrustedProxyBody {
+                headers: s.trusted_proxy.headers,
+                use_leftmost_ip: s.trusted_proxy.use_leftmost_ip,
+            },
         }
     }
 }
@@ -99,7 +137,8 @@ pub enum GetSettingsResponse {
     /// No valid auth token.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
-    /// The token is not a superuser's.
+    /// The token is not a superuser's, or it is but the client's address is not among the
+    /// settings' `superuserIPs`.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
 }
@@ -119,7 +158,8 @@ pub enum UpdateSettingsResponse {
     /// No valid auth token.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
-    /// The token is not a superuser's.
+    /// The token is not a superuser's, or it is but the client's address is not among the
+    /// settings' `superuserIPs`.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
 }
@@ -141,57 +181,97 @@ impl UpdateSettingsResponse {
     }
 }
 
-/// Refused fields of the `backups` section: name, code, message.
-type FieldErrors = Vec<(&'static str, &'static str, Message)>;
+/// Refused fields: section, field (a list entry's index), code, message.
+type FieldErrors = Vec<(&'static str, String, &'static str, Message)>;
 
-/// A 400 whose refused fields all belong to the `backups` section.
+/// A 400 with the refused fields under their sections.
 fn validation(message: Message, fields: FieldErrors) -> UpdateSettingsResponse {
-    let backups: BTreeMap<String, FieldError> = fields
-        .into_iter()
-        .map(|(name, code, msg)| (name.to_string(), FieldError { code: code.into(), message: msg.current().into() }))
-        .collect();
-    let mut data = BTreeMap::new();
-    if !backups.is_empty() {
-        data.insert("backups".to_string(), backups);
+    let mut data: BTreeMap<String, BTreeMap<String, FieldError>> = BTreeMap::new();
+    for (section, field, code, msg) in fields {
+        let error = FieldError { code: code.into(), message: msg.current().into() };
+        data.entry(section.to_string()).or_default().insert(field, error);
     }
     UpdateSettingsResponse::BadRequest(Json(SettingsError400 { status: 400, message: message.current().into(), data }))
 }
 
-/// The `backups` patch in a PATCH body. A body that is not a JSON object (or whose `backups`
-/// is not one) is `Err(None)`; values of the wrong type are per-field errors.
-fn parse_patch(bytes: &[u8]) -> Result<BackupsPatch, Option<FieldErrors>> {
+/// The patch in a PATCH body. A body that is not a JSON object (or a section that is not of
+/// its type: `backups` and `trustedProxy` objects, `superuserIPs` a list) is `Err(None)`;
+/// values of the wrong type are per-field errors.
+fn parse_patch(bytes: &[u8]) -> Result<SettingsPatch, Option<FieldErrors>> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(BackupsPatch::default());
+        return Ok(SettingsPatch::default());
     }
     let body: Value = serde_json::from_slice(bytes).map_err(|_| None)?;
     let body = body.as_object().ok_or(None)?;
+    let mut wrong = Vec::new();
+    let invalid_type = |section, field: &str| (section, field.to_string(), "validation_invalid_type", Message::InvalidType);
     // An absent field keeps its value; an explicit null is not a value of its type.
     let backups = match body.get("backups") {
-        None => return Ok(BackupsPatch::default()),
-        Some(Value::Object(b)) => b,
+        None => BackupsPatch::default(),
+        Some(Value::Object(b)) => {
+            let cron = match b.get("cron") {
+                None => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(_) => {
+                    wrong.push(invalid_type("backups", "cron"));
+                    None
+                }
+            };
+            let cron_max_keep = match b.get("cronMaxKeep") {
+                None => None,
+                Some(v) => match v.as_i64().filter(|n| i32::try_from(*n).is_ok()) {
+                    Some(n) => Some(n),
+                    None => {
+                        wrong.push(invalid_type("backups", "cronMaxKeep"));
+                        None
+                    }
+                },
+            };
+            BackupsPatch { cron, cron_max_keep }
+        }
         Some(_) => return Err(None),
     };
-    let mut wrong = Vec::new();
-    let cron = match backups.get("cron") {
+    let superuser_ips = match body.get("superuserIPs") {
         None => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => {
-            wrong.push(("cron", "validation_invalid_type", Message::InvalidType));
-            None
-        }
-    };
-    let cron_max_keep = match backups.get("cronMaxKeep") {
-        None => None,
-        Some(v) => match v.as_i64().filter(|n| i32::try_from(*n).is_ok()) {
-            Some(n) => Some(n),
-            None => {
-                wrong.push(("cronMaxKeep", "validation_invalid_type", Message::InvalidType));
-                None
+        Some(Value::Array(items)) => {
+            let mut ips = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                match item.as_str() {
+                    Some(ip) => ips.push(ip.to_string()),
+                    None => wrong.push(invalid_type("superuserIPs", &i.to_string())),
+                }
             }
-        },
+            Some(ips)
+        }
+        Some(_) => return Err(None),
+    };
+    let trusted_proxy = match body.get("trustedProxy") {
+        None => TrustedProxyPatch::default(),
+        Some(Value::Object(p)) => {
+            let headers = match p.get("headers") {
+                None => None,
+                Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+                    Some(items.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                }
+                Some(_) => {
+                    wrong.push(invalid_type("trustedProxy", "headers"));
+                    None
+                }
+            };
+            let use_leftmost_ip = match p.get("useLeftmostIP") {
+                None => None,
+                Some(Value::Bool(b)) => Some(*b),
+                Some(_) => {
+                    wrong.push(invalid_type("trustedProxy", "useLeftmostIP"));
+                    None
+                }
+            };
+            TrustedProxyPatch { headers, use_leftmost_ip }
+        }
+        Some(_) => return Err(None),
     };
     if wrong.is_empty() {
-        Ok(BackupsPatch { cron, cron_max_keep })
+        Ok(SettingsPatch { backups, superuser_ips, trusted_proxy })
     } else {
         Err(Some(wrong))
     }
@@ -202,6 +282,7 @@ fn field_message(p: &FieldProblem) -> Message {
         FieldProblem::InvalidCron(_) => Message::InvalidCron,
         FieldProblem::Required => Message::Required,
         FieldProblem::BelowOne => Message::MinOne,
+        FieldProblem::InvalidIpOrSubnet => Message::InvalidIpOrSubnet,
     }
 }
 
@@ -211,8 +292,9 @@ pub struct SettingsApi;
 impl SettingsApi {
     /// Get settings
     ///
-    /// The app settings this server uses: the automatic backups schedule (`backups`) and
-    /// `meta.appName`. Only superusers can perform this action.
+    /// The app settings this server uses: the automatic backups schedule (`backups`),
+    /// `superuserIPs`, `trustedProxy` and `meta.appName`. Only superusers can perform this
+    /// action.
     #[oai(path = "/settings", method = "get", operation_id = "getSettings")]
     async fn get(&self, auth: AuthToken, service: Data<&Arc<Service>>) -> GetSettingsResponse {
         if let Err(e) = auth.superuser() {
@@ -229,9 +311,11 @@ impl SettingsApi {
 
     /// Update settings
     ///
-    /// Changes the automatic backups schedule: `backups.cron` (empty turns it off) and
-    /// `backups.cronMaxKeep`. Other sections are ignored here and kept as stored. Invalid
-    /// values are refused with nothing stored. Only superusers can perform this action.
+    /// Changes the automatic backups schedule (`backups.cron`, empty turns it off, and
+    /// `backups.cronMaxKeep`), `superuserIPs` and `trustedProxy`. Other sections are ignored
+    /// here and kept as stored. Invalid values are refused with nothing stored. A change to
+    /// `superuserIPs` applies to the next request, this client's too. Only superusers can
+    /// perform this action.
     #[oai(path = "/settings", method = "patch", operation_id = "updateSettings")]
     async fn update(
         &self,
@@ -252,10 +336,14 @@ impl SettingsApi {
             Err(None) => return validation(Message::InvalidJson, Vec::new()),
             Err(Some(fields)) => return validation(Message::ValidationFailed, fields),
         };
-        match service.update_backups_settings(patch).await {
+        match service.update_settings(patch).await {
             Ok(s) => UpdateSettingsResponse::Ok(Json(s.into())),
             Err(SettingsError::Invalid(invalid)) => {
-                let fields = invalid.fields.iter().map(|(name, p)| (*name, p.code(), field_message(p))).collect();
+                let fields = invalid
+                    .fields
+                    .into_iter()
+                    .map(|f| (f.section, f.field, f.problem.code(), field_message(&f.problem)))
+                    .collect();
                 validation(Message::ValidationFailed, fields)
             }
             Err(e) => {
@@ -270,26 +358,54 @@ impl SettingsApi {
 mod tests {
     use super::*;
 
+    fn backups(cron: Option<&str>, keep: Option<i64>) -> SettingsPatch {
+        SettingsPatch { backups: BackupsPatch { cron: cron.map(Into::into), cron_max_keep: keep }, ..Default::default() }
+    }
+
+    fn wrong(body: &[u8]) -> Vec<(&'static str, String, &'static str)> {
+        parse_patch(body).unwrap_err().unwrap().into_iter().map(|(s, f, c, _)| (s, f, c)).collect()
+    }
+
     #[test]
     fn patch_bodies() {
-        assert_eq!(parse_patch(b"  "), Ok(BackupsPatch::default()));
-        assert_eq!(parse_patch(br#"{"meta": {"appName": "x"}}"#), Ok(BackupsPatch::default()));
-        assert_eq!(
-            parse_patch(br#"{"backups": {"cron": "@daily", "cronMaxKeep": 2}}"#),
-            Ok(BackupsPatch { cron: Some("@daily".into()), cron_max_keep: Some(2) })
-        );
+        assert_eq!(parse_patch(b"  "), Ok(SettingsPatch::default()));
+        assert_eq!(parse_patch(br#"{"meta": {"appName": "x"}}"#), Ok(SettingsPatch::default()));
+        assert_eq!(parse_patch(br#"{"backups": {"cron": "@daily", "cronMaxKeep": 2}}"#), Ok(backups(Some("@daily"), Some(2))));
         assert_eq!(parse_patch(b"[1]"), Err(None));
         assert_eq!(parse_patch(b"{\"backups\": 3}"), Err(None));
         assert_eq!(parse_patch(b"{"), Err(None));
-        let wrong = parse_patch(br#"{"backups": {"cron": 5, "cronMaxKeep": "3"}}"#).unwrap_err().unwrap();
-        assert_eq!(wrong.iter().map(|(f, c, _)| (*f, *c)).collect::<Vec<_>>(), [
-            ("cron", "validation_invalid_type"),
-            ("cronMaxKeep", "validation_invalid_type")
+        assert_eq!(wrong(br#"{"backups": {"cron": 5, "cronMaxKeep": "3"}}"#), [
+            ("backups", "cron".to_string(), "validation_invalid_type"),
+            ("backups", "cronMaxKeep".to_string(), "validation_invalid_type")
         ]);
         assert!(parse_patch(br#"{"backups": {"cronMaxKeep": 2.5}}"#).is_err());
         assert!(parse_patch(br#"{"backups": {"cronMaxKeep": null}}"#).is_err());
         assert!(parse_patch(br#"{"backups": {"cron": null}}"#).is_err());
         assert!(parse_patch(br#"{"backups": null}"#).is_err());
         assert!(parse_patch(br#"{"backups": {"cronMaxKeep": 99999999999}}"#).is_err());
+    }
+
+    #[test]
+    fn access_patch_bodies() {
+        let patch = parse_patch(br#"{"superuserIPs": ["10.0.0.0/8", ""], "trustedProxy": {"headers": ["X-Real-IP"]}}"#);
+        assert_eq!(
+            patch,
+            Ok(SettingsPatch {
+                superuser_ips: Some(vec!["10.0.0.0/8".into(), "".into()]),
+                trusted_proxy: TrustedProxyPatch { headers: Some(vec!["X-Real-IP".into()]), use_leftmost_ip: None },
+                ..Default::default()
+            })
+        );
+        let patch = parse_patch(br#"{"superuserIPs": [], "trustedProxy": {"useLeftmostIP": true}}"#).unwrap();
+        assert_eq!((patch.superuser_ips, patch.trusted_proxy.use_leftmost_ip), (Some(vec![]), Some(true)));
+        // Not a list, not an object: the body is unreadable, as PocketBase finds it.
+        assert_eq!(parse_patch(br#"{"superuserIPs": "10.0.0.1"}"#), Err(None));
+        assert_eq!(parse_patch(br#"{"superuserIPs": null}"#), Err(None));
+        assert_eq!(parse_patch(br#"{"trustedProxy": ["x"]}"#), Err(None));
+        assert_eq!(wrong(br#"{"superuserIPs": ["10.0.0.1", 5], "trustedProxy": {"headers": [1], "useLeftmostIP": "yes"}}"#), [
+            ("superuserIPs", "1".to_string(), "validation_invalid_type"),
+            ("trustedProxy", "headers".to_string(), "validation_invalid_type"),
+            ("trustedProxy", "useLeftmostIP".to_string(), "validation_invalid_type"),
+        ]);
     }
 }
