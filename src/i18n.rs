@@ -113,9 +113,14 @@ pub enum Message {
     MfaSameMethod,
     // Mail settings.
     NotAHost,
-    NotAllowed,
     MinZero,
     MaxPort,
+    InvalidIpOrSubnet,
+    InvalidValue,
+    /// PocketBase's refusal of a login whose record fails the collection's `authRule`.
+    AuthRuleRefused,
+    /// PocketBase's refusal of a superuser outside the settings' `superuserIPs`.
+    AddressNotAllowed,
 }
 
 impl Message {
@@ -208,12 +213,18 @@ impl Message {
             (MfaSameMethod, Lang::En) => "A different authentication method is required.",
             (NotAHost, Lang::Zh) => "必须是有效的 IP 地址或域名。",
             (NotAHost, Lang::En) => "Must be a valid IP address or DNS name.",
-            (NotAllowed, Lang::Zh) => "必须是有效的值。",
-            (NotAllowed, Lang::En) => "Must be a valid value.",
             (MinZero, Lang::Zh) => "不能小于 0。",
             (MinZero, Lang::En) => "Must be no less than 0.",
             (MaxPort, Lang::Zh) => "不能大于 65535。",
             (MaxPort, Lang::En) => "Must be no greater than 65535.",
+            (InvalidIpOrSubnet, Lang::Zh) => "无效的 IP 地址或 CIDR 子网。",
+            (InvalidIpOrSubnet, Lang::En) => "Invalid IP or CIDR subnet.",
+            (InvalidValue, Lang::Zh) => "必须是有效的值。",
+            (InvalidValue, Lang::En) => "Must be a valid value.",
+            (AuthRuleRefused, Lang::Zh) => "请求不满足该集合的认证要求。",
+            (AuthRuleRefused, Lang::En) => "The request doesn't satisfy the collection requirements to authenticate.",
+            (AddressNotAllowed, Lang::Zh) => "你无权执行此请求。",
+            (AddressNotAllowed, Lang::En) => "You are not allowed to perform this request.",
         }
     }
 

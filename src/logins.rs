@@ -1,9 +1,10 @@
 //! Logins as PocketBase completes them, on the service: the password step, one-time passwords
-//! (requested by mail, then used as a login step), the second factor a collection may
-//! require (`mfa`: the first step answers an `mfaId` instead of a token), and the alert mail
-//! on a login from a new origin (`authAlert`). Every auth token of a login is issued by
-//! [`Service::finish_login`], after all of these have passed. Also the mail to superusers
-//! when a scheduled backup fails.
+//! (requested by mail, then used as a login step), the collection's `authRule`, the
+//! settings' `superuserIPs`, the second factor a collection may require (`mfa`: the first
+//! step answers an `mfaId` instead of a token, for the records `mfa.rule` selects), and the
+//! alert mail on a login from a new origin (`authAlert`). Every auth token of a login is
+//! issued by [`Service::finish_login`], after all of these have passed. Also the mail to
+//! superusers when a scheduled backup fails.
 //!
 //! Mail goes out with the settings read at that moment (PocketBase's `smtp` and `meta`), so
 //! a change through `PATCH /api/settings` or by PocketBase applies at once.
@@ -14,18 +15,34 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::accounts::mfa::{self, FoundOtp, IssuedOtp, Method, MfaCheck, Origin};
-use crate::accounts::{schema, Accounts, AccountsError, AuthCollection, Record};
+use crate::accounts::{schema, Accounts, AccountsError, AuthCollection, Record, RuleOutcome};
 use crate::auth::{self, AuthError, TokenKind};
 use crate::mail::{self, Message, Template};
 use crate::model::names::BackupKey;
 use crate::service::{BackupError, Service};
 use crate::settings::{self, Settings};
 
-/// Who is logging in, as far as login origins go.
+/// Who is logging in: the address and user agent (login origins), and whether the
+/// settings' `superuserIPs` let a superuser in from there (judged by the HTTP layer, which
+/// knows the address).
 #[derive(Clone, Debug)]
 pub struct Client {
-    pub ip: IpAddr,
+    pub ip: Option<IpAddr>,
     pub user_agent: String,
+    pub superuser_allowed: bool,
+}
+
+/// A password step, as the HTTP layer has read it.
+#[derive(Debug)]
+pub struct PasswordLogin {
+    /// Name or id of the auth collection.
+    pub collection: String,
+    pub identity: String,
+    /// Search `identity` in this identity field only.
+    pub identity_field: Option<String>,
+    pub password: String,
+    /// Finishes an MFA login begun with another method.
+    pub mfa_id: Option<String>,
 }
 
 /// How a login step ended.
@@ -54,6 +71,12 @@ pub enum LoginError {
     MfaOtherRecord,
     #[error("MFA needs a method other than the first step's")]
     MfaSameMethod,
+    #[error("identityField is not one of the collection's identity fields")]
+    UnknownIdentityField,
+    #[error("the record does not satisfy the collection's authRule")]
+    AuthRuleRefused,
+    #[error("superusers may not log in from this address (superuserIPs)")]
+    AddressNotAllowed,
     #[error(transparent)]
     Accounts(#[from] AccountsError),
     #[error(transparent)]
@@ -81,19 +104,15 @@ impl Service {
         self.accounts().collection(name_or_id).cloned()
     }
 
-    /// Password login to `collection` (name or id); `mfa_id` finishes an MFA login begun
-    /// with another method.
-    pub async fn login_with_password(
-        &self,
-        collection: String,
-        identity: String,
-        password: String,
-        mfa_id: Option<String>,
-        client: Client,
-    ) -> Result<Login, LoginError> {
-        let c = self.auth_collection(&collection).ok_or(LoginError::NoSuchCollection)?;
+    /// Password step of a login to `login.collection` (name or id).
+    pub async fn login_with_password(&self, login: PasswordLogin, client: Client) -> Result<Login, LoginError> {
+        let c = self.auth_collection(&login.collection).ok_or(LoginError::NoSuchCollection)?;
+        if login.identity_field.as_ref().is_some_and(|f| !c.identity_fields.contains(f)) {
+            return Err(LoginError::UnknownIdentityField);
+        }
+        let PasswordLogin { collection, identity, identity_field, password, mfa_id } = login;
         let record = self
-            .hashing(move |a| a.authenticate(&collection, &identity, &password))
+            .hashing(move |a| a.authenticate(&collection, &identity, identity_field.as_deref(), &password))
             .await?
             .ok_or(LoginError::BadCredentials)?;
         self.finish_login(&c, record, Method::Password, mfa_id, client).await
@@ -179,7 +198,8 @@ impl Service {
         self.finish_login(&c, record, Method::Otp, mfa_id, client).await
     }
 
-    /// The end of every login step: the second factor if the collection wants one, then the
+    /// The end of every login step, in PocketBase's order: the collection's `authRule`, the
+    /// settings' `superuserIPs`, the second factor if the collection wants one, then the
     /// token, then the alert on a new origin.
     async fn finish_login(
         &self,
@@ -189,7 +209,20 @@ impl Service {
         mfa_id: Option<String>,
         client: Client,
     ) -> Result<Login, LoginError> {
-        if c.mfa.enabled && self.wants_mfa(c, &record) {
+        let (c2, id) = (c.clone(), record.id.clone());
+        match self.blocking(move |a| a.auth_rule_allows(&c2, &id)).await? {
+            RuleOutcome::Allowed => {}
+            RuleOutcome::Denied => return Err(LoginError::AuthRuleRefused),
+            RuleOutcome::Unsupported(reason) => {
+                tracing::warn!(collection = %c.name, rule = ?c.auth_rule, %reason, "authRule cannot be evaluated here: login refused");
+                return Err(LoginError::AuthRuleRefused);
+            }
+        }
+        if record.is_superuser() && !client.superuser_allowed {
+            tracing::warn!(client = ?client.ip, "superuser login from an address outside superuserIPs refused");
+            return Err(LoginError::AddressNotAllowed);
+        }
+        if c.mfa.enabled && self.wants_mfa(c, &record).await? {
             let (c2, r2) = (c.clone(), record.clone());
             match mfa_id.filter(|id| !id.is_empty()) {
                 None => {
@@ -216,27 +249,33 @@ impl Service {
         Ok(Login::Authenticated { token, record })
     }
 
-    /// Whether MFA applies to `record`. `mfa.rule` (a PocketBase filter) narrows it down; this
-    /// server cannot evaluate filters, so a collection with a rule asks every record for the
-    /// second factor: stricter than PocketBase, never looser.
-    fn wants_mfa(&self, c: &AuthCollection, record: &Record) -> bool {
-        if !c.mfa.rule.trim().is_empty() {
-            tracing::debug!(collection = %c.name, record = %record.id, "mfa.rule not evaluated here: MFA required");
-        }
-        true
+    /// Whether MFA applies to `record`: `mfa.rule` (a PocketBase filter) selects the records,
+    /// an empty rule all of them. A rule this server cannot evaluate asks for the second factor
+    /// (stricter than PocketBase, never looser), and says so in the log.
+    async fn wants_mfa(&self, c: &AuthCollection, record: &Record) -> Result<bool, LoginError> {
+        let (c2, id) = (c.clone(), record.id.clone());
+        Ok(match self.blocking(move |a| a.record_matches(&c2, &id, &c2.mfa.rule)).await? {
+            RuleOutcome::Allowed => true,
+            RuleOutcome::Denied => false,
+            RuleOutcome::Unsupported(reason) => {
+                tracing::warn!(collection = %c.name, rule = %c.mfa.rule, %reason, "mfa.rule cannot be evaluated here: MFA required");
+                true
+            }
+        })
     }
 
     /// Records the login's origin; one new for a record that had others is mailed about
     /// first, and recorded only once the mail is out (so the next login alerts again).
     async fn note_origin(&self, c: &AuthCollection, record: &Record, client: &Client) {
-        let fingerprint = mfa::fingerprint(&client.ip.to_string(), &client.user_agent);
+        let ip = client.ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let fingerprint = mfa::fingerprint(&ip, &client.user_agent);
         let result: Result<(), String> = async {
             let origin = {
                 let (c, r, f) = (c.clone(), record.clone(), fingerprint.clone());
                 self.blocking(move |a| a.origin(&c, &r, &f)).await.map_err(|e| e.to_string())?
             };
             if origin == Origin::New {
-                let info = mfa::alert_info(now_ms(), &client.ip.to_string(), &client.user_agent);
+                let info = mfa::alert_info(now_ms(), &ip, &client.user_agent);
                 let extra = [("{ALERT_INFO}".to_string(), mail::escape_html(&info))];
                 let template = or_default(&c.auth_alert.email_template, schema::auth_alert_template);
                 let sent = self.mailer().mail_record(c, record, &template, &extra).await;

@@ -206,6 +206,8 @@ pub struct Service {
     /// Bumped by every change this server makes to the backups: create, upload, delete.
     generation: AtomicU64,
     list_cache: Mutex<Option<CachedListing>>,
+    /// `superuserIPs` and `trustedProxy` as last read (see [`crate::settings::AccessCache`]).
+    access: crate::settings::AccessCache,
 }
 
 /// A listing of the backups, newest first, shared by all the requests that ask while
@@ -296,6 +298,7 @@ impl Service {
             hashing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from)),
             generation: AtomicU64::new(0),
             list_cache: Mutex::new(None),
+            access: crate::settings::AccessCache::default(),
         })
     }
 
@@ -310,6 +313,10 @@ impl Service {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    pub(crate) fn access_cache(&self) -> &crate::settings::AccessCache {
+        &self.access
     }
 
     /// Whether a create or restore runs now (health's `canBackup` is the opposite).

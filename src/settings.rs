@@ -1,12 +1,16 @@
 //! The app settings PocketBase keeps in `data.db` (`_params` row `settings`), as far as this
-//! server uses them: `backups.cron` / `backups.cronMaxKeep`, the mail settings (`smtp`,
-//! `meta.senderName` / `meta.senderAddress`) read and written, `meta.appName` and
-//! `meta.appURL` read. Every other key of the row is kept exactly as it is on update, so a
-//! data dir's settings are shared with PocketBase in both directions.
+//! server uses them: `backups.cron` / `backups.cronMaxKeep`, `superuserIPs`, `trustedProxy`
+//! and the mail settings (`smtp`, `meta.senderName` / `meta.senderAddress`) read and written,
+//! `meta.appName` and `meta.appURL` read. Every other key of the row is kept exactly as it is
+//! on update, so a data dir's settings are shared with PocketBase in both directions. The
+//! access checks read theirs through [`AccessCache`].
 
+use std::net::IpAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::{json, Map, Value};
@@ -21,6 +25,13 @@ const SETTINGS_ROW: &str = "settings";
 /// PocketBase's `cronMaxKeep` when the row has none.
 pub const DEFAULT_CRON_MAX_KEEP: i64 = 3;
 
+/// Largest settings row read (it comes from a data dir).
+const MAX_ROW_BYTES: i64 = 1024 * 1024;
+/// Most `superuserIPs` entries and `trustedProxy.headers` read from a stored row: a longer
+/// allowlist is cut (which only allows fewer addresses), further headers are not consulted.
+const MAX_SUPERUSER_IPS: usize = 1000;
+const MAX_PROXY_HEADERS: usize = 32;
+
 /// The settings this server serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -31,6 +42,19 @@ pub struct Settings {
     pub sender_address: String,
     pub backups: BackupsSettings,
     pub smtp: SmtpSettings,
+    /// Addresses and CIDR ranges superusers may log in and call from; empty: anywhere.
+    pub superuser_ips: Vec<String>,
+    pub trusted_proxy: TrustedProxy,
+}
+
+/// Which request headers name the client (as a reverse proxy writes them), in order of
+/// preference, and whether to take the leftmost address of a header instead of the rightmost.
+/// Empty: the connection's peer is the client. Which peers may set them is the server's
+/// `--trusted-proxy` list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedProxy {
+    pub headers: Vec<String>,
+    pub use_leftmost_ip: bool,
 }
 
 impl Settings {
@@ -92,6 +116,13 @@ pub struct BackupsPatch {
     pub cron_max_keep: Option<i64>,
 }
 
+/// A change to `trustedProxy`: absent fields keep their stored value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedProxyPatch {
+    pub headers: Option<Vec<String>>,
+    pub use_leftmost_ip: Option<bool>,
+}
+
 /// A change to the `smtp` section: absent fields keep their stored value. A `password` of
 /// `Some("")` clears it; `None` keeps it (it is never served, so clients send none).
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -125,10 +156,13 @@ pub struct MetaPatch {
     pub sender_address: Option<String>,
 }
 
-/// A change to the settings, section by section; applied whole or not at all.
+/// A change to the settings: absent sections and fields keep their stored value; applied
+/// whole or not at all.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SettingsPatch {
     pub backups: BackupsPatch,
+    pub superuser_ips: Option<Vec<String>>,
+    pub trusted_proxy: TrustedProxyPatch,
     pub smtp: SmtpPatch,
     pub meta: MetaPatch,
 }
@@ -138,11 +172,13 @@ pub struct SettingsPatch {
 pub enum FieldProblem {
     /// `validation_invalid_cron`.
     InvalidCron(CronError),
-    /// `validation_required`: `cronMaxKeep` while a cron is set, `smtp.host`/`port` while
-    /// SMTP is on, the sender always.
+    /// `validation_required`: `cronMaxKeep` is needed while a cron is set; a `superuserIPs`
+    /// entry is blank; `smtp.host`/`port` while SMTP is on; the sender always.
     Required,
     /// `validation_min_greater_equal_than_required`.
     BelowOne,
+    /// A `superuserIPs` entry that is neither an address nor a CIDR range.
+    InvalidIpOrSubnet,
     /// `validation_min_greater_equal_than_required` (a negative port).
     BelowZero,
     /// `validation_max_less_equal_than_required` (a port past 65535; PocketBase stores it).
@@ -165,20 +201,37 @@ impl FieldProblem {
             FieldProblem::NotAHost => "validation_is_host",
             FieldProblem::NotAllowed => "validation_in_invalid",
             FieldProblem::NotAnEmail => "validation_is_email",
+            // PocketBase's code, misspelling included: clients match on it.
+            FieldProblem::InvalidIpOrSubnet => "validation_invlaid_ip_or_subnet",
         }
     }
 }
 
-/// Why a change was refused: per section (`backups`, `smtp`, `meta`) and field.
+/// A refused field: its section (`backups`, `superuserIPs`) and its name there (for a list,
+/// the entry's index), as PocketBase nests them in the error's `data`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidField {
+    pub section: &'static str,
+    pub field: String,
+    pub problem: FieldProblem,
+}
+
+/// Why a change was refused: every refused field.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Invalid {
-    pub fields: Vec<(&'static str, &'static str, FieldProblem)>,
+    pub fields: Vec<InvalidField>,
+}
+
+impl Invalid {
+    fn push(&mut self, section: &'static str, field: impl Into<String>, problem: FieldProblem) {
+        self.fields.push(InvalidField { section, field: field.into(), problem });
+    }
 }
 
 impl std::fmt::Display for Invalid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let parts: Vec<String> =
-            self.fields.iter().map(|(section, name, p)| format!("{section}.{name}: {}", p.code())).collect();
+            self.fields.iter().map(|i| format!("{}.{}: {}", i.section, i.field, i.problem.code())).collect();
         f.write_str(&parts.join(", "))
     }
 }
@@ -189,6 +242,8 @@ pub enum SettingsError {
     Invalid(Invalid),
     #[error("the settings row is not JSON (encrypted settings are not supported): {0}")]
     Unreadable(serde_json::Error),
+    #[error("the settings row is larger than {MAX_ROW_BYTES} bytes")]
+    TooLarge,
     #[error("data.db: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("worker thread: {0}")]
@@ -200,27 +255,50 @@ pub enum SettingsError {
 pub fn validate(b: &BackupsSettings) -> Result<(), Invalid> {
     let mut invalid = Invalid::default();
     validate_backups(b, &mut invalid);
-    invalid.into_result()
+    if invalid.fields.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid)
+    }
 }
 
 fn validate_backups(b: &BackupsSettings, invalid: &mut Invalid) {
     if !b.cron.is_empty() {
         if let Err(e) = schedule::parse_cron(&b.cron) {
-            invalid.fields.push(("backups", "cron", FieldProblem::InvalidCron(e)));
+            invalid.push("backups", "cron", FieldProblem::InvalidCron(e));
         }
         if b.cron_max_keep == 0 {
-            invalid.fields.push(("backups", "cronMaxKeep", FieldProblem::Required));
+            invalid.push("backups", "cronMaxKeep", FieldProblem::Required);
         }
     }
     if b.cron_max_keep < 0 {
-        invalid.fields.push(("backups", "cronMaxKeep", FieldProblem::BelowOne));
+        invalid.push("backups", "cronMaxKeep", FieldProblem::BelowOne);
+    }
+}
+
+/// Each entry must be an address or a CIDR range, written exactly (no blanks around it).
+fn validate_superuser_ips(ips: &[String], invalid: &mut Invalid) {
+    for (i, ip) in ips.iter().enumerate() {
+        if ip.is_empty() {
+            invalid.push("superuserIPs", i.to_string(), FieldProblem::Required);
+        } else if parse_ip_or_net(ip).is_none() {
+            invalid.push("superuserIPs", i.to_string(), FieldProblem::InvalidIpOrSubnet);
+        }
+    }
+}
+
+/// An address (as its single-address range) or a CIDR range.
+fn parse_ip_or_net(s: &str) -> Option<IpNet> {
+    match s.parse::<IpNet>() {
+        Ok(net) => Some(net),
+        Err(_) => s.parse::<IpAddr>().ok().map(IpNet::from),
     }
 }
 
 /// The `smtp` section as PocketBase checks it: host and port needed while it is on; a host,
 /// a local name and an auth method, when given, well formed whether it is on or not.
 fn validate_smtp(smtp: &SmtpSettings, invalid: &mut Invalid) {
-    let mut refuse = |field, problem| invalid.fields.push(("smtp", field, problem));
+    let mut refuse = |field: &'static str, problem| invalid.push("smtp", field, problem);
     if smtp.enabled && smtp.host.is_empty() {
         refuse("host", FieldProblem::Required);
     } else if !smtp.host.is_empty() && !is_host(&smtp.host) {
@@ -242,24 +320,14 @@ fn validate_smtp(smtp: &SmtpSettings, invalid: &mut Invalid) {
 }
 
 /// The sender, always required, as PocketBase checks it.
-fn validate_sender(s: &Settings, invalid: &mut Invalid) {
-    if s.sender_name.trim().is_empty() {
-        invalid.fields.push(("meta", "senderName", FieldProblem::Required));
+fn validate_sender(name: &str, address: &str, invalid: &mut Invalid) {
+    if name.trim().is_empty() {
+        invalid.push("meta", "senderName", FieldProblem::Required);
     }
-    if s.sender_address.is_empty() {
-        invalid.fields.push(("meta", "senderAddress", FieldProblem::Required));
-    } else if !mail::is_address(&s.sender_address) {
-        invalid.fields.push(("meta", "senderAddress", FieldProblem::NotAnEmail));
-    }
-}
-
-impl Invalid {
-    fn into_result(self) -> Result<(), Invalid> {
-        if self.fields.is_empty() {
-            Ok(())
-        } else {
-            Err(self)
-        }
+    if address.is_empty() {
+        invalid.push("meta", "senderAddress", FieldProblem::Required);
+    } else if !mail::is_address(address) {
+        invalid.push("meta", "senderAddress", FieldProblem::NotAnEmail);
     }
 }
 
@@ -288,19 +356,32 @@ fn open(data_dir: &Path) -> Result<Connection, SettingsError> {
 }
 
 fn row(conn: &Connection) -> Result<Value, SettingsError> {
-    // PocketBase writes the JSON as a BLOB, we (and its first migration) as TEXT.
-    let raw: Option<Option<Vec<u8>>> = conn
-        .query_row("SELECT value FROM _params WHERE id = ?1", [SETTINGS_ROW], |r| {
-            Ok(match r.get_ref(0)? {
-                ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Some(bytes.to_vec()),
-                _ => None,
-            })
-        })
+    // PocketBase writes the JSON as a BLOB, we (and its first migration) as TEXT. An oversized
+    // value is not read at all (octet_length reads only its size).
+    let raw: Option<(bool, Option<Vec<u8>>)> = conn
+        .query_row(
+            "SELECT octet_length(value) > ?2, CASE WHEN octet_length(value) <= ?2 THEN value END
+             FROM _params WHERE id = ?1",
+            params![SETTINGS_ROW, MAX_ROW_BYTES],
+            |r| {
+                let too_large = r.get::<_, Option<bool>>(0)?.unwrap_or(false);
+                Ok((too_large, match r.get_ref(1)? {
+                    ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Some(bytes.to_vec()),
+                    _ => None,
+                }))
+            },
+        )
         .optional()?;
-    match raw.flatten() {
-        None => Ok(json!({})),
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(SettingsError::Unreadable),
+    match raw {
+        Some((true, _)) => Err(SettingsError::TooLarge),
+        Some((false, Some(bytes))) => serde_json::from_slice(&bytes).map_err(SettingsError::Unreadable),
+        _ => Ok(json!({})),
     }
+}
+
+/// The strings of a JSON array, at most `max` of them (other values skipped).
+fn strings(value: &Value, max: usize) -> Vec<String> {
+    value.as_array().map(Vec::as_slice).unwrap_or_default().iter().filter_map(Value::as_str).take(max).map(str::to_string).collect()
 }
 
 fn from_row(value: &Value) -> Settings {
@@ -312,10 +393,6 @@ fn from_row(value: &Value) -> Settings {
         app_url: text(&meta["appURL"]),
         sender_name: text(&meta["senderName"]),
         sender_address: text(&meta["senderAddress"]),
-        backups: BackupsSettings {
-            cron: backups["cron"].as_str().unwrap_or_default().to_string(),
-            cron_max_keep: backups["cronMaxKeep"].as_i64().unwrap_or(DEFAULT_CRON_MAX_KEEP),
-        },
         smtp: SmtpSettings {
             enabled: smtp["enabled"].as_bool().unwrap_or(false),
             host: text(&smtp["host"]),
@@ -326,6 +403,15 @@ fn from_row(value: &Value) -> Settings {
             tls: smtp["tls"].as_bool().unwrap_or(false),
             local_name: text(&smtp["localName"]),
         },
+        backups: BackupsSettings {
+            cron: backups["cron"].as_str().unwrap_or_default().to_string(),
+            cron_max_keep: backups["cronMaxKeep"].as_i64().unwrap_or(DEFAULT_CRON_MAX_KEEP),
+        },
+        superuser_ips: strings(&value["superuserIPs"], MAX_SUPERUSER_IPS),
+        trusted_proxy: TrustedProxy {
+            headers: strings(&value["trustedProxy"]["headers"], MAX_PROXY_HEADERS),
+            use_leftmost_ip: value["trustedProxy"]["useLeftmostIP"].as_bool().unwrap_or(false),
+        },
     }
 }
 
@@ -334,79 +420,89 @@ pub fn load(data_dir: &Path) -> Result<Settings, SettingsError> {
     Ok(from_row(&row(&open(data_dir)?)?))
 }
 
-/// Applies `patch` to the stored `backups` section; see [`update`].
+/// Applies `patch` to the stored `backups` section if the result is valid; nothing is
+/// stored otherwise. Every other key of the row stays as it was. Returns the new settings.
 pub fn update_backups(data_dir: &Path, patch: &BackupsPatch) -> Result<Settings, SettingsError> {
     update(data_dir, &SettingsPatch { backups: patch.clone(), ..Default::default() })
 }
 
-/// Applies `patch` to the stored settings if the result is valid; nothing is stored
-/// otherwise. A section is checked only when the patch changes it (a row PocketBase wrote
-/// may hold values it would refuse today). Every other key of the row stays as it was.
-/// Returns the new settings.
+/// The object under `key` of `parent`, made an (empty) object if it is anything else.
+fn section<'a>(parent: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    let section = parent.entry(key).or_insert_with(|| Value::Object(Map::new()));
+    if !section.is_object() {
+        *section = Value::Object(Map::new());
+    }
+    section.as_object_mut().expect("an object")
+}
+
+/// Applies `patch` if the result is valid as a whole; nothing is stored otherwise. Every
+/// other key of the row stays as it was. Returns the new settings.
 pub fn update(data_dir: &Path, patch: &SettingsPatch) -> Result<Settings, SettingsError> {
     let mut conn = open(data_dir)?;
     // Immediate: two updates at once must not both read the old row.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut value = row(&tx)?;
     let current = from_row(&value);
-    let mut next = current.clone();
-    let b = &patch.backups;
-    next.backups = BackupsSettings {
-        cron: b.cron.clone().unwrap_or(current.backups.cron).trim().to_string(),
-        cron_max_keep: b.cron_max_keep.unwrap_or(current.backups.cron_max_keep),
+    let next = BackupsSettings {
+        cron: patch.backups.cron.clone().unwrap_or_else(|| current.backups.cron.clone()).trim().to_string(),
+        cron_max_keep: patch.backups.cron_max_keep.unwrap_or(current.backups.cron_max_keep),
     };
-    let p = &patch.smtp;
-    let keep = |new: &Option<String>, old: &str| new.clone().unwrap_or_else(|| old.to_string());
-    next.smtp = SmtpSettings {
-        enabled: p.enabled.unwrap_or(current.smtp.enabled),
-        host: keep(&p.host, &current.smtp.host).trim().to_string(),
-        port: p.port.unwrap_or(current.smtp.port),
-        username: keep(&p.username, &current.smtp.username),
-        password: keep(&p.password, &current.smtp.password),
-        auth_method: keep(&p.auth_method, &current.smtp.auth_method),
-        tls: p.tls.unwrap_or(current.smtp.tls),
-        local_name: keep(&p.local_name, &current.smtp.local_name).trim().to_string(),
-    };
-    next.sender_name = keep(&patch.meta.sender_name, &current.sender_name);
-    next.sender_address = keep(&patch.meta.sender_address, &current.sender_address).trim().to_string();
-
+    let (smtp, sender) = merged_mail(&current, patch);
     let mut invalid = Invalid::default();
-    validate_backups(&next.backups, &mut invalid);
+    validate_backups(&next, &mut invalid);
+    if let Some(ips) = &patch.superuser_ips {
+        validate_superuser_ips(ips, &mut invalid);
+    }
+    // Mail sections are checked only when changed: a row PocketBase wrote may hold values it
+    // would refuse today.
     if patch.smtp != SmtpPatch::default() {
-        validate_smtp(&next.smtp, &mut invalid);
+        validate_smtp(&smtp, &mut invalid);
     }
     if patch.meta != MetaPatch::default() {
-        validate_sender(&next, &mut invalid);
+        validate_sender(&sender.0, &sender.1, &mut invalid);
     }
-    invalid.into_result().map_err(SettingsError::Invalid)?;
-
+    if !invalid.fields.is_empty() {
+        return Err(SettingsError::Invalid(invalid));
+    }
     if !value.is_object() {
         value = json!({});
     }
     let root = value.as_object_mut().expect("an object");
-    let section = object_entry(root, "backups");
-    section.insert("cron".into(), json!(next.backups.cron));
-    section.insert("cronMaxKeep".into(), json!(next.backups.cron_max_keep));
+    let backups = section(root, "backups");
+    backups.insert("cron".into(), json!(next.cron));
+    backups.insert("cronMaxKeep".into(), json!(next.cron_max_keep));
+    if let Some(ips) = &patch.superuser_ips {
+        root.insert("superuserIPs".into(), json!(ips));
+    }
+    let proxy = &patch.trusted_proxy;
+    if proxy.headers.is_some() || proxy.use_leftmost_ip.is_some() {
+        let stored = section(root, "trustedProxy");
+        if let Some(headers) = &proxy.headers {
+            stored.insert("headers".into(), json!(headers));
+        }
+        if let Some(leftmost) = proxy.use_leftmost_ip {
+            stored.insert("useLeftmostIP".into(), json!(leftmost));
+        }
+    }
     if patch.smtp != SmtpPatch::default() {
-        let s = &next.smtp;
-        let section = object_entry(root, "smtp");
+        let stored = section(root, "smtp");
         for (key, v) in [
-            ("enabled", json!(s.enabled)),
-            ("host", json!(s.host)),
-            ("port", json!(s.port)),
-            ("username", json!(s.username)),
-            ("password", json!(s.password)),
-            ("authMethod", json!(s.auth_method)),
-            ("tls", json!(s.tls)),
-            ("localName", json!(s.local_name)),
+            ("enabled", json!(smtp.enabled)),
+            ("host", json!(smtp.host)),
+            ("port", json!(smtp.port)),
+            ("username", json!(smtp.username)),
+            ("password", json!(smtp.password)),
+            ("authMethod", json!(smtp.auth_method)),
+            ("tls", json!(smtp.tls)),
+            ("localName", json!(smtp.local_name)),
         ] {
-            section.insert(key.into(), v);
+            stored.insert(key.into(), v);
         }
     }
     if patch.meta != MetaPatch::default() {
-        let section = object_entry(root, "meta");
-        section.insert("senderName".into(), json!(next.sender_name));
-        section.insert("senderAddress".into(), json!(next.sender_address));
+        let stored = section(root, "meta");
+        stored.insert("senderName".into(), json!(sender.0));
+        stored.insert("senderAddress".into(), json!(sender.1));
     }
     // PocketBase's timestamp format, made by SQLite as in the table's defaults.
     tx.execute(
@@ -418,13 +514,89 @@ pub fn update(data_dir: &Path, patch: &SettingsPatch) -> Result<Settings, Settin
     Ok(from_row(&value))
 }
 
-/// The object under `key`, made one if it is missing or anything else.
-fn object_entry<'a>(root: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
-    let section = root.entry(key).or_insert_with(|| Value::Object(Map::new()));
-    if !section.is_object() {
-        *section = Value::Object(Map::new());
+/// The `smtp` section and the sender (name, address) once `patch` is applied to `current`.
+fn merged_mail(current: &Settings, patch: &SettingsPatch) -> (SmtpSettings, (String, String)) {
+    let (p, old) = (&patch.smtp, &current.smtp);
+    let keep = |new: &Option<String>, old: &str| new.clone().unwrap_or_else(|| old.to_string());
+    let smtp = SmtpSettings {
+        enabled: p.enabled.unwrap_or(old.enabled),
+        host: keep(&p.host, &old.host).trim().to_string(),
+        port: p.port.unwrap_or(old.port),
+        username: keep(&p.username, &old.username),
+        password: keep(&p.password, &old.password),
+        auth_method: keep(&p.auth_method, &old.auth_method),
+        tls: p.tls.unwrap_or(old.tls),
+        local_name: keep(&p.local_name, &old.local_name).trim().to_string(),
+    };
+    let name = keep(&patch.meta.sender_name, &current.sender_name);
+    let address = keep(&patch.meta.sender_address, &current.sender_address).trim().to_string();
+    (smtp, (name, address))
+}
+
+/// What the access checks need from the settings, parsed once per reading.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccessSettings {
+    /// The readable `superuserIPs` entries.
+    superuser_nets: Vec<IpNet>,
+    /// Whether `superuserIPs` restricts at all: set when it has entries, readable or not.
+    restricted: bool,
+    pub trusted_proxy: TrustedProxy,
+}
+
+impl AccessSettings {
+    pub fn from_settings(s: &Settings) -> AccessSettings {
+        let superuser_nets: Vec<IpNet> = s.superuser_ips.iter().filter_map(|ip| parse_ip_or_net(ip)).collect();
+        if superuser_nets.len() < s.superuser_ips.len() {
+            tracing::warn!(entries = ?s.superuser_ips, "superuserIPs has unreadable entries: they allow no address");
+        }
+        AccessSettings { superuser_nets, restricted: !s.superuser_ips.is_empty(), trusted_proxy: s.trusted_proxy.clone() }
     }
-    section.as_object_mut().expect("made an object above")
+
+    /// Nothing readable: superusers are refused everywhere until the settings can be read.
+    fn refusing_superusers() -> AccessSettings {
+        AccessSettings { superuser_nets: Vec::new(), restricted: true, trusted_proxy: TrustedProxy::default() }
+    }
+
+    /// Whether a superuser may log in or call from `client` (`None`: an address not known).
+    pub fn allows_superuser(&self, client: Option<IpAddr>) -> bool {
+        if !self.restricted {
+            return true;
+        }
+        let Some(ip) = client else { return false };
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.superuser_nets.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// How long the access settings are used before being read again. Our own changes replace
+/// them at once; this bounds how long a change made to `data.db` some other way goes unseen.
+const ACCESS_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// The access settings as last read, shared by every request: a login or a superuser's
+/// request reads them from memory, not from SQLite.
+#[derive(Debug, Default)]
+pub struct AccessCache {
+    current: Mutex<Option<(Instant, Arc<AccessSettings>)>>,
+}
+
+impl AccessCache {
+    fn fresh(&self) -> Option<Arc<AccessSettings>> {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().filter(|(at, _)| at.elapsed() < ACCESS_MAX_AGE).map(|(_, s)| s.clone())
+    }
+
+    fn last(&self) -> Option<Arc<AccessSettings>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(_, s)| s.clone())
+    }
+
+    fn set(&self, settings: &Settings) -> Arc<AccessSettings> {
+        let access = Arc::new(AccessSettings::from_settings(settings));
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), access.clone()));
+        access
+    }
 }
 
 impl crate::service::Service {
@@ -434,18 +606,37 @@ impl crate::service::Service {
         tokio::task::spawn_blocking(move || load(&dir)).await.map_err(join_error)?
     }
 
-    /// See [`update`]; the schedule picks a change up at its next minute, mail at its next message.
+    /// See [`update`]; the schedule picks a change up at its next minute, the access checks
+    /// at once.
     pub async fn update_settings(&self, patch: SettingsPatch) -> Result<Settings, SettingsError> {
         let dir = self.data_dir().to_path_buf();
         let settings = tokio::task::spawn_blocking(move || update(&dir, &patch)).await.map_err(join_error)??;
+        self.access_cache().set(&settings);
         tracing::info!(
             cron = %settings.backups.cron,
             cron_max_keep = settings.backups.cron_max_keep,
+            superuser_ips = ?settings.superuser_ips,
+            trusted_proxy = ?settings.trusted_proxy,
             smtp = settings.smtp.enabled,
             smtp_host = %settings.smtp.host,
             "settings updated"
         );
         Ok(settings)
+    }
+
+    /// The settings the access checks use (see [`AccessCache`]). When the row cannot be read,
+    /// the last reading stands; with none, superusers are refused (fail closed).
+    pub async fn access_settings(&self) -> Arc<AccessSettings> {
+        if let Some(access) = self.access_cache().fresh() {
+            return access;
+        }
+        match self.settings().await {
+            Ok(settings) => self.access_cache().set(&settings),
+            Err(e) => {
+                tracing::error!(error = %e, "settings unreadable: access checks use the last reading");
+                self.access_cache().last().unwrap_or_else(|| Arc::new(AccessSettings::refusing_superusers()))
+            }
+        }
     }
 }
 
@@ -519,18 +710,98 @@ mod tests {
         let dir = data_dir();
         update_backups(dir.path(), &patch("@daily", 5)).unwrap();
         let codes = |p: &BackupsPatch| match update_backups(dir.path(), p) {
-            Err(SettingsError::Invalid(i)) => i.fields.iter().map(|(_, f, p)| (*f, p.code())).collect::<Vec<_>>(),
+            Err(SettingsError::Invalid(i)) => {
+                assert!(i.fields.iter().all(|f| f.section == "backups"));
+                i.fields.iter().map(|f| (f.field.clone(), f.problem.code())).collect::<Vec<_>>()
+            }
             other => panic!("expected a refusal, got {other:?}"),
         };
-        assert_eq!(codes(&patch("not a cron", 5)), [("cron", "validation_invalid_cron")]);
-        assert_eq!(codes(&patch("0 3 * * *", 0)), [("cronMaxKeep", "validation_required")]);
+        assert_eq!(codes(&patch("not a cron", 5)), [("cron".into(), "validation_invalid_cron")]);
+        assert_eq!(codes(&patch("0 3 * * *", 0)), [("cronMaxKeep".into(), "validation_required")]);
         assert_eq!(
             codes(&patch("61 * * * *", -1)),
-            [("cron", "validation_invalid_cron"), ("cronMaxKeep", "validation_min_greater_equal_than_required")]
+            [("cron".into(), "validation_invalid_cron"), ("cronMaxKeep".into(), "validation_min_greater_equal_than_required")]
         );
         assert_eq!(load(dir.path()).unwrap().backups, BackupsSettings { cron: "@daily".into(), cron_max_keep: 5 });
         // Off needs no keep.
         update_backups(dir.path(), &patch("", 0)).unwrap();
+    }
+
+    fn access(superuser_ips: &[&str]) -> AccessSettings {
+        let mut settings = from_row(&json!({}));
+        settings.superuser_ips = superuser_ips.iter().map(|ip| ip.to_string()).collect();
+        AccessSettings::from_settings(&settings)
+    }
+
+    #[test]
+    fn superuser_ips_allow_their_addresses_and_ranges_only() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let open = access(&[]);
+        assert!(open.allows_superuser(ip("203.0.113.9")) && open.allows_superuser(None), "empty: anywhere");
+        let list = access(&["10.1.2.3", "192.168.0.0/16", "2001:db8::/32"]);
+        for allowed in ["10.1.2.3", "192.168.7.7", "2001:db8::5", "::ffff:10.1.2.3"] {
+            assert!(list.allows_superuser(ip(allowed)), "{allowed}");
+        }
+        for refused in ["10.1.2.4", "127.0.0.1", "2001:db9::1"] {
+            assert!(!list.allows_superuser(ip(refused)), "{refused}");
+        }
+        assert!(!list.allows_superuser(None), "an unknown address is not on the list");
+        // An unreadable entry (foreign data) allows nothing, and the list still restricts.
+        let odd = access(&["not an address"]);
+        assert!(!odd.allows_superuser(ip("127.0.0.1")));
+    }
+
+    #[test]
+    fn superuser_ips_and_trusted_proxy_are_stored_as_pocketbase_stores_them() {
+        let dir = data_dir();
+        let patch = SettingsPatch {
+            superuser_ips: Some(vec!["10.0.0.0/8".into(), "::1".into()]),
+            trusted_proxy: TrustedProxyPatch { headers: Some(vec!["X-Forwarded-For".into()]), use_leftmost_ip: None },
+            ..Default::default()
+        };
+        let s = update(dir.path(), &patch).unwrap();
+        assert_eq!(s.superuser_ips, ["10.0.0.0/8", "::1"]);
+        assert_eq!(s.trusted_proxy, TrustedProxy { headers: vec!["X-Forwarded-For".into()], use_leftmost_ip: false });
+        let row = row(&open(dir.path()).unwrap()).unwrap();
+        assert_eq!(row["superuserIPs"], json!(["10.0.0.0/8", "::1"]));
+        assert_eq!(row["trustedProxy"], json!({"headers": ["X-Forwarded-For"], "useLeftmostIP": false}));
+        // A partial change keeps the rest; other sections stay as they were.
+        let leftmost = TrustedProxyPatch { headers: None, use_leftmost_ip: Some(true) };
+        let s = update(dir.path(), &SettingsPatch { trusted_proxy: leftmost, ..Default::default() }).unwrap();
+        assert_eq!(s.trusted_proxy, TrustedProxy { headers: vec!["X-Forwarded-For".into()], use_leftmost_ip: true });
+        assert_eq!(s.superuser_ips, ["10.0.0.0/8", "::1"]);
+    }
+
+    #[test]
+    fn invalid_superuser_ips_are_refused_by_index_and_nothing_is_stored() {
+        let dir = data_dir();
+        let ips = ["not-an-ip", "10.0.0.0/8", "::1", "1.2.3.4/33", "", " 10.1.1.1"].map(String::from).to_vec();
+        let patch = SettingsPatch {
+            backups: BackupsPatch { cron: Some("@daily".into()), cron_max_keep: None },
+            superuser_ips: Some(ips),
+            ..Default::default()
+        };
+        let Err(SettingsError::Invalid(invalid)) = update(dir.path(), &patch) else { panic!("refused") };
+        let got: Vec<(&str, &str, &str)> =
+            invalid.fields.iter().map(|f| (f.section, f.field.as_str(), f.problem.code())).collect();
+        // What PocketBase 0.40.6 answered for the same list.
+        assert_eq!(got, [
+            ("superuserIPs", "0", "validation_invlaid_ip_or_subnet"),
+            ("superuserIPs", "3", "validation_invlaid_ip_or_subnet"),
+            ("superuserIPs", "4", "validation_required"),
+            ("superuserIPs", "5", "validation_invlaid_ip_or_subnet"),
+        ]);
+        let s = load(dir.path()).unwrap();
+        assert_eq!((s.superuser_ips.len(), s.backups.cron.as_str()), (0, ""), "nothing stored, backups neither");
+    }
+
+    #[test]
+    fn an_oversized_settings_row_is_refused_unread() {
+        let dir = data_dir();
+        let conn = open(dir.path()).unwrap();
+        let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(MAX_ROW_BYTES as usize));
+        conn.execute("UPDATE _params SET value = ?1 WHERE id = 'settings'", [big]).unwrap();
+        assert!(matches!(load(dir.path()), Err(SettingsError::TooLarge)));
     }
 
     fn smtp(f: impl FnOnce(&mut SmtpPatch)) -> SettingsPatch {
@@ -539,9 +810,10 @@ mod tests {
         SettingsPatch { smtp: p, ..Default::default() }
     }
 
-    fn refused(dir: &Path, patch: &SettingsPatch) -> Vec<(&'static str, &'static str, &'static str)> {
+    /// `section.field: code` of each refused field.
+    fn refused(dir: &Path, patch: &SettingsPatch) -> Vec<String> {
         match update(dir, patch) {
-            Err(SettingsError::Invalid(i)) => i.fields.iter().map(|(s, f, p)| (*s, *f, p.code())).collect(),
+            Err(SettingsError::Invalid(i)) => i.fields.iter().map(|f| format!("{}.{}: {}", f.section, f.field, f.problem.code())).collect(),
             other => panic!("expected a refusal, got {other:?}"),
         }
     }
@@ -556,7 +828,7 @@ mod tests {
                 p.host = Some(String::new());
                 p.port = Some(0);
             })),
-            [("smtp", "host", "validation_required"), ("smtp", "port", "validation_required")]
+            ["smtp.host: validation_required", "smtp.port: validation_required"]
         );
         // Well-formedness is checked even while SMTP is off.
         assert_eq!(
@@ -567,26 +839,26 @@ mod tests {
                 p.local_name = Some("bad name!".into());
             })),
             [
-                ("smtp", "host", "validation_is_host"),
-                ("smtp", "port", "validation_min_greater_equal_than_required"),
-                ("smtp", "authMethod", "validation_in_invalid"),
-                ("smtp", "localName", "validation_is_host"),
+                "smtp.host: validation_is_host",
+                "smtp.port: validation_min_greater_equal_than_required",
+                "smtp.authMethod: validation_in_invalid",
+                "smtp.localName: validation_is_host",
             ]
         );
-        assert_eq!(refused(dir.path(), &smtp(|p| p.port = Some(70_000))), [("smtp", "port", "validation_max_less_equal_than_required")]);
+        assert_eq!(refused(dir.path(), &smtp(|p| p.port = Some(70_000))), ["smtp.port: validation_max_less_equal_than_required"]);
         let sender = |name: &str, address: &str| SettingsPatch {
             meta: MetaPatch { sender_name: Some(name.into()), sender_address: Some(address.into()) },
             ..Default::default()
         };
         assert_eq!(
             refused(dir.path(), &sender("", "not-an-email")),
-            [("meta", "senderName", "validation_required"), ("meta", "senderAddress", "validation_is_email")]
+            ["meta.senderName: validation_required", "meta.senderAddress: validation_is_email"]
         );
-        assert_eq!(refused(dir.path(), &sender("x", "")), [("meta", "senderAddress", "validation_required")]);
+        assert_eq!(refused(dir.path(), &sender("x", "")), ["meta.senderAddress: validation_required"]);
         // A refusal in one section stores nothing of the others.
         let mut both = sender("Ops", "ops@example.com");
         both.backups.cron = Some("nope".into());
-        assert_eq!(refused(dir.path(), &both), [("backups", "cron", "validation_invalid_cron")]);
+        assert_eq!(refused(dir.path(), &both), ["backups.cron: validation_invalid_cron"]);
         assert_eq!(load(dir.path()).unwrap(), before);
         for host in ["smtp.example.com", "my_host.example.", "127.0.0.1", "::1", "localhost"] {
             assert!(is_host(host), "{host}");

@@ -561,3 +561,49 @@ fn patch_settings_file(dir: &Path, patch: Value) {
     merge(&mut settings, &patch);
     conn.execute("UPDATE _params SET value = ?1 WHERE id = 'settings'", [settings.to_string()]).unwrap();
 }
+
+/// `mfa.rule` picks the accounts that need the second factor (a rule this server cannot
+/// evaluate picks all of them), and `authRule` is checked before a one-time password login
+/// gets its token, as in PocketBase.
+#[tokio::test]
+async fn mfa_rule_selects_the_accounts_and_auth_rule_guards_otp_logins() {
+    const OTHER: (&str, &str) = ("other@example.com", "other-password");
+    const BLOCKED: (&str, &str) = ("blocked@example.com", "blocked-password");
+    let start_with_rule = |rule: &'static str, sink: &SmtpSink| {
+        let port = sink.port;
+        TestServer::start_with(Options {
+            lang: Some(Lang::En),
+            prepare: Some(Box::new(move |dir: &Path| {
+                let accounts = pb_backups::server::open_data_dir(dir).unwrap();
+                for who in [OTHER, BLOCKED] {
+                    accounts.upsert(pb_backups::accounts::Collection::Users, who.0, who.1).unwrap();
+                }
+                drop(accounts);
+                let mut options = otp_on(8);
+                merge(&mut options, &json!({"mfa": {"enabled": true, "duration": 600, "rule": rule},
+                                            "authRule": "email != 'blocked@example.com'"}));
+                configure(dir, port, &[("users", options)]);
+            })),
+            ..Default::default()
+        })
+    };
+    let sink = SmtpSink::start();
+    let s = start_with_rule("email != 'user@example.com'", &sink).await;
+    let (status, body) = password_step(&s, "users", USER).await;
+    assert_eq!(status, 200, "the rule leaves this account out: {body}");
+    let (status, body) = password_step(&s, "users", OTHER).await;
+    assert_eq!((status, body.as_object().map(|o| o.len())), (401, Some(1)), "{body}");
+    // authRule refuses before any token, the one-time password way too (the code is used up).
+    assert_eq!(password_step(&s, "users", BLOCKED).await.0, 403);
+    let (otp_id, code) = otp_for_len(&s, &sink, BLOCKED.0, 8).await;
+    let (status, body) = post(&s, "/api/collections/users/auth-with-otp", json!({"otpId": otp_id, "password": code})).await;
+    assert_eq!((status, body["message"].as_str()), (403, Some("The request doesn't satisfy the collection requirements to authenticate.")));
+    assert!(rows(&s, "SELECT id FROM _otps").is_empty());
+    s.stop().await;
+
+    // A rule out of this server's reach: every account is asked for the second factor.
+    let s = start_with_rule("@request.auth.id = ''", &sink).await;
+    let (status, body) = password_step(&s, "users", USER).await;
+    assert_eq!(status, 401, "{body}");
+    s.stop().await;
+}

@@ -40,7 +40,6 @@ const USER_AGENT_BYTES: usize = 300;
 
 const MAX_DURATION_SECS: u64 = 10 * 365 * 24 * 60 * 60;
 const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
-const MAX_RULE_BYTES: usize = 4096;
 /// Longest text read from a row of these tables (ids, hashes, addresses, timestamps).
 const MAX_CELL: i64 = 512;
 
@@ -71,7 +70,7 @@ pub fn parse_options(options: &Value) -> Result<(MfaOptions, OtpOptions, AuthAle
     let mfa = MfaOptions {
         enabled: enabled(mfa, "mfa")?,
         duration_secs: duration(mfa, "mfa")?,
-        rule: text(&mfa["rule"], MAX_RULE_BYTES).ok_or(("mfa", "rule is not a string of at most 4 KiB"))?,
+        rule: text(&mfa["rule"], super::rule::MAX_RULE_LEN).ok_or(("mfa", "rule is not a string of at most 16 KiB"))?,
     };
     if mfa.enabled && mfa.duration_secs == 0 {
         return Err(("mfa", "enabled without a duration"));
@@ -259,9 +258,9 @@ impl OtpAttempts {
 }
 
 impl Accounts {
-    /// The account of `c` with this email (any case), as request-otp looks it up.
+    /// The account of `c` with exactly this email, as request-otp looks it up in PocketBase.
     pub fn find_by_email(&self, c: &AuthCollection, email: &str) -> Result<Option<Record>, AccountsError> {
-        let sql = format!("SELECT {} FROM {} WHERE email = ?1 COLLATE NOCASE LIMIT 1", super::RECORD_COLUMNS, quoted(&c.name));
+        let sql = format!("SELECT {} FROM {} WHERE email = ?1 LIMIT 1", super::RECORD_COLUMNS, quoted(&c.name));
         Ok(self.lock().query_row(&sql, [email], |row| super::record_from_row(c, row)).optional()?)
     }
 
@@ -507,7 +506,7 @@ mod tests {
             json!({"otp": {"enabled": true, "duration": 180, "length": 0}}),
             json!({"otp": {"enabled": true, "duration": 180, "length": 72}}),
             json!({"otp": {"enabled": true, "duration": 180, "length": 8, "emailTemplate": {"subject": 1}}}),
-            json!({"mfa": {"rule": "x".repeat(5000)}}),
+            json!({"mfa": {"rule": "x".repeat(super::super::rule::MAX_RULE_LEN + 1)}}),
         ] {
             assert!(parse_options(&bad).is_err(), "{bad}");
         }

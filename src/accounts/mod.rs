@@ -12,6 +12,7 @@
 
 mod legacy;
 pub mod mfa;
+pub mod rule;
 pub mod schema;
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,7 @@ use serde_json::{json, Value};
 
 use crate::layout::{AUX_DB, DATA_DB};
 use crate::mail::Template;
+use rule::RuleColumn;
 
 const SECRET_LEN: usize = 50;
 const ID_LEN: usize = 15;
@@ -61,13 +63,22 @@ impl Collection {
 }
 
 /// An auth collection as PocketBase keeps it in `_collections`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub struct AuthCollection {
     pub id: String,
     pub name: String,
     pub(crate) auth_token: TokenSettings,
     pub(crate) file_token: TokenSettings,
     password_auth: bool,
+    /// `authRule`, checked before any token is issued: `None` (JSON null) lets nobody log in,
+    /// `""` everyone, anything else is a filter over the record's own fields.
+    pub auth_rule: Option<String>,
+    /// `passwordAuth.identityFields` as stored: what a login's `identityField` may name.
+    pub identity_fields: Vec<String>,
+    /// Those a login can search by: columns with a single-column unique index.
+    identity_columns: Vec<IdentityColumn>,
+    /// The fields a rule may name, from the collection's `fields` and the table's columns.
+    pub(crate) rule_columns: Vec<RuleColumn>,
     pub mfa: MfaOptions,
     pub otp: OtpOptions,
     pub auth_alert: AuthAlertOptions,
@@ -97,6 +108,30 @@ pub struct AuthAlertOptions {
     pub enabled: bool,
     pub email_template: Template,
 }
+
+/// An identity field as a login searches it: case-insensitively when its unique index says
+/// `COLLATE NOCASE`, as PocketBase does (its `email` index does not, so emails match exactly).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct IdentityColumn {
+    name: String,
+    nocase: bool,
+}
+
+/// What a rule says of one record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleOutcome {
+    Allowed,
+    Denied,
+    /// The rule cannot be evaluated here (or is invalid): treated as a refusal, and the
+    /// reason is for the log.
+    Unsupported(String),
+}
+
+/// Largest value a rule reads from a record (SQLite's length limit while it runs): with the
+/// rule's own bounds this bounds its time, whatever the (foreign) table holds.
+const MAX_RULE_VALUE: i32 = 1024 * 1024;
+/// Largest `options` or `fields` JSON of a collection read from `_collections`.
+const MAX_COLLECTION_JSON: i64 = 1024 * 1024;
 
 /// One token kind's signing secret (second half of the key) and lifetime.
 #[derive(Clone, PartialEq, Eq)]
@@ -331,17 +366,20 @@ impl Accounts {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// The account of `collection` (name or id) when `identity` (an email, any case) and
-    /// `password` match, else `None`. A legacy argon2 hash that matches is replaced by a
-    /// bcrypt one, so PocketBase can verify it too; the token key stays.
-    pub fn authenticate(&self, collection: &str, identity: &str, password: &str) -> Result<Option<Record>, AccountsError> {
+    /// The account of `collection` (name or id) when `identity` and `password` match, else
+    /// `None`. The identity is searched as PocketBase searches it: in `identity_field` when
+    /// given (it must be one of the collection's identity fields), else in `email` first when
+    /// it looks like one, then in each identity field in order. A legacy argon2 hash that
+    /// matches is replaced by a bcrypt one, so PocketBase can verify it too; the token key stays.
+    pub fn authenticate(
+        &self,
+        collection: &str,
+        identity: &str,
+        identity_field: Option<&str>,
+        password: &str,
+    ) -> Result<Option<Record>, AccountsError> {
         let found = match self.collection(collection).filter(|c| c.password_auth) {
-            Some(c) => {
-                let conn = self.lock();
-                let sql = format!("SELECT {RECORD_COLUMNS}, password FROM {} WHERE email = ?1 COLLATE NOCASE", quoted(&c.name));
-                conn.query_row(&sql, [identity], |row| Ok((record_from_row(c, row)?, row.get::<_, String>(7)?)))
-                    .optional()?
-            }
+            Some(c) => self.find_by_identity(c, identity, identity_field)?,
             None => None,
         };
         let Some((record, hash)) = found else {
@@ -357,6 +395,81 @@ impl Accounts {
             self.lock().execute(&sql, params![rehashed, record.id, hash])?;
         }
         Ok(Some(record))
+    }
+
+    /// The record and its password hash, by identity.
+    fn find_by_identity(
+        &self,
+        c: &AuthCollection,
+        identity: &str,
+        identity_field: Option<&str>,
+    ) -> Result<Option<(Record, String)>, AccountsError> {
+        let columns: Vec<&IdentityColumn> = match identity_field {
+            Some(field) => c.identity_columns.iter().filter(|col| col.name == field).collect(),
+            None => {
+                // PocketBase tries `email` first for an email-like identity and skips it for
+                // any other; an identity without `@` cannot be an email.
+                let email_like = identity.contains('@');
+                let email = c.identity_columns.iter().filter(|col| email_like && col.name == "email");
+                let others = c.identity_columns.iter().filter(|col| col.name != "email");
+                email.chain(others).collect()
+            }
+        };
+        let conn = self.lock();
+        for column in columns {
+            let collate = if column.nocase { " COLLATE NOCASE" } else { "" };
+            let sql = format!(
+                "SELECT {RECORD_COLUMNS}, password FROM {} WHERE {} = ?1{collate} LIMIT 1",
+                quoted(&c.name),
+                quoted(&column.name)
+            );
+            let found = conn.query_row(&sql, [identity], |row| Ok((record_from_row(c, row)?, row.get::<_, String>(7)?)));
+            if let Some(found) = found.optional()? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// What `rule` (PocketBase's filter syntax) says of the record `record_id` of `collection`:
+    /// an empty rule allows, as in PocketBase. A rule that cannot be evaluated here (see
+    /// [`rule`]) is `Unsupported`, which callers must treat as a refusal.
+    pub fn record_matches(
+        &self,
+        collection: &AuthCollection,
+        record_id: &str,
+        rule: &str,
+    ) -> Result<RuleOutcome, AccountsError> {
+        if rule.is_empty() {
+            return Ok(RuleOutcome::Allowed);
+        }
+        let condition = match rule::parse(rule).and_then(|f| rule::to_sql(&f, &collection.rule_columns, 2)) {
+            Ok(condition) => condition,
+            Err(e) => return Ok(RuleOutcome::Unsupported(e.to_string())),
+        };
+        let sql = format!("SELECT 1 FROM {} AS r WHERE r.id = ?1 AND {} LIMIT 1", quoted(&collection.name), condition.sql);
+        let mut params: Vec<&dyn rusqlite::ToSql> = vec![&record_id];
+        params.extend(condition.params.iter().map(|p| p as &dyn rusqlite::ToSql));
+        let conn = self.lock();
+        // A value past the limit fails the query ("too big") instead of being compared.
+        let limit = rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH;
+        let previous = conn.set_limit(limit, MAX_RULE_VALUE)?;
+        let found = conn.query_row(&sql, params.as_slice(), |_| Ok(())).optional();
+        conn.set_limit(limit, previous)?;
+        Ok(match found {
+            Ok(Some(())) => RuleOutcome::Allowed,
+            Ok(None) => RuleOutcome::Denied,
+            // PocketBase refuses too when its query fails.
+            Err(e) => RuleOutcome::Unsupported(format!("evaluation failed: {e}")),
+        })
+    }
+
+    /// The collection's `authRule` applied to the record: null refuses everyone.
+    pub fn auth_rule_allows(&self, collection: &AuthCollection, record_id: &str) -> Result<RuleOutcome, AccountsError> {
+        match &collection.auth_rule {
+            None => Ok(RuleOutcome::Denied),
+            Some(rule) => self.record_matches(collection, record_id, rule),
+        }
     }
 
     /// The account with this record id in the collection with this id.
@@ -414,15 +527,28 @@ pub fn check_usable(path: &Path) -> Result<(), AccountsError> {
 /// Every auth collection whose options and table are usable; `_superusers` must be.
 /// Others that are not are left out with a warning (their accounts cannot log in here).
 fn load_auth_collections(conn: &Connection) -> Result<Vec<AuthCollection>, AccountsError> {
-    let mut stmt = conn.prepare("SELECT id, name, options FROM _collections WHERE type = 'auth'")?;
-    let rows: Vec<(String, String, String)> =
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+    // Oversized JSON comes back as NULL: refused below without being read (octet_length
+    // reads only the size).
+    let mut stmt = conn.prepare(
+        "SELECT id, name, CASE WHEN octet_length(options) <= ?1 THEN options END,
+                CASE WHEN octet_length(fields) <= ?1 THEN fields END
+         FROM _collections WHERE type = 'auth'",
+    )?;
+    let rows: Vec<(String, String, Option<String>, Option<String>)> = stmt
+        .query_map([MAX_COLLECTION_JSON], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
     let mut collections = Vec::new();
-    for (id, name, options) in rows {
-        let parsed = parse_collection(id, name.clone(), &options).and_then(|c| {
-            check_records_table(conn, &c.name)?;
-            Ok(c)
-        });
+    for (id, name, options, fields) in rows {
+        let too_large =
+            || LayoutError::BadOptions { collection: name.clone(), reason: "options or fields too large".into() };
+        let parsed = match (options, fields) {
+            (Some(options), Some(fields)) => parse_collection(id, name.clone(), &options).and_then(|mut c| {
+                check_records_table(conn, &c.name)?;
+                read_fields(conn, &mut c, &fields)?;
+                Ok(c)
+            }),
+            _ => Err(too_large().into()),
+        };
         match parsed {
             Ok(c) => collections.push(c),
             Err(e) if name == schema::SUPERUSERS => return Err(e),
@@ -450,9 +576,87 @@ fn parse_collection(id: String, name: String, options: &str) -> Result<AuthColle
     let file_token = token("fileToken")?;
     // PocketBase's default when the section is absent is enabled.
     let password_auth = options["passwordAuth"]["enabled"].as_bool().unwrap_or(true);
+    // Absent, null or not text: nobody may log in (fail closed).
+    let auth_rule = options["authRule"].as_str().map(str::to_string);
+    if auth_rule.is_none() && !options["authRule"].is_null() {
+        tracing::warn!(collection = %name, "authRule is not text: nobody can log in to this collection");
+    }
+    let identity_fields: Vec<String> = match &options["passwordAuth"]["identityFields"] {
+        Value::Array(names) => {
+            names.iter().filter_map(Value::as_str).take(MAX_IDENTITY_FIELDS).map(str::to_string).collect()
+        }
+        _ => vec!["email".to_string()],
+    };
     let (mfa, otp, auth_alert) = mfa::parse_options(&options)
         .map_err(|(section, reason)| LayoutError::BadAccessOptions { collection: name.clone(), section, reason })?;
-    Ok(AuthCollection { id, name, auth_token, file_token, password_auth, mfa, otp, auth_alert })
+    Ok(AuthCollection {
+        id,
+        name,
+        auth_token,
+        file_token,
+        password_auth,
+        auth_rule,
+        identity_fields,
+        identity_columns: Vec::new(),
+        rule_columns: Vec::new(),
+        mfa,
+        otp,
+        auth_alert,
+    })
+}
+
+/// Most identity fields read from a collection's options.
+const MAX_IDENTITY_FIELDS: usize = 16;
+
+/// Field types whose values a rule compares as plain column values, as PocketBase does.
+const PLAIN_FIELD_TYPES: &[&str] =
+    &["text", "email", "url", "editor", "number", "bool", "date", "autodate", "select", "relation", "file", "password"];
+
+/// Fills in what needs the table itself: which fields are real columns (for rules) and which
+/// identity fields have a single-column unique index (for logins), with its collation.
+fn read_fields(conn: &Connection, c: &mut AuthCollection, fields_json: &str) -> Result<(), AccountsError> {
+    let bad = |reason: String| LayoutError::BadOptions { collection: c.name.clone(), reason };
+    let fields: Value = serde_json::from_str(fields_json).map_err(|e| bad(format!("fields: {e}")))?;
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+    let table_columns: Vec<String> = stmt.query_map([&c.name], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    c.rule_columns = fields
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| {
+            let name = table_columns.iter().find(|col| Some(col.as_str()) == f["name"].as_str())?;
+            let opaque = !f["type"].as_str().is_some_and(|t| PLAIN_FIELD_TYPES.contains(&t));
+            Some(RuleColumn { name: name.clone(), opaque })
+        })
+        .collect();
+    let unique = unique_single_column_indexes(conn, &c.name)?;
+    c.identity_columns = c
+        .identity_fields
+        .iter()
+        .filter_map(|field| {
+            let found = unique.iter().find(|(column, _)| column.eq_ignore_ascii_case(field));
+            if found.is_none() {
+                tracing::warn!(collection = %c.name, %field, "identity field without a unique index: not searched");
+            }
+            let (column, nocase) = found?;
+            Some(IdentityColumn { name: column.clone(), nocase: *nocase })
+        })
+        .collect();
+    Ok(())
+}
+
+/// The table's unique indexes on one column: (column, whether it compares ignoring case).
+fn unique_single_column_indexes(conn: &Connection, table: &str) -> Result<Vec<(String, bool)>, AccountsError> {
+    let mut stmt = conn.prepare(
+        "SELECT x.name, x.coll FROM pragma_index_list(?1) AS l JOIN pragma_index_xinfo(l.name) AS x
+         WHERE l.\"unique\" = 1 AND x.key = 1 AND x.name IS NOT NULL
+           AND (SELECT count(*) FROM pragma_index_info(l.name)) = 1",
+    )?;
+    let rows = stmt.query_map([table], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?;
+    rows.map(|r| r.map(|(name, coll)| (name, coll.is_some_and(|c| c.eq_ignore_ascii_case("NOCASE")))))
+        .collect::<Result<_, _>>()
+        .map_err(Into::into)
 }
 
 fn check_records_table(conn: &Connection, table: &str) -> Result<(), AccountsError> {

@@ -3,6 +3,7 @@
 //! collection may add (a first step answers 401 `{mfaId}`, a second method finishes), short-
 //! lived file tokens for downloads, and the health check.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use poem::web::Data;
@@ -15,7 +16,8 @@ use super::body::DeferredBody;
 use super::ratelimit::RateLimiter;
 use super::error::{response_errors, ApiError, ErrorBody};
 use crate::i18n::Message;
-use crate::logins::{Client, Login, LoginError};
+use crate::logins::{Client, Login, LoginError, PasswordLogin};
+use crate::settings::AccessSettings;
 use crate::service::Service;
 
 #[derive(Tags)]
@@ -28,12 +30,18 @@ enum ApiTags {
 
 /// Credentials for password login.
 #[derive(Object, Debug)]
+#[oai(rename_all = "camelCase")]
 pub struct AuthWithPasswordBody {
-    /// The account's email.
+    /// The account's email, or the value of another of the collection's identity fields
+    /// (`passwordAuth.identityFields`, e.g. a `username`).
     #[oai(validator(max_length = 320))]
     pub identity: String,
     #[oai(validator(max_length = 256))]
     pub password: String,
+    /// Search `identity` in this identity field only; by default `email` first (for an
+    /// identity that looks like one), then each identity field in order.
+    #[oai(validator(max_length = 255))]
+    pub identity_field: Option<String>,
     /// The `mfaId` of an MFA login begun with another method (may also be sent as a query
     /// parameter).
     #[oai(rename = "mfaId", validator(max_length = 255))]
@@ -103,6 +111,11 @@ pub enum AuthResponse {
     /// `mfaId`.
     #[oai(status = 401)]
     MfaRequired(Json<MfaRequired>),
+    /// Right password, but the record fails the collection's `authRule` (or the rule cannot
+    /// be evaluated here), or a superuser logs in from an address outside the settings'
+    /// `superuserIPs`: PocketBase's refusals, word for word.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     /// No such auth collection.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
@@ -111,7 +124,7 @@ pub enum AuthResponse {
     TooManyRequests(Json<ErrorBody>),
 }
 response_errors!(AuthResponse, parse_error: || ApiError::new(400, Message::AuthFailed), {
-    400 => BadRequest, 404 => NotFound, 429 => TooManyRequests,
+    400 => BadRequest, 403 => Forbidden, 404 => NotFound, 429 => TooManyRequests,
 });
 
 #[derive(ApiResponse)]
@@ -150,7 +163,9 @@ pub enum AuthWithOtpResponse {
     /// Right code, but the collection requires MFA: finish with another method and the `mfaId`.
     #[oai(status = 401)]
     MfaRequired(Json<MfaRequired>),
-    /// The collection does not allow one-time passwords (`otp.enabled` is off).
+    /// The collection does not allow one-time passwords (`otp.enabled` is off); or right
+    /// code, but the record fails the collection's `authRule`, or a superuser logs in from an
+    /// address outside the settings' `superuserIPs`.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
     /// No such auth collection.
@@ -176,6 +191,13 @@ fn login_error(e: LoginError) -> ApiError {
         LoginError::MfaInvalid => ApiError::new(400, Message::MfaInvalid),
         LoginError::MfaOtherRecord => ApiError::new(400, Message::MfaOtherRecord),
         LoginError::MfaSameMethod => ApiError::new(400, Message::MfaSameMethod),
+        LoginError::UnknownIdentityField => ApiError::new(400, Message::ValidationFailed).field(
+            "identityField",
+            "validation_in_invalid",
+            Message::InvalidValue,
+        ),
+        LoginError::AuthRuleRefused => ApiError::new(403, Message::AuthRuleRefused),
+        LoginError::AddressNotAllowed => ApiError::new(403, Message::AddressNotAllowed),
         e @ (LoginError::Accounts(_) | LoginError::Auth(_) | LoginError::Join(_)) => {
             tracing::error!(error = %e, "login failed");
             ApiError::new(400, Message::AuthFailed)
@@ -183,25 +205,24 @@ fn login_error(e: LoginError) -> ApiError {
     }
 }
 
-/// The client's address (through trusted proxies) and user agent, for login origins.
-fn client(req: &poem::Request, limiter: &RateLimiter) -> Client {
-    let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
-    let ip = peer.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |p| limiter.client_of(p, req.headers()));
+/// The client as the login steps judge it: its address (resolved through trusted proxies,
+/// see [`super::client`]), whether `superuserIPs` lets it in, and its user agent (bounded: it
+/// goes into a hash and a mail, nowhere else).
+fn client(req: &poem::Request, ip: Option<IpAddr>, access: &AccessSettings) -> Client {
     let agent = req.headers().get(poem::http::header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    // Bounded: it goes into a mail and a hash, nowhere else.
     let mut user_agent = agent.unwrap_or_default();
     if user_agent.len() > 1024 {
         let cut = (0..=1024).rev().find(|i| user_agent.is_char_boundary(*i)).unwrap_or(0);
         user_agent.truncate(cut);
     }
-    Client { ip, user_agent }
+    Client { ip, user_agent, superuser_allowed: access.allows_superuser(ip) }
 }
 
-/// Takes one login attempt for the request's client; the 429 when it has none left.
-fn throttle(req: &poem::Request, limiter: &RateLimiter) -> Result<(), ApiError> {
-    if let Some(peer) = req.remote_addr().as_socket_addr().map(|a| a.ip()) {
-        if let Err(client) = limiter.try_acquire_for(peer, req.headers(), std::time::Instant::now()) {
-            tracing::warn!(%client, %peer, path = %req.uri().path(), "login throttled");
+/// Takes one login attempt for the client; the 429 when it has none left.
+fn throttle(client: Option<IpAddr>, limiter: &RateLimiter) -> Result<(), ApiError> {
+    if let Some(client) = client {
+        if !limiter.try_acquire(client, std::time::Instant::now()) {
+            tracing::warn!(%client, "login throttled");
             return Err(ApiError::new(429, Message::TooManyRequests));
         }
     }
@@ -241,9 +262,12 @@ pub enum FileTokenResponse {
     /// No valid auth token.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
+    /// A superuser's token from an address outside the settings' `superuserIPs`.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
 }
 response_errors!(FileTokenResponse, parse_error: || ApiError::new(400, Message::BadRequest), {
-    400 => BadRequest, 401 => Unauthorized,
+    400 => BadRequest, 401 => Unauthorized, 403 => Forbidden,
 });
 
 /// The health check's answer.
@@ -260,8 +284,10 @@ pub struct AccountsApi;
 impl AccountsApi {
     /// Auth with password
     ///
-    /// Logs a superuser (`_superusers`) or a regular user (`users`) in with email and
-    /// password, answering an auth token.
+    /// Logs a superuser (`_superusers`) or a regular user (`users`) in with an identity
+    /// (email, or another identity field of the collection) and password, answering an auth
+    /// token. As in PocketBase, the record must then satisfy the collection's `authRule`, and a
+    /// superuser must call from an address the settings' `superuserIPs` allow.
     #[oai(
         path = "/collections/:collection/auth-with-password",
         method = "post",
@@ -283,12 +309,13 @@ impl AccountsApi {
         if !service.has_auth_collection(&collection.0) {
             return ApiError::not_found().into();
         }
-        if let Err(e) = throttle(req, &limiter) {
+        let (ip, access) = super::client::client_of(req).await;
+        if let Err(e) = throttle(ip, &limiter) {
             return e.into();
         }
         let body = match body.read_json().await {
             Ok(Some(body)) => body,
-            Ok(None) => AuthWithPasswordBody { identity: String::new(), password: String::new(), mfa_id: None },
+            Ok(None) => AuthWithPasswordBody { identity: String::new(), password: String::new(), identity_field: None, mfa_id: None },
             Err(()) => return ApiError::new(400, Message::InvalidJson).into(),
         };
         if body.identity.trim().is_empty() || body.password.is_empty() {
@@ -301,9 +328,14 @@ impl AccountsApi {
             }
             return e.into();
         }
-        let mfa_id = mfa_id(mfa_id_query.0, body.mfa_id);
-        let client = client(req, &limiter);
-        match service.login_with_password(collection.0, body.identity, body.password, mfa_id, client).await {
+        let login = PasswordLogin {
+            collection: collection.0,
+            identity: body.identity,
+            identity_field: body.identity_field.filter(|f| !f.is_empty()),
+            password: body.password,
+            mfa_id: mfa_id(mfa_id_query.0, body.mfa_id),
+        };
+        match service.login_with_password(login, client(req, ip, &access)).await {
             Ok(Login::Authenticated { token, record }) => AuthResponse::Ok(Json(AuthResult { token, record: record.to_json() })),
             Ok(Login::MfaRequired { mfa_id }) => AuthResponse::MfaRequired(Json(MfaRequired { mfa_id })),
             Err(e) => login_error(e).into(),
@@ -335,7 +367,8 @@ impl AccountsApi {
         if !c.otp.enabled {
             return ApiError::new(403, Message::OtpDisabled).into();
         }
-        if let Err(e) = throttle(req, &limiter) {
+        let (ip, _) = super::client::client_of(req).await;
+        if let Err(e) = throttle(ip, &limiter) {
             return e.into();
         }
         let email = match body.read_json_value().await.map(|b| b.unwrap_or_default()) {
@@ -389,7 +422,8 @@ impl AccountsApi {
         if !c.otp.enabled {
             return ApiError::new(403, Message::OtpDisabled).into();
         }
-        if let Err(e) = throttle(req, &limiter) {
+        let (ip, access) = super::client::client_of(req).await;
+        if let Err(e) = throttle(ip, &limiter) {
             return e.into();
         }
         let body = match body.read_json_value().await {
@@ -416,8 +450,7 @@ impl AccountsApi {
             return e.into();
         }
         let mfa_id = mfa_id(mfa_id_query.0, Some(body_mfa_id));
-        let client = client(req, &limiter);
-        match service.login_with_otp(&c.id, otp_id, password, mfa_id, client).await {
+        match service.login_with_otp(&c.id, otp_id, password, mfa_id, client(req, ip, &access)).await {
             Ok(Login::Authenticated { token, record }) => {
                 AuthWithOtpResponse::Ok(Json(AuthResult { token, record: record.to_json() }))
             }

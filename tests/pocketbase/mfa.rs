@@ -25,6 +25,9 @@
 //!   account's first login is recorded without a mail; a login from a new origin is mailed
 //!   about ("Login from a new location") and then recorded; at most 5 are kept. An alert that
 //!   cannot be sent leaves the login alone and the origin unrecorded.
+//! - `mfa.rule` picks the accounts MFA applies to; `authRule` is checked before any token, a
+//!   one-time password login's too (403 `The request doesn't satisfy the collection
+//!   requirements to authenticate.`, the code used up all the same).
 //! - A failed scheduled backup mails every superuser, one mail each.
 
 use std::path::{Path, PathBuf};
@@ -38,6 +41,10 @@ use super::{pocketbase_bin, PocketBase, PB_SUPERUSER, PB_USER};
 
 const SECOND: (&str, &str) = ("pb-second@example.com", "pb-second-password");
 const MEMBER: (&str, &str) = ("member@example.com", "member-password");
+/// Accounts of `staff`, whose `mfa.rule` leaves EXEMPT out and whose `authRule` refuses BLOCKED.
+const EXEMPT: (&str, &str) = ("exempt@example.com", "exempt-password");
+const STAFF: (&str, &str) = ("staff@example.com", "staff-password");
+const BLOCKED: (&str, &str) = ("blocked@example.com", "blocked-password");
 
 /// One server under test: its base URL.
 struct Target<'a> {
@@ -212,6 +219,17 @@ async fn scenario(t: &Target<'_>) -> Vec<(&'static str, u16, Value)> {
     step("member OTP login", call(base, &format!("{members}/auth-with-otp"), json!({"otpId": otp_id, "password": member_code}), ua).await);
     step("member's old password", call(base, &format!("{members}/auth-with-password"), password(MEMBER, None), ua).await);
 
+    // staff: mfa.rule leaves one account out; authRule is checked before any token, the
+    // one-time password way too.
+    let staff = "/api/collections/staff";
+    step("mfa.rule leaves out", call(base, &format!("{staff}/auth-with-password"), password(EXEMPT, None), ua).await);
+    step("mfa.rule applies", call(base, &format!("{staff}/auth-with-password"), password(STAFF, None), ua).await);
+    step("authRule, password", call(base, &format!("{staff}/auth-with-password"), password(BLOCKED, None), ua).await);
+    step("authRule, request-otp", call(base, &format!("{staff}/request-otp"), json!({"email": BLOCKED.0}), ua).await);
+    let otp_id = rows(t.dir, "SELECT id FROM _otps WHERE collectionRef = (SELECT id FROM _collections WHERE name = 'staff')")[0][0].clone();
+    let blocked_code = code(sink, BLOCKED.0, 1).await;
+    step("authRule, OTP", call(base, &format!("{staff}/auth-with-otp"), json!({"otpId": otp_id, "password": blocked_code}), ua).await);
+
     // Login alerts, on users (no MFA): the first login and a known origin are not mailed
     // about, a new one is.
     let users = "/api/collections/users/auth-with-password";
@@ -307,6 +325,22 @@ async fn configured_data_dir(bin: &Path, root: &Path, sink: &SmtpSink, cron: &st
         .unwrap();
     assert_eq!(r.status(), 200, "create members: {}", r.text().await.unwrap());
     create(&pb.base, &su, "members", MEMBER).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/collections", pb.base))
+        .header("Authorization", &su)
+        .json(&json!({"name": "staff", "type": "auth", "authRule": "email != 'blocked@example.com'",
+            "mfa": {"enabled": true, "rule": "email != 'exempt@example.com'"}, "otp": {"enabled": true},
+            "fields": [
+                {"name": "created", "type": "autodate", "onCreate": true},
+                {"name": "updated", "type": "autodate", "onCreate": true, "onUpdate": true}
+            ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "create staff: {}", r.text().await.unwrap());
+    for who in [EXEMPT, STAFF, BLOCKED] {
+        create(&pb.base, &su, "staff", who).await;
+    }
     patch(&pb.base, &su, "/api/collections/_superusers", json!({"otp": {"enabled": true}, "mfa": {"enabled": true}})).await;
     // The admin's own login above is its first: recorded, so later logins from elsewhere alert.
     pb.stop();
@@ -341,6 +375,8 @@ async fn mfa_otp_and_login_alerts_answer_as_pocketbase_does() {
     assert_eq!(status("right code, unknown mfaId"), 400);
     assert_eq!(status("request-otp, OTP off"), 403);
     assert_eq!(status("member's old password"), 400);
+    assert_eq!((status("mfa.rule leaves out"), status("mfa.rule applies")), (200, 401));
+    assert_eq!((status("authRule, password"), status("authRule, OTP")), (403, 403));
 }
 
 /// A login begun on one server is finished on the other, and the token works on both: the
