@@ -372,4 +372,23 @@ mod tests {
         let args = std::fs::read_to_string(format!("{}.args", out.display())).unwrap();
         assert!(args.contains("b@acme.test") && args.contains("a@acme.test"), "{args}");
     }
+
+    proptest::proptest! {
+        /// Templates come from a data dir: any text turns into plain text without a panic,
+        /// and (entities aside, which may spell `<` and `>`) no tag survives.
+        #[test]
+        fn any_template_body_has_a_plain_text(html in "(<[a-z/ =\"]{0,8}>|&[a-z#0-9]{0,5};|[^<>&]{0,8}|[<>&]){0,40}") {
+            let text = plain_text(&html);
+            if !html.contains('&') {
+                let tag_left = text.find('<').is_some_and(|open| text[open..].contains('>'));
+                proptest::prop_assert!(!tag_left, "{html:?} gave {text:?}");
+            }
+        }
+
+        #[test]
+        fn placeholders_never_panic(subject in ".{0,40}", body in ".{0,80}", value in ".{0,20}") {
+            let t = Template { subject, body };
+            let _ = t.resolve(&[("{OTP}".into(), value.clone()), ("{RECORD:name}".into(), escape_html(&value))]);
+        }
+    }
 }

@@ -613,4 +613,35 @@ mod tests {
         assert_eq!(accounts.origin(&c, &record, "f1").unwrap(), Origin::New, "the oldest goes beyond five");
         assert!(matches!(accounts.origin(&c, &record, "f6").unwrap(), Origin::Known { .. }));
     }
+
+    proptest::proptest! {
+        /// A collection's options come from a data dir: any JSON is read or refused, never a
+        /// panic, and what is read is within the bounds.
+        #[test]
+        fn any_options_are_read_within_bounds_or_refused(
+            enabled in proptest::option::of(proptest::bool::ANY),
+            duration in proptest::prelude::any::<i64>(),
+            length in proptest::prelude::any::<i64>(),
+            rule in ".{0,20}",
+        ) {
+            let options = json!({
+                "mfa": {"enabled": enabled, "duration": duration, "rule": rule},
+                "otp": {"enabled": enabled, "duration": duration, "length": length},
+                "authAlert": {"enabled": enabled},
+            });
+            if let Ok((mfa, otp, _)) = parse_options(&options) {
+                proptest::prop_assert!(mfa.duration_secs <= MAX_DURATION_SECS);
+                proptest::prop_assert!(!otp.enabled || (1..=MAX_OTP_LENGTH).contains(&otp.length));
+                proptest::prop_assert!(!mfa.enabled || mfa.duration_secs > 0);
+            }
+        }
+
+        #[test]
+        fn any_timestamp_text_is_read_or_expired(text in ".{0,40}", duration in 0u64..1_000_000) {
+            let _ = parse_timestamp(&text);
+            if parse_timestamp(&text).is_none() {
+                proptest::prop_assert!(expired(&text, duration, 0));
+            }
+        }
+    }
 }
