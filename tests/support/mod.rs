@@ -41,6 +41,8 @@ pub struct Options {
     pub s3: Option<pb_backups::storage::s3::S3Config>,
     /// Where the scheduler takes its minutes from (a `ManualClock`'s source in tests).
     pub schedule_clock: Option<pb_backups::schedule::Clock>,
+    /// Run on the seeded data dir before the server opens it (e.g. to set a collection's rule).
+    pub prepare: Option<fn(&Path)>,
 }
 
 /// The server running inside the test process (restarts in-process after a restore).
@@ -64,6 +66,9 @@ impl TestServer {
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
         let dir = tempfile::tempdir().unwrap();
         seed_accounts(dir.path());
+        if let Some(prepare) = options.prepare {
+            prepare(dir.path());
+        }
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let mut config = ServeConfig::new(dir.path());
