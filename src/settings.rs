@@ -381,7 +381,8 @@ fn row(conn: &Connection) -> Result<Value, SettingsError> {
 
 /// The strings of a JSON array, at most `max` of them (other values skipped).
 fn strings(value: &Value, max: usize) -> Vec<String> {
-    value.as_array().map(Vec::as_slice).unwrap_or_default().iter().filter_map(Value::as_str).take(max).map(str::to_string).collect()
+    let items = value.as_array().map(Vec::as_slice).unwrap_or_default();
+    items.iter().filter_map(Value::as_str).take(max).map(str::to_string).collect()
 }
 
 fn from_row(value: &Value) -> Settings {

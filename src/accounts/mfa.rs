@@ -260,7 +260,7 @@ impl OtpAttempts {
 impl Accounts {
     /// The account of `c` with exactly this email, as request-otp looks it up in PocketBase.
     pub fn find_by_email(&self, c: &AuthCollection, email: &str) -> Result<Option<Record>, AccountsError> {
-        let sql = format!("SELECT {} FROM {} WHERE email = ?1 LIMIT 1", super::RECORD_COLUMNS, quoted(&c.name));
+        let sql = format!("SELECT {} FROM {} WHERE email = ?1 LIMIT 1", c.record_columns, quoted(&c.name));
         Ok(self.lock().query_row(&sql, [email], |row| super::record_from_row(c, row)).optional()?)
     }
 
@@ -345,7 +345,17 @@ impl Accounts {
         }
         let (table, now) = (quoted(&c.name), format_timestamp(now_ms));
         if upgrade {
-            tx.execute(&format!("UPDATE {table} SET verified = TRUE, updated = ?2 WHERE id = ?1"), params![record.id, now])?;
+            // A collection may have no `updated` field (PocketBase makes new ones without it).
+            let has_updated: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = 'updated')",
+                [&c.name],
+                |r| r.get(0),
+            )?;
+            if has_updated {
+                tx.execute(&format!("UPDATE {table} SET verified = TRUE, updated = ?2 WHERE id = ?1"), params![record.id, now])?;
+            } else {
+                tx.execute(&format!("UPDATE {table} SET verified = TRUE WHERE id = ?1"), [&record.id])?;
+            }
         }
         if let Some(hash) = new_password {
             tx.execute(

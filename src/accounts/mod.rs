@@ -79,6 +79,8 @@ pub struct AuthCollection {
     identity_columns: Vec<IdentityColumn>,
     /// The fields a rule may name, from the collection's `fields` and the table's columns.
     pub(crate) rule_columns: Vec<RuleColumn>,
+    /// What the queries select for a [`Record`] (see [`record_columns`]).
+    record_columns: String,
     pub mfa: MfaOptions,
     pub otp: OtpOptions,
     pub auth_alert: AuthAlertOptions,
@@ -419,7 +421,8 @@ impl Accounts {
         for column in columns {
             let collate = if column.nocase { " COLLATE NOCASE" } else { "" };
             let sql = format!(
-                "SELECT {RECORD_COLUMNS}, password FROM {} WHERE {} = ?1{collate} LIMIT 1",
+                "SELECT {}, password FROM {} WHERE {} = ?1{collate} LIMIT 1",
+                c.record_columns,
                 quoted(&c.name),
                 quoted(&column.name)
             );
@@ -543,7 +546,6 @@ fn load_auth_collections(conn: &Connection) -> Result<Vec<AuthCollection>, Accou
             || LayoutError::BadOptions { collection: name.clone(), reason: "options or fields too large".into() };
         let parsed = match (options, fields) {
             (Some(options), Some(fields)) => parse_collection(id, name.clone(), &options).and_then(|mut c| {
-                check_records_table(conn, &c.name)?;
                 read_fields(conn, &mut c, &fields)?;
                 Ok(c)
             }),
@@ -599,6 +601,7 @@ fn parse_collection(id: String, name: String, options: &str) -> Result<AuthColle
         identity_fields,
         identity_columns: Vec::new(),
         rule_columns: Vec::new(),
+        record_columns: String::new(),
         mfa,
         otp,
         auth_alert,
@@ -612,13 +615,17 @@ const MAX_IDENTITY_FIELDS: usize = 16;
 const PLAIN_FIELD_TYPES: &[&str] =
     &["text", "email", "url", "editor", "number", "bool", "date", "autodate", "select", "relation", "file", "password"];
 
-/// Fills in what needs the table itself: which fields are real columns (for rules) and which
-/// identity fields have a single-column unique index (for logins), with its collation.
+/// Fills in what needs the table itself: the columns a record is read from, which fields are
+/// real columns (for rules) and which identity fields have a single-column unique index (for
+/// logins), with its collation.
 fn read_fields(conn: &Connection, c: &mut AuthCollection, fields_json: &str) -> Result<(), AccountsError> {
     let bad = |reason: String| LayoutError::BadOptions { collection: c.name.clone(), reason };
     let fields: Value = serde_json::from_str(fields_json).map_err(|e| bad(format!("fields: {e}")))?;
     let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
     let table_columns: Vec<String> = stmt.query_map([&c.name], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    c.record_columns = record_columns(&table_columns);
+    let check = format!("SELECT {}, password FROM {} LIMIT 0", c.record_columns, quoted(&c.name));
+    conn.prepare(&check).map_err(|_| LayoutError::BadRecordsTable(c.name.clone()))?;
     c.rule_columns = fields
         .as_array()
         .map(Vec::as_slice)
@@ -659,14 +666,21 @@ fn unique_single_column_indexes(conn: &Connection, table: &str) -> Result<Vec<(S
         .map_err(Into::into)
 }
 
-fn check_records_table(conn: &Connection, table: &str) -> Result<(), AccountsError> {
-    let sql = format!("SELECT {RECORD_COLUMNS}, password FROM {} LIMIT 0", quoted(table));
-    conn.prepare(&sql).map(drop).map_err(|_| LayoutError::BadRecordsTable(table.to_string()).into())
+/// The columns of a [`Record`], in [`record_from_row`]'s order. `created` and `updated` are
+/// ordinary fields of an auth collection in PocketBase (one made through its API may have
+/// neither): read as `''` when the table has no such column.
+fn record_columns(table_columns: &[String]) -> String {
+    ["id", "email", "emailVisibility", "verified", "created", "updated", "tokenKey"]
+        .iter()
+        .map(|name| match *name {
+            "created" | "updated" if !table_columns.iter().any(|c| c == name) => format!("'' AS {name}"),
+            _ => quoted(name),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-const RECORD_COLUMNS: &str = "id, email, emailVisibility, verified, created, updated, tokenKey";
-
-/// Expects [`RECORD_COLUMNS`] first.
+/// Expects [`record_columns`] first.
 fn record_from_row(c: &AuthCollection, row: &Row<'_>) -> rusqlite::Result<Record> {
     Ok(Record {
         id: row.get(0)?,
@@ -682,7 +696,7 @@ fn record_from_row(c: &AuthCollection, row: &Row<'_>) -> rusqlite::Result<Record
 }
 
 fn find_in(conn: &Connection, c: &AuthCollection, id: &str) -> Result<Option<Record>, AccountsError> {
-    let sql = format!("SELECT {RECORD_COLUMNS} FROM {} WHERE id = ?1", quoted(&c.name));
+    let sql = format!("SELECT {} FROM {} WHERE id = ?1", c.record_columns, quoted(&c.name));
     Ok(conn.query_row(&sql, [id], |row| record_from_row(c, row)).optional()?)
 }
 

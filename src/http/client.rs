@@ -147,7 +147,9 @@ mod tests {
     #[test]
     fn rightmost_by_default_leftmost_on_request_as_pocketbase_reads_them() {
         let trusted = nets(&["10.0.0.0/8"]);
-        let at = |pairs: &[(&str, &str)], leftmost| client_ip(ip("10.0.0.1"), &headers(pairs), &trusted, &proxy(&["X-Real-IP"], leftmost));
+        let at = |pairs: &[(&str, &str)], leftmost| {
+            client_ip(ip("10.0.0.1"), &headers(pairs), &trusted, &proxy(&["X-Real-IP"], leftmost))
+        };
         assert_eq!(at(&[("x-real-ip", "198.51.100.1, 203.0.113.9")], false), ip("203.0.113.9"));
         assert_eq!(at(&[("x-real-ip", "198.51.100.1, 203.0.113.9")], true), ip("198.51.100.1"));
         // The last instance of the header is the proxy's.

@@ -314,12 +314,8 @@ async fn configured_data_dir(bin: &Path, root: &Path, sink: &SmtpSink, cron: &st
     let r = reqwest::Client::new()
         .post(format!("{}/api/collections", pb.base))
         .header("Authorization", &su)
-        // With the `created`/`updated` fields PocketBase's own auth collections have (a new
-        // one has none, and this server reads auth records with them).
-        .json(&json!({"name": "members", "type": "auth", "otp": {"enabled": true}, "fields": [
-            {"name": "created", "type": "autodate", "onCreate": true},
-            {"name": "updated", "type": "autodate", "onCreate": true, "onUpdate": true}
-        ]}))
+        // As PocketBase makes a new auth collection: without `created`/`updated` fields.
+        .json(&json!({"name": "members", "type": "auth", "otp": {"enabled": true}}))
         .send()
         .await
         .unwrap();
