@@ -144,8 +144,9 @@ pub struct LoginArgs {
     /// Milliseconds in which a client earns one more login attempt, up to the burst.
     #[arg(long, env = "PB_LOGIN_INTERVAL_MS", default_value_t = RateLimit::default().per_attempt.as_millis() as u64, value_name = "MS")]
     pub login_interval_ms: u64,
-    /// Reverse proxies (addresses or CIDR ranges) whose `Forwarded` / `X-Forwarded-For`
-    /// headers name the client. From any other peer the headers are ignored.
+    /// Reverse proxies (addresses or CIDR ranges) that may name the client in the headers the
+    /// settings' `trustedProxy.headers` list (e.g. `X-Forwarded-For`). From any other peer
+    /// those headers are ignored.
     #[arg(long = "trusted-proxy", env = "PB_TRUSTED_PROXIES", value_delimiter = ',', num_args = 1.., value_parser = parse_net, value_name = "CIDR")]
     pub trusted_proxies: Vec<IpNet>,
 }

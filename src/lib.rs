@@ -7,17 +7,21 @@
 //! - [`i18n`]: every client-facing text, in Chinese (the spec's) and English.
 //! - [`storage`]: where finished backups live, behind one trait (local folder by default).
 //! - [`archive`]: zip creation from the data dir and safe validation/extraction.
-//! - [`accounts`] and [`auth`]: accounts in `data.db`, password hashes, JWT tokens.
-//! - [`settings`]: the settings row PocketBase keeps in `data.db`; [`schedule`]: scheduled
-//!   backups and their pruning.
+//! - [`mail`]: the one way out for e-mail (SMTP or the local sendmail) and its templates.
+//! - [`accounts`] and [`auth`]: accounts in `data.db`, password hashes, JWT tokens; the
+//!   access rules PocketBase keeps there (`authRule` in PocketBase's filter syntax,
+//!   [`accounts::rule`]), second factors and login origins in its tables ([`accounts::mfa`]).
+//! - [`settings`]: the settings row PocketBase keeps in `data.db` (the backups schedule,
+//!   `superuserIPs`, `trustedProxy`, mail); [`schedule`]: scheduled backups and their pruning.
 //! - [`verify`]: the checks a restore makes before its 204, shared with `backups verify`.
 //! - [`restore`]: the journaled swap of restored data, and crash recovery at start.
 //! - [`listener`]: the listening socket that survives a restart; [`stop`]: stop signals that
 //!   survive it too; [`lock`]: one server per data dir.
-//! - [`service`]: the only owner of state; one method per API operation.
+//! - [`service`]: the only owner of state; one method per API operation; [`logins`]: its
+//!   login steps (password, one-time password, the rules, MFA, alerts on new origins).
 //! - [`http`]: poem-openapi operations, error shape, languages, Swagger UI, the console at
-//!   `/_/`, and response shaping (`fields`); [`metrics`]: Prometheus counts of operations, sizes
-//!   and scheduled backups.
+//!   `/_/`, response shaping (`fields`), and the client's address behind proxies (`client`);
+//!   [`metrics`]: Prometheus counts of operations, sizes and scheduled backups.
 //! - [`server`]: serve, restart after a restore; [`cli`]: the command line; [`offline`]: its
 //!   backup tools that work on the storage directly, with [`progress`] shown on the way.
 //!
@@ -34,6 +38,8 @@ pub mod i18n;
 pub mod layout;
 pub mod listener;
 pub mod lock;
+pub mod logins;
+pub mod mail;
 pub mod metrics;
 pub mod model;
 pub mod offline;

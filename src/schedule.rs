@@ -1,7 +1,8 @@
 //! Scheduled backups, as PocketBase runs them: once a minute (UTC) the stored `backups.cron`
 //! is checked; when it is due, a backup named `@auto_pb_backup_<app>_<time>.zip` is created
 //! with the same exclusivity as an API create, and then the scheduled backups beyond the
-//! newest `cronMaxKeep` are deleted. Manual and uploaded backups are never pruned.
+//! newest `cronMaxKeep` are deleted. Manual and uploaded backups are never pruned. A run that
+//! fails is mailed to every superuser, as PocketBase 0.39+ does.
 //!
 //! The minutes come from a [`Clock`]: the system clock in the server, a [`ManualClock`] in
 //! tests, which hands the scheduler chosen instants and gets each tick's outcome back.
@@ -130,7 +131,7 @@ pub async fn run(service: Arc<Service>, clock: Clock) {
 }
 
 /// One minute of the schedule: create if due, then prune.
-pub async fn run_tick(service: &Service, at: OffsetDateTime) -> TickOutcome {
+pub async fn run_tick(service: &Arc<Service>, at: OffsetDateTime) -> TickOutcome {
     let dir = service.data_dir().to_path_buf();
     let loaded = tokio::task::spawn_blocking(move || settings::load(&dir)).await;
     let settings = match loaded {
@@ -178,6 +179,9 @@ pub async fn run_tick(service: &Service, at: OffsetDateTime) -> TickOutcome {
         Err(e) => {
             crate::metrics::operation("scheduled_create", "error", took);
             tracing::error!(key = %key, error = %e, "scheduled backup failed");
+            // In the background: mail servers must not hold up the schedule.
+            let (service, failed) = (service.clone(), key.clone());
+            tokio::spawn(async move { service.mail_backup_failure(&failed, &e).await });
             TickOutcome::Failed { key, pruned }
         }
     }

@@ -279,6 +279,22 @@ enum Stop {
     Restart(RestartRequest),
 }
 
+/// Says at start when `--trusted-proxy` and the settings' `trustedProxy.headers` do not go
+/// together: either alone leaves every client named by its connection's peer.
+async fn warn_about_proxy_settings(service: &Service, trusted_proxies: &[ipnet::IpNet]) {
+    let access = service.access_settings().await;
+    match (trusted_proxies.is_empty(), access.trusted_proxy.headers.is_empty()) {
+        (false, true) => tracing::warn!(
+            "--trusted-proxy is set but the settings' trustedProxy.headers is empty: forwarding headers are ignored"
+        ),
+        (true, false) => tracing::warn!(
+            headers = ?access.trusted_proxy.headers,
+            "the settings' trustedProxy.headers are ignored: no --trusted-proxy may set them"
+        ),
+        _ => {}
+    }
+}
+
 /// Serves on `listener` until `shutdown` completes.
 pub async fn run(
     listener: TcpListener,
@@ -326,6 +342,7 @@ pub async fn run(
         let service = Service::new(service_config, accounts, restart)
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
         let service = Arc::new(service);
+        warn_about_proxy_settings(&service, &config.trusted_proxies).await;
         let scheduler = tokio::spawn(crate::schedule::run(service.clone(), config.schedule_clock.clone()));
         let app = http::app(service, config.default_lang, config.login_rate, config.trusted_proxies.clone());
 

@@ -176,12 +176,9 @@ impl From<tokio::task::JoinError> for BackupError {
     }
 }
 
+/// Why a token could not be checked or issued (logins have their own, `logins::LoginError`).
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
-    #[error("wrong identity or password")]
-    BadCredentials,
-    #[error("no such auth collection")]
-    NoSuchCollection,
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
@@ -230,6 +227,8 @@ pub struct Service {
     /// Bumped by every change this server makes to the backups: create, upload, delete.
     generation: AtomicU64,
     list_cache: Mutex<Option<CachedListing>>,
+    /// `superuserIPs` and `trustedProxy` as last read (see [`crate::settings::AccessCache`]).
+    access: crate::settings::AccessCache,
 }
 
 /// A listing of the backups, newest first, shared by all the requests that ask while
@@ -322,6 +321,7 @@ impl Service {
             hashing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from)),
             generation: AtomicU64::new(0),
             list_cache: Mutex::new(None),
+            access: crate::settings::AccessCache::default(),
         })
     }
 
@@ -336,6 +336,10 @@ impl Service {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    pub(crate) fn access_cache(&self) -> &crate::settings::AccessCache {
+        &self.access
     }
 
     /// Whether a create or restore runs now (health's `canBackup` is the opposite).
@@ -595,26 +599,13 @@ impl Service {
         self.accounts.collection(name_or_id).is_some()
     }
 
-    /// Password login to the auth collection `collection` (name or id): an auth token and
-    /// the record.
-    pub async fn auth_with_password(
-        &self,
-        collection: String,
-        identity: String,
-        password: String,
-    ) -> Result<(String, Record), AccountError> {
-        if self.accounts.collection(&collection).is_none() {
-            return Err(AccountError::NoSuchCollection);
-        }
-        let _permit = self.hashing.acquire().await.map_err(|_| AccountError::BadCredentials)?;
-        self.with_accounts(move |a| {
-            let record = a
-                .authenticate(&collection, &identity, &password)?
-                .ok_or(AccountError::BadCredentials)?;
-            let token = auth::issue(a, &record, TokenKind::Auth, now_unix())?;
-            Ok((token, record))
-        })
-        .await
+    pub(crate) fn accounts(&self) -> &Arc<Accounts> {
+        &self.accounts
+    }
+
+    /// A turn at password hashing (see `hashing`); `None` only if the semaphore were closed.
+    pub(crate) async fn hashing_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.hashing.acquire().await.ok()
     }
 
     /// The record a token of `kind` belongs to, if the token is valid now.

@@ -355,47 +355,99 @@ async fn password_guessing_is_throttled_per_address() {
     s.stop().await;
 }
 
-/// Behind a trusted proxy each forwarded client has its own bucket (IPv6 by /64); from a
-/// peer that is not trusted, the forwarding headers change nothing.
+/// Names the header that carries the client (the settings' `trustedProxy.headers`).
+async fn set_proxy_header(s: &TestServer, header: &str) {
+    let su = s.superuser_token().await;
+    let body = json!({"trustedProxy": {"headers": [header]}});
+    let r = s.client.patch(s.url("/api/settings")).header("Authorization", &su).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+fn wrong_password_attempt(s: &TestServer, headers: &[(&'static str, String)]) -> reqwest::RequestBuilder {
+    let mut r = s.client.post(s.url("/api/collections/_superusers/auth-with-password"));
+    for (name, value) in headers {
+        r = r.header(*name, value);
+    }
+    r.json(&json!({"identity": SUPERUSER.0, "password": "wrong-password"}))
+}
+
+/// Behind a trusted proxy each forwarded client has its own bucket (IPv6 by /64), read from
+/// the header the settings name; from a peer that is not trusted, or with no header named,
+/// the forwarding headers change nothing.
 #[tokio::test]
 async fn throttling_reads_the_client_from_trusted_proxies_only() {
     let rate = pb_backups::http::ratelimit::RateLimit { burst: 2, per_attempt: std::time::Duration::from_secs(3600) };
-    let attempt = |s: &TestServer, header: (&'static str, String)| {
-        s.client
-            .post(s.url("/api/collections/_superusers/auth-with-password"))
-            .header(header.0, header.1)
-            .json(&json!({"identity": SUPERUSER.0, "password": "wrong-password"}))
-            .send()
-    };
     let proxied = TestServer::start_with(Options {
         login_rate: Some(rate),
         trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
         ..Default::default()
     })
     .await;
+    set_proxy_header(&proxied, "X-Forwarded-For").await;
     let mut statuses = Vec::new();
-    for header in [
-        ("x-forwarded-for", "203.0.113.1".to_string()),
-        ("x-forwarded-for", "203.0.113.1".to_string()),
-        ("x-forwarded-for", "203.0.113.1".to_string()),
-        ("x-forwarded-for", "203.0.113.2".to_string()),
-        ("forwarded", "for=\"[2001:db8:1:2::1]:443\"".to_string()),
-        ("forwarded", "for=\"[2001:db8:1:2::2]\"".to_string()),
-        ("forwarded", "for=\"[2001:db8:1:2:ffff::3]\"".to_string()),
-        ("forwarded", "for=\"[2001:db8:1:3::1]\"".to_string()),
+    for client in [
+        "203.0.113.1",
+        "203.0.113.1",
+        "203.0.113.1",
+        "203.0.113.2",
+        "2001:db8:1:2::1",
+        "2001:db8:1:2::2",
+        "2001:db8:1:2:ffff::3",
+        "2001:db8:1:3::1",
     ] {
-        statuses.push(attempt(&proxied, header).await.unwrap().status().as_u16());
+        let attempt = wrong_password_attempt(&proxied, &[("x-forwarded-for", client.to_string())]);
+        statuses.push(attempt.send().await.unwrap().status().as_u16());
     }
     assert_eq!(statuses, [400, 400, 429, 400, 400, 400, 429, 400]);
     proxied.stop().await;
 
     let direct = TestServer::start_with(Options { login_rate: Some(rate), ..Default::default() }).await;
+    set_proxy_header(&direct, "X-Forwarded-For").await;
     let mut statuses = Vec::new();
     for n in 1..=3 {
-        statuses.push(attempt(&direct, ("x-forwarded-for", format!("203.0.113.{n}"))).await.unwrap().status().as_u16());
+        let attempt = wrong_password_attempt(&direct, &[("x-forwarded-for", format!("203.0.113.{n}"))]);
+        statuses.push(attempt.send().await.unwrap().status().as_u16());
     }
-    assert_eq!(statuses, [400, 400, 429], "forged headers from an untrusted peer are ignored");
+    // The superuser's login for the PATCH took the first attempt of this one bucket.
+    assert_eq!(statuses, [400, 429, 429], "forged headers from an untrusted peer are ignored");
     direct.stop().await;
+
+    let unnamed = TestServer::start_with(Options {
+        login_rate: Some(rate),
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        ..Default::default()
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for n in 1..=3 {
+        let headers = [("x-forwarded-for", format!("203.0.113.{n}")), ("forwarded", format!("for=198.51.100.{n}"))];
+        statuses.push(wrong_password_attempt(&unnamed, &headers).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [400, 400, 429], "with no header named in the settings, the peer is the client");
+    unnamed.stop().await;
+}
+
+/// Issue 21: behind `--trusted-proxy 127.0.0.1/32`, a client that sends a new
+/// `Forwarded: for=` of its own on each try, beside the proxy's `X-Forwarded-For` (as nginx
+/// passes it on), is throttled as the one client the proxy names. Fails on the code before the
+/// fix, which preferred `Forwarded`.
+#[tokio::test]
+async fn a_rotating_forwarded_header_does_not_escape_the_throttle() {
+    let rate = pb_backups::http::ratelimit::RateLimit { burst: 3, per_attempt: std::time::Duration::from_secs(3600) };
+    let s = TestServer::start_with(Options {
+        login_rate: Some(rate),
+        trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
+        ..Default::default()
+    })
+    .await;
+    set_proxy_header(&s, "X-Forwarded-For").await;
+    let mut statuses = Vec::new();
+    for n in 1..=10 {
+        let headers = [("forwarded", format!("for=198.51.100.{n}")), ("x-forwarded-for", "203.0.113.5".to_string())];
+        statuses.push(wrong_password_attempt(&s, &headers).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [400, 400, 400, 429, 429, 429, 429, 429, 429, 429]);
+    s.stop().await;
 }
 
 #[tokio::test]

@@ -163,7 +163,7 @@ fn public_operations_say_so_with_an_empty_security() {
         }
     }
     public.sort();
-    assert_eq!(public, ["authWithPassword", "health"]);
+    assert_eq!(public, ["authWithOTP", "authWithPassword", "health", "requestOTP"]);
 }
 
 #[test]

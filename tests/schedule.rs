@@ -90,7 +90,17 @@ async fn settings_are_for_superusers_and_validated_as_pocketbase_does() {
     }
     assert_eq!(settings_row(s.dir.path())["backups"]["cron"], "");
 
-    assert_eq!(s.get_settings().await, json!({"meta": {"appName": "pb-backups"}, "backups": {"cron": "", "cronMaxKeep": 3}}));
+    assert_eq!(
+        s.get_settings().await,
+        json!({
+            "meta": {"appName": "pb-backups", "appURL": "http://127.0.0.1:8090", "senderName": "pb-backups",
+                     "senderAddress": "noreply@example.com"},
+            "backups": {"cron": "", "cronMaxKeep": 3},
+            "superuserIPs": [],
+            "trustedProxy": {"headers": [], "useLeftmostIP": false},
+            "smtp": {"enabled": false, "host": "", "port": 0, "username": "", "authMethod": "", "tls": false, "localName": ""}
+        })
+    );
     let before = settings_row(s.dir.path());
     let (status, body) = s.patch_settings(json!({"backups": {"cron": "0 3 * * *", "cronMaxKeep": 2}})).await;
     assert_eq!((status, &body["backups"]), (200, &json!({"cron": "0 3 * * *", "cronMaxKeep": 2})));

@@ -2,13 +2,17 @@
 //! own layout (0.23 and later), so that a data dir or a backup moves between PocketBase and
 //! this server with its accounts, password hashes and token secrets intact.
 //!
-//! Auth collections are read from `_collections` (token secrets and lifetimes from their
-//! `options`), records from their tables (`email`, bcrypt `password`, `tokenKey`).
+//! Auth collections are read from `_collections` (token secrets and lifetimes, and the
+//! `mfa`, `otp` and `authAlert` options from their `options`), records from their tables
+//! (`email`, bcrypt `password`, `tokenKey`). Second factors and login origins live in
+//! PocketBase's own tables too ([`mfa`]).
 //! A data dir with no tables is initialised in that layout ([`schema`]); one written by
 //! pb-backups before it kept PocketBase's layout is converted at open ([`legacy`]).
 //! Synchronous: the server calls it from blocking threads.
 
 mod legacy;
+pub mod mfa;
+pub mod rule;
 pub mod schema;
 #[cfg(test)]
 mod tests;
@@ -24,7 +28,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use serde_json::{json, Value};
 
 use crate::layout::{AUX_DB, DATA_DB};
-
+use crate::mail::Template;
+use rule::RuleColumn;
 
 const SECRET_LEN: usize = 50;
 const ID_LEN: usize = 15;
@@ -58,14 +63,77 @@ impl Collection {
 }
 
 /// An auth collection as PocketBase keeps it in `_collections`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub struct AuthCollection {
     pub id: String,
     pub name: String,
     pub(crate) auth_token: TokenSettings,
     pub(crate) file_token: TokenSettings,
     password_auth: bool,
+    /// `authRule`, checked before any token is issued: `None` (JSON null) lets nobody log in,
+    /// `""` everyone, anything else is a filter over the record's own fields.
+    pub auth_rule: Option<String>,
+    /// `passwordAuth.identityFields` as stored: what a login's `identityField` may name.
+    pub identity_fields: Vec<String>,
+    /// Those a login can search by: columns with a single-column unique index.
+    identity_columns: Vec<IdentityColumn>,
+    /// The fields a rule may name, from the collection's `fields` and the table's columns.
+    pub(crate) rule_columns: Vec<RuleColumn>,
+    /// What the queries select for a [`Record`] (see [`record_columns`]).
+    record_columns: String,
+    pub mfa: MfaOptions,
+    pub otp: OtpOptions,
+    pub auth_alert: AuthAlertOptions,
 }
+
+/// `options.mfa`: a second method is required to log in, within `duration_secs` of the first,
+/// for the records `rule` selects (empty: all).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MfaOptions {
+    pub enabled: bool,
+    pub duration_secs: u64,
+    pub rule: String,
+}
+
+/// `options.otp`: one-time passwords of `length` digits by mail, valid `duration_secs`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OtpOptions {
+    pub enabled: bool,
+    pub duration_secs: u64,
+    pub length: usize,
+    pub email_template: Template,
+}
+
+/// `options.authAlert`: a mail to the account on a login from a new origin.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthAlertOptions {
+    pub enabled: bool,
+    pub email_template: Template,
+}
+
+/// An identity field as a login searches it: case-insensitively when its unique index says
+/// `COLLATE NOCASE`, as PocketBase does (its `email` index does not, so emails match exactly).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct IdentityColumn {
+    name: String,
+    nocase: bool,
+}
+
+/// What a rule says of one record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleOutcome {
+    Allowed,
+    Denied,
+    /// The rule cannot be evaluated here (or is invalid): treated as a refusal, and the
+    /// reason is for the log.
+    Unsupported(String),
+}
+
+/// Largest value a rule reads from a record (SQLite's length limit while it runs): with the
+/// rule's own bounds this bounds its time, whatever the (foreign) table holds.
+const MAX_RULE_VALUE: i32 = 1024 * 1024;
+/// Largest `options` or `fields` JSON of a collection read from `_collections`.
+const MAX_COLLECTION_JSON: i64 = 1024 * 1024;
 
 /// One token kind's signing secret (second half of the key) and lifetime.
 #[derive(Clone, PartialEq, Eq)]
@@ -144,6 +212,8 @@ pub enum LayoutError {
     NoSuperusersCollection,
     #[error("collection {collection}: unreadable options ({reason})")]
     BadOptions { collection: String, reason: String },
+    #[error("collection {collection}: {section}: {reason}")]
+    BadAccessOptions { collection: String, section: &'static str, reason: &'static str },
     #[error("collection {collection}: no {kind} secret")]
     NoSecret { collection: String, kind: &'static str },
     #[error("records table of {0} lacks the columns of an auth collection")]
@@ -199,6 +269,7 @@ pub struct Accounts {
     conn: Mutex<Connection>,
     /// Read once at open: a restore restarts the server, and collections are not edited here.
     collections: Vec<AuthCollection>,
+    otp_attempts: mfa::OtpAttempts,
 }
 
 impl Accounts {
@@ -228,7 +299,7 @@ impl Accounts {
             tracing::info!(?layout, "data.db written in PocketBase's layout");
         }
         let collections = load_auth_collections(&conn)?;
-        Ok(Accounts { conn: Mutex::new(conn), collections })
+        Ok(Accounts { conn: Mutex::new(conn), collections, otp_attempts: Default::default() })
     }
 
     /// Auth collection by name or id, as PocketBase's routes take it.
@@ -297,17 +368,20 @@ impl Accounts {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// The account of `collection` (name or id) when `identity` (an email, any case) and
-    /// `password` match, else `None`. A legacy argon2 hash that matches is replaced by a
-    /// bcrypt one, so PocketBase can verify it too; the token key stays.
-    pub fn authenticate(&self, collection: &str, identity: &str, password: &str) -> Result<Option<Record>, AccountsError> {
+    /// The account of `collection` (name or id) when `identity` and `password` match, else
+    /// `None`. The identity is searched as PocketBase searches it: in `identity_field` when
+    /// given (it must be one of the collection's identity fields), else in `email` first when
+    /// it looks like one, then in each identity field in order. A legacy argon2 hash that
+    /// matches is replaced by a bcrypt one, so PocketBase can verify it too; the token key stays.
+    pub fn authenticate(
+        &self,
+        collection: &str,
+        identity: &str,
+        identity_field: Option<&str>,
+        password: &str,
+    ) -> Result<Option<Record>, AccountsError> {
         let found = match self.collection(collection).filter(|c| c.password_auth) {
-            Some(c) => {
-                let conn = self.lock();
-                let sql = format!("SELECT {RECORD_COLUMNS}, password FROM {} WHERE email = ?1 COLLATE NOCASE", quoted(&c.name));
-                conn.query_row(&sql, [identity], |row| Ok((record_from_row(c, row)?, row.get::<_, String>(7)?)))
-                    .optional()?
-            }
+            Some(c) => self.find_by_identity(c, identity, identity_field)?,
             None => None,
         };
         let Some((record, hash)) = found else {
@@ -325,12 +399,104 @@ impl Accounts {
         Ok(Some(record))
     }
 
+    /// The record and its password hash, by identity.
+    fn find_by_identity(
+        &self,
+        c: &AuthCollection,
+        identity: &str,
+        identity_field: Option<&str>,
+    ) -> Result<Option<(Record, String)>, AccountsError> {
+        let columns: Vec<&IdentityColumn> = match identity_field {
+            Some(field) => c.identity_columns.iter().filter(|col| col.name == field).collect(),
+            None => {
+                // PocketBase tries `email` first for an email-like identity and skips it for
+                // any other; an identity without `@` cannot be an email.
+                let email_like = identity.contains('@');
+                let email = c.identity_columns.iter().filter(|col| email_like && col.name == "email");
+                let others = c.identity_columns.iter().filter(|col| col.name != "email");
+                email.chain(others).collect()
+            }
+        };
+        let conn = self.lock();
+        for column in columns {
+            let collate = if column.nocase { " COLLATE NOCASE" } else { "" };
+            let sql = format!(
+                "SELECT {}, password FROM {} WHERE {} = ?1{collate} LIMIT 1",
+                c.record_columns,
+                quoted(&c.name),
+                quoted(&column.name)
+            );
+            let found = conn.query_row(&sql, [identity], |row| Ok((record_from_row(c, row)?, row.get::<_, String>(7)?)));
+            if let Some(found) = found.optional()? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// What `rule` (PocketBase's filter syntax) says of the record `record_id` of `collection`:
+    /// an empty rule allows, as in PocketBase. A rule that cannot be evaluated here (see
+    /// [`rule`]) is `Unsupported`, which callers must treat as a refusal.
+    pub fn record_matches(
+        &self,
+        collection: &AuthCollection,
+        record_id: &str,
+        rule: &str,
+    ) -> Result<RuleOutcome, AccountsError> {
+        if rule.is_empty() {
+            return Ok(RuleOutcome::Allowed);
+        }
+        let condition = match rule::parse(rule).and_then(|f| rule::to_sql(&f, &collection.rule_columns, 2)) {
+            Ok(condition) => condition,
+            Err(e) => return Ok(RuleOutcome::Unsupported(e.to_string())),
+        };
+        let sql = format!("SELECT 1 FROM {} AS r WHERE r.id = ?1 AND {} LIMIT 1", quoted(&collection.name), condition.sql);
+        let mut params: Vec<&dyn rusqlite::ToSql> = vec![&record_id];
+        params.extend(condition.params.iter().map(|p| p as &dyn rusqlite::ToSql));
+        let conn = self.lock();
+        // A value past the limit fails the query ("too big") instead of being compared.
+        let limit = rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH;
+        let previous = conn.set_limit(limit, MAX_RULE_VALUE)?;
+        let found = conn.query_row(&sql, params.as_slice(), |_| Ok(())).optional();
+        conn.set_limit(limit, previous)?;
+        Ok(match found {
+            Ok(Some(())) => RuleOutcome::Allowed,
+            Ok(None) => RuleOutcome::Denied,
+            // PocketBase refuses too when its query fails.
+            Err(e) => RuleOutcome::Unsupported(format!("evaluation failed: {e}")),
+        })
+    }
+
+    /// The collection's `authRule` applied to the record: null refuses everyone.
+    pub fn auth_rule_allows(&self, collection: &AuthCollection, record_id: &str) -> Result<RuleOutcome, AccountsError> {
+        match &collection.auth_rule {
+            None => Ok(RuleOutcome::Denied),
+            Some(rule) => self.record_matches(collection, record_id, rule),
+        }
+    }
+
     /// The account with this record id in the collection with this id.
     pub fn find(&self, collection_id: &str, id: &str) -> Result<Option<Record>, AccountsError> {
         let Some(c) = self.collections.iter().find(|c| c.id == collection_id) else {
             return Ok(None);
         };
         find_in(&self.lock(), c, id)
+    }
+
+    /// Counts a one-time password check for `record`; false when it has had its share
+    /// (see [`mfa::OtpAttempts`]).
+    pub fn otp_attempt(&self, c: &AuthCollection, record: &Record, now: std::time::Instant) -> bool {
+        self.otp_attempts.try_acquire(&c.id, &record.id, now)
+    }
+
+    /// The emails of the superusers (at most 1000), for system alerts.
+    pub fn superuser_emails(&self) -> Result<Vec<String>, AccountsError> {
+        let c = self.collection_of(Collection::Superusers)?;
+        let conn = self.lock();
+        let sql = format!("SELECT substr(email, 1, 254) FROM {} WHERE email != '' ORDER BY created LIMIT 1000", quoted(&c.name));
+        let mut stmt = conn.prepare(&sql)?;
+        let emails = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(emails)
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -364,15 +530,27 @@ pub fn check_usable(path: &Path) -> Result<(), AccountsError> {
 /// Every auth collection whose options and table are usable; `_superusers` must be.
 /// Others that are not are left out with a warning (their accounts cannot log in here).
 fn load_auth_collections(conn: &Connection) -> Result<Vec<AuthCollection>, AccountsError> {
-    let mut stmt = conn.prepare("SELECT id, name, options FROM _collections WHERE type = 'auth'")?;
-    let rows: Vec<(String, String, String)> =
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+    // Oversized JSON comes back as NULL: refused below without being read (octet_length
+    // reads only the size).
+    let mut stmt = conn.prepare(
+        "SELECT id, name, CASE WHEN octet_length(options) <= ?1 THEN options END,
+                CASE WHEN octet_length(fields) <= ?1 THEN fields END
+         FROM _collections WHERE type = 'auth'",
+    )?;
+    let rows: Vec<(String, String, Option<String>, Option<String>)> = stmt
+        .query_map([MAX_COLLECTION_JSON], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
     let mut collections = Vec::new();
-    for (id, name, options) in rows {
-        let parsed = parse_collection(id, name.clone(), &options).and_then(|c| {
-            check_records_table(conn, &c.name)?;
-            Ok(c)
-        });
+    for (id, name, options, fields) in rows {
+        let too_large =
+            || LayoutError::BadOptions { collection: name.clone(), reason: "options or fields too large".into() };
+        let parsed = match (options, fields) {
+            (Some(options), Some(fields)) => parse_collection(id, name.clone(), &options).and_then(|mut c| {
+                read_fields(conn, &mut c, &fields)?;
+                Ok(c)
+            }),
+            _ => Err(too_large().into()),
+        };
         match parsed {
             Ok(c) => collections.push(c),
             Err(e) if name == schema::SUPERUSERS => return Err(e),
@@ -400,17 +578,109 @@ fn parse_collection(id: String, name: String, options: &str) -> Result<AuthColle
     let file_token = token("fileToken")?;
     // PocketBase's default when the section is absent is enabled.
     let password_auth = options["passwordAuth"]["enabled"].as_bool().unwrap_or(true);
-    Ok(AuthCollection { id, name, auth_token, file_token, password_auth })
+    // Absent, null or not text: nobody may log in (fail closed).
+    let auth_rule = options["authRule"].as_str().map(str::to_string);
+    if auth_rule.is_none() && !options["authRule"].is_null() {
+        tracing::warn!(collection = %name, "authRule is not text: nobody can log in to this collection");
+    }
+    let identity_fields: Vec<String> = match &options["passwordAuth"]["identityFields"] {
+        Value::Array(names) => {
+            names.iter().filter_map(Value::as_str).take(MAX_IDENTITY_FIELDS).map(str::to_string).collect()
+        }
+        _ => vec!["email".to_string()],
+    };
+    let (mfa, otp, auth_alert) = mfa::parse_options(&options)
+        .map_err(|(section, reason)| LayoutError::BadAccessOptions { collection: name.clone(), section, reason })?;
+    Ok(AuthCollection {
+        id,
+        name,
+        auth_token,
+        file_token,
+        password_auth,
+        auth_rule,
+        identity_fields,
+        identity_columns: Vec::new(),
+        rule_columns: Vec::new(),
+        record_columns: String::new(),
+        mfa,
+        otp,
+        auth_alert,
+    })
 }
 
-fn check_records_table(conn: &Connection, table: &str) -> Result<(), AccountsError> {
-    let sql = format!("SELECT {RECORD_COLUMNS}, password FROM {} LIMIT 0", quoted(table));
-    conn.prepare(&sql).map(drop).map_err(|_| LayoutError::BadRecordsTable(table.to_string()).into())
+/// Most identity fields read from a collection's options.
+const MAX_IDENTITY_FIELDS: usize = 16;
+
+/// Field types whose values a rule compares as plain column values, as PocketBase does.
+const PLAIN_FIELD_TYPES: &[&str] =
+    &["text", "email", "url", "editor", "number", "bool", "date", "autodate", "select", "relation", "file", "password"];
+
+/// Fills in what needs the table itself: the columns a record is read from, which fields are
+/// real columns (for rules) and which identity fields have a single-column unique index (for
+/// logins), with its collation.
+fn read_fields(conn: &Connection, c: &mut AuthCollection, fields_json: &str) -> Result<(), AccountsError> {
+    let bad = |reason: String| LayoutError::BadOptions { collection: c.name.clone(), reason };
+    let fields: Value = serde_json::from_str(fields_json).map_err(|e| bad(format!("fields: {e}")))?;
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+    let table_columns: Vec<String> = stmt.query_map([&c.name], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    c.record_columns = record_columns(&table_columns);
+    let check = format!("SELECT {}, password FROM {} LIMIT 0", c.record_columns, quoted(&c.name));
+    conn.prepare(&check).map_err(|_| LayoutError::BadRecordsTable(c.name.clone()))?;
+    c.rule_columns = fields
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| {
+            let name = table_columns.iter().find(|col| Some(col.as_str()) == f["name"].as_str())?;
+            let opaque = !f["type"].as_str().is_some_and(|t| PLAIN_FIELD_TYPES.contains(&t));
+            Some(RuleColumn { name: name.clone(), opaque })
+        })
+        .collect();
+    let unique = unique_single_column_indexes(conn, &c.name)?;
+    c.identity_columns = c
+        .identity_fields
+        .iter()
+        .filter_map(|field| {
+            let found = unique.iter().find(|(column, _)| column.eq_ignore_ascii_case(field));
+            if found.is_none() {
+                tracing::warn!(collection = %c.name, %field, "identity field without a unique index: not searched");
+            }
+            let (column, nocase) = found?;
+            Some(IdentityColumn { name: column.clone(), nocase: *nocase })
+        })
+        .collect();
+    Ok(())
 }
 
-const RECORD_COLUMNS: &str = "id, email, emailVisibility, verified, created, updated, tokenKey";
+/// The table's unique indexes on one column: (column, whether it compares ignoring case).
+fn unique_single_column_indexes(conn: &Connection, table: &str) -> Result<Vec<(String, bool)>, AccountsError> {
+    let mut stmt = conn.prepare(
+        "SELECT x.name, x.coll FROM pragma_index_list(?1) AS l JOIN pragma_index_xinfo(l.name) AS x
+         WHERE l.\"unique\" = 1 AND x.key = 1 AND x.name IS NOT NULL
+           AND (SELECT count(*) FROM pragma_index_info(l.name)) = 1",
+    )?;
+    let rows = stmt.query_map([table], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?;
+    rows.map(|r| r.map(|(name, coll)| (name, coll.is_some_and(|c| c.eq_ignore_ascii_case("NOCASE")))))
+        .collect::<Result<_, _>>()
+        .map_err(Into::into)
+}
 
-/// Expects [`RECORD_COLUMNS`] first.
+/// The columns of a [`Record`], in [`record_from_row`]'s order. `created` and `updated` are
+/// ordinary fields of an auth collection in PocketBase (one made through its API may have
+/// neither): read as `''` when the table has no such column.
+fn record_columns(table_columns: &[String]) -> String {
+    ["id", "email", "emailVisibility", "verified", "created", "updated", "tokenKey"]
+        .iter()
+        .map(|name| match *name {
+            "created" | "updated" if !table_columns.iter().any(|c| c == name) => format!("'' AS {name}"),
+            _ => quoted(name),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Expects [`record_columns`] first.
 fn record_from_row(c: &AuthCollection, row: &Row<'_>) -> rusqlite::Result<Record> {
     Ok(Record {
         id: row.get(0)?,
@@ -426,7 +696,7 @@ fn record_from_row(c: &AuthCollection, row: &Row<'_>) -> rusqlite::Result<Record
 }
 
 fn find_in(conn: &Connection, c: &AuthCollection, id: &str) -> Result<Option<Record>, AccountsError> {
-    let sql = format!("SELECT {RECORD_COLUMNS} FROM {} WHERE id = ?1", quoted(&c.name));
+    let sql = format!("SELECT {} FROM {} WHERE id = ?1", c.record_columns, quoted(&c.name));
     Ok(conn.query_row(&sql, [id], |row| record_from_row(c, row)).optional()?)
 }
 
@@ -479,6 +749,11 @@ fn verify_password(password: &str, hash: &str) -> Result<bool, AccountsError> {
 
 fn random_secret() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), SECRET_LEN)
+}
+
+/// A record id as PocketBase makes them: 15 of `[a-z0-9]`.
+pub fn random_record_id() -> String {
+    random_id()
 }
 
 fn random_id() -> String {

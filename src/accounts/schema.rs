@@ -10,6 +10,8 @@
 use rusqlite::{params, Transaction};
 use serde_json::{json, Value};
 
+use crate::mail::Template;
+
 /// Migrations PocketBase 0.40.6 records for a fresh data dir. Marked applied so PocketBase
 /// does not try to create tables that already exist (it refuses to start then).
 pub const APPLIED_MIGRATIONS: [&str; 8] = [
@@ -126,18 +128,41 @@ fn template(subject: &str, body: &str) -> Value {
     json!({"subject": subject, "body": body})
 }
 
+fn json_template(t: Template) -> Value {
+    template(&t.subject, &t.body)
+}
+
+/// Our one-time password mail: new collections get it, and it stands in for an empty one.
+pub fn otp_template() -> Template {
+    Template {
+        subject: "{APP_NAME} one-time password".into(),
+        body: "<p>Your {APP_NAME} one-time password: <strong>{OTP}</strong></p>\n\
+               <p>It works once, for a few minutes. If you did not ask for it, ignore this mail.</p>"
+            .into(),
+    }
+}
+
+/// Our login alert: new collections get it, and it stands in for an empty one.
+pub fn auth_alert_template() -> Template {
+    Template {
+        subject: "New sign-in to {APP_NAME}".into(),
+        body: "<p>Your {APP_NAME} account was just used from a place it had not been used from before:</p>\n\
+               <p><em>{ALERT_INFO}</em></p>\n\
+               <p>If that was not you, change your password now: that ends every other session.</p>"
+            .into(),
+    }
+}
+
 fn auth_options(auth_secs: u64, mapped: Value) -> Value {
     let secret = |secs: u64| json!({"secret": super::random_secret(), "duration": secs});
     json!({
         "authRule": "",
         "manageRule": null,
-        "authAlert": {"enabled": true, "emailTemplate": template(
-            "New sign-in to {APP_NAME}", "<p>Your {APP_NAME} account was used from a new place: {ALERT_INFO}</p>")},
+        "authAlert": {"enabled": true, "emailTemplate": json_template(auth_alert_template())},
         "oauth2": {"providers": [], "mappedFields": mapped, "enabled": false},
         "passwordAuth": {"enabled": true, "identityFields": ["email"]},
         "mfa": {"enabled": false, "duration": 600, "rule": ""},
-        "otp": {"enabled": false, "duration": 180, "length": 8,
-                "emailTemplate": template("{APP_NAME} one-time password", "<p>{OTP}</p>")},
+        "otp": {"enabled": false, "duration": 180, "length": 8, "emailTemplate": json_template(otp_template())},
         "authToken": secret(auth_secs),
         "passwordResetToken": secret(1800),
         "emailChangeToken": secret(1800),

@@ -87,8 +87,8 @@ fn second_upsert_changes_password_and_token_key() {
     assert_eq!(second.created, first.created);
     assert_ne!(second.token_key, first.token_key);
     assert_eq!(accounts.count(Collection::Users).unwrap(), 1);
-    assert_eq!(accounts.authenticate(USERS, "u@example.com", "first-password").unwrap(), None);
-    assert_eq!(accounts.authenticate(USERS, "u@example.com", "second-password").unwrap(), Some(second));
+    assert_eq!(accounts.authenticate(USERS, "u@example.com", None, "first-password").unwrap(), None);
+    assert_eq!(accounts.authenticate(USERS, "u@example.com", None, "second-password").unwrap(), Some(second));
 }
 
 #[test]
@@ -97,20 +97,22 @@ fn same_email_in_both_collections_is_two_accounts() {
     let s = accounts.upsert(Collection::Superusers, "x@y.z", "password-s").unwrap();
     let u = accounts.upsert(Collection::Users, "x@y.z", "password-u").unwrap();
     assert_ne!(s.id, u.id);
-    assert!(accounts.authenticate(SU, "x@y.z", "password-u").unwrap().is_none());
-    assert!(accounts.authenticate(USERS, "x@y.z", "password-u").unwrap().is_some());
-    assert!(accounts.authenticate("_pb_users_auth_", "x@y.z", "password-u").unwrap().is_some(), "by id");
+    assert!(accounts.authenticate(SU, "x@y.z", None, "password-u").unwrap().is_none());
+    assert!(accounts.authenticate(USERS, "x@y.z", None, "password-u").unwrap().is_some());
+    assert!(accounts.authenticate("_pb_users_auth_", "x@y.z", None, "password-u").unwrap().is_some(), "by id");
 }
 
 #[test]
 fn authenticate_right_wrong_and_missing() {
     let (_dir, accounts) = open_temp();
     let r = accounts.upsert(Collection::Superusers, "admin@example.com", "correct-horse").unwrap();
-    assert_eq!(accounts.authenticate(SU, "ADMIN@example.com", "correct-horse").unwrap(), Some(r));
-    assert_eq!(accounts.authenticate(SU, "admin@example.com", "Correct-horse").unwrap(), None);
-    assert_eq!(accounts.authenticate(SU, "nobody@example.com", "correct-horse").unwrap(), None);
-    assert_eq!(accounts.authenticate(SU, "", "").unwrap(), None);
-    assert_eq!(accounts.authenticate("nope", "admin@example.com", "correct-horse").unwrap(), None);
+    assert_eq!(accounts.authenticate(SU, "admin@example.com", None, "correct-horse").unwrap(), Some(r));
+    // The email's unique index has no COLLATE NOCASE: PocketBase matches it exactly, so do we.
+    assert_eq!(accounts.authenticate(SU, "ADMIN@example.com", None, "correct-horse").unwrap(), None);
+    assert_eq!(accounts.authenticate(SU, "admin@example.com", None, "Correct-horse").unwrap(), None);
+    assert_eq!(accounts.authenticate(SU, "nobody@example.com", None, "correct-horse").unwrap(), None);
+    assert_eq!(accounts.authenticate(SU, "", None, "").unwrap(), None);
+    assert_eq!(accounts.authenticate("nope", "admin@example.com", None, "correct-horse").unwrap(), None);
 }
 
 #[test]
@@ -121,13 +123,13 @@ fn bcrypt_hashes_of_other_variants_and_costs_verify() {
     for (version, cost) in [(bcrypt::Version::TwoB, 4), (bcrypt::Version::TwoY, 5), (bcrypt::Version::TwoA, 12)] {
         let hash = bcrypt::hash_with_result("other-password", cost).unwrap().format_for_version(version);
         conn.execute("UPDATE users SET password = ?1 WHERE id = ?2", params![hash, r.id]).unwrap();
-        assert!(accounts.authenticate(USERS, "v@example.com", "other-password").unwrap().is_some(), "{hash}");
-        assert!(accounts.authenticate(USERS, "v@example.com", "first-password").unwrap().is_none());
+        assert!(accounts.authenticate(USERS, "v@example.com", None, "other-password").unwrap().is_some(), "{hash}");
+        assert!(accounts.authenticate(USERS, "v@example.com", None, "first-password").unwrap().is_none());
     }
     for garbage in ["", "plain", "$2a$99$abc", "$argon2id$nope"] {
         conn.execute("UPDATE users SET password = ?1 WHERE id = ?2", params![garbage, r.id]).unwrap();
         // Never a match and never a panic; an unreadable hash is an error the log names.
-        let got = accounts.authenticate(USERS, "v@example.com", "x-password");
+        let got = accounts.authenticate(USERS, "v@example.com", None, "x-password");
         assert!(matches!(got, Ok(None) | Err(AccountsError::Hash)), "{garbage:?}: {got:?}");
     }
 }
@@ -140,7 +142,7 @@ fn password_auth_disabled_in_options_refuses_logins() {
     conn.execute("UPDATE _collections SET options = json_set(options, '$.passwordAuth.enabled', json('false')) WHERE name = 'users'", [])
         .unwrap();
     let accounts = Accounts::open(dir.path()).unwrap();
-    assert_eq!(accounts.authenticate(USERS, "a@b.c", "password123").unwrap(), None);
+    assert_eq!(accounts.authenticate(USERS, "a@b.c", None, "password123").unwrap(), None);
 }
 
 #[test]
@@ -153,7 +155,7 @@ fn delete_removes_only_that_account() {
     assert!(!accounts.delete(c, "a@example.com").unwrap());
     assert!(!accounts.delete(Collection::Superusers, "b@example.com").unwrap());
     assert_eq!(accounts.count(c).unwrap(), 1);
-    assert_eq!(accounts.authenticate(USERS, "a@example.com", "password-a").unwrap(), None);
+    assert_eq!(accounts.authenticate(USERS, "a@example.com", None, "password-a").unwrap(), None);
     assert_eq!(accounts.find("_pb_users_auth_", &b.id).unwrap(), Some(b));
 }
 
@@ -180,7 +182,7 @@ fn password_length_is_checked_in_characters_and_bytes() {
     accounts.upsert(c, "a@b.c", "12345678").unwrap();
     let wide = "é".repeat(36);
     accounts.upsert(c, "a@b.c", &wide).unwrap();
-    assert!(accounts.authenticate(USERS, "a@b.c", &wide).unwrap().is_some());
+    assert!(accounts.authenticate(USERS, "a@b.c", None, &wide).unwrap().is_some());
 }
 
 #[test]
@@ -269,8 +271,8 @@ fn a_legacy_data_dir_is_converted_keeping_ids_keys_secrets_and_passwords() {
     assert_eq!(su.file_token.secret, "su-file-secret");
     let record = accounts.find("pbc_3142635823", &id).unwrap().unwrap();
     assert_eq!(record.token_key, "legacy-token-key");
-    assert_eq!(accounts.authenticate(SU, "old@example.com", "wrong-password").unwrap(), None);
-    assert_eq!(accounts.authenticate(SU, "old@example.com", "legacy-password").unwrap(), Some(record.clone()));
+    assert_eq!(accounts.authenticate(SU, "old@example.com", None, "wrong-password").unwrap(), None);
+    assert_eq!(accounts.authenticate(SU, "old@example.com", None, "legacy-password").unwrap(), Some(record.clone()));
     // The argon2 hash was replaced by bcrypt on that login; the token key stayed.
     let conn = Connection::open(dir.path().join(DATA_DB)).unwrap();
     let (hash, key): (String, String) =
@@ -281,7 +283,7 @@ fn a_legacy_data_dir_is_converted_keeping_ids_keys_secrets_and_passwords() {
         .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name LIKE '%legacy%' OR name = '_collection_secrets'", [], |r| r.get(0))
         .unwrap();
     assert_eq!(legacy_left, 0);
-    assert!(Accounts::open(dir.path()).unwrap().authenticate(SU, "old@example.com", "legacy-password").unwrap().is_some());
+    assert!(Accounts::open(dir.path()).unwrap().authenticate(SU, "old@example.com", None, "legacy-password").unwrap().is_some());
 }
 
 fn check_err(dir: &Path) -> String {
@@ -344,4 +346,133 @@ fn broken_superusers_collections_are_refused() {
     let accounts = Accounts::open(dir.path()).unwrap();
     assert!(accounts.collection(USERS).is_none());
     assert!(matches!(accounts.upsert(Collection::Users, "u@b.c", "password123"), Err(AccountsError::NoSuchCollection(_))));
+}
+
+/// Adds a `username` text field with a unique index to `users` (as PocketBase's API would)
+/// and makes it an identity field; `nocase` puts `COLLATE NOCASE` on the index.
+fn add_username(dir: &std::path::Path, nocase: bool, identity_fields: &[&str]) -> Accounts {
+    let conn = Connection::open(dir.join(DATA_DB)).unwrap();
+    let collate = if nocase { " COLLATE NOCASE" } else { "" };
+    conn.execute_batch(&format!(
+        "ALTER TABLE users ADD COLUMN username TEXT DEFAULT '' NOT NULL;
+         CREATE UNIQUE INDEX idx_username ON users (username{collate}) WHERE username != '';"
+    ))
+    .unwrap();
+    let sql = "SELECT fields, options FROM _collections WHERE name = 'users'";
+    let (fields, options): (String, String) = conn.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    let mut fields: Value = serde_json::from_str(&fields).unwrap();
+    fields.as_array_mut().unwrap().push(json!({"name": "username", "type": "text", "hidden": false}));
+    let mut options: Value = serde_json::from_str(&options).unwrap();
+    options["passwordAuth"]["identityFields"] = json!(identity_fields);
+    conn.execute(
+        "UPDATE _collections SET fields = ?1, options = ?2 WHERE name = 'users'",
+        params![fields.to_string(), options.to_string()],
+    )
+    .unwrap();
+    Accounts::open(dir).unwrap()
+}
+
+#[test]
+fn a_login_searches_every_identity_field_with_its_index_s_collation() {
+    let (dir, accounts) = open_temp();
+    let bob = accounts.upsert(Collection::Users, "bob@example.com", "bob-password").unwrap();
+    let carol = accounts.upsert(Collection::Users, "carol@example.com", "carol-password").unwrap();
+    drop(accounts);
+    let accounts = add_username(dir.path(), true, &["email", "username"]);
+    let conn = Connection::open(dir.path().join(DATA_DB)).unwrap();
+    conn.execute("UPDATE users SET username = 'Bobby' WHERE id = ?1", [&bob.id]).unwrap();
+    // A username that looks like someone else's email: the email is searched first.
+    conn.execute("UPDATE users SET username = 'bob@example.com' WHERE id = ?1", [&carol.id]).unwrap();
+    let id = |r: Option<Record>| r.map(|r| r.id);
+    assert_eq!(id(accounts.authenticate(USERS, "Bobby", None, "bob-password").unwrap()), Some(bob.id.clone()));
+    assert_eq!(id(accounts.authenticate(USERS, "bOBBY", None, "bob-password").unwrap()), Some(bob.id.clone()), "NOCASE");
+    assert_eq!(id(accounts.authenticate(USERS, "bob@example.com", None, "bob-password").unwrap()), Some(bob.id.clone()));
+    assert_eq!(accounts.authenticate(USERS, "bob@example.com", None, "carol-password").unwrap(), None);
+    // Naming the field searches that one only.
+    let by = |field| accounts.authenticate(USERS, "bob@example.com", Some(field), "carol-password").unwrap();
+    assert_eq!(id(by("username")), Some(carol.id.clone()));
+    assert_eq!(by("email"), None);
+    drop(accounts);
+
+    // Without NOCASE the username matches exactly; without `email` listed, emails are not searched.
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = Accounts::open(dir.path()).unwrap();
+    let dave = accounts.upsert(Collection::Users, "dave@example.com", "dave-password").unwrap();
+    drop(accounts);
+    let accounts = add_username(dir.path(), false, &["username"]);
+    let conn = Connection::open(dir.path().join(DATA_DB)).unwrap();
+    conn.execute("UPDATE users SET username = 'Dave' WHERE id = ?1", [&dave.id]).unwrap();
+    assert!(accounts.authenticate(USERS, "Dave", None, "dave-password").unwrap().is_some());
+    assert!(accounts.authenticate(USERS, "dave", None, "dave-password").unwrap().is_none());
+    assert!(accounts.authenticate(USERS, "dave@example.com", None, "dave-password").unwrap().is_none());
+}
+
+#[test]
+fn an_identity_field_without_a_unique_index_is_not_searched() {
+    let (dir, accounts) = open_temp();
+    accounts.upsert(Collection::Users, "erin@example.com", "erin-password").unwrap();
+    drop(accounts);
+    let conn = Connection::open(dir.path().join(DATA_DB)).unwrap();
+    let options: String = conn.query_row("SELECT options FROM _collections WHERE name = 'users'", [], |r| r.get(0)).unwrap();
+    let mut options: Value = serde_json::from_str(&options).unwrap();
+    options["passwordAuth"]["identityFields"] = json!(["name", "email"]);
+    conn.execute("UPDATE _collections SET options = ?1 WHERE name = 'users'", [options.to_string()]).unwrap();
+    conn.execute("UPDATE users SET name = 'Erin'", []).unwrap();
+    let accounts = Accounts::open(dir.path()).unwrap();
+    assert_eq!(accounts.collection(USERS).unwrap().identity_fields, ["name", "email"]);
+    assert!(accounts.authenticate(USERS, "Erin", None, "erin-password").unwrap().is_none());
+    assert!(accounts.authenticate(USERS, "erin@example.com", None, "erin-password").unwrap().is_some());
+}
+
+fn set_auth_rule(dir: &std::path::Path, rule: Value) -> Accounts {
+    let conn = Connection::open(dir.join(DATA_DB)).unwrap();
+    let options: String = conn.query_row("SELECT options FROM _collections WHERE name = 'users'", [], |r| r.get(0)).unwrap();
+    let mut options: Value = serde_json::from_str(&options).unwrap();
+    options["authRule"] = rule;
+    conn.execute("UPDATE _collections SET options = ?1 WHERE name = 'users'", [options.to_string()]).unwrap();
+    Accounts::open(dir).unwrap()
+}
+
+#[test]
+fn rules_are_evaluated_on_the_record_s_own_row() {
+    let (dir, accounts) = open_temp();
+    let user = accounts.upsert(Collection::Users, "frank@example.com", "frank-password").unwrap();
+    Connection::open(dir.path().join(DATA_DB)).unwrap().execute("UPDATE users SET verified = FALSE", []).unwrap();
+    let users = accounts.collection(USERS).unwrap();
+    let outcome = |rule: &str| accounts.record_matches(users, &user.id, rule).unwrap();
+    assert_eq!(outcome(""), RuleOutcome::Allowed);
+    assert_eq!(outcome("verified = false && email ~ 'frank'"), RuleOutcome::Allowed);
+    assert_eq!(outcome("verified = true"), RuleOutcome::Denied);
+    assert_eq!(outcome("name = null && avatar = ''"), RuleOutcome::Allowed);
+    // Another record's id never matches this one.
+    assert_eq!(accounts.record_matches(users, "nosuchid", "verified = false").unwrap(), RuleOutcome::Denied);
+    for rule in ["@request.auth.id != ''", "nosuch = 1", "verified = ", "tokenKey:lower = 'x'"] {
+        assert!(matches!(outcome(rule), RuleOutcome::Unsupported(_)), "{rule}");
+    }
+    // The collection's own authRule: "" and a rule as written; null refuses everyone.
+    assert_eq!(accounts.auth_rule_allows(users, &user.id).unwrap(), RuleOutcome::Allowed);
+    drop(accounts);
+    let accounts = set_auth_rule(dir.path(), json!("verified = true"));
+    assert_eq!(accounts.auth_rule_allows(accounts.collection(USERS).unwrap(), &user.id).unwrap(), RuleOutcome::Denied);
+    let accounts = set_auth_rule(dir.path(), Value::Null);
+    assert_eq!(accounts.collection(USERS).unwrap().auth_rule, None);
+    assert_eq!(accounts.auth_rule_allows(accounts.collection(USERS).unwrap(), &user.id).unwrap(), RuleOutcome::Denied);
+}
+
+#[test]
+fn a_rule_does_not_read_huge_values() {
+    let (dir, accounts) = open_temp();
+    let user = accounts.upsert(Collection::Users, "gina@example.com", "gina-password").unwrap();
+    let conn = Connection::open(dir.path().join(DATA_DB)).unwrap();
+    let users = accounts.collection(USERS).unwrap();
+    conn.execute("UPDATE users SET name = printf('%.*c', 1000, 'a')", []).unwrap();
+    assert_eq!(accounts.record_matches(users, &user.id, "name ~ 'aa'").unwrap(), RuleOutcome::Allowed);
+    // 2 MB in one field: the rule is refused unread, so its time stays bounded.
+    conn.execute("UPDATE users SET name = printf('%.*c', 2000000, 'a')", []).unwrap();
+    let outcome = accounts.record_matches(users, &user.id, "name ~ 'aa'").unwrap();
+    assert!(matches!(&outcome, RuleOutcome::Unsupported(reason) if reason.contains("too big")), "{outcome:?}");
+    // Other queries are not limited afterwards: a 2 MB token key is read back whole.
+    conn.execute("UPDATE users SET tokenKey = printf('%.*c', 2000000, 'k')", []).unwrap();
+    let found = accounts.find(&users.id, &user.id).unwrap().unwrap();
+    assert_eq!(found.token_key.len(), 2_000_000);
 }

@@ -2,7 +2,9 @@
 //!
 //! `AuthToken` is the `Authorization` header (raw token or `Bearer TOKEN`), `FileToken` the
 //! `token` query parameter of a download. Each verifies its token when extracted (401 when
-//! anything is wrong with it); handlers then ask for a superuser, which is the 403.
+//! anything is wrong with it) and, for a superuser's, that the client's address is among the
+//! settings' `superuserIPs` (PocketBase's 403 otherwise, whatever the endpoint); handlers then
+//! ask for a superuser, which is the documented 403.
 
 use std::sync::Arc;
 
@@ -12,6 +14,7 @@ use poem_openapi::{auth::ApiKey, SecurityScheme};
 use super::error::ApiError;
 use crate::accounts::Record;
 use crate::auth::{AuthError, TokenKind};
+use crate::i18n::Message;
 use crate::service::{AccountError, Service};
 
 /// An auth token from `POST /api/collections/{collection}/auth-with-password`, sent as
@@ -41,6 +44,14 @@ async fn check_file_token(req: &Request, key: ApiKey) -> poem::Result<Record> {
 async fn verify(req: &Request, token: &str, kind: TokenKind) -> poem::Result<Record> {
     let service = req.data::<Arc<Service>>().ok_or_else(ApiError::unauthorized)?;
     match service.verify_token(token.to_string(), kind).await {
+        Ok(record) if record.is_superuser() => {
+            let (client, access) = super::client::client_of(req).await;
+            if !access.allows_superuser(client) {
+                tracing::warn!(?client, "superuser request from an address outside superuserIPs refused");
+                return Err(ApiError::new(403, Message::AddressNotAllowed).into());
+            }
+            Ok(record)
+        }
         Ok(record) => Ok(record),
         // The client's fault: routine, kept out of the log at the default level.
         Err(e @ AccountError::Auth(AuthError::Invalid { .. })) => {
@@ -64,8 +75,9 @@ fn superuser(record: Record) -> Result<Record, ApiError> {
     }
 }
 
-/// The caller when the request carries a valid superuser auth token, else `None`: for an
-/// endpoint open to everyone that tells superusers more (health's `canBackup`).
+/// The caller when the request carries a valid superuser auth token (from an address
+/// `superuserIPs` allows), else `None`: for an endpoint open to everyone that tells superusers
+/// more (health's `canBackup`).
 pub async fn optional_superuser(req: &Request) -> Option<Record> {
     let raw = req.headers().get(poem::http::header::AUTHORIZATION)?.to_str().ok()?;
     let record = check_auth_token(req, ApiKey { key: raw.to_string() }).await.ok()?;

@@ -100,7 +100,8 @@ pub enum ListResponse {
     /// No valid auth token.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
-    /// The token is not a superuser's.
+    /// The token is not a superuser's; or it is, from an address outside the settings'
+    /// `superuserIPs` (PocketBase's `You are not allowed to perform this request.`).
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
 }
@@ -128,7 +129,8 @@ pub enum CreateResponse {
     /// No valid auth token.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
-    /// The token is not a superuser's.
+    /// The token is not a superuser's; or it is, from an address outside the settings'
+    /// `superuserIPs` (PocketBase's `You are not allowed to perform this request.`).
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
 }
@@ -152,7 +154,8 @@ pub enum UploadResponse {
     /// No valid auth token.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
-    /// The token is not a superuser's.
+    /// The token is not a superuser's; or it is, from an address outside the settings'
+    /// `superuserIPs` (PocketBase's `You are not allowed to perform this request.`).
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
 }
@@ -172,7 +175,8 @@ pub enum DeleteResponse {
     /// No valid auth token.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
-    /// The token is not a superuser's.
+    /// The token is not a superuser's; or it is, from an address outside the settings'
+    /// `superuserIPs` (PocketBase's `You are not allowed to perform this request.`).
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
     /// No such backup.
@@ -197,7 +201,8 @@ pub enum RestoreResponse {
     /// No valid auth token.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
-    /// The token is not a superuser's.
+    /// The token is not a superuser's; or it is, from an address outside the settings'
+    /// `superuserIPs` (PocketBase's `You are not allowed to perform this request.`).
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
     /// No such backup.
@@ -237,7 +242,8 @@ pub enum DownloadResponse {
     /// No valid file token.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
-    /// The file token is not a superuser's.
+    /// The file token is not a superuser's; or it is, from an address outside the settings'
+    /// `superuserIPs` (PocketBase's `You are not allowed to perform this request.`).
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
     /// No such backup.

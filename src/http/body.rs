@@ -34,6 +34,18 @@ impl<T: poem_openapi::types::ParseFromJSON, const R: bool> DeferredBody<poem_ope
     /// The parsed body; `None` when it is empty (or only white space). Any other problem
     /// (too large, too slow, not JSON, wrong shape) is `Err(())`: the caller picks the message.
     pub async fn read_json(self) -> Result<Option<T>, ()> {
+        match self.read_json_value().await? {
+            None => Ok(None),
+            Some(value) => T::parse_from_json(Some(value)).map(Some).map_err(|_| ()),
+        }
+    }
+}
+
+impl<P, const R: bool> DeferredBody<P, R> {
+    /// The body as a JSON value, within the same bounds; `None` when it is empty (or only
+    /// white space). For handlers that check each field themselves, to answer PocketBase's
+    /// per-field validation errors.
+    pub async fn read_json_value(self) -> Result<Option<serde_json::Value>, ()> {
         let read = self.body.into_bytes_limit(JSON_BODY_LIMIT);
         let bytes = match tokio::time::timeout(JSON_BODY_TIMEOUT, read).await {
             Ok(Ok(bytes)) => bytes,
@@ -42,8 +54,7 @@ impl<T: poem_openapi::types::ParseFromJSON, const R: bool> DeferredBody<poem_ope
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| ())?;
-        T::parse_from_json(Some(value)).map(Some).map_err(|_| ())
+        serde_json::from_slice(&bytes).map(Some).map_err(|_| ())
     }
 }
 

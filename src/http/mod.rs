@@ -10,6 +10,7 @@ pub mod auth;
 pub mod backups;
 pub mod body;
 pub mod console;
+pub mod client;
 pub mod download;
 pub mod error;
 pub mod extensions;
@@ -40,7 +41,8 @@ pub const METRICS_PATH: &str = "/metrics";
 
 /// The whole HTTP application over `service`; `default_lang` answers requests whose
 /// `Accept-Language` names neither zh nor en; `login_rate` throttles password logins per
-/// client, read from forwarding headers only when the peer is one of `trusted_proxies`.
+/// client, read from forwarding headers (the settings' `trustedProxy`) only when the peer is
+/// one of `trusted_proxies`.
 pub fn app(
     service: Arc<Service>,
     default_lang: Lang,
@@ -94,7 +96,8 @@ pub fn app(
         })
         .data(service)
         .data(Arc::new(backups::ListJsonCache::default()))
-        .data(Arc::new(ratelimit::RateLimiter::new(login_rate, trusted_proxies)))
+        .data(Arc::new(ratelimit::RateLimiter::new(login_rate)))
+        .data(client::TrustedProxies(trusted_proxies))
 }
 
 /// Sets the request's language, logs the request, and turns any error that escaped the

@@ -51,6 +51,9 @@ fn documented_error(operation_id: &str, status: u16) -> Option<ApiError> {
     let e = match (operation_id, status) {
         ("authWithPassword" | "fileToken" | "health", _) => return None,
         ("verifyBackup", 400) => ApiError::new(400, Message::Busy),
+        ("requestOTP" | "authWithOTP", 403) => ApiError::new(403, Message::OtpDisabled),
+        ("requestOTP" | "authWithOTP", 404) => ApiError::not_found(),
+        ("requestOTP" | "authWithOTP", _) => return None,
         (_, 401) => ApiError::unauthorized(),
         (_, 403) => ApiError::forbidden(),
         (_, 404) => ApiError::not_found(),
@@ -105,6 +108,8 @@ pub fn document() -> Value {
                 media["examples"] = examples(body(Lang::Zh), body(Lang::En));
             } else if op_id == "listBackups" && status == 200 {
                 media["example"] = list_example();
+            } else if matches!(op_id.as_str(), "authWithPassword" | "authWithOTP") && status == 401 {
+                media["example"] = json!({"mfaId": "kx2v0bq6w1tfz3h"});
             }
         }
     }

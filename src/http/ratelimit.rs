@@ -2,17 +2,14 @@
 //! passwords is slow while a person or a test suite logging in now and then never notices.
 //!
 //! A client is its IPv4 address, or the /64 of its IPv6 address (one host's usual share, in
-//! which it can pick addresses freely). Behind a reverse proxy the client is read from
-//! `Forwarded` or `X-Forwarded-For`, but only when the peer is a configured trusted proxy:
-//! anyone else could write any address there.
+//! which it can pick addresses freely); behind a reverse proxy, the address [`super::client`]
+//! resolves.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ipnet::IpNet;
-use poem::http::HeaderMap;
 
 /// Attempts a client may make at once, and how fast it earns new ones.
 #[derive(Clone, Copy, Debug)]
@@ -48,7 +45,6 @@ const MAX_TRACKED: usize = 10_000;
 #[derive(Debug)]
 pub struct RateLimiter {
     limit: RateLimit,
-    trusted_proxies: Vec<IpNet>,
     buckets: Mutex<Generations>,
 }
 
@@ -63,19 +59,9 @@ struct Generations {
 }
 
 impl RateLimiter {
-    pub fn new(limit: RateLimit, trusted_proxies: Vec<IpNet>) -> RateLimiter {
+    pub fn new(limit: RateLimit) -> RateLimiter {
         let empty = Generations { current: HashMap::new(), previous: HashMap::new(), turned: None };
-        RateLimiter { limit, trusted_proxies, buckets: Mutex::new(empty) }
-    }
-
-    /// Takes one attempt for the client of a request from `peer` with `headers`.
-    pub fn try_acquire_for(&self, peer: IpAddr, headers: &HeaderMap, now: Instant) -> Result<(), IpAddr> {
-        let client = client_ip(peer, headers, &self.trusted_proxies);
-        if self.try_acquire(client, now) {
-            Ok(())
-        } else {
-            Err(client)
-        }
+        RateLimiter { limit, buckets: Mutex::new(empty) }
     }
 
     /// Takes one attempt for the client at `ip` at `now`; false when it has none left.
@@ -115,77 +101,6 @@ fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The client's address: the peer's, or, when the peer is a trusted proxy, the nearest
-/// address in `Forwarded` (or else `X-Forwarded-For`) that is not itself a trusted proxy.
-/// Proxies append, so everything left of the first untrusted hop may be forged and is ignored.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(&canonical(*ip)));
-    if !is_trusted(&peer) {
-        return peer;
-    }
-    let forwarded = forwarded_for(headers);
-    let hops = if forwarded.is_empty() { x_forwarded_for(headers) } else { forwarded };
-    let mut client = peer;
-    for hop in hops.into_iter().rev() {
-        match hop {
-            Some(ip) => {
-                client = ip;
-                if !is_trusted(&ip) {
-                    break;
-                }
-            }
-            // An unreadable hop (`unknown`, an obfuscated name): stop at the last one read.
-            None => break,
-        }
-    }
-    client
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// The `for=` values of every `Forwarded` header (RFC 7239), in order.
-fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    headers
-        .get_all("forwarded")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|element| {
-            element.split(';').find_map(|pair| {
-                let (name, value) = pair.trim().split_once('=')?;
-                name.trim().eq_ignore_ascii_case("for").then(|| parse_node(value.trim().trim_matches('"')))
-            })
-        })
-        .collect()
-}
-
-/// A `Forwarded` node: `192.0.2.1`, `192.0.2.1:80`, `[2001:db8::1]`, `[2001:db8::1]:80`.
-fn parse_node(node: &str) -> Option<IpAddr> {
-    if let Some(rest) = node.strip_prefix('[') {
-        return rest.split_once(']')?.0.parse().ok();
-    }
-    let host = node.split_once(':').map_or(node, |(host, _)| host);
-    host.parse().ok()
-}
-
-fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|hop| {
-            let hop = hop.trim();
-            hop.parse().ok().or_else(|| parse_node(hop))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,7 +111,7 @@ mod tests {
 
     #[test]
     fn burst_then_refill_per_address() {
-        let limiter = RateLimiter::new(RateLimit { burst: 3, per_attempt: Duration::from_secs(1) }, vec![]);
+        let limiter = RateLimiter::new(RateLimit { burst: 3, per_attempt: Duration::from_secs(1) });
         let (a, b) = (ip("127.0.0.1"), ip("::1"));
         let t0 = Instant::now();
         assert!((0..3).all(|_| limiter.try_acquire(a, t0)));
@@ -212,7 +127,7 @@ mod tests {
 
     #[test]
     fn ipv6_addresses_of_one_64_share_a_bucket() {
-        let limiter = RateLimiter::new(RateLimit { burst: 2, per_attempt: Duration::from_secs(3600) }, vec![]);
+        let limiter = RateLimiter::new(RateLimit { burst: 2, per_attempt: Duration::from_secs(3600) });
         let t0 = Instant::now();
         assert!(limiter.try_acquire(ip("2001:db8:1:2::1"), t0));
         assert!(limiter.try_acquire(ip("2001:db8:1:2:ffff:1:2:3"), t0));
@@ -227,7 +142,7 @@ mod tests {
     #[test]
     fn a_bucket_in_use_survives_the_turn_of_generations() {
         let limit = RateLimit { burst: 2, per_attempt: Duration::from_secs(10) };
-        let limiter = RateLimiter::new(limit, vec![]);
+        let limiter = RateLimiter::new(limit);
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
         let (a, b) = (ip("198.51.100.1"), ip("198.51.100.2"));
@@ -249,44 +164,12 @@ mod tests {
 
     #[test]
     fn memory_stays_bounded_under_a_flood_of_addresses() {
-        let limiter = RateLimiter::new(RateLimit::default(), vec![]);
+        let limiter = RateLimiter::new(RateLimit::default());
         let t0 = Instant::now();
         for n in 0..(3 * MAX_TRACKED as u32) {
             limiter.try_acquire(IpAddr::V4(n.into()), t0);
         }
         let g = limiter.buckets.lock().unwrap();
         assert!(g.current.len() + g.previous.len() <= 2 * MAX_TRACKED);
-    }
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (name, value) in pairs {
-            h.append(poem::http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn forwarded_addresses_count_only_from_trusted_proxies() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()];
-        let xff = headers(&[("x-forwarded-for", "203.0.113.9")]);
-        assert_eq!(client_ip(ip("198.51.100.1"), &xff, &trusted), ip("198.51.100.1"), "untrusted peer");
-        assert_eq!(client_ip(ip("10.1.2.3"), &xff, &trusted), ip("203.0.113.9"));
-        assert_eq!(client_ip(ip("10.1.2.3"), &headers(&[]), &trusted), ip("10.1.2.3"), "no header");
-        assert_eq!(client_ip(ip("10.1.2.3"), &xff, &[]), ip("10.1.2.3"), "nobody trusted");
-        // A client-written (forged) first hop is left of the first untrusted one: ignored.
-        let chain = headers(&[("x-forwarded-for", "1.2.3.4, 203.0.113.9"), ("x-forwarded-for", "10.9.9.9")]);
-        assert_eq!(client_ip(ip("10.1.2.3"), &chain, &trusted), ip("203.0.113.9"));
-        // Forwarded wins over X-Forwarded-For; ports, brackets, quotes and case handled.
-        let both = headers(&[
-            ("forwarded", "for=1.2.3.4, For=\"[2001:db8::7]:4711\";proto=https"),
-            ("x-forwarded-for", "203.0.113.9"),
-        ]);
-        assert_eq!(client_ip(ip("::ffff:10.0.0.1"), &both, &trusted), ip("2001:db8::7"));
-        let port = headers(&[("forwarded", "for=192.0.2.60:8080;by=10.0.0.1")]);
-        assert_eq!(client_ip(ip("fd00::1"), &port, &trusted), ip("192.0.2.60"));
-        // An unreadable hop stops the walk at the last address read.
-        let unknown = headers(&[("forwarded", "for=unknown, for=10.2.2.2")]);
-        assert_eq!(client_ip(ip("10.1.2.3"), &unknown, &trusted), ip("10.2.2.2"));
     }
 }

@@ -1,7 +1,9 @@
 //! `GET` / `PATCH /api/settings`, as PocketBase serves them, for the part this server uses:
-//! the `backups` section (`cron`, `cronMaxKeep`) read and written, `meta.appName` read only.
-//! Superusers only. Validation errors nest per section, as PocketBase's do:
-//! `data.backups.cron.code`.
+//! the `backups` section (`cron`, `cronMaxKeep`), `superuserIPs`, `trustedProxy` and the mail
+//! settings (`smtp`, `meta.senderName`, `meta.senderAddress`) read and written, `meta.appName`
+//! and `meta.appURL` read only. The SMTP password is never served (the key is left out, as
+//! PocketBase does). Superusers only. Validation errors nest per section, as PocketBase's do:
+//! `data.backups.cron.code`, `data.superuserIPs.0.code`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,29 +18,79 @@ use super::body::{DeferredBody, JSON_BODY_LIMIT, JSON_BODY_TIMEOUT};
 use super::error::{response_errors, ApiError, ErrorBody, FieldError};
 use crate::i18n::Message;
 use crate::service::Service;
-use crate::settings::{BackupsPatch, FieldProblem, Settings, SettingsError};
+use crate::settings::{
+    BackupsPatch, FieldProblem, MetaPatch, Settings, SettingsError, SettingsPatch, SmtpPatch, TrustedProxyPatch,
+};
 
 #[derive(Tags)]
 enum ApiTags {
-    /// The app settings this server uses: the automatic backups schedule. Superusers only.
+    /// The app settings this server uses: the automatic backups schedule, who may act as a
+    /// superuser from where, and mail. Superusers only.
     Settings,
 }
 
 /// The settings served: the others PocketBase keeps in the same row are left as they are.
 #[derive(Object, Debug)]
-#[oai(rename = "Settings")]
+#[oai(rename_all = "camelCase", rename = "Settings")]
 pub struct SettingsBody {
-    /// Read only here.
     pub meta: MetaSettings,
     pub backups: BackupsSettingsBody,
+    /// Addresses (`10.1.2.3`, `::1`) and CIDR ranges (`10.0.0.0/8`) superusers may log in and
+    /// send requests from; empty: anywhere. Others get 403.
+    #[oai(rename = "superuserIPs")]
+    pub superuser_ips: Vec<String>,
+    pub trusted_proxy: TrustedProxyBody,
+    pub smtp: SmtpSettingsBody,
+}
+
+/// Which request headers name the client, for the peers listed with `--trusted-proxy`.
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase", rename = "TrustedProxySettings")]
+pub struct TrustedProxyBody {
+    /// Header names (e.g. `X-Forwarded-For`), tried in order; empty: the client is the
+    /// connection's peer. The last instance of a header counts.
+    pub headers: Vec<String>,
+    /// Take the leftmost address of the header's list instead of the rightmost (the one the
+    /// nearest proxy wrote). The leftmost is whatever the client sent: only for proxies that
+    /// replace the header.
+    #[oai(rename = "useLeftmostIP")]
+    pub use_leftmost_ip: bool,
 }
 
 #[derive(Object, Debug)]
-#[oai(rename_all = "camelCase", read_only_all)]
+#[oai(rename_all = "camelCase")]
 pub struct MetaSettings {
-    /// Part of the names of scheduled backups (snake_case, at most 50 bytes).
+    /// Part of the names of scheduled backups (snake_case, at most 50 bytes); `{APP_NAME}`
+    /// in mail. Read only here.
+    #[oai(read_only)]
     pub app_name: String,
+    /// `{APP_URL}` in mail. Read only here.
+    #[oai(rename = "appURL", read_only)]
+    pub app_url: String,
+    /// The name mail is sent from.
+    pub sender_name: String,
+    /// The address mail is sent from.
+    pub sender_address: String,
 }
+
+/// How mail leaves: this SMTP server when `enabled`, else the local `sendmail`. The password
+/// is never served.
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase", rename = "SmtpSettings")]
+pub struct SmtpSettingsBody {
+    pub enabled: bool,
+    pub host: String,
+    pub port: i64,
+    /// Empty: no login.
+    pub username: String,
+    /// `PLAIN` (also when empty) or `LOGIN`.
+    pub auth_method: String,
+    /// TLS from the first byte (SMTPS, usually port 465); otherwise STARTTLS when offered.
+    pub tls: bool,
+    /// The name given in EHLO (empty: `localhost`).
+    pub local_name: String,
+}
+
 
 /// Automatic backups.
 #[derive(Object, Debug)]
@@ -54,9 +106,50 @@ pub struct BackupsSettingsBody {
 
 /// A change to the settings: absent fields keep their value.
 #[derive(Object, Debug)]
-#[oai(rename = "SettingsPatch")]
+#[oai(rename_all = "camelCase", rename = "SettingsPatch")]
 pub struct SettingsPatchBody {
     pub backups: Option<BackupsPatchBody>,
+    /// Replaces the whole list; each entry an address or a CIDR range.
+    #[oai(rename = "superuserIPs")]
+    pub superuser_ips: Option<Vec<String>>,
+    pub trusted_proxy: Option<TrustedProxyPatchBody>,
+    pub smtp: Option<SmtpPatchBody>,
+    pub meta: Option<MetaPatchBody>,
+}
+
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase", rename = "TrustedProxySettingsPatch")]
+pub struct TrustedProxyPatchBody {
+    pub headers: Option<Vec<String>>,
+    #[oai(rename = "useLeftmostIP")]
+    pub use_leftmost_ip: Option<bool>,
+}
+
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase", rename = "SmtpSettingsPatch")]
+pub struct SmtpPatchBody {
+    pub enabled: Option<bool>,
+    /// An IP address or DNS name; required while `enabled`.
+    pub host: Option<String>,
+    /// Required while `enabled`.
+    #[oai(validator(minimum(value = "0"), maximum(value = "65535")))]
+    pub port: Option<i64>,
+    pub username: Option<String>,
+    /// Write only: absent keeps the stored one, empty (or null) clears it.
+    #[oai(write_only)]
+    pub password: Option<String>,
+    /// `PLAIN`, `LOGIN` or empty.
+    pub auth_method: Option<String>,
+    pub tls: Option<bool>,
+    pub local_name: Option<String>,
+}
+
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase", rename = "MetaSettingsPatch")]
+pub struct MetaPatchBody {
+    pub sender_name: Option<String>,
+    /// An email address.
+    pub sender_address: Option<String>,
 }
 
 #[derive(Object, Debug)]
@@ -69,7 +162,9 @@ pub struct BackupsPatchBody {
 }
 
 /// A validation error, with the refused fields under their section:
-/// `{"data": {"backups": {"cron": {"code", "message"}}}}`.
+/// `{"data": {"backups": {"cron": {"code", "message"}}}}`; a list's entries by index:
+/// `{"data": {"superuserIPs": {"0": {"code", "message"}}}}`; sections `backups`,
+/// `superuserIPs`, `trustedProxy`, `smtp`, `meta`.
 #[derive(Object, Debug)]
 #[oai(rename = "SettingsValidationError")]
 pub struct SettingsError400 {
@@ -80,9 +175,30 @@ pub struct SettingsError400 {
 
 impl From<Settings> for SettingsBody {
     fn from(s: Settings) -> Self {
+        let smtp = s.smtp;
         SettingsBody {
-            meta: MetaSettings { app_name: s.app_name },
+            meta: MetaSettings {
+                app_name: s.app_name,
+                app_url: s.app_url,
+                sender_name: s.sender_name,
+                sender_address: s.sender_address,
+            },
+            // No password: it is write only.
+            smtp: SmtpSettingsBody {
+                enabled: smtp.enabled,
+                host: smtp.host,
+                port: smtp.port,
+                username: smtp.username,
+                auth_method: smtp.auth_method,
+                tls: smtp.tls,
+                local_name: smtp.local_name,
+            },
             backups: BackupsSettingsBody { cron: s.backups.cron, cron_max_keep: s.backups.cron_max_keep },
+            superuser_ips: s.superuser_ips,
+            trusted_proxy: TrustedProxyBody {
+                headers: s.trusted_proxy.headers,
+                use_leftmost_ip: s.trusted_proxy.use_leftmost_ip,
+            },
         }
     }
 }
@@ -99,7 +215,8 @@ pub enum GetSettingsResponse {
     /// No valid auth token.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
-    /// The token is not a superuser's.
+    /// The token is not a superuser's, or it is but the client's address is not among the
+    /// settings' `superuserIPs`.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
 }
@@ -119,7 +236,8 @@ pub enum UpdateSettingsResponse {
     /// No valid auth token.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
-    /// The token is not a superuser's.
+    /// The token is not a superuser's, or it is but the client's address is not among the
+    /// settings' `superuserIPs`.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
 }
@@ -141,60 +259,159 @@ impl UpdateSettingsResponse {
     }
 }
 
-/// Refused fields of the `backups` section: name, code, message.
-type FieldErrors = Vec<(&'static str, &'static str, Message)>;
+/// Refused fields: section, field (a list entry's index), code, message.
+type FieldErrors = Vec<(&'static str, String, &'static str, Message)>;
 
-/// A 400 whose refused fields all belong to the `backups` section.
+/// A 400 with the refused fields under their sections.
 fn validation(message: Message, fields: FieldErrors) -> UpdateSettingsResponse {
-    let backups: BTreeMap<String, FieldError> = fields
-        .into_iter()
-        .map(|(name, code, msg)| (name.to_string(), FieldError { code: code.into(), message: msg.current().into() }))
-        .collect();
-    let mut data = BTreeMap::new();
-    if !backups.is_empty() {
-        data.insert("backups".to_string(), backups);
+    let mut data: BTreeMap<String, BTreeMap<String, FieldError>> = BTreeMap::new();
+    for (section, field, code, msg) in fields {
+        let error = FieldError { code: code.into(), message: msg.current().into() };
+        data.entry(section.to_string()).or_default().insert(field, error);
     }
     UpdateSettingsResponse::BadRequest(Json(SettingsError400 { status: 400, message: message.current().into(), data }))
 }
 
-/// The `backups` patch in a PATCH body. A body that is not a JSON object (or whose `backups`
-/// is not one) is `Err(None)`; values of the wrong type are per-field errors.
-fn parse_patch(bytes: &[u8]) -> Result<BackupsPatch, Option<FieldErrors>> {
+/// The patch in a PATCH body. A body that is not a JSON object (or a section that is not of
+/// its type: `backups` and `trustedProxy` objects, `superuserIPs` a list) is `Err(None)`;
+/// values of the wrong type are per-field errors.
+fn parse_patch(bytes: &[u8]) -> Result<SettingsPatch, Option<FieldErrors>> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(BackupsPatch::default());
+        return Ok(SettingsPatch::default());
     }
     let body: Value = serde_json::from_slice(bytes).map_err(|_| None)?;
     let body = body.as_object().ok_or(None)?;
+    let mut wrong = Vec::new();
+    let invalid_type = |section, field: &str| (section, field.to_string(), "validation_invalid_type", Message::InvalidType);
     // An absent field keeps its value; an explicit null is not a value of its type.
     let backups = match body.get("backups") {
-        None => return Ok(BackupsPatch::default()),
-        Some(Value::Object(b)) => b,
+        None => BackupsPatch::default(),
+        Some(Value::Object(b)) => {
+            let cron = match b.get("cron") {
+                None => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(_) => {
+                    wrong.push(invalid_type("backups", "cron"));
+                    None
+                }
+            };
+            let cron_max_keep = match b.get("cronMaxKeep") {
+                None => None,
+                Some(v) => match v.as_i64().filter(|n| i32::try_from(*n).is_ok()) {
+                    Some(n) => Some(n),
+                    None => {
+                        wrong.push(invalid_type("backups", "cronMaxKeep"));
+                        None
+                    }
+                },
+            };
+            BackupsPatch { cron, cron_max_keep }
+        }
         Some(_) => return Err(None),
     };
-    let mut wrong = Vec::new();
-    let cron = match backups.get("cron") {
+    let superuser_ips = match body.get("superuserIPs") {
         None => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => {
-            wrong.push(("cron", "validation_invalid_type", Message::InvalidType));
+        Some(Value::Array(items)) => {
+            let mut ips = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                match item.as_str() {
+                    Some(ip) => ips.push(ip.to_string()),
+                    None => wrong.push(invalid_type("superuserIPs", &i.to_string())),
+                }
+            }
+            Some(ips)
+        }
+        Some(_) => return Err(None),
+    };
+    let trusted_proxy = match body.get("trustedProxy") {
+        None => TrustedProxyPatch::default(),
+        Some(Value::Object(p)) => {
+            let headers = match p.get("headers") {
+                None => None,
+                Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+                    Some(items.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                }
+                Some(_) => {
+                    wrong.push(invalid_type("trustedProxy", "headers"));
+                    None
+                }
+            };
+            let use_leftmost_ip = match p.get("useLeftmostIP") {
+                None => None,
+                Some(Value::Bool(b)) => Some(*b),
+                Some(_) => {
+                    wrong.push(invalid_type("trustedProxy", "useLeftmostIP"));
+                    None
+                }
+            };
+            TrustedProxyPatch { headers, use_leftmost_ip }
+        }
+        Some(_) => return Err(None),
+    };
+    let (smtp, meta) = parse_mail_patch(body, &mut wrong)?;
+    if wrong.is_empty() {
+        Ok(SettingsPatch { backups, superuser_ips, trusted_proxy, smtp, meta })
+    } else {
+        Err(Some(wrong))
+    }
+}
+
+/// The `smtp` and `meta` sections of a PATCH body (a section that is not an object is
+/// `Err(None)`). An absent field keeps its value; another type, an explicit null too, is a
+/// per-field error, but for the SMTP password, which null clears as in PocketBase.
+fn parse_mail_patch(
+    body: &serde_json::Map<String, Value>,
+    wrong: &mut FieldErrors,
+) -> Result<(SmtpPatch, MetaPatch), Option<FieldErrors>> {
+    let empty = serde_json::Map::new();
+    let section = |name: &str| match body.get(name) {
+        None => Ok(&empty),
+        Some(Value::Object(fields)) => Ok(fields),
+        Some(_) => Err(None),
+    };
+    let (smtp, meta) = (section("smtp")?, section("meta")?);
+    let mut refuse = |section: &'static str, name: &str| {
+        wrong.push((section, name.to_string(), "validation_invalid_type", Message::InvalidType));
+    };
+    let mut text = |section: &'static str, fields: &serde_json::Map<String, Value>, name: &str| match fields.get(name)? {
+        Value::String(s) => Some(s.clone()),
+        _ => {
+            refuse(section, name);
             None
         }
     };
-    let cron_max_keep = match backups.get("cronMaxKeep") {
+    let host = text("smtp", smtp, "host");
+    let username = text("smtp", smtp, "username");
+    let password = match smtp.get("password") {
+        Some(Value::Null) => Some(String::new()),
+        _ => text("smtp", smtp, "password"),
+    };
+    let auth_method = text("smtp", smtp, "authMethod");
+    let local_name = text("smtp", smtp, "localName");
+    let sender_name = text("meta", meta, "senderName");
+    let sender_address = text("meta", meta, "senderAddress");
+    let mut flag = |name: &str| match smtp.get(name)? {
+        Value::Bool(b) => Some(*b),
+        _ => {
+            wrong.push(("smtp", name.to_string(), "validation_invalid_type", Message::InvalidType));
+            None
+        }
+    };
+    let (enabled, tls) = (flag("enabled"), flag("tls"));
+    let port = match smtp.get("port") {
         None => None,
         Some(v) => match v.as_i64().filter(|n| i32::try_from(*n).is_ok()) {
             Some(n) => Some(n),
             None => {
-                wrong.push(("cronMaxKeep", "validation_invalid_type", Message::InvalidType));
+                wrong.push(("smtp", "port".to_string(), "validation_invalid_type", Message::InvalidType));
                 None
             }
         },
     };
-    if wrong.is_empty() {
-        Ok(BackupsPatch { cron, cron_max_keep })
-    } else {
-        Err(Some(wrong))
-    }
+    Ok((
+        SmtpPatch { enabled, host, port, username, password, auth_method, tls, local_name },
+        MetaPatch { sender_name, sender_address },
+    ))
 }
 
 fn field_message(p: &FieldProblem) -> Message {
@@ -202,6 +419,12 @@ fn field_message(p: &FieldProblem) -> Message {
         FieldProblem::InvalidCron(_) => Message::InvalidCron,
         FieldProblem::Required => Message::Required,
         FieldProblem::BelowOne => Message::MinOne,
+        FieldProblem::InvalidIpOrSubnet => Message::InvalidIpOrSubnet,
+        FieldProblem::BelowZero => Message::MinZero,
+        FieldProblem::AbovePortRange => Message::MaxPort,
+        FieldProblem::NotAHost => Message::NotAHost,
+        FieldProblem::NotAllowed => Message::InvalidValue,
+        FieldProblem::NotAnEmail => Message::InvalidEmail,
     }
 }
 
@@ -211,8 +434,10 @@ pub struct SettingsApi;
 impl SettingsApi {
     /// Get settings
     ///
-    /// The app settings this server uses: the automatic backups schedule (`backups`) and
-    /// `meta.appName`. Only superusers can perform this action.
+    /// The app settings this server uses: the automatic backups schedule (`backups`),
+    /// `superuserIPs`, `trustedProxy`, mail (`smtp` without its password, `meta.senderName`,
+    /// `meta.senderAddress`) and `meta.appName`, `meta.appURL`. Only superusers can perform
+    /// this action.
     #[oai(path = "/settings", method = "get", operation_id = "getSettings")]
     async fn get(&self, auth: AuthToken, service: Data<&Arc<Service>>) -> GetSettingsResponse {
         if let Err(e) = auth.superuser() {
@@ -229,9 +454,12 @@ impl SettingsApi {
 
     /// Update settings
     ///
-    /// Changes the automatic backups schedule: `backups.cron` (empty turns it off) and
-    /// `backups.cronMaxKeep`. Other sections are ignored here and kept as stored. Invalid
-    /// values are refused with nothing stored. Only superusers can perform this action.
+    /// Changes the automatic backups schedule (`backups.cron`, empty turns it off, and
+    /// `backups.cronMaxKeep`), `superuserIPs`, `trustedProxy` and mail (`smtp`, whose password
+    /// is kept when left out, `meta.senderName`, `meta.senderAddress`). Other keys are ignored
+    /// here and kept as stored. Invalid values are refused with nothing stored. A change to
+    /// `superuserIPs` applies to the next request, this client's too. Only superusers can
+    /// perform this action.
     #[oai(path = "/settings", method = "patch", operation_id = "updateSettings")]
     async fn update(
         &self,
@@ -252,10 +480,14 @@ impl SettingsApi {
             Err(None) => return validation(Message::InvalidJson, Vec::new()),
             Err(Some(fields)) => return validation(Message::ValidationFailed, fields),
         };
-        match service.update_backups_settings(patch).await {
+        match service.update_settings(patch).await {
             Ok(s) => UpdateSettingsResponse::Ok(Json(s.into())),
             Err(SettingsError::Invalid(invalid)) => {
-                let fields = invalid.fields.iter().map(|(name, p)| (*name, p.code(), field_message(p))).collect();
+                let fields = invalid
+                    .fields
+                    .into_iter()
+                    .map(|f| (f.section, f.field, f.problem.code(), field_message(&f.problem)))
+                    .collect();
                 validation(Message::ValidationFailed, fields)
             }
             Err(e) => {
@@ -270,26 +502,87 @@ impl SettingsApi {
 mod tests {
     use super::*;
 
+    fn backups(cron: Option<&str>, keep: Option<i64>) -> SettingsPatch {
+        SettingsPatch { backups: BackupsPatch { cron: cron.map(Into::into), cron_max_keep: keep }, ..Default::default() }
+    }
+
+    fn wrong(body: &[u8]) -> Vec<(&'static str, String, &'static str)> {
+        parse_patch(body).unwrap_err().unwrap().into_iter().map(|(s, f, c, _)| (s, f, c)).collect()
+    }
+
     #[test]
     fn patch_bodies() {
-        assert_eq!(parse_patch(b"  "), Ok(BackupsPatch::default()));
-        assert_eq!(parse_patch(br#"{"meta": {"appName": "x"}}"#), Ok(BackupsPatch::default()));
-        assert_eq!(
-            parse_patch(br#"{"backups": {"cron": "@daily", "cronMaxKeep": 2}}"#),
-            Ok(BackupsPatch { cron: Some("@daily".into()), cron_max_keep: Some(2) })
-        );
+        assert_eq!(parse_patch(b"  "), Ok(SettingsPatch::default()));
+        assert_eq!(parse_patch(br#"{"meta": {"appName": "x"}}"#), Ok(SettingsPatch::default()));
+        assert_eq!(parse_patch(br#"{"backups": {"cron": "@daily", "cronMaxKeep": 2}}"#), Ok(backups(Some("@daily"), Some(2))));
         assert_eq!(parse_patch(b"[1]"), Err(None));
         assert_eq!(parse_patch(b"{\"backups\": 3}"), Err(None));
         assert_eq!(parse_patch(b"{"), Err(None));
-        let wrong = parse_patch(br#"{"backups": {"cron": 5, "cronMaxKeep": "3"}}"#).unwrap_err().unwrap();
-        assert_eq!(wrong.iter().map(|(f, c, _)| (*f, *c)).collect::<Vec<_>>(), [
-            ("cron", "validation_invalid_type"),
-            ("cronMaxKeep", "validation_invalid_type")
+        assert_eq!(wrong(br#"{"backups": {"cron": 5, "cronMaxKeep": "3"}}"#), [
+            ("backups", "cron".to_string(), "validation_invalid_type"),
+            ("backups", "cronMaxKeep".to_string(), "validation_invalid_type")
         ]);
         assert!(parse_patch(br#"{"backups": {"cronMaxKeep": 2.5}}"#).is_err());
         assert!(parse_patch(br#"{"backups": {"cronMaxKeep": null}}"#).is_err());
         assert!(parse_patch(br#"{"backups": {"cron": null}}"#).is_err());
         assert!(parse_patch(br#"{"backups": null}"#).is_err());
         assert!(parse_patch(br#"{"backups": {"cronMaxKeep": 99999999999}}"#).is_err());
+    }
+
+    #[test]
+    fn access_patch_bodies() {
+        let patch = parse_patch(br#"{"superuserIPs": ["10.0.0.0/8", ""], "trustedProxy": {"headers": ["X-Real-IP"]}}"#);
+        assert_eq!(
+            patch,
+            Ok(SettingsPatch {
+                superuser_ips: Some(vec!["10.0.0.0/8".into(), "".into()]),
+                trusted_proxy: TrustedProxyPatch { headers: Some(vec!["X-Real-IP".into()]), use_leftmost_ip: None },
+                ..Default::default()
+            })
+        );
+        let patch = parse_patch(br#"{"superuserIPs": [], "trustedProxy": {"useLeftmostIP": true}}"#).unwrap();
+        assert_eq!((patch.superuser_ips, patch.trusted_proxy.use_leftmost_ip), (Some(vec![]), Some(true)));
+        // Not a list, not an object: the body is unreadable, as PocketBase finds it.
+        assert_eq!(parse_patch(br#"{"superuserIPs": "10.0.0.1"}"#), Err(None));
+        assert_eq!(parse_patch(br#"{"superuserIPs": null}"#), Err(None));
+        assert_eq!(parse_patch(br#"{"trustedProxy": ["x"]}"#), Err(None));
+        assert_eq!(wrong(br#"{"superuserIPs": ["10.0.0.1", 5], "trustedProxy": {"headers": [1], "useLeftmostIP": "yes"}}"#), [
+            ("superuserIPs", "1".to_string(), "validation_invalid_type"),
+            ("trustedProxy", "headers".to_string(), "validation_invalid_type"),
+            ("trustedProxy", "useLeftmostIP".to_string(), "validation_invalid_type"),
+        ]);
+    }
+
+    #[test]
+    fn mail_patch_bodies() {
+        let patch = parse_patch(
+            br#"{"smtp": {"enabled": true, "host": "127.0.0.1", "port": 2525, "username": "u", "password": "p",
+                          "authMethod": "LOGIN", "tls": false, "localName": "me.example"},
+                 "meta": {"senderName": "Ops", "senderAddress": "ops@example.com", "appName": "ignored"}}"#,
+        )
+        .unwrap();
+        assert_eq!(patch.smtp, SmtpPatch {
+            enabled: Some(true),
+            host: Some("127.0.0.1".into()),
+            port: Some(2525),
+            username: Some("u".into()),
+            password: Some("p".into()),
+            auth_method: Some("LOGIN".into()),
+            tls: Some(false),
+            local_name: Some("me.example".into()),
+        });
+        assert_eq!(patch.meta, MetaPatch { sender_name: Some("Ops".into()), sender_address: Some("ops@example.com".into()) });
+        // Absent keeps the password, null and empty clear it.
+        assert_eq!(parse_patch(br#"{"smtp": {"host": "h"}}"#).unwrap().smtp.password, None);
+        assert_eq!(parse_patch(br#"{"smtp": {"password": null}}"#).unwrap().smtp.password, Some(String::new()));
+        assert_eq!(parse_patch(b"{\"smtp\": []}"), Err(None));
+        let mut got = wrong(br#"{"smtp": {"enabled": "yes", "port": "25", "host": 1}, "meta": {"senderName": false}}"#);
+        got.sort();
+        assert_eq!(got, [
+            ("meta", "senderName".to_string(), "validation_invalid_type"),
+            ("smtp", "enabled".to_string(), "validation_invalid_type"),
+            ("smtp", "host".to_string(), "validation_invalid_type"),
+            ("smtp", "port".to_string(), "validation_invalid_type"),
+        ]);
     }
 }

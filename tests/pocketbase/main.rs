@@ -7,6 +7,9 @@
 
 #[path = "../support/mod.rs"]
 mod support;
+mod rules;
+
+mod mfa;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -291,12 +294,19 @@ async fn pocketbase_backup_restores_here(version: &str) {
     let ours = BinaryServer::start(&ours_dir);
     let su = login(&ours.base, "_superusers", SUPERUSER).await;
     upload_and_restore(&ours.base, &su, "from_pocketbase.zip", zip.clone()).await;
-    let pb_su = login_eventually(&ours.base, "_superusers", PB_SUPERUSER).await;
+    // Serving the restored data once a token PocketBase issued is valid (checking one writes
+    // nothing; a login would, as on PocketBase: it records its origin in `_authOrigins`).
+    eventually(Duration::from_secs(60), "the restored data served", || async {
+        let r = reqwest::Client::new().get(format!("{}/api/backups", ours.base)).header("Authorization", &data.superuser_token);
+        matches!(r.send().await, Ok(r) if r.status() == 200).then_some(())
+    })
+    .await;
 
     // The data dir holds exactly the archive's files and databases.
     let files = zip_files(&zip);
     assert!(files.contains_key("data.db"), "{:?}", files.keys());
     assert_eq!(differing_files(&files, &ours_dir), Vec::<String>::new(), "PocketBase {version}");
+    let pb_su = login(&ours.base, "_superusers", PB_SUPERUSER).await;
 
     // Its accounts and the tokens PocketBase issued work here; ours are gone (R24).
     assert_eq!(list_status(&ours.base, &data.superuser_token).await, 200, "a token PocketBase issued");

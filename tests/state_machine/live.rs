@@ -37,7 +37,7 @@ pub fn template() -> &'static Template {
         let accounts = Accounts::open(dir.path()).unwrap();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
         let token = |c: &str, (email, password): (&str, &str)| {
-            let record = accounts.authenticate(c, email, password).unwrap().expect("seeded account");
+            let record = accounts.authenticate(c, email, None, password).unwrap().expect("seeded account");
             auth::issue(&accounts, &record, TokenKind::Auth, now).unwrap()
         };
         let (superuser, user) = (token(Collection::Superusers.name(), SUPERUSER), token(Collection::Users.name(), USER));

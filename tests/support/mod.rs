@@ -6,6 +6,7 @@
 
 pub mod gate;
 pub mod s3;
+pub mod smtp;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -42,6 +43,8 @@ pub struct Options {
     pub s3: Option<pb_backups::storage::s3::S3Config>,
     /// Where the scheduler takes its minutes from (a `ManualClock`'s source in tests).
     pub schedule_clock: Option<pb_backups::schedule::Clock>,
+    /// Run on the seeded data dir before the server opens it (collections are read at open).
+    pub prepare: Option<Box<dyn FnOnce(&Path) + Send>>,
 }
 
 /// The server running inside the test process (restarts in-process after a restore).
@@ -65,6 +68,9 @@ impl TestServer {
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
         let dir = tempfile::tempdir().unwrap();
         seed_accounts(dir.path());
+        if let Some(prepare) = options.prepare {
+            prepare(dir.path());
+        }
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let mut config = ServeConfig::new(dir.path());
@@ -350,6 +356,17 @@ impl Drop for BinaryServer {
 /// scripts there read. The official JS SDK is installed there first when missing
 /// (`tests/sdk/run.sh --install-only`).
 pub fn node_sdk(args: &[&str], base: &str, superuser: (&str, &str), user: (&str, &str)) -> std::process::Output {
+    node_sdk_with(args, base, superuser, user, &[])
+}
+
+/// As [`node_sdk`], with more environment variables.
+pub fn node_sdk_with(
+    args: &[&str],
+    base: &str,
+    superuser: (&str, &str),
+    user: (&str, &str),
+    env: &[(&str, &str)],
+) -> std::process::Output {
     let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
     let install = Command::new("bash").arg(sdk.join("run.sh")).arg("--install-only").output();
     let install = install.expect("bash is needed for the SDK tests");
@@ -362,6 +379,7 @@ pub fn node_sdk(args: &[&str], base: &str, superuser: (&str, &str), user: (&str,
         .env("PB_SUPERUSER_PASSWORD", superuser.1)
         .env("PB_USER_EMAIL", user.0)
         .env("PB_USER_PASSWORD", user.1)
+        .envs(env.iter().copied())
         .output()
         .expect("node is needed for the SDK tests")
 }
