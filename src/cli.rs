@@ -433,7 +433,11 @@ async fn serve(
             format!("  Backups:      S3 bucket {} prefix {:?}\n", s3.bucket, s3.normalized_prefix()).as_bytes(),
         );
     }
-    server::run(listener, config, shutdown_signal()).await?;
+    let served = server::run(listener, config, shutdown_signal()).await;
+    // A check of a foreign data.db may still run on a blocking thread, and the runtime waits
+    // for those before the process can exit: end it now.
+    crate::sqlite::stop_all();
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -4,13 +4,13 @@
 //! a data dir's schedule is shared with PocketBase in both directions.
 
 use std::path::Path;
-use std::time::Duration;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::{json, Map, Value};
 
 use crate::layout::DATA_DB;
+use crate::sqlite::{self, Access, ObjectKind};
 use crate::schedule::{self, CronError};
 
 /// `_params.id` of the settings row.
@@ -80,10 +80,26 @@ pub enum SettingsError {
     Invalid(Invalid),
     #[error("the settings row is not JSON (encrypted settings are not supported): {0}")]
     Unreadable(serde_json::Error),
+    #[error("the settings row is over {MAX_SETTINGS_BYTES} bytes")]
+    TooLarge,
+    #[error("`_params` is a {0}, not a table")]
+    NotATable(&'static str),
+    #[error("a query on data.db did not finish within its time bound")]
+    TooSlow,
     #[error("data.db: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(rusqlite::Error),
     #[error("worker thread: {0}")]
     Worker(String),
+}
+
+impl From<rusqlite::Error> for SettingsError {
+    fn from(e: rusqlite::Error) -> Self {
+        if sqlite::is_interrupted(&e) {
+            SettingsError::TooSlow
+        } else {
+            SettingsError::Db(e)
+        }
+    }
 }
 
 /// Checks the section as PocketBase does: a cron that parses, and with it a `cronMaxKeep`
@@ -108,26 +124,38 @@ pub fn validate(b: &BackupsSettings) -> Result<(), Invalid> {
     }
 }
 
+/// The settings row is a few KiB; larger is not PocketBase's, and its JSON is not parsed.
+const MAX_SETTINGS_BYTES: i64 = 1 << 20;
+
+/// One operation's connection: it shares the file with the accounts' connection (and, for
+/// reading, with PocketBase), and like it is bounded in time ([`sqlite`]).
 fn open(data_dir: &Path) -> Result<Connection, SettingsError> {
-    let conn = Connection::open(data_dir.join(DATA_DB))?;
-    // Shares the file with the accounts' connection (and, for reading, with PocketBase).
-    conn.busy_timeout(Duration::from_secs(5))?;
+    let (conn, _deadline) = sqlite::open(&data_dir.join(DATA_DB), Access::ReadWrite, sqlite::QUERY_BUDGET)?;
     Ok(conn)
 }
 
 fn row(conn: &Connection) -> Result<Value, SettingsError> {
+    if let Some(kind) = sqlite::object_kind(conn, "_params")?.filter(|k| *k != ObjectKind::Table) {
+        return Err(SettingsError::NotATable(kind.as_str()));
+    }
     // PocketBase writes the JSON as a BLOB, we (and its first migration) as TEXT.
-    let raw: Option<Option<Vec<u8>>> = conn
-        .query_row("SELECT value FROM _params WHERE id = ?1", [SETTINGS_ROW], |r| {
-            Ok(match r.get_ref(0)? {
-                ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Some(bytes.to_vec()),
-                _ => None,
-            })
-        })
+    let raw: Option<(Option<i64>, Option<Vec<u8>>)> = conn
+        .query_row(
+            "SELECT octet_length(value), CASE WHEN octet_length(value) <= ?2 THEN value END FROM _params WHERE id = ?1",
+            params![SETTINGS_ROW, MAX_SETTINGS_BYTES],
+            |r| {
+                let value = match r.get_ref(1)? {
+                    ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Some(bytes.to_vec()),
+                    _ => None,
+                };
+                Ok((r.get(0)?, value))
+            },
+        )
         .optional()?;
-    match raw.flatten() {
-        None => Ok(json!({})),
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(SettingsError::Unreadable),
+    match raw {
+        Some((Some(len), _)) if len > MAX_SETTINGS_BYTES => Err(SettingsError::TooLarge),
+        Some((_, Some(bytes))) => serde_json::from_slice(&bytes).map_err(SettingsError::Unreadable),
+        _ => Ok(json!({})),
     }
 }
 
@@ -278,5 +306,28 @@ mod tests {
         assert_eq!(load(dir.path()).unwrap().backups, BackupsSettings { cron: "@daily".into(), cron_max_keep: 5 });
         // Off needs no keep.
         update_backups(dir.path(), &patch("", 0)).unwrap();
+    }
+
+    #[test]
+    fn a_settings_row_behind_a_view_or_too_large_to_parse_is_refused() {
+        // `_params` replaced by a view that never ends: refused by its kind, never run.
+        let dir = data_dir();
+        Connection::open(dir.path().join(DATA_DB))
+            .unwrap()
+            .execute_batch(
+                "ALTER TABLE _params RENAME TO _params_old;
+                 CREATE VIEW _params AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n)
+                 SELECT p.* FROM _params_old p, n;",
+            )
+            .unwrap();
+        assert!(matches!(load(dir.path()), Err(SettingsError::NotATable("view"))));
+        assert!(matches!(update_backups(dir.path(), &patch("@daily", 2)), Err(SettingsError::NotATable("view"))));
+
+        let dir = data_dir();
+        let huge = json!({"meta": {"appName": "x".repeat(MAX_SETTINGS_BYTES as usize)}}).to_string();
+        Connection::open(dir.path().join(DATA_DB)).unwrap().execute("UPDATE _params SET value = ?1", [&huge]).unwrap();
+        assert!(matches!(load(dir.path()), Err(SettingsError::TooLarge)));
+        assert!(matches!(update_backups(dir.path(), &patch("@daily", 2)), Err(SettingsError::TooLarge)));
+        assert_eq!(Connection::open(dir.path().join(DATA_DB)).unwrap().query_row("SELECT value FROM _params", [], |r| r.get::<_, String>(0)).unwrap(), huge);
     }
 }

@@ -1,4 +1,4 @@
-//! The one way this server opens a `data.db` (or `auxiliary.db`): as a file someone else may
+//! The one way this server queries a `data.db` (or `auxiliary.db`): as a file someone else may
 //! have written. A restored archive, a PocketBase data dir and our own data dir after a
 //! restore are all foreign, and SQLite runs code its schema brings along (views, triggers,
 //! CHECK constraints, generated columns). So every connection made here:
@@ -12,7 +12,8 @@
 //! - is read-only (and `query_only`) where we only read.
 //!
 //! [`object_kind`] tells a plain table from a view or virtual table of the same name, so that
-//! callers can insist the system tables they read are tables.
+//! callers can insist the system tables they read are tables. (A backup's snapshot copies
+//! pages with SQLite's backup API and runs no query: it opens its own connections.)
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -185,6 +186,20 @@ mod tests {
         assert!(is_interrupted(&conn.query_row(some_work, [], |r| r.get::<_, i64>(0)).unwrap_err()));
         deadline.arm(QUERY_BUDGET);
         assert_eq!(conn.query_row(some_work, [], |r| r.get::<_, i64>(0)).unwrap(), 10000);
+    }
+
+    #[test]
+    fn an_integrity_check_past_its_deadline_is_interrupted() {
+        let (_dir, path) = scratch(
+            "CREATE TABLE t (x TEXT); CREATE INDEX tx ON t (x);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 20000) INSERT INTO t SELECT printf('%d', i) FROM n;",
+        );
+        let (conn, deadline) = open(&path, Access::ReadOnly, Duration::ZERO).unwrap();
+        let check = |conn: &Connection| conn.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0));
+        let got = check(&conn);
+        assert!(got.as_ref().is_err_and(is_interrupted), "{got:?}");
+        deadline.arm(QUERY_BUDGET);
+        assert_eq!(check(&conn).unwrap(), "ok");
     }
 
     #[test]
