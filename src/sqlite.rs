@@ -216,6 +216,20 @@ mod tests {
     }
 
     #[test]
+    fn pocketbase_s_column_defaults_still_work() {
+        // PocketBase's tables make ids and times in DEFAULT clauses, where an untrusted
+        // schema may only use innocuous functions: these are.
+        let (_dir, path) = scratch(
+            "CREATE TABLE t (id TEXT PRIMARY KEY DEFAULT ('r'||lower(hex(randomblob(7)))) NOT NULL,
+             created TEXT DEFAULT (strftime('%Y-%m-%d %H:%M:%fZ')) NOT NULL, x)",
+        );
+        let (conn, _) = open(&path, Access::ReadWrite, QUERY_BUDGET).unwrap();
+        conn.execute("INSERT INTO t (x) VALUES (1)", []).unwrap();
+        let (id, created): (String, String) = conn.query_row("SELECT id, created FROM t", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        assert_eq!((id.len(), created.len()), (15, 24), "{id} {created}");
+    }
+
+    #[test]
     fn read_only_connections_write_nothing() {
         let (_dir, path) = scratch("CREATE TABLE t (x)");
         let (conn, _) = open(&path, Access::ReadOnly, QUERY_BUDGET).unwrap();
