@@ -437,7 +437,11 @@ async fn serve(
             format!("  Backups:      S3 bucket {} prefix {:?}\n", s3.bucket, s3.normalized_prefix()).as_bytes(),
         );
     }
-    server::run(listener, config, crate::stop::stopped()).await?;
+    let served = server::run(listener, config, crate::stop::stopped()).await;
+    // A check of a foreign data.db may still run on a blocking thread, and the runtime waits
+    // for those before the process can exit: end it now.
+    crate::sqlite::stop_all();
+    served?;
     match crate::stop::taken() {
         Some(signal) => tracing::info!(signal, "stopped"),
         None => tracing::info!("stopped"),

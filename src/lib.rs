@@ -3,6 +3,8 @@
 //! A map of the crate, from the bottom up (arrows point down only):
 //!
 //! - [`layout`]: the data dir's names (`data.db`, `backups/`, `.pb_temp/`, the journal).
+//! - [`sqlite`]: the one way a `data.db` is queried: every query bounded in time, views and
+//!   triggers off, read-only where we only read (below `accounts` and `settings` alike).
 //! - [`model`]: the pure core: backup names and keys, the exclusivity coordinator. No I/O.
 //! - [`i18n`]: every client-facing text, in Chinese (the spec's) and English.
 //! - [`storage`]: where finished backups live, behind one trait (local folder by default).
@@ -49,6 +51,7 @@ pub mod schedule;
 pub mod server;
 pub mod service;
 pub mod settings;
+pub mod sqlite;
 pub mod stop;
 pub mod storage;
 pub mod util;

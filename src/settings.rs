@@ -17,6 +17,7 @@ use serde_json::{json, Map, Value};
 
 use crate::layout::DATA_DB;
 use crate::mail::{self, AuthMethod, MailConfig, SmtpConfig};
+use crate::sqlite::{self, Access, ObjectKind};
 use crate::schedule::{self, CronError};
 
 /// `_params.id` of the settings row.
@@ -244,10 +245,24 @@ pub enum SettingsError {
     Unreadable(serde_json::Error),
     #[error("the settings row is larger than {MAX_ROW_BYTES} bytes")]
     TooLarge,
+    #[error("`_params` is a {0}, not a table")]
+    NotATable(&'static str),
+    #[error("a query on data.db did not finish within its time bound")]
+    TooSlow,
     #[error("data.db: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(rusqlite::Error),
     #[error("worker thread: {0}")]
     Worker(String),
+}
+
+impl From<rusqlite::Error> for SettingsError {
+    fn from(e: rusqlite::Error) -> Self {
+        if sqlite::is_interrupted(&e) {
+            SettingsError::TooSlow
+        } else {
+            SettingsError::Db(e)
+        }
+    }
 }
 
 /// Checks the section as PocketBase does: a cron that parses, and with it a `cronMaxKeep`
@@ -348,33 +363,34 @@ pub fn is_host(host: &str) -> bool {
         })
 }
 
+/// One operation's connection: it shares the file with the accounts' connection (and, for
+/// reading, with PocketBase), and like it is bounded in time ([`sqlite`]).
 fn open(data_dir: &Path) -> Result<Connection, SettingsError> {
-    let conn = Connection::open(data_dir.join(DATA_DB))?;
-    // Shares the file with the accounts' connection (and, for reading, with PocketBase).
-    conn.busy_timeout(Duration::from_secs(5))?;
+    let (conn, _deadline) = sqlite::open(&data_dir.join(DATA_DB), Access::ReadWrite, sqlite::QUERY_BUDGET)?;
     Ok(conn)
 }
 
 fn row(conn: &Connection) -> Result<Value, SettingsError> {
-    // PocketBase writes the JSON as a BLOB, we (and its first migration) as TEXT. An oversized
-    // value is not read at all (octet_length reads only its size).
-    let raw: Option<(bool, Option<Vec<u8>>)> = conn
+    if let Some(kind) = sqlite::object_kind(conn, "_params")?.filter(|k| *k != ObjectKind::Table) {
+        return Err(SettingsError::NotATable(kind.as_str()));
+    }
+    // PocketBase writes the JSON as a BLOB, we (and its first migration) as TEXT.
+    let raw: Option<(Option<i64>, Option<Vec<u8>>)> = conn
         .query_row(
-            "SELECT octet_length(value) > ?2, CASE WHEN octet_length(value) <= ?2 THEN value END
-             FROM _params WHERE id = ?1",
+            "SELECT octet_length(value), CASE WHEN octet_length(value) <= ?2 THEN value END FROM _params WHERE id = ?1",
             params![SETTINGS_ROW, MAX_ROW_BYTES],
             |r| {
-                let too_large = r.get::<_, Option<bool>>(0)?.unwrap_or(false);
-                Ok((too_large, match r.get_ref(1)? {
+                let value = match r.get_ref(1)? {
                     ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Some(bytes.to_vec()),
                     _ => None,
-                }))
+                };
+                Ok((r.get(0)?, value))
             },
         )
         .optional()?;
     match raw {
-        Some((true, _)) => Err(SettingsError::TooLarge),
-        Some((false, Some(bytes))) => serde_json::from_slice(&bytes).map_err(SettingsError::Unreadable),
+        Some((Some(len), _)) if len > MAX_ROW_BYTES => Err(SettingsError::TooLarge),
+        Some((_, Some(bytes))) => serde_json::from_slice(&bytes).map_err(SettingsError::Unreadable),
         _ => Ok(json!({})),
     }
 }
@@ -904,5 +920,28 @@ mod tests {
         assert_eq!(s.smtp.password, "");
         let off = update(dir.path(), &smtp(|p| p.enabled = Some(false))).unwrap();
         assert_eq!(off.mail().smtp, None, "SMTP off: the local sendmail");
+    }
+
+    #[test]
+    fn a_settings_row_behind_a_view_or_too_large_to_parse_is_refused() {
+        // `_params` replaced by a view that never ends: refused by its kind, never run.
+        let dir = data_dir();
+        Connection::open(dir.path().join(DATA_DB))
+            .unwrap()
+            .execute_batch(
+                "ALTER TABLE _params RENAME TO _params_old;
+                 CREATE VIEW _params AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n)
+                 SELECT p.* FROM _params_old p, n;",
+            )
+            .unwrap();
+        assert!(matches!(load(dir.path()), Err(SettingsError::NotATable("view"))));
+        assert!(matches!(update_backups(dir.path(), &patch("@daily", 2)), Err(SettingsError::NotATable("view"))));
+
+        let dir = data_dir();
+        let huge = json!({"meta": {"appName": "x".repeat(MAX_ROW_BYTES as usize)}}).to_string();
+        Connection::open(dir.path().join(DATA_DB)).unwrap().execute("UPDATE _params SET value = ?1", [&huge]).unwrap();
+        assert!(matches!(load(dir.path()), Err(SettingsError::TooLarge)));
+        assert!(matches!(update_backups(dir.path(), &patch("@daily", 2)), Err(SettingsError::TooLarge)));
+        assert_eq!(Connection::open(dir.path().join(DATA_DB)).unwrap().query_row("SELECT value FROM _params", [], |r| r.get::<_, String>(0)).unwrap(), huge);
     }
 }

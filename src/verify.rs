@@ -7,12 +7,11 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags};
-
 use crate::accounts::{self, AccountsError};
 use crate::archive::{self, ArchiveError, ArchiveLimits, ArchiveSummary};
 use crate::model::names::BackupKey;
 use crate::progress::ProgressCounter;
+use crate::sqlite::{self, Access};
 use crate::storage::{BackupStorage, StorageError};
 use crate::util::TempPath;
 
@@ -42,11 +41,19 @@ pub fn check_and_extract(
     Ok(summary)
 }
 
-/// SQLite's own consistency check of every page, index and constraint.
+/// SQLite's own consistency check of every page, index and constraint, bounded in time by
+/// the file's size.
 fn integrity_check(path: &Path) -> Result<(), ArchiveError> {
-    let corrupt = |e: rusqlite::Error| ArchiveError::DataDbCorrupt(e.to_string());
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(corrupt)?;
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    let budget = sqlite::integrity_check_budget(size);
+    let corrupt = |e: rusqlite::Error| {
+        ArchiveError::DataDbCorrupt(if sqlite::is_interrupted(&e) {
+            format!("it did not finish within its {} s bound", budget.as_secs())
+        } else {
+            e.to_string()
+        })
+    };
+    let (conn, _deadline) = sqlite::open(path, Access::ReadOnly, budget).map_err(corrupt)?;
     let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(corrupt)?;
     let problems: Vec<String> =
         stmt.query_map([], |r| r.get(0)).map_err(corrupt)?.collect::<Result<_, _>>().map_err(corrupt)?;

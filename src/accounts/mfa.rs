@@ -135,10 +135,13 @@ pub fn hash_code(code: &str) -> Result<String, AccountsError> {
     Ok(parts.format_for_version(bcrypt::Version::TwoA))
 }
 
-/// bcrypt's own comparison (constant in time for a given hash); a hash that does not parse
-/// matches nothing.
+/// bcrypt's own comparison (constant in time for a given hash). The row may come from a
+/// foreign data dir: its cost is bounded as for passwords ([`super::hashes`]), and a hash
+/// that does not parse, or is not bcrypt, matches nothing.
 pub fn code_matches(code: &str, hash: &str) -> bool {
-    code.len() <= MAX_OTP_LENGTH && bcrypt::verify(code, hash).unwrap_or(false)
+    code.len() <= MAX_OTP_LENGTH
+        && !super::legacy::is_legacy_hash(hash)
+        && super::hashes::verify(code, hash).unwrap_or(false)
 }
 
 /// PocketBase's login origin: MD5 (hex) of the client's address followed by its user agent,
@@ -493,6 +496,17 @@ impl Accounts {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_stored_code_hash_is_checked_within_the_password_cost_bound() {
+        let hash = hash_code("12345678").unwrap();
+        assert!(code_matches("12345678", &hash) && !code_matches("87654321", &hash));
+        // The same salt and digest claiming cost 31 (about 42 hours a check): refused at once.
+        let crafted = format!("{}31{}", &hash[..4], &hash[6..]);
+        assert!(!code_matches("12345678", &crafted));
+        let legacy = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        assert!(!code_matches("12345678", legacy), "codes are bcrypt only");
+    }
 
     #[test]
     fn options_as_pocketbase_writes_them_and_malformed_ones_refused() {

@@ -9,7 +9,13 @@
 //! A data dir with no tables is initialised in that layout ([`schema`]); one written by
 //! pb-backups before it kept PocketBase's layout is converted at open ([`legacy`]).
 //! Synchronous: the server calls it from blocking threads.
+//!
+//! Every `data.db` is foreign here (a restored archive, a PocketBase data dir): it is opened
+//! through [`crate::sqlite`] (each operation bounded in time, views and triggers off), the
+//! system tables read must be plain tables, and stored hashes are verified only within
+//! [`hashes`]' bounds.
 
+pub mod hashes;
 mod legacy;
 pub mod mfa;
 pub mod rule;
@@ -24,12 +30,14 @@ use std::time::Duration;
 
 use rand::distr::{Alphanumeric, SampleString};
 use rand::Rng;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{json, Value};
 
 use crate::layout::{AUX_DB, DATA_DB};
 use crate::mail::Template;
 use rule::RuleColumn;
+use crate::sqlite::{self, Access, Deadline, ObjectKind};
+use hashes::HashRefused;
 
 const SECRET_LEN: usize = 50;
 const ID_LEN: usize = 15;
@@ -220,6 +228,10 @@ pub enum LayoutError {
     BadRecordsTable(String),
     #[error("it holds no superuser account, so nobody could log in")]
     NoSuperuser,
+    #[error("`{name}` is a {kind}, not a table")]
+    NotATable { name: String, kind: &'static str },
+    #[error("it has more than {MAX_AUTH_COLLECTIONS} auth collections")]
+    TooManyCollections,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -231,11 +243,26 @@ pub enum AccountsError {
     #[error("no auth collection {0:?}")]
     NoSuchCollection(String),
     #[error("accounts database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(rusqlite::Error),
+    /// A statement ran past its operation's [`sqlite::QUERY_BUDGET`] (or the process is stopping).
+    #[error("a query on data.db did not finish within its time bound (a view or trigger that never ends?)")]
+    TooSlow,
     #[error("data.db: {0}")]
     Layout(#[from] LayoutError),
     #[error("password hashing failed")]
     Hash,
+    #[error("stored password hash refused: {0}")]
+    RefusedHash(#[from] HashRefused),
+}
+
+impl From<rusqlite::Error> for AccountsError {
+    fn from(e: rusqlite::Error) -> Self {
+        if sqlite::is_interrupted(&e) {
+            AccountsError::TooSlow
+        } else {
+            AccountsError::Db(e)
+        }
+    }
 }
 
 /// What a `data.db` holds, judged by its tables.
@@ -248,6 +275,9 @@ enum Layout {
 }
 
 fn detect_layout(conn: &Connection) -> Result<Layout, AccountsError> {
+    for system in [legacy::SECRETS_TABLE, "_admins", schema::SUPERUSERS, "_collections"] {
+        plain_table(conn, system)?;
+    }
     let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
     let tables: Vec<String> = stmt.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
     let has = |name: &str| tables.iter().any(|t| t == name);
@@ -267,6 +297,9 @@ fn detect_layout(conn: &Connection) -> Result<Layout, AccountsError> {
 /// The accounts database of one data dir.
 pub struct Accounts {
     conn: Mutex<Connection>,
+    /// The connection's; armed for each locked section.
+    deadline: Deadline,
+    budget: Duration,
     /// Read once at open: a restore restarts the server, and collections are not edited here.
     collections: Vec<AuthCollection>,
     otp_attempts: mfa::OtpAttempts,
@@ -277,8 +310,12 @@ impl Accounts {
     /// layout, a legacy pb-backups one converted; anything else must already be a usable
     /// PocketBase data dir. The data dir must exist.
     pub fn open(data_dir: &Path) -> Result<Accounts, AccountsError> {
-        let mut conn = Connection::open(data_dir.join(DATA_DB))?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        Accounts::open_within(data_dir, sqlite::QUERY_BUDGET)
+    }
+
+    /// [`Accounts::open`], with `budget` for the opening and then for each operation.
+    pub fn open_within(data_dir: &Path, budget: Duration) -> Result<Accounts, AccountsError> {
+        let (mut conn, deadline) = sqlite::open(&data_dir.join(DATA_DB), Access::ReadWrite, budget)?;
         // Judged before anything is written, so a database we refuse stays as it was.
         let layout = detect_layout(&conn)?;
         // journal_mode answers with the mode now in force; WAL persists in the file.
@@ -293,13 +330,13 @@ impl Accounts {
                 Layout::PocketBase => unreachable!("handled above"),
             }
             tx.commit()?;
-            let aux = Connection::open(data_dir.join(AUX_DB))?;
+            let (aux, _) = sqlite::open(&data_dir.join(AUX_DB), Access::ReadWrite, budget)?;
             aux.pragma_update(None, "journal_mode", "WAL")?;
             aux.execute_batch(schema::AUX_TABLES)?;
             tracing::info!(?layout, "data.db written in PocketBase's layout");
         }
         let collections = load_auth_collections(&conn)?;
-        Ok(Accounts { conn: Mutex::new(conn), collections, otp_attempts: Default::default() })
+        Ok(Accounts { conn: Mutex::new(conn), deadline, budget, collections, otp_attempts: Default::default() })
     }
 
     /// Auth collection by name or id, as PocketBase's routes take it.
@@ -388,7 +425,7 @@ impl Accounts {
             verify_password(password, &DUMMY_HASH)?;
             return Ok(None);
         };
-        if !verify_password(password, &hash)? {
+        if !verify_stored_password(&record, password, &hash)? {
             return Ok(None);
         }
         if legacy::is_legacy_hash(&hash) {
@@ -499,10 +536,13 @@ impl Accounts {
         Ok(emails)
     }
 
+    /// The connection, for one operation of at most the budget.
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic elsewhere cannot leave the connection half-written (SQLite statements
         // are atomic), so a poisoned lock is still safe to use.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        let conn = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.deadline.arm(self.budget);
+        conn
     }
 }
 
@@ -510,7 +550,12 @@ impl Accounts {
 /// usable `_superusers` collection holding at least one account (or a legacy pb-backups
 /// database with a superuser, which open converts). A restore runs this before its 204.
 pub fn check_usable(path: &Path) -> Result<(), AccountsError> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    check_usable_within(path, sqlite::QUERY_BUDGET)
+}
+
+/// [`check_usable`], all of it within `budget`.
+pub fn check_usable_within(path: &Path, budget: Duration) -> Result<(), AccountsError> {
+    let (conn, _deadline) = sqlite::open(path, Access::ReadOnly, budget)?;
     let superusers_table = match detect_layout(&conn)? {
         Layout::Empty => return Err(LayoutError::Foreign.into()),
         Layout::Legacy => legacy::check_usable(&conn)?,
@@ -520,30 +565,49 @@ pub fn check_usable(path: &Path) -> Result<(), AccountsError> {
             quoted(&superusers.name)
         }
     };
-    let n: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM {superusers_table}"), [], |r| r.get(0))?;
-    if n == 0 {
+    // Not COUNT(*): SQLite counts a table's rows in one step that no time bound interrupts.
+    let any: bool = conn.query_row(&format!("SELECT EXISTS (SELECT 1 FROM {superusers_table})"), [], |r| r.get(0))?;
+    if !any {
         return Err(LayoutError::NoSuperuser.into());
     }
     Ok(())
 }
 
+/// More auth collections than any PocketBase app has: a bound on what a foreign
+/// `_collections` makes us read.
+const MAX_AUTH_COLLECTIONS: usize = 100;
+/// PocketBase's own limit on collection names (ids are shorter).
+const MAX_COLLECTION_NAME_BYTES: i64 = 255;
+
 /// Every auth collection whose options and table are usable; `_superusers` must be.
 /// Others that are not are left out with a warning (their accounts cannot log in here).
 fn load_auth_collections(conn: &Connection) -> Result<Vec<AuthCollection>, AccountsError> {
+    if !plain_table(conn, "_collections")? {
+        return Err(LayoutError::Foreign.into());
+    }
     // Oversized JSON comes back as NULL: refused below without being read (octet_length
     // reads only the size).
     let mut stmt = conn.prepare(
         "SELECT id, name, CASE WHEN octet_length(options) <= ?1 THEN options END,
                 CASE WHEN octet_length(fields) <= ?1 THEN fields END
-         FROM _collections WHERE type = 'auth'",
+         FROM _collections
+         WHERE type = 'auth' AND octet_length(id) <= ?2 AND octet_length(name) <= ?2 LIMIT ?3",
     )?;
+    let limit = MAX_AUTH_COLLECTIONS as i64 + 1;
     let rows: Vec<(String, String, Option<String>, Option<String>)> = stmt
-        .query_map([MAX_COLLECTION_JSON], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .query_map(params![MAX_COLLECTION_JSON, MAX_COLLECTION_NAME_BYTES, limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
         .collect::<Result<_, _>>()?;
+    if rows.len() > MAX_AUTH_COLLECTIONS {
+        return Err(LayoutError::TooManyCollections.into());
+    }
     let mut collections = Vec::new();
     for (id, name, options, fields) in rows {
-        let too_large =
-            || LayoutError::BadOptions { collection: name.clone(), reason: "options or fields too large".into() };
+        let too_large = || LayoutError::BadOptions {
+            collection: name.clone(),
+            reason: format!("options or fields over {MAX_COLLECTION_JSON} bytes"),
+        };
         let parsed = match (options, fields) {
             (Some(options), Some(fields)) => parse_collection(id, name.clone(), &options).and_then(|mut c| {
                 read_fields(conn, &mut c, &fields)?;
@@ -620,6 +684,9 @@ const PLAIN_FIELD_TYPES: &[&str] =
 /// logins), with its collation.
 fn read_fields(conn: &Connection, c: &mut AuthCollection, fields_json: &str) -> Result<(), AccountsError> {
     let bad = |reason: String| LayoutError::BadOptions { collection: c.name.clone(), reason };
+    if !plain_table(conn, &c.name)? {
+        return Err(LayoutError::BadRecordsTable(c.name.clone()).into());
+    }
     let fields: Value = serde_json::from_str(fields_json).map_err(|e| bad(format!("fields: {e}")))?;
     let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
     let table_columns: Vec<String> = stmt.query_map([&c.name], |r| r.get(0))?.collect::<Result<_, _>>()?;
@@ -700,6 +767,16 @@ fn find_in(conn: &Connection, c: &AuthCollection, id: &str) -> Result<Option<Rec
     Ok(conn.query_row(&sql, [id], |row| record_from_row(c, row)).optional()?)
 }
 
+/// Whether `name` is a plain table (`false`: nothing of that name). A view or virtual table
+/// in its place is refused: reading it runs whatever the file brought, without end.
+fn plain_table(conn: &Connection, name: &str) -> Result<bool, AccountsError> {
+    match sqlite::object_kind(conn, name)? {
+        None => Ok(false),
+        Some(ObjectKind::Table) => Ok(true),
+        Some(kind) => Err(LayoutError::NotATable { name: name.to_string(), kind: kind.as_str() }.into()),
+    }
+}
+
 /// A table name as an SQL identifier. Collection names come from the database itself.
 fn quoted(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
@@ -738,13 +815,24 @@ fn hash_password(password: &str) -> Result<String, AccountsError> {
     Ok(parts.format_for_version(bcrypt::Version::TwoA))
 }
 
-/// `Ok(false)` on a wrong password; `Err` only when the stored hash is unreadable.
-/// Any bcrypt variant (`2a`, `2b`, `2y`) and cost verifies; so do legacy argon2 hashes.
+/// `Ok(false)` on a wrong password; [`AccountsError::RefusedHash`] when the stored hash is
+/// unreadable or costs more than [`hashes`] allows (then nothing was hashed).
 fn verify_password(password: &str, hash: &str) -> Result<bool, AccountsError> {
-    if legacy::is_legacy_hash(hash) {
-        return legacy::verify_password(password, hash);
+    Ok(hashes::verify(password, hash)?)
+}
+
+/// Whether `password` matches `record`'s stored `hash`. A refused hash fails the login; the
+/// log names the record and why (never the hash), and the login costs what one for an
+/// unknown identity does.
+fn verify_stored_password(record: &Record, password: &str, hash: &str) -> Result<bool, AccountsError> {
+    match verify_password(password, hash) {
+        Err(AccountsError::RefusedHash(why)) => {
+            tracing::warn!(collection = %record.collection_name, record = %record.id, reason = %why, "stored password hash refused; the login fails");
+            verify_password(password, &DUMMY_HASH)?;
+            Ok(false)
+        }
+        verified => verified,
     }
-    bcrypt::verify(password, hash).map_err(|_| AccountsError::Hash)
 }
 
 fn random_secret() -> String {

@@ -1,6 +1,7 @@
 //! Unit tests of the accounts store in PocketBase's layout.
 
 use super::*;
+use hashes::HashRefused;
 
 const SU: &str = schema::SUPERUSERS;
 const USERS: &str = schema::USERS;
@@ -475,4 +476,165 @@ fn a_rule_does_not_read_huge_values() {
     conn.execute("UPDATE users SET tokenKey = printf('%.*c', 2000000, 'k')", []).unwrap();
     let found = accounts.find(&users.id, &user.id).unwrap().unwrap();
     assert_eq!(found.token_key.len(), 2_000_000);
+}
+
+// ---------------------------------------------------------------------------------------
+// Foreign data.db: stored hashes verified within bounds, queries bounded, tables not views
+// ---------------------------------------------------------------------------------------
+
+/// `hash` with its two cost digits replaced: the same salt and digest, claiming `cost`.
+fn with_bcrypt_cost(hash: &str, cost: u32) -> String {
+    format!("{}{cost:02}{}", &hash[..4], &hash[6..])
+}
+
+fn set_password(dir: &Path, table: &str, email: &str, hash: &str) {
+    let conn = Connection::open(dir.join(DATA_DB)).unwrap();
+    let n = conn.execute(&format!("UPDATE {table} SET password = ?1 WHERE email = ?2"), params![hash, email]).unwrap();
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn bcrypt_hashes_above_cost_14_are_refused_before_any_hashing() {
+    let cheap = bcrypt::hash_with_result("right-password", 4).unwrap();
+    for version in [bcrypt::Version::TwoA, bcrypt::Version::TwoB, bcrypt::Version::TwoX, bcrypt::Version::TwoY] {
+        let hash = cheap.format_for_version(version);
+        assert_eq!(hashes::verify("right-password", &hash), Ok(true), "{hash}");
+        // A cost-31 check would take about 42 hours: refusing it must not start it.
+        for cost in [15, 20, 31, 99] {
+            let crafted = with_bcrypt_cost(&hash, cost);
+            assert_eq!(hashes::verify("right-password", &crafted), Err(HashRefused::BcryptCost(cost)), "{crafted}");
+        }
+    }
+    // 14, the bound, still verifies (about a second).
+    let at_bound = bcrypt::hash_with_result("right-password", hashes::MAX_BCRYPT_COST).unwrap().format_for_version(bcrypt::Version::TwoB);
+    assert_eq!(hashes::verify("right-password", &at_bound), Ok(true));
+    assert_eq!(hashes::verify("wrong-password", &with_bcrypt_cost(&at_bound, 3)), Err(HashRefused::Unreadable));
+}
+
+/// An argon2id hash of `password` with these parameters (cheap ones; the costly ones are
+/// written by hand, since making them is what must never happen).
+fn argon2_hash(password: &str, m_kib: u32, t: u32, p: u32, algorithm: argon2::Algorithm) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+    let params = argon2::Params::new(m_kib, t, p, None).unwrap();
+    argon2::Argon2::new(algorithm, argon2::Version::V0x13, params).hash_password(password.as_bytes(), &salt).unwrap().to_string()
+}
+
+#[test]
+fn argon2_verifies_only_in_the_legacy_layout_s_form_and_cost() {
+    use argon2::Algorithm::{Argon2i, Argon2id};
+    // What the legacy layout wrote, and cheaper: verified.
+    let legacy = argon2_hash("right-password", 19 * 1024, 2, 1, Argon2id);
+    assert_eq!(hashes::verify("right-password", &legacy), Ok(true));
+    assert_eq!(hashes::verify("wrong-password", &legacy), Ok(false));
+    assert_eq!(hashes::verify("right-password", &argon2_hash("right-password", 64, 1, 1, Argon2id)), Ok(true));
+    // Above it in any one parameter: refused before the 4 TiB (or the hours) are asked for.
+    let digest = legacy.rsplit('$').next().unwrap();
+    for (m, t, p) in [(4_294_967_295u32, 1u32, 1u32), (19 * 1024 + 1, 2, 1), (64, 4_294_967_295, 1), (64, 3, 1), (64, 1, 2)] {
+        let crafted = format!("$argon2id$v=19$m={m},t={t},p={p}$MDEyMzQ1Njc4OWFiY2RlZg${digest}");
+        assert_eq!(hashes::verify("right-password", &crafted), Err(HashRefused::Argon2Cost { m_kib: m, t, p }), "{crafted}");
+    }
+    // Another variant or version, or no parameters to read: not the legacy layout's.
+    assert!(matches!(hashes::verify("right-password", &argon2_hash("right-password", 64, 1, 1, Argon2i)), Err(HashRefused::Argon2(_))));
+    let v16 = legacy.replace("v=19", "v=16");
+    assert!(matches!(hashes::verify("right-password", &v16), Err(HashRefused::Argon2(_))));
+    let nope = hashes::verify("right-password", "$argon2id$nope");
+    assert!(matches!(nope, Err(HashRefused::Argon2(_))), "{nope:?}");
+}
+
+#[test]
+fn a_refused_hash_fails_the_login_and_changes_nothing() {
+    let (dir, accounts) = open_temp();
+    accounts.upsert(Collection::Users, "u@example.com", "right-password").unwrap();
+    let right = bcrypt::hash_with_result("right-password", 4).unwrap().format_for_version(bcrypt::Version::TwoA);
+    let legacy = argon2_hash("right-password", 64, 1, 1, argon2::Algorithm::Argon2id);
+    let digest = legacy.rsplit('$').next().unwrap();
+    for crafted in [
+        with_bcrypt_cost(&right, 31),
+        format!("$argon2id$v=19$m=4294967295,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg${digest}"),
+        format!("$argon2id$v=19$m=64,t=4294967295,p=1$MDEyMzQ1Njc4OWFiY2RlZg${digest}"),
+        "plain".to_string(),
+    ] {
+        set_password(dir.path(), USERS, "u@example.com", &crafted);
+        assert_eq!(accounts.authenticate(USERS, "u@example.com", None, "right-password").unwrap(), None, "{crafted}");
+        let stored: String = Connection::open(dir.path().join(DATA_DB))
+            .unwrap()
+            .query_row("SELECT password FROM users", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, crafted, "a refused hash is left as it was");
+    }
+    // A legacy hash in bounds logs in, and is replaced by bcrypt on the way.
+    set_password(dir.path(), USERS, "u@example.com", &legacy);
+    assert!(accounts.authenticate(USERS, "u@example.com", None, "right-password").unwrap().is_some());
+}
+
+/// A data dir of ours with one superuser, changed by `sql` afterwards.
+fn crafted(sql: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    Accounts::open(dir.path()).unwrap().upsert(Collection::Superusers, "a@b.c", "password123").unwrap();
+    Connection::open(dir.path().join(DATA_DB)).unwrap().execute_batch(sql).unwrap();
+    dir
+}
+
+/// A view in place of a table, whose rows never end: `PRAGMA integrity_check` passes, and
+/// counting or scanning it never returns.
+fn endless_view(table: &str) -> String {
+    format!(
+        "ALTER TABLE `{table}` RENAME TO `{table}_moved`;
+         CREATE VIEW `{table}` AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n)
+         SELECT t.* FROM `{table}_moved` t, n;"
+    )
+}
+
+#[test]
+fn system_tables_that_are_views_or_virtual_tables_are_refused() {
+    let cases = [
+        (endless_view("_superusers"), "`_superusers` is a view, not a table"),
+        (endless_view("_collections"), "`_collections` is a view, not a table"),
+        (endless_view("users"), ""),
+        (
+            "ALTER TABLE _superusers RENAME TO _su; CREATE VIRTUAL TABLE _superusers USING fts5(id, email, emailVisibility, verified, created, updated, tokenKey, password); INSERT INTO _superusers SELECT id, email, emailVisibility, verified, created, updated, tokenKey, password FROM _su;".to_string(),
+            "`_superusers` is a virtual table, not a table",
+        ),
+    ];
+    for (sql, expected) in cases {
+        let dir = crafted(&sql);
+        let checked = check_usable(&dir.path().join(DATA_DB));
+        let opened = Accounts::open(dir.path());
+        if expected.is_empty() {
+            // `users` is not needed: left out with a warning, the superusers still log in.
+            checked.unwrap();
+            let accounts = opened.unwrap();
+            assert!(accounts.collection(USERS).is_none());
+            assert!(accounts.authenticate(SU, "a@b.c", None, "password123").unwrap().is_some());
+            continue;
+        }
+        assert!(checked.as_ref().is_err_and(|e| e.to_string().contains(expected)), "{sql}: {checked:?}");
+        assert!(opened.as_ref().is_err_and(|e| e.to_string().contains(expected)), "{sql}: {:?}", opened.err());
+    }
+    // The legacy layout's tables too.
+    let dir = tempfile::tempdir().unwrap();
+    write_legacy(dir.path(), "legacy-password");
+    Connection::open(dir.path().join(DATA_DB)).unwrap().execute_batch(&endless_view("_superusers")).unwrap();
+    let e = check_usable(&dir.path().join(DATA_DB)).unwrap_err();
+    assert!(e.to_string().contains("`_superusers` is a view"), "{e}");
+}
+
+#[test]
+fn every_operation_on_the_accounts_is_bounded_in_time() {
+    // 20,000 accounts: a login's lookup runs well past the few thousand steps between two
+    // looks at the clock, so a budget of zero stops it whatever the machine's speed.
+    let dir = crafted(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 20000)
+         INSERT INTO users (id, email, password, tokenKey, created, updated)
+         SELECT printf('u%014d', i), printf('u%d@example.com', i), 'x', printf('k%d', i), '', '' FROM n;",
+    );
+    let accounts = Accounts::open(dir.path()).unwrap();
+    let zero = Accounts { budget: Duration::ZERO, ..accounts };
+    let got = zero.authenticate(USERS, "nobody@example.com", None, "password123");
+    assert!(matches!(got, Err(AccountsError::TooSlow)), "{got:?}");
+    // Each operation gets its own budget: the next one, with time, works.
+    let accounts = Accounts { budget: sqlite::QUERY_BUDGET, ..zero };
+    assert_eq!(accounts.authenticate(USERS, "u20000@example.com", None, "password123").unwrap(), None);
+    assert!(accounts.authenticate(SU, "a@b.c", None, "password123").unwrap().is_some());
 }
