@@ -111,7 +111,8 @@ pub enum ArchiveProblem {
     DataDbNotSqlite,
     /// Too big, too many entries, or a suspicious compression ratio.
     TooLarge,
-    /// Unsafe paths, links or special files, duplicate entries.
+    /// Unsafe paths, links or special files, duplicate or overlapping entries, names too
+    /// long or too deep.
     Unsafe,
     /// Anything else: not decodable, sizes or checksums that do not match.
     Corrupt,
@@ -124,7 +125,11 @@ impl ArchiveProblem {
             A::MissingDataDb => ArchiveProblem::NoDataDb,
             A::DataDbNotSqlite => ArchiveProblem::DataDbNotSqlite,
             A::TooLarge | A::TooManyEntries | A::SuspiciousRatio { .. } => ArchiveProblem::TooLarge,
-            A::UnsafePath { .. } | A::SpecialEntry { .. } | A::DuplicateEntry { .. } => ArchiveProblem::Unsafe,
+            A::UnsafePath { .. }
+            | A::SpecialEntry { .. }
+            | A::DuplicateEntry { .. }
+            | A::NameTooLong { .. }
+            | A::Overlapping { .. } => ArchiveProblem::Unsafe,
             _ => ArchiveProblem::Corrupt,
         }
     }

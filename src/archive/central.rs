@@ -162,6 +162,11 @@ impl Directory {
         self.count as usize
     }
 
+    /// File offset of the central directory: every entry's data lies before it.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
     /// An upper bound on the bytes of all raw (undecoded) names: what the directory holds beyond the
     /// fixed part of its records, and at most 64 KiB per name.
     pub fn names_bound(&self) -> u64 {
