@@ -16,7 +16,8 @@ use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use crate::accounts::{Accounts, AccountsError, Record};
-use crate::archive::{self, ArchiveError, ArchiveLimits};
+use crate::archive::{self, ArchiveError, ArchiveLimits, Output};
+use crate::verify;
 use crate::auth::{self, AuthError, TokenKind};
 use crate::model::coordinator::{Busy, Coordinator};
 use crate::model::names::{self, BackupKey, NameError};
@@ -481,16 +482,17 @@ impl Service {
     pub async fn restore(&self, raw_key: &str) -> Result<(), BackupError> {
         let key = BackupKey::parse(raw_key).ok_or(BackupError::NotFound)?;
         let guard = self.start_restore(&key).await?;
-        self.storage.head(&key).await?;
+        let size = self.storage.head(&key).await?.size;
         // Counts the extraction (not the fetch from the storage).
         let progress = Progress::start("restore", key.as_str(), self.progress);
         let work = RestoreWork {
             storage: self.storage.clone(),
             temp_dir: self.temp_dir.clone(),
-            limits: self.restore_limits(),
+            limits: self.limits,
             restart: self.restart.clone(),
             gate: self.restore_gate.clone(),
             key: key.clone(),
+            size,
             progress: progress.counter(),
         };
         tracing::info!(key = %key, "restore started");
@@ -502,18 +504,6 @@ impl Service {
             Err(e) => tracing::warn!(key = %key, error = %e, "restore refused; data unchanged"),
         }
         result
-    }
-
-    /// The configured limits, with the total size further capped by the free space of the
-    /// data dir's disk (less a margin): an extraction that cannot fit is refused up front.
-    fn restore_limits(&self) -> ArchiveLimits {
-        const MARGIN: u64 = 64 << 20;
-        let mut limits = self.limits;
-        match crate::util::free_space(&self.temp_dir) {
-            Ok(free) => limits.max_total_size = limits.max_total_size.min(free.saturating_sub(MARGIN)),
-            Err(e) => tracing::warn!(error = %e, "free space unknown; using the configured limit"),
-        }
-        limits
     }
 
     /// Opens the backup (or `range` of it) for streaming.
@@ -582,23 +572,31 @@ struct RestoreWork {
     restart: RestartHandle,
     gate: Option<Gate>,
     key: BackupKey,
+    /// The archive's size in the storage.
+    size: u64,
     progress: Arc<ProgressCounter>,
 }
 
 impl RestoreWork {
     async fn run(self, guard: ActivityGuard) -> Result<(), BackupError> {
         let archive_path = TempPath::new_in(&self.temp_dir, "restore", ".zip");
-        self.storage.fetch_to_file(&self.key, archive_path.path()).await?;
+        // Refused before the download when it could not fit (the extraction's limits then
+        // follow the room left).
+        let limits = verify::fetch(&self.storage, &self.key, self.size, archive_path.path(), &self.limits, Output::Everything)
+            .await
+            .map_err(|e| match e {
+                verify::FetchError::Storage(e) => BackupError::from(e),
+                verify::FetchError::Unrestorable(e) => refused(e),
+            })?;
         let extracted = TempPath::new_in(&self.temp_dir, "restore", "");
-        let (src, dest, limits) = (archive_path.path().to_path_buf(), extracted.path().to_path_buf(), self.limits);
+        let (src, dest) = (archive_path.path().to_path_buf(), extracted.path().to_path_buf());
         let progress = self.progress.clone();
         // The same checks as `backups verify` (R31 included), before the 204.
-        tokio::task::spawn_blocking(move || crate::verify::check_and_extract(&src, &dest, &limits, &progress).map(drop))
-            .await?
-            .map_err(|e| match e {
-                crate::verify::Unrestorable::Archive(e) => unrestorable(e),
-                crate::verify::Unrestorable::Accounts(e) => BackupError::NoUsableAccounts(e),
-            })?;
+        tokio::task::spawn_blocking(move || {
+            verify::check_and_extract(&src, &dest, &limits, Output::Everything, &progress).map(drop)
+        })
+        .await?
+        .map_err(refused)?;
         drop(archive_path);
         if let Some(gate) = &self.gate {
             gate(self.key.clone()).await;
@@ -613,10 +611,12 @@ impl RestoreWork {
     }
 }
 
-fn unrestorable(e: ArchiveError) -> BackupError {
+/// A restore refused by its checks.
+fn refused(e: verify::Unrestorable) -> BackupError {
     match e {
-        ArchiveError::Io(_) => BackupError::Failed(Box::new(e)),
-        e => BackupError::Unrestorable { problem: ArchiveProblem::of(&e), source: e },
+        verify::Unrestorable::Archive(e @ ArchiveError::Io(_)) => BackupError::Failed(Box::new(e)),
+        verify::Unrestorable::Archive(e) => BackupError::Unrestorable { problem: ArchiveProblem::of(&e), source: e },
+        verify::Unrestorable::Accounts(e) => BackupError::NoUsableAccounts(e),
     }
 }
 

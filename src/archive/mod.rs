@@ -14,7 +14,8 @@ mod tests;
 mod zip_writer;
 
 pub use create::{create_backup, create_backup_counted, CreateOptions, CreateStats};
-pub use read::{check_restorable, extract, extract_restorable, validate};
+pub use central::ArchiveSource;
+pub use read::{check_restorable, extract, extract_restorable, read_declared, validate, Declared, Output};
 
 /// The first 16 bytes of every SQLite 3 database file.
 pub const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
@@ -43,6 +44,8 @@ pub struct ArchiveLimits {
     pub max_entries: usize,
     /// Uncompressed size divided by compressed size, per entry.
     pub max_ratio: u64,
+    /// Bytes an extraction may write to disk: the free space where it writes, less a margin.
+    pub max_written: u64,
 }
 
 impl Default for ArchiveLimits {
@@ -53,6 +56,7 @@ impl Default for ArchiveLimits {
             // Deflate cannot exceed about 1032:1, so a higher declared ratio is a lie; a lower
             // limit would refuse genuine zero-filled files.
             max_ratio: 1100,
+            max_written: u64::MAX,
         }
     }
 }

@@ -89,23 +89,74 @@ fn check_data_db(file: &File, checked: &CheckedArchive) -> Result<(), ArchiveErr
 pub fn extract(path: &Path, dest: &Path, limits: &ArchiveLimits) -> Result<(), ArchiveError> {
     let file = File::open(path)?;
     let checked = check_entries(&file, limits)?;
-    extract_checked(&file, checked, dest, limits, &ProgressCounter::default())
+    extract_checked(&file, checked, dest, limits, Output::Everything, &ProgressCounter::default())
 }
 
-/// [`check_restorable`], then [`extract`], reading the central directory once; the
-/// extraction counts into `progress` (its total is the entries' uncompressed size).
+/// What an extraction writes into its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Every entry, as files and folders: a restore's extraction.
+    Everything,
+    /// `data.db` alone; every other entry is decoded and checked like the rest, and its bytes
+    /// dropped: the checks of a restore with almost no scratch space (`backups verify`).
+    DataDbOnly,
+}
+
+/// [`check_restorable`], then [`extract`] of `output`, reading the central directory once;
+/// the decoding counts into `progress` (its total is the entries' uncompressed size).
 pub fn extract_restorable(
     path: &Path,
     dest: &Path,
     limits: &ArchiveLimits,
+    output: Output,
     progress: &ProgressCounter,
 ) -> Result<ArchiveSummary, ArchiveError> {
     let file = File::open(path)?;
     let checked = check_entries(&file, limits)?;
     check_data_db(&file, &checked)?;
     let summary = checked.summary.clone();
-    extract_checked(&file, checked, dest, limits, progress)?;
+    extract_checked(&file, checked, dest, limits, output, progress)?;
     Ok(summary)
+}
+
+/// What an archive's central directory declares, read without any entry's data: enough
+/// to know the room a restore or a verify needs before the archive is fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Declared {
+    pub entries: u64,
+    /// Sum of the entries' uncompressed sizes, within the limit.
+    pub total_size: u64,
+    /// Uncompressed size of the top-level `data.db`, if there is one.
+    pub data_db_size: Option<u64>,
+}
+
+impl Declared {
+    /// The bytes an extraction of `output` writes.
+    pub fn written(&self, output: Output) -> u64 {
+        match output {
+            Output::Everything => self.total_size,
+            Output::DataDbOnly => self.data_db_size.unwrap_or(0),
+        }
+    }
+}
+
+/// Reads the central directory of `source` (its records only, one at a time) for the
+/// entry count and sizes it declares, refusing what is over `limits` (count, total).
+pub fn read_declared(source: &dyn central::ArchiveSource, limits: &ArchiveLimits) -> Result<Declared, ArchiveError> {
+    let directory = central::open(source, limits.max_entries)?;
+    let mut records = directory.records(source)?;
+    let mut declared = Declared { entries: directory.count, total_size: 0, data_db_size: None };
+    while let Some(record) = records.next_record()? {
+        declared.total_size = declared
+            .total_size
+            .checked_add(record.size)
+            .filter(|total| *total <= limits.max_total_size)
+            .ok_or(ArchiveError::TooLarge)?;
+        if record.name == DATA_DB {
+            declared.data_db_size.get_or_insert(record.size);
+        }
+    }
+    Ok(declared)
 }
 
 /// The extraction itself, of an archive that passed `check_entries`.
@@ -114,11 +165,26 @@ fn extract_checked(
     checked: CheckedArchive,
     dest: &Path,
     limits: &ArchiveLimits,
+    output: Output,
     progress: &ProgressCounter,
 ) -> Result<(), ArchiveError> {
+    let data_db = checked.data_db.map(|position| &checked.entries.list[position]);
+    let written = match output {
+        Output::Everything => checked.summary.total_size,
+        Output::DataDbOnly => data_db.map_or(0, |entry| entry.size),
+    };
+    if written > limits.max_written {
+        return Err(ArchiveError::TooLarge);
+    }
     progress.set_total(checked.summary.total_size);
+    let only = match output {
+        Output::Everything => None,
+        Output::DataDbOnly => Some(checked.data_db.ok_or(ArchiveError::MissingDataDb)?),
+    };
     let (entries, order) = (checked.entries, checked.order);
-    walk_dirs(&entries, &order, |path| make_dir(dest, path), |_, _| Ok(()))?;
+    if output == Output::Everything {
+        walk_dirs(&entries, &order, |path| make_dir(dest, path), |_, _| Ok(()))?;
+    }
     let files: Vec<u32> = (0..entries.list.len() as u32)
         .filter(|&p| !entries.list[p as usize].is_dir)
         .collect();
@@ -137,7 +203,11 @@ fn extract_checked(
         next_unit: AtomicUsize::new(0),
         total_written: AtomicU64::new(0),
         progress,
-        max_total_size: limits.max_total_size,
+        max_total_size: match output {
+            Output::Everything => limits.max_total_size.min(limits.max_written),
+            Output::DataDbOnly => limits.max_total_size,
+        },
+        only,
         umask: creation_mask(dest),
         first_failure: AtomicUsize::new(usize::MAX),
         failure: Mutex::new(None),
@@ -160,6 +230,10 @@ fn extract_checked(
     }
     if let Some((_, err)) = job.failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(err);
+    }
+    if output == Output::DataDbOnly {
+        // Scratch for checks: nothing to keep across a crash.
+        return Ok(());
     }
     // Permissions once the content is written (a read-only folder must not block its
     // children), children first; then everything extracted is made durable with one
@@ -232,7 +306,10 @@ struct Job<'a> {
     next_unit: AtomicUsize,
     total_written: AtomicU64,
     progress: &'a ProgressCounter,
+    /// Decoded bytes allowed in all (what is written too, when everything is).
     max_total_size: u64,
+    /// The only entry written to a file, when not every one is ([`Output::DataDbOnly`]).
+    only: Option<usize>,
     umask: Option<u32>,
     /// Position of the first failing entry so far: entries after it need no decoding.
     first_failure: AtomicUsize,
@@ -257,7 +334,12 @@ impl Job<'_> {
                     continue;
                 }
                 let entry = (entry, self.entries.name(entry));
-                if let Err(err) = worker.extract_file(self, entry) {
+                let result = if self.only.is_some_and(|only| only != position) {
+                    worker.decode(self, entry, None)
+                } else {
+                    worker.extract_file(self, entry)
+                };
+                if let Err(err) = result {
                     self.fail(position, err);
                     break;
                 }
@@ -318,20 +400,20 @@ impl Worker {
         )
         .map_err(io::Error::from)?;
         let mut file = File::from(fd);
-        self.decode(job, named, &mut file)?;
+        self.decode(job, named, Some(&mut file))?;
         if create_mode != mode {
             rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).map_err(io::Error::from)?;
         }
         Ok(())
     }
 
-    /// Decodes `entry` into `file`, checking the output against the declared size as it
-    /// comes and against the CRC at the end.
+    /// Decodes `entry` into `file` (or into nothing), checking the output against the
+    /// declared size as it comes and against the CRC at the end.
     fn decode(
         &mut self,
         job: &Job,
         named: Named,
-        file: &mut File,
+        mut file: Option<&mut File>,
     ) -> Result<(), ArchiveError> {
         let (entry, name) = named;
         let corrupt = || ArchiveError::SizeMismatch {
@@ -350,7 +432,9 @@ impl Worker {
                 return Err(ArchiveError::TooLarge);
             }
             crc.update(chunk);
-            file.write_all(chunk)?;
+            if let Some(file) = file.as_mut() {
+                file.write_all(chunk)?;
+            }
             job.progress.add(n);
             Ok(())
         };

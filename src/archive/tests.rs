@@ -1042,3 +1042,45 @@ mod parallel {
         assert!(matches!(&err, ArchiveError::SizeMismatch { name } if name == "cut"), "{err:?}");
     }
 }
+
+/// `Output::DataDbOnly` decodes and checks every entry but writes `data.db` alone, and only
+/// what is written counts against `max_written`.
+#[test]
+fn a_check_that_keeps_only_data_db() {
+    let big = vec![3u8; 1 << 20];
+    let bytes = zip_of(&[("data.db", SQLITE_HEADER, STORED), ("storage/", b"", STORED), ("storage/big.bin", &big, DEFLATED)]);
+    let scene = Scene::new(&bytes);
+    let limits = ArchiveLimits { max_written: 1000, ..ArchiveLimits::default() };
+    let progress = crate::progress::ProgressCounter::default();
+    let summary = extract_restorable(&scene.archive, &scene.dest, &limits, Output::DataDbOnly, &progress).unwrap();
+    assert_eq!(summary.total_size, 16 + (1 << 20));
+    assert_eq!(tree(&scene.dest).keys().collect::<Vec<_>>(), ["data.db"]);
+    assert_eq!(fs::read(scene.dest.join("data.db")).unwrap(), SQLITE_HEADER);
+    // Writing everything would not fit.
+    fs::remove_file(scene.dest.join("data.db")).unwrap();
+    let err = extract_restorable(&scene.archive, &scene.dest, &limits, Output::Everything, &progress).unwrap_err();
+    assert!(matches!(err, ArchiveError::TooLarge), "{err:?}");
+    assert_eq!(fs::read_dir(&scene.dest).unwrap().count(), 0, "refused before writing");
+    // Every entry is still decoded: a damaged one is found.
+    let mut damaged = zip_of(&[("data.db", SQLITE_HEADER, STORED), ("other.txt", b"the original text", STORED)]);
+    assert_eq!(patch(&mut damaged, b"original", b"modified"), 1);
+    let scene = Scene::new(&damaged);
+    let err = extract_restorable(&scene.archive, &scene.dest, &limits, Output::DataDbOnly, &progress).unwrap_err();
+    assert!(matches!(&err, ArchiveError::SizeMismatch { name } if name == "other.txt"), "{err:?}");
+}
+
+/// The directory alone gives what `validate` finds, and the same refusals over the limits.
+#[test]
+fn declared_sizes_come_from_the_directory_alone() {
+    let bytes = zip_of(&[("data.db", SQLITE_HEADER, STORED), ("a/b.txt", b"12345", DEFLATED), ("c/", b"", STORED)]);
+    let scene = Scene::new(&bytes);
+    let file = File::open(&scene.archive).unwrap();
+    let declared = read_declared(&file, &ArchiveLimits::default()).unwrap();
+    let summary = validate(&scene.archive, &ArchiveLimits::default()).unwrap();
+    assert_eq!(declared, Declared { entries: 3, total_size: summary.total_size, data_db_size: Some(16) });
+    assert_eq!((declared.written(Output::Everything), declared.written(Output::DataDbOnly)), (21, 16));
+    let small = ArchiveLimits { max_total_size: 20, ..ArchiveLimits::default() };
+    assert!(matches!(read_declared(&file, &small), Err(ArchiveError::TooLarge)));
+    let few = ArchiveLimits { max_entries: 2, ..ArchiveLimits::default() };
+    assert!(matches!(read_declared(&file, &few), Err(ArchiveError::TooManyEntries)));
+}
