@@ -25,7 +25,7 @@ use crate::progress::{self, Progress, ProgressCounter};
 use crate::storage::{BackupMeta, BackupReader, BackupStorage, StorageError, Upload};
 use crate::util::{TempPath, WritebackFile};
 
-use crate::layout::{BACKUPS_DIR, LOCK_FILE, TEMP_DIR};
+use crate::layout::{BACKUPS_DIR, KEPT_IN_PLACE, TEMP_DIR};
 
 /// A test hook that may hold work in progress: called with the key of a create whose archive
 /// is written, before it is published, or of a restore that is extracted, before the swap.
@@ -682,7 +682,7 @@ fn archive_data_dir(
     out: impl std::io::Write,
     progress: &ProgressCounter,
 ) -> Result<(), BackupError> {
-    let excluded = [BACKUPS_DIR, TEMP_DIR, LOCK_FILE];
+    let excluded: Vec<&str> = [BACKUPS_DIR, TEMP_DIR].into_iter().chain(KEPT_IN_PLACE).collect();
     archive::create_backup_counted(data_dir, &excluded, temp_dir, out, &Default::default(), progress)
         .map_err(|e| BackupError::Failed(Box::new(e)))?;
     Ok(())
