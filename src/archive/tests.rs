@@ -1084,3 +1084,23 @@ fn declared_sizes_come_from_the_directory_alone() {
     let few = ArchiveLimits { max_entries: 2, ..ArchiveLimits::default() };
     assert!(matches!(read_declared(&file, &few), Err(ArchiveError::TooManyEntries)));
 }
+
+/// A data dir holding a path deeper than a restore takes: the backup leaves it out (and
+/// warns) rather than being one that could never be restored.
+#[test]
+fn a_backup_leaves_out_names_a_restore_would_refuse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let deep = data.join(vec!["d"; MAX_NAME_DEPTH + 3].join("/"));
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("too-deep.txt"), b"x").unwrap();
+    fs::write(data.join("kept.txt"), b"kept").unwrap();
+    let archive = tmp.path().join("out.zip");
+    create_backup(&data, &EXCLUDED, tmp.path(), File::create(&archive).unwrap(), &CreateOptions::default()).unwrap();
+    validate(&archive, &ArchiveLimits::default()).unwrap();
+    let zip = ZipArchive::new(File::open(&archive).unwrap()).unwrap();
+    let names: Vec<String> = zip.file_names().map(|n| n.unwrap().into_owned()).collect();
+    assert!(names.iter().any(|n| n == "kept.txt"), "{names:?}");
+    let deepest = names.iter().map(|n| n.trim_end_matches('/').split('/').count()).max().unwrap();
+    assert_eq!(deepest, MAX_NAME_DEPTH, "{names:?}");
+}
