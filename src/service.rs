@@ -17,13 +17,13 @@ use tokio::sync::mpsc;
 
 use crate::accounts::{Accounts, AccountsError, Record};
 use crate::archive::{self, ArchiveError, ArchiveLimits, Output};
-use crate::verify;
 use crate::auth::{self, AuthError, TokenKind};
 use crate::model::coordinator::{Busy, Coordinator};
 use crate::model::names::{self, BackupKey, NameError};
 use crate::progress::{self, Progress, ProgressCounter};
 use crate::storage::{BackupMeta, BackupReader, BackupStorage, StorageError, Upload};
 use crate::util::{TempPath, WritebackFile};
+use crate::verify;
 
 use crate::layout::{BACKUPS_DIR, KEPT_IN_PLACE, TEMP_DIR};
 
