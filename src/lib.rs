@@ -10,7 +10,8 @@
 //! - [`accounts`] and [`auth`]: accounts in `data.db`, password hashes, JWT tokens.
 //! - [`settings`]: the settings row PocketBase keeps in `data.db`; [`schedule`]: scheduled
 //!   backups and their pruning.
-//! - [`verify`]: the checks a restore makes before its 204, shared with `backups verify`.
+//! - [`verify`]: the checks a restore makes before its 204, shared with `backups verify`, and
+//!   the fetch before them (a backup that cannot fit is refused before its download).
 //! - [`restore`]: the journaled swap of restored data, and crash recovery at start.
 //! - [`listener`]: the listening socket that survives a restart; [`lock`]: one server per data dir.
 //! - [`service`]: the only owner of state; one method per API operation.
