@@ -1085,6 +1085,30 @@ fn declared_sizes_come_from_the_directory_alone() {
     assert!(matches!(read_declared(&file, &few), Err(ArchiveError::TooManyEntries)));
 }
 
+/// The fuzz target's seeds for the central directory reader say what each was made for:
+/// the zip64 records, data before the archive and many entries read back whole; the
+/// overlapping ones and the over-long names are refused for that reason.
+#[test]
+fn fuzz_seeds_reach_what_they_were_made_for() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/zip");
+    let verdict = |seed: &str| {
+        let scene = Scene::new(&fs::read(corpus.join(seed)).unwrap());
+        let summary = check_restorable(&scene.archive, &ArchiveLimits::default());
+        (summary, scene.extract(&ArchiveLimits::default()))
+    };
+    for (seed, entries) in [("zip64", 2), ("prepended", 2), ("many-entries", 41)] {
+        let (summary, extracted) = verdict(seed);
+        assert_eq!(summary.unwrap().entries, entries, "{seed}");
+        extracted.unwrap();
+    }
+    for seed in ["overlapping", "overlap-by-extra"] {
+        let (summary, _) = verdict(seed);
+        assert!(matches!(summary, Err(ArchiveError::Overlapping { .. })), "{seed}: {summary:?}");
+    }
+    let (summary, _) = verdict("deep-names");
+    assert!(matches!(summary, Err(ArchiveError::NameTooLong { .. })), "{summary:?}");
+}
+
 /// A data dir holding a path deeper than a restore takes: the backup leaves it out (and
 /// warns) rather than being one that could never be restored.
 #[test]
