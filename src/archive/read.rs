@@ -168,19 +168,18 @@ fn extract_checked(
     output: Output,
     progress: &ProgressCounter,
 ) -> Result<(), ArchiveError> {
-    let data_db = checked.data_db.map(|position| &checked.entries.list[position]);
-    let written = match output {
-        Output::Everything => checked.summary.total_size,
-        Output::DataDbOnly => data_db.map_or(0, |entry| entry.size),
+    // What is written (everything, or data.db alone), refused up front when it cannot fit.
+    let (written, only) = match output {
+        Output::Everything => (checked.summary.total_size, None),
+        Output::DataDbOnly => {
+            let position = checked.data_db.ok_or(ArchiveError::MissingDataDb)?;
+            (checked.entries.list[position].size, Some(position))
+        }
     };
     if written > limits.max_written {
         return Err(ArchiveError::TooLarge);
     }
     progress.set_total(checked.summary.total_size);
-    let only = match output {
-        Output::Everything => None,
-        Output::DataDbOnly => Some(checked.data_db.ok_or(ArchiveError::MissingDataDb)?),
-    };
     let (entries, order) = (checked.entries, checked.order);
     if output == Output::Everything {
         walk_dirs(&entries, &order, |path| make_dir(dest, path), |_, _| Ok(()))?;
