@@ -23,9 +23,9 @@ pub const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 use crate::layout::DATA_DB;
 
 /// Longest entry name, in bytes once decoded (without a directory's trailing '/').
-/// PocketBase's longest, a thumb (`storage/<collection>/<record>/thumbs_<file>/<size>_<file>`),
-/// stays under 400; four times that leaves room, and a name never nears `PATH_MAX` (4096)
-/// once under a data dir.
+/// PocketBase cuts a stored file's name to about 130 bytes, so its longest, a thumb
+/// (`storage/<collection>/<record>/thumbs_<file>/<size>_<file>`), stays near 330; three
+/// times that leaves room, and a name never nears `PATH_MAX` (4096) once under a data dir.
 pub const MAX_NAME_BYTES: usize = 1024;
 /// Most '/'-separated components in a name. PocketBase's deepest is 5 (a thumb); other
 /// folders an operator keeps in the data dir get six times that. Depth is work per entry
