@@ -309,7 +309,7 @@ pub async fn run(cli: Cli, inherited: listener::Inherited) -> Result<(), Box<dyn
         }
         Command::Backups(BackupsCommand::Verify { key, all, dir, s3 }) => {
             let storage = crate::offline::open_storage(&dir.dir, s3.config()?.map(|(c, _)| c))?;
-            crate::offline::verify(storage.as_ref(), key.as_deref(), all).await?
+            crate::offline::verify(&storage, key.as_deref(), all).await?
         }
     }
     Ok(())

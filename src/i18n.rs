@@ -168,9 +168,11 @@ impl Message {
             (InvalidJson, Lang::En) => "The request body is not valid JSON.",
             (TooManyRequests, Lang::Zh) => "请求过多，请稍后再试。",
             (TooManyRequests, Lang::En) => "Too many requests, try again later.",
-            (ArchiveUnsafe, Lang::Zh) => "压缩包包含不安全的条目（绝对路径、.. 、链接或重复名称）。",
+            (ArchiveUnsafe, Lang::Zh) => {
+                "压缩包包含不安全的条目（绝对路径、.. 、链接、重复或数据重叠的条目、过长或过深的名称）。"
+            }
             (ArchiveUnsafe, Lang::En) => {
-                "The archive holds unsafe entries (absolute paths, .., links or duplicate names)."
+                "The archive holds unsafe entries (absolute paths, .., links, duplicate or overlapping entries, names too long or too deep)."
             }
             (ArchiveTooLarge, Lang::Zh) => "压缩包解压后过大。",
             (ArchiveTooLarge, Lang::En) => "The archive is too large once extracted.",

@@ -15,3 +15,10 @@ pub const BACKUPS_DIR: &str = "backups";
 pub const TEMP_DIR: &str = ".pb_temp";
 /// The restore journal's folder, inside the temp folder.
 pub const JOURNAL_DIR: &str = "restore";
+
+/// Top-level names that are the data dir's own rather than its data, besides the backups
+/// and temp folders: a backup leaves them out, and a restore leaves them where they are
+/// (an archive's copies are dropped). Our lock, then the names PocketBase treats the same
+/// way: its folder of files awaiting deletion, `.notify`, the TLS certificates and private
+/// keys it obtained, and a file system's `lost+found` (often unreadable).
+pub const KEPT_IN_PLACE: [&str; 5] = [LOCK_FILE, ".pb_temp_to_delete", ".notify", ".autocert_cache", "lost+found"];

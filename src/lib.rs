@@ -15,7 +15,8 @@
 //!   [`accounts::rule`]), second factors and login origins in its tables ([`accounts::mfa`]).
 //! - [`settings`]: the settings row PocketBase keeps in `data.db` (the backups schedule,
 //!   `superuserIPs`, `trustedProxy`, mail); [`schedule`]: scheduled backups and their pruning.
-//! - [`verify`]: the checks a restore makes before its 204, shared with `backups verify`.
+//! - [`verify`]: the checks a restore makes before its 204, shared with `backups verify`, and
+//!   the fetch before them (a backup that cannot fit is refused before its download).
 //! - [`restore`]: the journaled swap of restored data, and crash recovery at start.
 //! - [`listener`]: the listening socket that survives a restart; [`stop`]: stop signals that
 //!   survive it too; [`lock`]: one server per data dir.

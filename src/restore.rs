@@ -2,7 +2,8 @@
 //! old and new entries: a journal in `<data dir>/<temp>/restore/` records what the data dir held
 //! before, so a restore can be rolled back whole at any point, including at the next start.
 //!
-//! The backups storage and temp folders are reserved: a restore never moves or deletes them.
+//! The backups storage and temp folders, and the names in [`KEPT_IN_PLACE`], are reserved:
+//! a restore never moves or deletes them.
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::layout::{BACKUPS_DIR, JOURNAL_DIR, LOCK_FILE, TEMP_DIR};
+use crate::layout::{BACKUPS_DIR, JOURNAL_DIR, KEPT_IN_PLACE, TEMP_DIR};
 
 const JOURNAL_FILE: &str = "journal.json";
 const JOURNAL_TMP: &str = "journal.json.tmp";
@@ -129,7 +130,7 @@ impl DataDir {
     }
 
     fn is_reserved(&self, name: &OsStr) -> bool {
-        name == self.backups_dir || name == self.temp_dir || name == LOCK_FILE
+        name == self.backups_dir || name == self.temp_dir || KEPT_IN_PLACE.iter().any(|kept| name == *kept)
     }
 
     fn journal_dir(&self) -> PathBuf {

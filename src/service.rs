@@ -16,15 +16,16 @@ use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use crate::accounts::{Accounts, AccountsError, Record};
-use crate::archive::{self, ArchiveError, ArchiveLimits};
+use crate::archive::{self, ArchiveError, ArchiveLimits, Output};
 use crate::auth::{self, AuthError, TokenKind};
 use crate::model::coordinator::{Activity, Busy, Coordinator};
 use crate::model::names::{self, BackupKey, NameError};
 use crate::progress::{self, Progress, ProgressCounter};
 use crate::storage::{BackupMeta, BackupReader, BackupStorage, StorageError, Upload};
 use crate::util::{TempPath, WritebackFile};
+use crate::verify;
 
-use crate::layout::{BACKUPS_DIR, LOCK_FILE, TEMP_DIR};
+use crate::layout::{BACKUPS_DIR, KEPT_IN_PLACE, TEMP_DIR};
 
 /// A test hook that may hold work in progress: called with the key of a create whose archive
 /// is written, before it is published, or of a restore that is extracted, before the swap.
@@ -128,7 +129,8 @@ pub enum ArchiveProblem {
     DataDbNotSqlite,
     /// Too big, too many entries, or a suspicious compression ratio.
     TooLarge,
-    /// Unsafe paths, links or special files, duplicate entries.
+    /// Unsafe paths, links or special files, duplicate or overlapping entries, names too
+    /// long or too deep.
     Unsafe,
     /// Anything else: not decodable, sizes or checksums that do not match.
     Corrupt,
@@ -141,7 +143,11 @@ impl ArchiveProblem {
             A::MissingDataDb => ArchiveProblem::NoDataDb,
             A::DataDbNotSqlite => ArchiveProblem::DataDbNotSqlite,
             A::TooLarge | A::TooManyEntries | A::SuspiciousRatio { .. } => ArchiveProblem::TooLarge,
-            A::UnsafePath { .. } | A::SpecialEntry { .. } | A::DuplicateEntry { .. } => ArchiveProblem::Unsafe,
+            A::UnsafePath { .. }
+            | A::SpecialEntry { .. }
+            | A::DuplicateEntry { .. }
+            | A::NameTooLong { .. }
+            | A::Overlapping { .. } => ArchiveProblem::Unsafe,
             _ => ArchiveProblem::Corrupt,
         }
     }
@@ -508,16 +514,17 @@ impl Service {
     pub async fn restore(&self, raw_key: &str) -> Result<(), BackupError> {
         let key = BackupKey::parse(raw_key).ok_or(BackupError::NotFound)?;
         let guard = self.start_restore(&key).await?;
-        self.storage.head(&key).await?;
+        let size = self.storage.head(&key).await?.size;
         // Counts the extraction (not the fetch from the storage).
         let progress = Progress::start("restore", key.as_str(), self.progress).shown_in(&self.running);
         let work = RestoreWork {
             storage: self.storage.clone(),
             temp_dir: self.temp_dir.clone(),
-            limits: self.restore_limits(),
+            limits: self.limits,
             restart: self.restart.clone(),
             gate: self.restore_gate.clone(),
             key: key.clone(),
+            size,
             progress: progress.counter(),
         };
         tracing::info!(key = %key, "restore started");
@@ -529,11 +536,6 @@ impl Service {
             Err(e) => tracing::warn!(key = %key, error = %e, "restore refused; data unchanged"),
         }
         result
-    }
-
-    /// The configured limits, capped by the free space of the data dir's disk.
-    fn restore_limits(&self) -> ArchiveLimits {
-        capped_by_free_space(self.limits, &self.temp_dir)
     }
 
     /// Whether the stored backup `key` would restore: the restore's checks (R31 included), on
@@ -553,15 +555,12 @@ impl Service {
             let verifying = self.verifying.clone();
             async move {
                 let _permit = verifying.acquire_owned().await.map_err(|e| BackupError::Failed(Box::new(e)))?;
-                // Measured now: a verify that ran before has removed its extraction.
-                let limits = capped_by_free_space(limits, &temp_dir);
-                match crate::verify::verify_stored(&*storage, &key, &temp_dir, &limits).await? {
-                    crate::verify::Verdict::Good { .. } => Ok(()),
-                    crate::verify::Verdict::Missing => Err(BackupError::NotFound),
-                    crate::verify::Verdict::Bad(crate::verify::Unrestorable::Archive(e)) => Err(unrestorable(e)),
-                    crate::verify::Verdict::Bad(crate::verify::Unrestorable::Accounts(e)) => {
-                        Err(BackupError::NoUsableAccounts(e))
-                    }
+                // The fetch measures the room once this verify has its turn: a verify that ran
+                // before has removed its extraction by then.
+                match verify::verify_stored(&storage, &key, &temp_dir, &limits).await? {
+                    verify::Verdict::Good { .. } => Ok(()),
+                    verify::Verdict::Missing => Err(BackupError::NotFound),
+                    verify::Verdict::Bad(e) => Err(refused(e)),
                 }
             }
         };
@@ -618,17 +617,6 @@ impl Service {
     }
 }
 
-/// `limits` with the total size further capped by the free space of `dir`'s disk (less a
-/// margin): an extraction that cannot fit is refused up front.
-fn capped_by_free_space(mut limits: ArchiveLimits, dir: &Path) -> ArchiveLimits {
-    const MARGIN: u64 = 64 << 20;
-    match crate::util::free_space(dir) {
-        Ok(free) => limits.max_total_size = limits.max_total_size.min(free.saturating_sub(MARGIN)),
-        Err(e) => tracing::warn!(error = %e, "free space unknown; using the configured limit"),
-    }
-    limits
-}
-
 /// Everything a restore needs before the swap, owned, so it can run in a task of its own.
 struct RestoreWork {
     storage: Arc<dyn BackupStorage>,
@@ -637,23 +625,31 @@ struct RestoreWork {
     restart: RestartHandle,
     gate: Option<Gate>,
     key: BackupKey,
+    /// The archive's size in the storage.
+    size: u64,
     progress: Arc<ProgressCounter>,
 }
 
 impl RestoreWork {
     async fn run(self, guard: ActivityGuard) -> Result<(), BackupError> {
         let archive_path = TempPath::new_in(&self.temp_dir, "restore", ".zip");
-        self.storage.fetch_to_file(&self.key, archive_path.path()).await?;
+        // Refused before the download when it could not fit (the extraction's limits then
+        // follow the room left).
+        let limits = verify::fetch(&self.storage, &self.key, self.size, archive_path.path(), &self.limits, Output::Everything)
+            .await
+            .map_err(|e| match e {
+                verify::FetchError::Storage(e) => BackupError::from(e),
+                verify::FetchError::Unrestorable(e) => refused(e),
+            })?;
         let extracted = TempPath::new_in(&self.temp_dir, "restore", "");
-        let (src, dest, limits) = (archive_path.path().to_path_buf(), extracted.path().to_path_buf(), self.limits);
+        let (src, dest) = (archive_path.path().to_path_buf(), extracted.path().to_path_buf());
         let progress = self.progress.clone();
         // The same checks as `backups verify` (R31 included), before the 204.
-        tokio::task::spawn_blocking(move || crate::verify::check_and_extract(&src, &dest, &limits, &progress).map(drop))
-            .await?
-            .map_err(|e| match e {
-                crate::verify::Unrestorable::Archive(e) => unrestorable(e),
-                crate::verify::Unrestorable::Accounts(e) => BackupError::NoUsableAccounts(e),
-            })?;
+        tokio::task::spawn_blocking(move || {
+            verify::check_and_extract(&src, &dest, &limits, Output::Everything, &progress).map(drop)
+        })
+        .await?
+        .map_err(refused)?;
         drop(archive_path);
         if let Some(gate) = &self.gate {
             gate(self.key.clone()).await;
@@ -668,10 +664,12 @@ impl RestoreWork {
     }
 }
 
-fn unrestorable(e: ArchiveError) -> BackupError {
+/// A restore refused by its checks.
+fn refused(e: verify::Unrestorable) -> BackupError {
     match e {
-        ArchiveError::Io(_) => BackupError::Failed(Box::new(e)),
-        e => BackupError::Unrestorable { problem: ArchiveProblem::of(&e), source: e },
+        verify::Unrestorable::Archive(e @ ArchiveError::Io(_)) => BackupError::Failed(Box::new(e)),
+        verify::Unrestorable::Archive(e) => BackupError::Unrestorable { problem: ArchiveProblem::of(&e), source: e },
+        verify::Unrestorable::Accounts(e) => BackupError::NoUsableAccounts(e),
     }
 }
 
@@ -737,7 +735,7 @@ fn archive_data_dir(
     out: impl std::io::Write,
     progress: &ProgressCounter,
 ) -> Result<(), BackupError> {
-    let excluded = [BACKUPS_DIR, TEMP_DIR, LOCK_FILE];
+    let excluded: Vec<&str> = [BACKUPS_DIR, TEMP_DIR].into_iter().chain(KEPT_IN_PLACE).collect();
     archive::create_backup_counted(data_dir, &excluded, temp_dir, out, &Default::default(), progress)
         .map_err(|e| BackupError::Failed(Box::new(e)))?;
     Ok(())

@@ -237,18 +237,31 @@ struct RawEntry {
     /// Uncompressed size to declare instead of the real one.
     declared_size: Option<u32>,
     flags: u16,
+    /// Deflated, else stored.
+    deflate: bool,
+    /// More names, each a central record of its own pointing at this entry's local header
+    /// and data (entries that overlap).
+    aliases: Vec<Vec<u8>>,
 }
 
 fn entry(name: &str, data: &[u8]) -> RawEntry {
-    RawEntry { name: name.as_bytes().to_vec(), data: data.to_vec(), mode: None, declared_size: None, flags: 0 }
+    RawEntry {
+        name: name.as_bytes().to_vec(),
+        data: data.to_vec(),
+        mode: None,
+        declared_size: None,
+        flags: 0,
+        deflate: false,
+        aliases: Vec::new(),
+    }
 }
 
 fn db() -> RawEntry {
     entry("data.db", &sqlite_bytes())
 }
 
-/// A zip of Stored entries, written field by field (local headers, central directory, end
-/// record), trusting `entries` completely.
+/// A zip written field by field (local headers, central directory, end record), trusting
+/// `entries` completely.
 fn raw_zip(entries: &[RawEntry]) -> Vec<u8> {
     fn u16le(out: &mut Vec<u8>, v: u16) {
         out.extend_from_slice(&v.to_le_bytes());
@@ -258,17 +271,26 @@ fn raw_zip(entries: &[RawEntry]) -> Vec<u8> {
     }
     let mut out = Vec::new();
     let mut central = Vec::new();
+    let mut records = 0u16;
     for e in entries {
         let offset = out.len() as u32;
         let mut crc = flate2::Crc::new();
         crc.update(&e.data);
-        let (crc, csize) = (crc.sum(), e.data.len() as u32);
-        let usize_ = e.declared_size.unwrap_or(csize);
+        let stored = if e.deflate {
+            let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+            std::io::Write::write_all(&mut encoder, &e.data).unwrap();
+            encoder.finish().unwrap()
+        } else {
+            e.data.clone()
+        };
+        let method = if e.deflate { 8 } else { 0 };
+        let (crc, csize) = (crc.sum(), stored.len() as u32);
+        let usize_ = e.declared_size.unwrap_or(e.data.len() as u32);
         // Local file header.
         u32le(&mut out, 0x0403_4b50);
         u16le(&mut out, 20);
         u16le(&mut out, e.flags);
-        u16le(&mut out, 0); // stored
+        u16le(&mut out, method);
         u16le(&mut out, 0);
         u16le(&mut out, 0x21); // 1980-01-01
         u32le(&mut out, crc);
@@ -277,34 +299,37 @@ fn raw_zip(entries: &[RawEntry]) -> Vec<u8> {
         u16le(&mut out, e.name.len() as u16);
         u16le(&mut out, 0);
         out.extend_from_slice(&e.name);
-        out.extend_from_slice(&e.data);
-        // Central directory header.
-        u32le(&mut central, 0x0201_4b50);
-        u16le(&mut central, if e.mode.is_some() { (3 << 8) | 20 } else { 20 });
-        u16le(&mut central, 20);
-        u16le(&mut central, e.flags);
-        u16le(&mut central, 0);
-        u16le(&mut central, 0);
-        u16le(&mut central, 0x21);
-        u32le(&mut central, crc);
-        u32le(&mut central, csize);
-        u32le(&mut central, usize_);
-        u16le(&mut central, e.name.len() as u16);
-        u16le(&mut central, 0);
-        u16le(&mut central, 0);
-        u16le(&mut central, 0);
-        u16le(&mut central, 0);
-        u32le(&mut central, e.mode.map_or(0, |m| m << 16));
-        u32le(&mut central, offset);
-        central.extend_from_slice(&e.name);
+        out.extend_from_slice(&stored);
+        // Central directory headers: the entry's, then its aliases'.
+        for name in std::iter::once(&e.name).chain(&e.aliases) {
+            u32le(&mut central, 0x0201_4b50);
+            u16le(&mut central, if e.mode.is_some() { (3 << 8) | 20 } else { 20 });
+            u16le(&mut central, 20);
+            u16le(&mut central, e.flags);
+            u16le(&mut central, method);
+            u16le(&mut central, 0);
+            u16le(&mut central, 0x21);
+            u32le(&mut central, crc);
+            u32le(&mut central, csize);
+            u32le(&mut central, usize_);
+            u16le(&mut central, name.len() as u16);
+            u16le(&mut central, 0);
+            u16le(&mut central, 0);
+            u16le(&mut central, 0);
+            u16le(&mut central, 0);
+            u32le(&mut central, e.mode.map_or(0, |m| m << 16));
+            u32le(&mut central, offset);
+            central.extend_from_slice(name);
+            records += 1;
+        }
     }
     let cd_offset = out.len() as u32;
     out.extend_from_slice(&central);
     u32le(&mut out, 0x0605_4b50);
     u16le(&mut out, 0);
     u16le(&mut out, 0);
-    u16le(&mut out, entries.len() as u16);
-    u16le(&mut out, entries.len() as u16);
+    u16le(&mut out, records);
+    u16le(&mut out, records);
     u32le(&mut out, central.len() as u32);
     u32le(&mut out, cd_offset);
     u16le(&mut out, 0);
@@ -314,6 +339,26 @@ fn raw_zip(entries: &[RawEntry]) -> Vec<u8> {
 fn with_mode(mut e: RawEntry, mode: u32) -> RawEntry {
     e.mode = Some(mode);
     e
+}
+
+/// A zip bomb made of overlapping entries: 200 central records pointing at one deflated
+/// entry of 4 MiB of zeros. About 14 KiB that would extract to 800 MiB, and every record
+/// alone is honest (sizes, CRC, ratio).
+fn overlapping_bomb() -> Vec<u8> {
+    let mut zeros = entry("zeros-000.bin", &vec![0u8; 4 << 20]);
+    zeros.deflate = true;
+    zeros.aliases = (1..200).map(|i| format!("zeros-{i:03}.bin").into_bytes()).collect();
+    let bytes = raw_zip(&[db(), zeros]);
+    assert!(bytes.len() < 32 * 1024, "{}", bytes.len());
+    bytes
+}
+
+/// 40 files whose names are 2,000 folders deep (4 KB each).
+fn deep_names() -> Vec<u8> {
+    let deep = "a/".repeat(2000);
+    let mut entries = vec![db()];
+    entries.extend((0..40).map(|i| entry(&format!("{deep}f{i}"), b"x")));
+    raw_zip(&entries)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -741,6 +786,9 @@ async fn hostile_archives_on_upload_and_restore() {
         ("duplicate data.db", raw_zip(&[db(), entry("data.db", b"second")]), OnUpload::Refused(invalid, Message::ArchiveUnsafe), Message::ArchiveUnsafe),
         ("duplicate file", raw_zip(&[db(), entry("a.txt", b"1"), entry("a.txt", b"2")]), OnUpload::Refused(invalid, Message::ArchiveUnsafe), Message::ArchiveUnsafe),
         ("file and directory of one name", raw_zip(&[db(), entry("a", b"1"), entry("a/b", b"2")]), OnUpload::Refused(invalid, Message::ArchiveUnsafe), Message::ArchiveUnsafe),
+        ("overlapping entries (zip bomb)", overlapping_bomb(), OnUpload::Refused(invalid, Message::ArchiveUnsafe), Message::ArchiveUnsafe),
+        ("names 2,000 folders deep", deep_names(), OnUpload::Refused(invalid, Message::ArchiveUnsafe), Message::ArchiveUnsafe),
+        ("a name over 1,024 bytes", raw_zip(&[db(), entry(&vec!["n".repeat(200); 6].join("/"), b"x")]), OnUpload::Refused(invalid, Message::ArchiveUnsafe), Message::ArchiveUnsafe),
         ("declared size far above the data", raw_zip(&[bigger]), OnUpload::Refused(invalid, Message::ArchiveTooLarge), Message::ArchiveTooLarge),
         ("encrypted entry", raw_zip(&[encrypted]), OnUpload::Refused(invalid, Message::ArchiveCorrupt), Message::ArchiveCorrupt),
         ("not a zip", b"PK\x03\x04 this is not a zip at all".to_vec(), OnUpload::Refused(mime, Message::NotZip), Message::ArchiveCorrupt),

@@ -4,9 +4,12 @@
 //! name index. Only what checking and extracting need: the end records (classic and
 //! zip64), then each record's sizes, offsets, flags, attributes and name, with archives
 //! carrying data before them (self-extracting style) found as Go's archive/zip finds them.
+//! The archive is an [`ArchiveSource`]: a local file, or a stored object read in ranges
+//! (the directory alone says how much room a backup needs before it is fetched).
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Take};
+use std::io::{self, BufReader, Read};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 
 use super::format::{
@@ -17,6 +20,47 @@ use super::ArchiveError;
 
 /// Reads of the central directory: large, as a directory of many entries is megabytes.
 const RECORDS_BUFFER: usize = 256 * 1024;
+
+/// Where an archive's bytes come from: a local file, or an object in a backups storage
+/// read in ranges. Only the end of the archive and its central directory are read
+/// through it.
+pub trait ArchiveSource {
+    /// The archive's length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Fills `buf` with the bytes from offset `at`.
+    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> io::Result<()>;
+    /// The bytes of `range`, in order.
+    fn read_range(&self, range: Range<u64>) -> io::Result<Box<dyn Read + '_>>;
+}
+
+impl ArchiveSource for File {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, at)
+    }
+
+    fn read_range(&self, range: Range<u64>) -> io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(FileRange { file: self, range }))
+    }
+}
+
+/// A range of a file read with `pread`: the file's own position is left alone.
+struct FileRange<'f> {
+    file: &'f File,
+    range: Range<u64>,
+}
+
+impl Read for FileRange<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let len = buf.len().min(usize::try_from(self.range.end - self.range.start).unwrap_or(usize::MAX));
+        let n = self.file.read_at(&mut buf[..len], self.range.start)?;
+        self.range.start += n as u64;
+        Ok(n)
+    }
+}
 
 
 fn not_zip(detail: impl Into<String>) -> ArchiveError {
@@ -49,7 +93,7 @@ pub(super) struct Directory {
 
 /// Finds the central directory of `file` and refuses it at once when it declares more than
 /// `max_entries` entries, before anything is allocated per entry.
-pub(super) fn open(file: &File, max_entries: usize) -> Result<Directory, ArchiveError> {
+pub(super) fn open(file: &dyn ArchiveSource, max_entries: usize) -> Result<Directory, ArchiveError> {
     let directory = find(file)?;
     if directory.count > max_entries as u64 {
         return Err(ArchiveError::TooManyEntries);
@@ -60,8 +104,8 @@ pub(super) fn open(file: &File, max_entries: usize) -> Result<Directory, Archive
     Ok(directory)
 }
 
-fn find(file: &File) -> Result<Directory, ArchiveError> {
-    let len = file.metadata()?.len();
+fn find(file: &dyn ArchiveSource) -> Result<Directory, ArchiveError> {
+    let len = file.len()?;
     // The end record is 22 bytes plus a comment of at most 64 KiB, preceded by the zip64
     // locator.
     let tail_len = len.min((END_LEN + 0xFFFF + ZIP64_LOCATOR_LEN) as u64);
@@ -146,7 +190,7 @@ fn find(file: &File) -> Result<Directory, ArchiveError> {
     })
 }
 
-fn starts_with_record(file: &File, at: u64) -> io::Result<bool> {
+fn starts_with_record(file: &dyn ArchiveSource, at: u64) -> io::Result<bool> {
     let mut sig = [0u8; 4];
     match file.read_exact_at(&mut sig, at) {
         Ok(()) => Ok(&sig == CENTRAL_SIG),
@@ -162,6 +206,11 @@ impl Directory {
         self.count as usize
     }
 
+    /// File offset of the central directory: every entry's data lies before it.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
     /// An upper bound on the bytes of all raw (undecoded) names: what the directory holds beyond the
     /// fixed part of its records, and at most 64 KiB per name.
     pub fn names_bound(&self) -> u64 {
@@ -169,11 +218,10 @@ impl Directory {
     }
 
     /// The records, read in order through a buffer.
-    pub fn records<'f>(&self, file: &'f File) -> Result<Records<'f>, ArchiveError> {
-        let mut reader = file;
-        reader.seek(SeekFrom::Start(self.start))?;
+    pub fn records<'f>(&self, file: &'f dyn ArchiveSource) -> Result<Records<'f>, ArchiveError> {
+        let reader = file.read_range(self.start..self.start + self.size)?;
         Ok(Records {
-            reader: BufReader::with_capacity((self.size as usize).clamp(4, RECORDS_BUFFER), reader.take(self.size)),
+            reader: BufReader::with_capacity((self.size as usize).clamp(4, RECORDS_BUFFER), reader),
             count: self.count,
             read: 0,
             shift: self.shift,
@@ -209,7 +257,7 @@ impl Record<'_> {
 
 /// The records of a directory, one at a time: only the current one is held.
 pub(super) struct Records<'f> {
-    reader: BufReader<Take<&'f File>>,
+    reader: BufReader<Box<dyn Read + 'f>>,
     count: u64,
     read: u64,
     shift: u64,

@@ -14,12 +14,26 @@ mod tests;
 mod zip_writer;
 
 pub use create::{create_backup, create_backup_counted, CreateOptions, CreateStats};
-pub use read::{check_restorable, extract, extract_restorable, validate};
+pub use central::ArchiveSource;
+pub use read::{check_restorable, extract, extract_restorable, read_declared, validate, Declared, Output};
 
 /// The first 16 bytes of every SQLite 3 database file.
 pub const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
 use crate::layout::DATA_DB;
+
+/// Longest entry name, in bytes once decoded (without a directory's trailing '/').
+/// PocketBase cuts a stored file's name to about 130 bytes, so its longest, a thumb
+/// (`storage/<collection>/<record>/thumbs_<file>/<size>_<file>`), stays near 330; three
+/// times that leaves room, and a name never nears `PATH_MAX` (4096) once under a data dir.
+pub const MAX_NAME_BYTES: usize = 1024;
+/// Most '/'-separated components in a name. PocketBase's deepest is 5 (a thumb); other
+/// folders an operator keeps in the data dir get six times that. Depth is work per entry
+/// (a folder to create, a prefix to compare), so it is bounded apart from the length.
+pub const MAX_NAME_DEPTH: usize = 32;
+/// Longest component of a name: `NAME_MAX` of Linux file systems, so such a name could never
+/// be extracted anyway.
+pub const MAX_COMPONENT_BYTES: usize = 255;
 
 /// Bounds that an archive must respect before and during extraction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +44,8 @@ pub struct ArchiveLimits {
     pub max_entries: usize,
     /// Uncompressed size divided by compressed size, per entry.
     pub max_ratio: u64,
+    /// Bytes an extraction may write to disk: the free space where it writes, less a margin.
+    pub max_written: u64,
 }
 
 impl Default for ArchiveLimits {
@@ -40,6 +56,7 @@ impl Default for ArchiveLimits {
             // Deflate cannot exceed about 1032:1, so a higher declared ratio is a lie; a lower
             // limit would refuse genuine zero-filled files.
             max_ratio: 1100,
+            max_written: u64::MAX,
         }
     }
 }
@@ -68,6 +85,14 @@ pub enum ArchiveError {
     SpecialEntry { name: String },
     #[error("entry {name:?} is duplicated or conflicts with another entry")]
     DuplicateEntry { name: String },
+    #[error(
+        "entry name {name:?}... exceeds {MAX_NAME_BYTES} bytes, {MAX_COMPONENT_BYTES} bytes per \
+         component or {MAX_NAME_DEPTH} levels"
+    )]
+    NameTooLong { name: String },
+    /// A zip bomb's trick: several entries decoding the same compressed bytes.
+    #[error("the data of entry {name:?} overlaps {other}")]
+    Overlapping { name: String, other: String },
     #[error("entry {name:?} is encrypted or uses an unsupported compression method")]
     Unsupported { name: String },
     #[error("the archive's uncompressed size exceeds the limit")]
@@ -102,6 +127,8 @@ impl ArchiveError {
             Self::UnsafePath { .. } => "The archive contains an unsafe file path.",
             Self::SpecialEntry { .. } => "The archive contains links or special files.",
             Self::DuplicateEntry { .. } => "The archive contains duplicate or conflicting entries.",
+            Self::NameTooLong { .. } => "The archive contains a file path that is too long or too deep.",
+            Self::Overlapping { .. } => "The archive contains entries that share their data.",
             Self::Unsupported { .. } => {
                 "The archive uses encryption or an unsupported compression method."
             }
@@ -119,24 +146,42 @@ impl ArchiveError {
 }
 
 /// Checks that `name` is a safe relative entry name: '/'-separated, no empty, `.` or `..`
-/// component, no absolute path, drive letter, backslash or NUL. A single trailing '/' (a
-/// directory entry) is allowed. Returns the name without that trailing '/'.
+/// component, no absolute path, drive letter, backslash or NUL, and within
+/// [`MAX_NAME_BYTES`], [`MAX_COMPONENT_BYTES`] and [`MAX_NAME_DEPTH`]. A single trailing
+/// '/' (a directory entry) is allowed. Returns the name without that trailing '/'.
 fn check_entry_name(name: &str) -> Result<&str, ArchiveError> {
     let unsafe_path = || ArchiveError::UnsafePath {
         name: name.to_owned(),
     };
     let trimmed = name.strip_suffix('/').unwrap_or(name);
+    // First, so that the work below is bounded too.
+    if trimmed.len() > MAX_NAME_BYTES {
+        return Err(name_too_long(name));
+    }
     let bytes = trimmed.as_bytes();
     let has_drive = bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':';
     if trimmed.is_empty() || has_drive || trimmed.contains(['\\', '\0']) {
         return Err(unsafe_path());
     }
-    // A leading '/' shows up as an empty first component.
-    if trimmed
-        .split('/')
-        .any(|part| part.is_empty() || part == "." || part == "..")
-    {
-        return Err(unsafe_path());
+    let mut depth = 0;
+    for part in trimmed.split('/') {
+        // A leading '/' shows up as an empty first component.
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(unsafe_path());
+        }
+        depth += 1;
+        if part.len() > MAX_COMPONENT_BYTES || depth > MAX_NAME_DEPTH {
+            return Err(name_too_long(name));
+        }
     }
     Ok(trimmed)
+}
+
+/// The error for an over-long name, keeping only its start for the log.
+fn name_too_long(name: &str) -> ArchiveError {
+    let mut end = name.len().min(100);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    ArchiveError::NameTooLong { name: name[..end].to_owned() }
 }

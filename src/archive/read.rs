@@ -1,27 +1,26 @@
 //! Checking and extracting untrusted archives (uploads, restores).
 //!
-//! Validation reads only the central directory, record by record (see `central`), into a
-//! compact list: about 40 bytes per entry plus its name, all names in one arena.
+//! Validation reads the central directory, record by record (see `central`), into a
+//! compact list: about 40 bytes per entry plus its name, all names in one arena; then the
+//! local headers, to refuse entries whose data overlap. Names are checked in one sorted
+//! pass (4 bytes per entry), which extraction walks again to make the folders.
 //! Extraction validates first, then decodes each entry itself (Stored or Deflated only) so
 //! that it counts the bytes really produced and stops as soon as an entry yields more than
 //! it declared; files are decoded on a few threads, each with its own buffers, so memory
 //! does not grow with the archive beyond that list.
 
-use std::collections::HashMap;
 use std::ffi::CStr;
 use std::fs::{self, File};
-use std::hash::BuildHasher;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use flate2::read::DeflateDecoder;
 use flate2::{Decompress, FlushDecompress, Status};
-use hashbrown::{DefaultHashBuilder, HashTable};
 use rustix::fs::{Mode, OFlags};
 
 use super::central::{self, Record};
@@ -90,23 +89,74 @@ fn check_data_db(file: &File, checked: &CheckedArchive) -> Result<(), ArchiveErr
 pub fn extract(path: &Path, dest: &Path, limits: &ArchiveLimits) -> Result<(), ArchiveError> {
     let file = File::open(path)?;
     let checked = check_entries(&file, limits)?;
-    extract_checked(&file, checked, dest, limits, &ProgressCounter::default())
+    extract_checked(&file, checked, dest, limits, Output::Everything, &ProgressCounter::default())
 }
 
-/// [`check_restorable`], then [`extract`], reading the central directory once; the
-/// extraction counts into `progress` (its total is the entries' uncompressed size).
+/// What an extraction writes into its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Every entry, as files and folders: a restore's extraction.
+    Everything,
+    /// `data.db` alone; every other entry is decoded and checked like the rest, and its bytes
+    /// dropped: the checks of a restore with almost no scratch space (`backups verify`).
+    DataDbOnly,
+}
+
+/// [`check_restorable`], then [`extract`] of `output`, reading the central directory once;
+/// the decoding counts into `progress` (its total is the entries' uncompressed size).
 pub fn extract_restorable(
     path: &Path,
     dest: &Path,
     limits: &ArchiveLimits,
+    output: Output,
     progress: &ProgressCounter,
 ) -> Result<ArchiveSummary, ArchiveError> {
     let file = File::open(path)?;
     let checked = check_entries(&file, limits)?;
     check_data_db(&file, &checked)?;
     let summary = checked.summary.clone();
-    extract_checked(&file, checked, dest, limits, progress)?;
+    extract_checked(&file, checked, dest, limits, output, progress)?;
     Ok(summary)
+}
+
+/// What an archive's central directory declares, read without any entry's data: enough
+/// to know the room a restore or a verify needs before the archive is fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Declared {
+    pub entries: u64,
+    /// Sum of the entries' uncompressed sizes, within the limit.
+    pub total_size: u64,
+    /// Uncompressed size of the top-level `data.db`, if there is one.
+    pub data_db_size: Option<u64>,
+}
+
+impl Declared {
+    /// The bytes an extraction of `output` writes.
+    pub fn written(&self, output: Output) -> u64 {
+        match output {
+            Output::Everything => self.total_size,
+            Output::DataDbOnly => self.data_db_size.unwrap_or(0),
+        }
+    }
+}
+
+/// Reads the central directory of `source` (its records only, one at a time) for the
+/// entry count and sizes it declares, refusing what is over `limits` (count, total).
+pub fn read_declared(source: &dyn central::ArchiveSource, limits: &ArchiveLimits) -> Result<Declared, ArchiveError> {
+    let directory = central::open(source, limits.max_entries)?;
+    let mut records = directory.records(source)?;
+    let mut declared = Declared { entries: directory.count, total_size: 0, data_db_size: None };
+    while let Some(record) = records.next_record()? {
+        declared.total_size = declared
+            .total_size
+            .checked_add(record.size)
+            .filter(|total| *total <= limits.max_total_size)
+            .ok_or(ArchiveError::TooLarge)?;
+        if record.name == DATA_DB {
+            declared.data_db_size.get_or_insert(record.size);
+        }
+    }
+    Ok(declared)
 }
 
 /// The extraction itself, of an archive that passed `check_entries`.
@@ -115,23 +165,28 @@ fn extract_checked(
     checked: CheckedArchive,
     dest: &Path,
     limits: &ArchiveLimits,
+    output: Output,
     progress: &ProgressCounter,
 ) -> Result<(), ArchiveError> {
-    progress.set_total(checked.summary.total_size);
-    let entries = checked.entries;
-    let mut dirs = DirTracker::new(dest);
-    let mut files = Vec::with_capacity(entries.list.len());
-    for (position, entry) in entries.list.iter().enumerate() {
-        let name = entries.name(entry);
-        if entry.is_dir {
-            dirs.ensure(name, entry.mode())?;
-        } else {
-            if let Some((parent, _)) = name.rsplit_once('/') {
-                dirs.ensure(parent, None)?;
-            }
-            files.push(position as u32);
+    // What is written (everything, or data.db alone), refused up front when it cannot fit.
+    let (written, only) = match output {
+        Output::Everything => (checked.summary.total_size, None),
+        Output::DataDbOnly => {
+            let position = checked.data_db.ok_or(ArchiveError::MissingDataDb)?;
+            (checked.entries.list[position].size, Some(position))
         }
+    };
+    if written > limits.max_written {
+        return Err(ArchiveError::TooLarge);
     }
+    progress.set_total(checked.summary.total_size);
+    let (entries, order) = (checked.entries, checked.order);
+    if output == Output::Everything {
+        walk_dirs(&entries, &order, |path| make_dir(dest, path), |_, _| Ok(()))?;
+    }
+    let files: Vec<u32> = (0..entries.list.len() as u32)
+        .filter(|&p| !entries.list[p as usize].is_dir)
+        .collect();
     let units = work_units(&entries.list, &files);
     drop(files);
     let threads = std::thread::available_parallelism()
@@ -147,7 +202,11 @@ fn extract_checked(
         next_unit: AtomicUsize::new(0),
         total_written: AtomicU64::new(0),
         progress,
-        max_total_size: limits.max_total_size,
+        max_total_size: match output {
+            Output::Everything => limits.max_total_size.min(limits.max_written),
+            Output::DataDbOnly => limits.max_total_size,
+        },
+        only,
         umask: creation_mask(dest),
         first_failure: AtomicUsize::new(usize::MAX),
         failure: Mutex::new(None),
@@ -171,7 +230,21 @@ fn extract_checked(
     if let Some((_, err)) = job.failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(err);
     }
-    dirs.finish()
+    if output == Output::DataDbOnly {
+        // Scratch for checks: nothing to keep across a crash.
+        return Ok(());
+    }
+    // Permissions once the content is written (a read-only folder must not block its
+    // children), children first; then everything extracted is made durable with one
+    // `syncfs`: an fsync per file and directory costs a journal commit each, seconds for a
+    // few thousand files.
+    walk_dirs(&entries, &order, |_| Ok(()), |path, mode| {
+        let mode = mode.unwrap_or(DEFAULT_DIR_MODE) & 0o777 | OWNER_DIR_BITS;
+        fs::set_permissions(dest.join(path), fs::Permissions::from_mode(mode)).map_err(Into::into)
+    })?;
+    let dest = File::open(dest)?;
+    rustix::fs::syncfs(&dest).map_err(io::Error::from)?;
+    Ok(())
 }
 
 /// More threads than this only contend for the disk and the directory locks.
@@ -232,7 +305,10 @@ struct Job<'a> {
     next_unit: AtomicUsize,
     total_written: AtomicU64,
     progress: &'a ProgressCounter,
+    /// Decoded bytes allowed in all (what is written too, when everything is).
     max_total_size: u64,
+    /// The only entry written to a file, when not every one is ([`Output::DataDbOnly`]).
+    only: Option<usize>,
     umask: Option<u32>,
     /// Position of the first failing entry so far: entries after it need no decoding.
     first_failure: AtomicUsize,
@@ -257,7 +333,12 @@ impl Job<'_> {
                     continue;
                 }
                 let entry = (entry, self.entries.name(entry));
-                if let Err(err) = worker.extract_file(self, entry) {
+                let result = if self.only.is_some_and(|only| only != position) {
+                    worker.decode(self, entry, None)
+                } else {
+                    worker.extract_file(self, entry)
+                };
+                if let Err(err) = result {
                     self.fail(position, err);
                     break;
                 }
@@ -318,20 +399,20 @@ impl Worker {
         )
         .map_err(io::Error::from)?;
         let mut file = File::from(fd);
-        self.decode(job, named, &mut file)?;
+        self.decode(job, named, Some(&mut file))?;
         if create_mode != mode {
             rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).map_err(io::Error::from)?;
         }
         Ok(())
     }
 
-    /// Decodes `entry` into `file`, checking the output against the declared size as it
-    /// comes and against the CRC at the end.
+    /// Decodes `entry` into `file` (or into nothing), checking the output against the
+    /// declared size as it comes and against the CRC at the end.
     fn decode(
         &mut self,
         job: &Job,
         named: Named,
-        file: &mut File,
+        mut file: Option<&mut File>,
     ) -> Result<(), ArchiveError> {
         let (entry, name) = named;
         let corrupt = || ArchiveError::SizeMismatch {
@@ -350,7 +431,9 @@ impl Worker {
                 return Err(ArchiveError::TooLarge);
             }
             crc.update(chunk);
-            file.write_all(chunk)?;
+            if let Some(file) = file.as_mut() {
+                file.write_all(chunk)?;
+            }
             job.progress.add(n);
             Ok(())
         };
@@ -523,44 +606,30 @@ impl Entries {
     }
 }
 
-/// Entry positions by (name, is_dir), for duplicates and parents without a map of names: a
-/// position is 4 bytes and the names stay in the arena. Randomly seeded hashes (foldhash):
-/// archives are untrusted.
-struct NameIndex<'a> {
-    entries: &'a Entries,
-    table: HashTable<u32>,
-    hasher: DefaultHashBuilder,
+/// The order of entry names in which a folder's content comes right after it: names compared
+/// component by component, i.e. bytewise with '/' below every other byte. Equal names end
+/// up side by side, and a folder's descendants form one run after it.
+fn name_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        None => a.len().cmp(&b.len()),
+        Some(i) => {
+            let rank = |byte: u8| if byte == b'/' { 0 } else { u16::from(byte) + 1 };
+            rank(a[i]).cmp(&rank(b[i]))
+        }
+    }
 }
 
-impl<'a> NameIndex<'a> {
-    fn new(entries: &'a Entries) -> Self {
-        let table = HashTable::with_capacity(entries.list.len());
-        Self { entries, table, hasher: DefaultHashBuilder::default() }
-    }
-
-    fn find(&self, name: &str, is_dir: bool) -> Option<u32> {
-        let entries = self.entries;
-        let same = |&p: &u32| {
-            let other = &entries.list[p as usize];
-            other.is_dir == is_dir && entries.name(other) == name
-        };
-        self.table.find(self.hasher.hash_one((name, is_dir)), same).copied()
-    }
-
-    /// Adds the entry at `position`, whose (name, is_dir) is not in the index yet.
-    fn insert(&mut self, position: u32) {
-        let (entries, hasher) = (self.entries, &self.hasher);
-        let hash = |p: u32| {
-            let entry = &entries.list[p as usize];
-            hasher.hash_one((entries.name(entry), entry.is_dir))
-        };
-        self.table.insert_unique(hash(position), position, |&p| hash(p));
-    }
+/// Whether `name` lies inside the folder `folder`.
+fn is_inside(name: &str, folder: &str) -> bool {
+    name.len() > folder.len() && name.as_bytes()[folder.len()] == b'/' && name.starts_with(folder)
 }
 
 struct CheckedArchive {
     summary: ArchiveSummary,
     entries: Entries,
+    /// Entry positions in [`name_order`]: what extraction walks to make the folders.
+    order: Vec<u32>,
     /// Position of the top-level `data.db` file.
     data_db: Option<usize>,
 }
@@ -613,25 +682,33 @@ fn check_entries(file: &File, limits: &ArchiveLimits) -> Result<CheckedArchive, 
     }
     drop(records);
 
-    let mut positions = NameIndex::new(&entries);
+    // Positions in name order, ties in archive order (a stable sort): four bytes an entry,
+    // and the checks below are single passes over it. Archives list their entries in this
+    // order already (ours and PocketBase's walk each folder sorted), so sorting is one pass.
+    let name_of = |position: u32| entries.name(&entries.list[position as usize]);
+    let mut order: Vec<u32> = (0..entries.list.len() as u32).collect();
+    order.sort_by(|&a, &b| name_order(name_of(a), name_of(b)));
+
     // The first entry in archive order that repeats an earlier one: exactly (name and
-    // trailing '/'), or once normalised (a file and a directory of one name).
+    // trailing '/'), or once normalised (a file and a directory of one name). Repeats of a
+    // name are side by side in `order`, earliest first.
     let mut first_exact = None::<u32>;
     let mut first_normalised = None::<u32>;
-    for (position, entry) in entries.list.iter().enumerate() {
-        let (name, is_dir) = (entries.name(entry), entry.is_dir);
-        if positions.find(name, is_dir).is_some() {
-            first_exact.get_or_insert(position as u32);
-            continue;
+    // Whether the current run of one name had a file, a directory so far.
+    let mut seen = [false; 2];
+    for (i, &position) in order.iter().enumerate() {
+        if i > 0 && name_of(position) != name_of(order[i - 1]) {
+            seen = [false; 2];
         }
-        if first_normalised.is_none() && positions.find(name, !is_dir).is_some() {
-            first_normalised = Some(position as u32);
+        let is_dir = entries.list[position as usize].is_dir;
+        if seen[usize::from(is_dir)] {
+            earliest(&mut first_exact, position);
+        } else if seen[usize::from(!is_dir)] {
+            earliest(&mut first_normalised, position);
         }
-        positions.insert(position as u32);
+        seen[usize::from(is_dir)] = true;
     }
-    let duplicate = |position: u32| ArchiveError::DuplicateEntry {
-        name: entries.name(&entries.list[position as usize]).to_owned(),
-    };
+    let duplicate = |position: u32| ArchiveError::DuplicateEntry { name: name_of(position).to_owned() };
     if let Some(position) = first_exact {
         return Err(duplicate(position));
     }
@@ -643,27 +720,26 @@ fn check_entries(file: &File, limits: &ArchiveLimits) -> Result<CheckedArchive, 
         return Err(err);
     }
 
-    // The file named `name`, if any (names are unique by now).
-    let find_file = |name: &str| positions.find(name, false);
-    // A file cannot also be the parent of another entry ("a" and "a/b"). Entries of one
-    // folder usually come together: their ancestors are looked up once.
-    let mut checked_parent = None::<&str>;
-    for (position, entry) in entries.list.iter().enumerate() {
-        let name = entries.name(entry);
-        let Some((parent, _)) = name.rsplit_once('/') else {
-            continue;
-        };
-        if checked_parent == Some(parent) {
+    // A file cannot also be the parent of another entry ("a" and "a/b"): such entries are
+    // the run right after the file in `order`. The one reported is the first in archive order.
+    let mut last_file: Option<&str> = None;
+    let mut first_inside_file = None::<u32>;
+    for &position in &order {
+        let name = name_of(position);
+        if last_file.is_some_and(|file| is_inside(name, file)) {
+            earliest(&mut first_inside_file, position);
             continue;
         }
-        let mut ancestors = name.match_indices('/').map(|(i, _)| &name[..i]);
-        if ancestors.any(|ancestor| find_file(ancestor).is_some()) {
-            return Err(duplicate(position as u32));
-        }
-        checked_parent = Some(parent);
+        last_file = (!entries.list[position as usize].is_dir).then_some(name);
     }
-    let data_db = find_file(DATA_DB).map(|position| position as usize);
-    drop(positions);
+    if let Some(position) = first_inside_file {
+        return Err(duplicate(position));
+    }
+    let data_db = entries
+        .list
+        .iter()
+        .position(|entry| !entry.is_dir && entries.name(entry) == DATA_DB);
+    check_data_ranges(file, &entries, directory.start())?;
 
     Ok(CheckedArchive {
         summary: ArchiveSummary {
@@ -672,8 +748,76 @@ fn check_entries(file: &File, limits: &ArchiveLimits) -> Result<CheckedArchive, 
             has_data_db: data_db.is_some(),
         },
         entries,
+        order,
         data_db,
     })
+}
+
+/// Refuses entries whose bytes overlap: each entry's local header and compressed data must
+/// lie apart from every other's and before the central directory. Without this, many
+/// records can point at one deflated run of zeros (a zip bomb of a few KiB that extracts
+/// to gigabytes, each entry within every ratio). Reads each local header (for its name and
+/// extra field lengths), in file order, neighbours together.
+fn check_data_ranges(file: &File, entries: &Entries, directory_start: u64) -> Result<(), ArchiveError> {
+    /// Local headers closer together than this are read with one `pread`.
+    const READ_SPAN: u64 = 64 * 1024;
+    let list = &entries.list;
+    let mut by_offset: Vec<u32> = (0..list.len() as u32).collect();
+    by_offset.sort_unstable_by_key(|&p| (list[p as usize].header_start, p));
+    let header_start = |i: usize| list[by_offset[i] as usize].header_start;
+    let mut buf = Vec::new();
+    // Where the previous entry's data ends, and that entry.
+    let mut previous: Option<(u64, u32)> = None;
+    let mut i = 0;
+    while i < by_offset.len() {
+        let start = header_start(i);
+        let mut j = i + 1;
+        while j < by_offset.len() && header_start(j) + LOCAL_LEN as u64 <= start + READ_SPAN {
+            j += 1;
+        }
+        // Records keep every local header before the directory, so this is in the file.
+        let len = (header_start(j - 1) + LOCAL_LEN as u64 - start) as usize;
+        buf.resize(len, 0);
+        file.read_exact_at(&mut buf, start)?;
+        for &position in &by_offset[i..j] {
+            let entry = &list[position as usize];
+            let name = entries.name(entry);
+            if let Some((_, before)) = previous.filter(|&(end, _)| entry.header_start < end) {
+                return Err(ArchiveError::Overlapping {
+                    name: name.to_owned(),
+                    other: format!("that of entry {:?}", entries.name(&list[before as usize])),
+                });
+            }
+            let header = &buf[(entry.header_start - start) as usize..][..LOCAL_LEN];
+            if &header[..4] != LOCAL_SIG {
+                return Err(ArchiveError::NotZip(format!("no local header for {name:?}")));
+            }
+            let (name_len, extra_len) = (u16_at(header, 26), u16_at(header, 28));
+            let end = entry.header_start
+                + LOCAL_LEN as u64
+                + u64::from(name_len)
+                + u64::from(extra_len)
+                + entry.compressed_size;
+            if end > directory_start {
+                return Err(ArchiveError::Overlapping {
+                    name: name.to_owned(),
+                    other: "the central directory".to_owned(),
+                });
+            }
+            previous = Some((end, position));
+        }
+        i = j;
+    }
+    Ok(())
+}
+
+/// Keeps in `slot` the smallest position given.
+fn earliest(slot: &mut Option<u32>, position: u32) {
+    *slot = Some(slot.map_or(position, |p| p.min(position)));
+}
+
+fn u16_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from(u16::from_le_bytes([bytes[at], bytes[at + 1]]))
 }
 
 /// The checks of one central directory record, except duplicates; adds its size to
@@ -735,71 +879,71 @@ fn entry_read_error(err: io::Error, named: Named) -> ArchiveError {
     }
 }
 
-/// Creates the directories of an extraction and finishes them (permissions, fsync) once
-/// their content is written.
-struct DirTracker {
-    dest: PathBuf,
-    /// Directories created by us (relative names), parents before children, with their
-    /// recorded mode.
-    created: Vec<(String, Option<u32>)>,
-    /// Position in `created` of each directory made so far.
-    known: HashMap<String, usize>,
-}
-
-impl DirTracker {
-    fn new(dest: &Path) -> Self {
-        Self {
-            dest: dest.to_path_buf(),
-            created: Vec::new(),
-            known: HashMap::new(),
+/// Walks the folders of an extraction in name order (`order`, see [`name_order`]): `open`
+/// for each folder the first time it is needed (parents first), `close` once nothing after
+/// it in that order lies inside it (children first), with the mode its own entry records.
+/// The folders open at a time are one name's ancestors, so memory is one name's depth
+/// whatever the number or depth of names, and each folder is opened once.
+fn walk_dirs(
+    entries: &Entries,
+    order: &[u32],
+    mut open: impl FnMut(&str) -> Result<(), ArchiveError>,
+    mut close: impl FnMut(&str, Option<u32>) -> Result<(), ArchiveError>,
+) -> Result<(), ArchiveError> {
+    // The open folders: the length of each one's name (a prefix of `path`), and its mode.
+    let mut stack: Vec<(usize, Option<u32>)> = Vec::new();
+    let mut path = String::new();
+    for &position in order {
+        let entry = &entries.list[position as usize];
+        let name = entries.name(entry);
+        // The folder this entry needs: itself, or its parent ("" at the top).
+        let folder = if entry.is_dir { name } else { name.rsplit_once('/').map_or("", |(parent, _)| parent) };
+        while let Some(&(len, mode)) = stack.last() {
+            let prefix = &path[..len];
+            if folder == prefix || is_inside(folder, prefix) {
+                break;
+            }
+            close(prefix, mode)?;
+            stack.pop();
         }
-    }
-
-    /// Makes sure the directory `name` (relative, validated) exists as a real directory
-    /// under `dest`, creating missing parents. Cheap when it is already known: it is called
-    /// for the parent of every file.
-    fn ensure(&mut self, name: &str, mode: Option<u32>) -> Result<(), ArchiveError> {
-        if !self.known.contains_key(name) {
-            let ends = name.match_indices('/').map(|(i, _)| i).chain([name.len()]);
+        let open_len = stack.last().map_or(0, |&(len, _)| len);
+        path.clear();
+        path.push_str(folder);
+        if folder.len() > open_len {
+            let from = if open_len == 0 { 0 } else { open_len + 1 };
+            let ends = folder[from..].match_indices('/').map(|(i, _)| from + i).chain([folder.len()]);
             for end in ends {
-                let prefix = &name[..end];
-                if self.known.contains_key(prefix) {
-                    continue;
-                }
-                let path = self.dest.join(prefix);
-                match fs::create_dir(&path) {
-                    Ok(()) => {}
-                    // Only possible if `dest` was not empty or someone races us: accept a
-                    // real directory, never a symlink.
-                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-                        if !fs::symlink_metadata(&path)?.is_dir() {
-                            return Err(ArchiveError::UnsafePath {
-                                name: name.to_owned(),
-                            });
-                        }
-                    }
-                    Err(err) => return Err(err.into()),
-                }
-                self.known.insert(prefix.to_owned(), self.created.len());
-                self.created.push((prefix.to_owned(), None));
+                open(&folder[..end])?;
+                stack.push((end, None));
             }
         }
-        if mode.is_some() {
-            self.created[self.known[name]].1 = mode;
+        if entry.is_dir {
+            // Names are unique, so the folder was opened just now, by this entry.
+            if let Some(top) = stack.last_mut() {
+                top.1 = entry.mode();
+            }
         }
-        Ok(())
     }
+    while let Some((len, mode)) = stack.pop() {
+        close(&path[..len], mode)?;
+    }
+    Ok(())
+}
 
-    /// Applies directory permissions children first (a read-only parent must not block its
-    /// children), then makes everything extracted durable with one `syncfs`: an fsync per
-    /// file and directory costs a journal commit each, seconds for a few thousand files.
-    fn finish(self) -> Result<(), ArchiveError> {
-        for (name, mode) in self.created.iter().rev() {
-            let mode = mode.unwrap_or(DEFAULT_DIR_MODE) & 0o777 | OWNER_DIR_BITS;
-            fs::set_permissions(self.dest.join(name), fs::Permissions::from_mode(mode))?;
+/// Creates the folder `name` (relative, validated) under `dest`, whose parent exists.
+fn make_dir(dest: &Path, name: &str) -> Result<(), ArchiveError> {
+    let path = dest.join(name);
+    match fs::create_dir(&path) {
+        Ok(()) => Ok(()),
+        // Only possible if `dest` was not empty or someone races us: accept a real
+        // directory, never a symlink.
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            if fs::symlink_metadata(&path)?.is_dir() {
+                Ok(())
+            } else {
+                Err(ArchiveError::UnsafePath { name: name.to_owned() })
+            }
         }
-        let dest = File::open(&self.dest)?;
-        rustix::fs::syncfs(&dest).map_err(io::Error::from)?;
-        Ok(())
+        Err(err) => Err(err.into()),
     }
 }

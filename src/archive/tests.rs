@@ -255,6 +255,28 @@ fn entry_names_are_checked() {
             "{bad:?}"
         );
     }
+    // The bounds, and one past each.
+    let deepest = vec!["d"; MAX_NAME_DEPTH].join("/");
+    let longest = longest_name();
+    let widest = "c".repeat(MAX_COMPONENT_BYTES);
+    for good in [&deepest, &format!("{deepest}/"), &longest, &format!("{longest}/"), &widest] {
+        assert_eq!(check_entry_name(good).unwrap(), good.trim_end_matches('/'), "{good:?}");
+    }
+    for bad in [format!("{deepest}/d"), format!("{longest}b"), format!("{widest}c"), format!("x/{widest}c/y")] {
+        assert!(matches!(check_entry_name(&bad), Err(ArchiveError::NameTooLong { .. })), "{bad:?}");
+    }
+    // A multi-byte character cut at the log's 100 bytes.
+    let err = check_entry_name(&"é".repeat(600)).unwrap_err();
+    assert!(matches!(&err, ArchiveError::NameTooLong { name } if name == &"é".repeat(50)), "{err:?}");
+}
+
+/// A name of exactly [`MAX_NAME_BYTES`], with components as long as allowed.
+fn longest_name() -> String {
+    let widest = "c".repeat(MAX_COMPONENT_BYTES);
+    let used = 3 * (MAX_COMPONENT_BYTES + 1) + 2;
+    let name = format!("{widest}/{widest}/{widest}/x/{}", "y".repeat(MAX_NAME_BYTES - used));
+    assert_eq!(name.len(), MAX_NAME_BYTES);
+    name
 }
 
 // ---- hostile archives ----
@@ -422,6 +444,133 @@ fn duplicate_names_are_refused() {
         matches!(err, ArchiveError::DuplicateEntry { .. }),
         "{err:?}"
     );
+}
+
+/// Names thousands of levels deep: refused from the central directory alone, before any
+/// folder is made (a restore used to create every level of every name, keeping each prefix
+/// of each name in memory, so memory grew with the square of the depth).
+#[test]
+fn deep_names_are_refused_before_anything_is_created() {
+    let deep = "a/".repeat(2000);
+    let names: Vec<String> = (0..40).map(|i| format!("{deep}f{i}")).collect();
+    let mut entries: Vec<(&str, &[u8], CompressionMethod)> = vec![("data.db", SQLITE_HEADER, STORED)];
+    entries.extend(names.iter().map(|n| (n.as_str(), &b"x"[..], STORED)));
+    let scene = Scene::new(&zip_of(&entries));
+    let err = validate(&scene.archive, &ArchiveLimits::default()).unwrap_err();
+    assert!(matches!(err, ArchiveError::NameTooLong { .. }), "{err:?}");
+    let err = scene.extract(&ArchiveLimits::default()).unwrap_err();
+    assert!(matches!(err, ArchiveError::NameTooLong { .. }), "{err:?}");
+    assert_eq!(fs::read_dir(&scene.dest).unwrap().count(), 0);
+}
+
+/// Entries in any order, folders listed after their content or not at all, names at the
+/// bounds: every folder is made once, before its content, and gets its mode after it (a
+/// read-only folder listed first still receives its files).
+#[test]
+fn folders_are_made_whatever_the_entry_order() {
+    let deepest = vec!["d"; MAX_NAME_DEPTH].join("/");
+    let longest = &longest_name();
+    let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
+    let mode = |m| SimpleFileOptions::default().unix_permissions(m);
+    for (name, m) in [
+        ("a/ro/inner", 0o640),
+        ("a.txt", 0o644),
+        ("a-b/x", 0o644),
+        ("a/y", 0o644),
+        (deepest.as_str(), 0o644),
+        ("a/ro/deeper/z", 0o644),
+        (longest, 0o644),
+        ("ab", 0o644),
+    ] {
+        zip.start_file(name, mode(m)).unwrap();
+        zip.write_all(name.as_bytes()).unwrap();
+    }
+    zip.add_directory("a/ro", mode(0o550)).unwrap();
+    zip.add_directory("a", mode(0o750)).unwrap();
+    zip.add_directory("empty/inside", mode(0o700)).unwrap();
+    let scene = Scene::new(&zip.finish().unwrap().into_inner());
+    scene.extract(&ArchiveLimits::default()).unwrap();
+    let got = tree(&scene.dest);
+    for file in ["a/ro/inner", "a.txt", "a-b/x", "a/y", &deepest, "a/ro/deeper/z", longest, "ab"] {
+        assert_eq!(got[file].0.as_deref(), Some(file.as_bytes()), "{file}");
+    }
+    // Recorded modes, with the owner's bits; folders only implied by names get 0755.
+    for (dir, mode) in [("a", 0o750), ("a/ro", 0o750), ("a/ro/deeper", 0o755), ("empty", 0o755), ("empty/inside", 0o700), ("d", 0o755)] {
+        assert_eq!(got[dir], (None, mode), "{dir}");
+    }
+    let folders = got.values().filter(|(content, _)| content.is_none()).count();
+    // a, a/ro, a/ro/deeper, a-b, d/... (31 levels), the longest name's 4, empty, empty/inside.
+    assert_eq!(folders, 3 + 1 + (MAX_NAME_DEPTH - 1) + 4 + 2, "{:?}", got.keys().collect::<Vec<_>>());
+}
+
+/// The central directory of `bytes` (no zip64, no comment): where it starts, and each
+/// record whole.
+fn central_records(bytes: &[u8]) -> (usize, Vec<Vec<u8>>) {
+    let eocd = bytes.windows(4).rposition(|w| w == b"PK\x05\x06").unwrap();
+    let u16_at = |at: usize| usize::from(u16::from_le_bytes([bytes[at], bytes[at + 1]]));
+    let start = u32::from_le_bytes(bytes[eocd + 16..eocd + 20].try_into().unwrap()) as usize;
+    let (mut at, mut records) = (start, Vec::new());
+    while at < eocd {
+        let len = 46 + u16_at(at + 28) + u16_at(at + 30) + u16_at(at + 32);
+        records.push(bytes[at..at + len].to_vec());
+        at += len;
+    }
+    (start, records)
+}
+
+/// `bytes`' local headers and data, then `records` as its central directory.
+fn with_records(bytes: &[u8], records: &[Vec<u8>]) -> Vec<u8> {
+    let (start, _) = central_records(bytes);
+    let mut out = bytes[..start].to_vec();
+    let directory = records.concat();
+    out.extend_from_slice(&directory);
+    out.extend_from_slice(b"PK\x05\x06\0\0\0\0");
+    out.extend_from_slice(&(records.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(records.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(directory.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(start as u32).to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
+/// A zip bomb without any lie a single entry could show: 200 central records, each within
+/// the ratio limit, all pointing at one deflated run of 4 MiB of zeros. A few KiB that
+/// would extract to 800 MiB; refused as a whole before anything is decoded.
+#[test]
+fn overlapping_entries_are_refused() {
+    let zeros = vec![0u8; 4 << 20];
+    let one = zip_of(&[("data.db", SQLITE_HEADER, STORED), ("zeros.bin", &zeros, DEFLATED)]);
+    let (_, records) = central_records(&one);
+    let mut bomb = vec![records[0].clone()];
+    for i in 0..200 {
+        let mut copy = records[1].clone();
+        copy[46..46 + 9].copy_from_slice(format!("zeros{i:04}").as_bytes());
+        bomb.push(copy);
+    }
+    let bytes = with_records(&one, &bomb);
+    assert!(bytes.len() < 16 * 1024, "{}", bytes.len());
+    let scene = Scene::new(&bytes);
+    for result in [validate(&scene.archive, &ArchiveLimits::default()).map(drop), scene.extract(&ArchiveLimits::default())] {
+        let err = result.unwrap_err();
+        assert!(matches!(&err, ArchiveError::Overlapping { name, .. } if name == "zeros0001"), "{err:?}");
+    }
+    assert_eq!(fs::read_dir(&scene.dest).unwrap().count(), 0);
+
+    // A local header whose extra field length moves its data into the next entry's.
+    let mut bytes = zip_of(&[("first", &[1u8; 100], STORED), ("second", &[2u8; 100], STORED)]);
+    assert_eq!(&bytes[..4], b"PK\x03\x04");
+    bytes[28..30].copy_from_slice(&60u16.to_le_bytes());
+    let err = validate(&Scene::new(&bytes).archive, &ArchiveLimits::default()).unwrap_err();
+    assert!(matches!(&err, ArchiveError::Overlapping { name, .. } if name == "second"), "{err:?}");
+
+    // Data said to run on into the central directory.
+    let plain = zip_of(&[("first", &[1u8; 100], STORED), ("last", &[2u8; 100], STORED)]);
+    let (_, mut records) = central_records(&plain);
+    records[1][20..24].copy_from_slice(&110u32.to_le_bytes());
+    let err = validate(&Scene::new(&with_records(&plain, &records)).archive, &ArchiveLimits::default()).unwrap_err();
+    assert!(matches!(&err, ArchiveError::Overlapping { name, other } if name == "last" && other.contains("central")), "{err:?}");
+    // Untouched, the same archive is fine: the helpers change nothing else.
+    validate(&Scene::new(&with_records(&plain, &central_records(&plain).1)).archive, &ArchiveLimits::default()).unwrap();
 }
 
 #[test]
@@ -892,4 +1041,90 @@ mod parallel {
         let err = scene.extract(&ArchiveLimits::default()).unwrap_err();
         assert!(matches!(&err, ArchiveError::SizeMismatch { name } if name == "cut"), "{err:?}");
     }
+}
+
+/// `Output::DataDbOnly` decodes and checks every entry but writes `data.db` alone, and only
+/// what is written counts against `max_written`.
+#[test]
+fn a_check_that_keeps_only_data_db() {
+    let big = vec![3u8; 1 << 20];
+    let bytes = zip_of(&[("data.db", SQLITE_HEADER, STORED), ("storage/", b"", STORED), ("storage/big.bin", &big, DEFLATED)]);
+    let scene = Scene::new(&bytes);
+    let limits = ArchiveLimits { max_written: 1000, ..ArchiveLimits::default() };
+    let progress = crate::progress::ProgressCounter::default();
+    let summary = extract_restorable(&scene.archive, &scene.dest, &limits, Output::DataDbOnly, &progress).unwrap();
+    assert_eq!(summary.total_size, 16 + (1 << 20));
+    assert_eq!(tree(&scene.dest).keys().collect::<Vec<_>>(), ["data.db"]);
+    assert_eq!(fs::read(scene.dest.join("data.db")).unwrap(), SQLITE_HEADER);
+    // Writing everything would not fit.
+    fs::remove_file(scene.dest.join("data.db")).unwrap();
+    let err = extract_restorable(&scene.archive, &scene.dest, &limits, Output::Everything, &progress).unwrap_err();
+    assert!(matches!(err, ArchiveError::TooLarge), "{err:?}");
+    assert_eq!(fs::read_dir(&scene.dest).unwrap().count(), 0, "refused before writing");
+    // Every entry is still decoded: a damaged one is found.
+    let mut damaged = zip_of(&[("data.db", SQLITE_HEADER, STORED), ("other.txt", b"the original text", STORED)]);
+    assert_eq!(patch(&mut damaged, b"original", b"modified"), 1);
+    let scene = Scene::new(&damaged);
+    let err = extract_restorable(&scene.archive, &scene.dest, &limits, Output::DataDbOnly, &progress).unwrap_err();
+    assert!(matches!(&err, ArchiveError::SizeMismatch { name } if name == "other.txt"), "{err:?}");
+}
+
+/// The directory alone gives what `validate` finds, and the same refusals over the limits.
+#[test]
+fn declared_sizes_come_from_the_directory_alone() {
+    let bytes = zip_of(&[("data.db", SQLITE_HEADER, STORED), ("a/b.txt", b"12345", DEFLATED), ("c/", b"", STORED)]);
+    let scene = Scene::new(&bytes);
+    let file = File::open(&scene.archive).unwrap();
+    let declared = read_declared(&file, &ArchiveLimits::default()).unwrap();
+    let summary = validate(&scene.archive, &ArchiveLimits::default()).unwrap();
+    assert_eq!(declared, Declared { entries: 3, total_size: summary.total_size, data_db_size: Some(16) });
+    assert_eq!((declared.written(Output::Everything), declared.written(Output::DataDbOnly)), (21, 16));
+    let small = ArchiveLimits { max_total_size: 20, ..ArchiveLimits::default() };
+    assert!(matches!(read_declared(&file, &small), Err(ArchiveError::TooLarge)));
+    let few = ArchiveLimits { max_entries: 2, ..ArchiveLimits::default() };
+    assert!(matches!(read_declared(&file, &few), Err(ArchiveError::TooManyEntries)));
+}
+
+/// The fuzz target's seeds for the central directory reader say what each was made for:
+/// the zip64 records, data before the archive and many entries read back whole; the
+/// overlapping ones and the over-long names are refused for that reason.
+#[test]
+fn fuzz_seeds_reach_what_they_were_made_for() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/zip");
+    let verdict = |seed: &str| {
+        let scene = Scene::new(&fs::read(corpus.join(seed)).unwrap());
+        let summary = check_restorable(&scene.archive, &ArchiveLimits::default());
+        (summary, scene.extract(&ArchiveLimits::default()))
+    };
+    for (seed, entries) in [("zip64", 2), ("prepended", 2), ("many-entries", 41)] {
+        let (summary, extracted) = verdict(seed);
+        assert_eq!(summary.unwrap().entries, entries, "{seed}");
+        extracted.unwrap();
+    }
+    for seed in ["overlapping", "overlap-by-extra"] {
+        let (summary, _) = verdict(seed);
+        assert!(matches!(summary, Err(ArchiveError::Overlapping { .. })), "{seed}: {summary:?}");
+    }
+    let (summary, _) = verdict("deep-names");
+    assert!(matches!(summary, Err(ArchiveError::NameTooLong { .. })), "{summary:?}");
+}
+
+/// A data dir holding a path deeper than a restore takes: the backup leaves it out (and
+/// warns) rather than being one that could never be restored.
+#[test]
+fn a_backup_leaves_out_names_a_restore_would_refuse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let deep = data.join(vec!["d"; MAX_NAME_DEPTH + 3].join("/"));
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("too-deep.txt"), b"x").unwrap();
+    fs::write(data.join("kept.txt"), b"kept").unwrap();
+    let archive = tmp.path().join("out.zip");
+    create_backup(&data, &EXCLUDED, tmp.path(), File::create(&archive).unwrap(), &CreateOptions::default()).unwrap();
+    validate(&archive, &ArchiveLimits::default()).unwrap();
+    let zip = ZipArchive::new(File::open(&archive).unwrap()).unwrap();
+    let names: Vec<String> = zip.file_names().map(|n| n.unwrap().into_owned()).collect();
+    assert!(names.iter().any(|n| n == "kept.txt"), "{names:?}");
+    let deepest = names.iter().map(|n| n.trim_end_matches('/').split('/').count()).max().unwrap();
+    assert_eq!(deepest, MAX_NAME_DEPTH, "{names:?}");
 }

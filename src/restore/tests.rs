@@ -321,3 +321,36 @@ fn reserved_names_must_be_plain() {
     assert!(dir.is_reserved(OsStr::new("bk")) && dir.is_reserved(OsStr::new("tmp")));
     assert!(!dir.is_reserved(OsStr::new(BACKUPS_DIR)));
 }
+
+/// PocketBase's own names (and our lock) stay where they are through a swap, a commit and a
+/// rollback, and an archive's copies of them never come in.
+#[test]
+fn names_kept_in_place_are_never_moved() {
+    let fx = fixture();
+    for name in KEPT_IN_PLACE {
+        write(&fx.dir.root.join(name).join("own"), name.as_bytes());
+        write(&fx.extracted.join(name).join("from-archive"), b"from archive");
+    }
+    let kept = |tree: &Tree| -> Tree {
+        tree.iter().filter(|(path, _)| KEPT_IN_PLACE.iter().any(|k| path.starts_with(k))).map(|(p, c)| (p.clone(), c.clone())).collect()
+    };
+    let own = kept(&snapshot(&fx.dir));
+    assert_eq!(own.len(), 2 * KEPT_IN_PLACE.len(), "{own:?}");
+    let pending = swap_in(&fx.dir, &fx.extracted).unwrap();
+    assert_eq!(pending.new_entries, NEW_ENTRIES);
+    assert_eq!(kept(&snapshot(&fx.dir)), own);
+    rollback(&fx.dir).unwrap();
+    assert_eq!(kept(&snapshot(&fx.dir)), own);
+
+    let fx = fixture();
+    for name in KEPT_IN_PLACE {
+        write(&fx.dir.root.join(name).join("own"), name.as_bytes());
+        write(&fx.extracted.join(name).join("from-archive"), b"from archive");
+    }
+    let _ = swap_in(&fx.dir, &fx.extracted).unwrap();
+    commit(&fx.dir).unwrap();
+    let after = snapshot(&fx.dir);
+    assert_eq!(kept(&after), own);
+    let data: Tree = after.into_iter().filter(|(path, _)| !KEPT_IN_PLACE.iter().any(|k| path.starts_with(k))).collect();
+    assert_eq!(data, fx.new_tree);
+}

@@ -181,6 +181,15 @@ impl BackupStorage for LocalStorage {
         .boxed()
     }
 
+    fn fetch_copies(&self, dest_dir: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        // A hard link needs one file system; failing that, `fetch_to_file` copies.
+        match (std::fs::metadata(&self.root), std::fs::metadata(dest_dir)) {
+            (Ok(root), Ok(dest)) => root.dev() != dest.dev(),
+            _ => true,
+        }
+    }
+
     fn fetch_to_file<'a>(
         &'a self,
         key: &'a BackupKey,

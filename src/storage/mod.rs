@@ -112,4 +112,11 @@ pub trait BackupStorage: Send + Sync {
     /// backend can: a hard link for the local folder, a download for remote stores.
     fn fetch_to_file<'a>(&'a self, key: &'a BackupKey, dest: &'a Path)
         -> BoxFuture<'a, StorageResult<()>>;
+
+    /// Whether `fetch_to_file` into the folder `dest_dir` copies the archive's bytes (a
+    /// download, or a copy to another file system) rather than linking them: a copy needs
+    /// room there.
+    fn fetch_copies(&self, _dest_dir: &Path) -> bool {
+        true
+    }
 }

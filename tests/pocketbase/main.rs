@@ -11,6 +11,8 @@ mod rules;
 
 mod mfa;
 
+mod kept_in_place;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};

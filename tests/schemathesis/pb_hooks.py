@@ -32,7 +32,7 @@ BUSY = {
 ARCHIVE_REFUSED = {
     "无法恢复该备份。",
     "The backup cannot be restored.",
-    "压缩包包含不安全的条目（绝对路径、.. 、链接或重复名称）。",
+    "压缩包包含不安全的条目（绝对路径、.. 、链接、重复或数据重叠的条目、过长或过深的名称）。",
     "压缩包解压后过大。",
     "The archive is too large once extracted.",
     "压缩包中没有 data.db。",

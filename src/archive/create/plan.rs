@@ -78,9 +78,10 @@ fn walk(
             Some(prefix) => format!("{prefix}/{file_name}"),
             None => file_name.clone(),
         };
-        // Restore refuses such names, so archiving them would make the backup unusable.
-        if check_entry_name(&name).is_err() {
-            tracing::warn!(path = %path.display(), "skipping a file whose name is not portable");
+        // Restore refuses such names (not portable, too long or too deep), so archiving them
+        // would make the backup unusable.
+        if let Err(e) = check_entry_name(&name) {
+            tracing::warn!(path = %path.display(), reason = %e, "skipping a file whose name a restore would refuse");
             continue;
         }
         // DirEntry::metadata does not follow symlinks.
