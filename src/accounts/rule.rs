@@ -191,8 +191,14 @@ fn tokenize(rule: &str) -> Result<Vec<Token>, RuleError> {
         match c {
             ' ' | '\t' | '\n' => i += 1,
             '/' if chars.get(i + 1) == Some(&'/') => {
+                let start = i;
                 while i < chars.len() && chars[i] != '\n' {
                     i += 1;
+                }
+                // Inside parentheses PocketBase scans a comment as part of the group: a
+                // parenthesis or quote in it breaks the group there (measured), so refuse it.
+                if depth > 0 && chars[start..i].iter().any(|c| matches!(c, '(' | ')' | '\'' | '"')) {
+                    return Err(RuleError::Syntax("a parenthesis or quote in a comment inside parentheses".into()));
                 }
             }
             '(' => {
@@ -230,8 +236,9 @@ fn tokenize(rule: &str) -> Result<Vec<Token>, RuleError> {
                     return Err(RuleError::Syntax("unterminated quoted text".into()));
                 }
                 let text = raw.replace(&format!("\\{quote}"), &quote.to_string());
-                // Inside parentheses PocketBase re-quotes text with `"` and scans it again, which
-                // misreads any `"` in it: refuse rather than guess which reading it stored.
+                // Inside parentheses PocketBase re-quotes text with `"` and scans it again, and
+                // then reads some text with a `"` otherwise than at the top level (`'a\"b'`
+                // becomes `a"b`): refuse rather than guess which reading it meant.
                 if depth > 0 && text.contains('"') {
                     return Err(RuleError::Syntax("a double quote in text inside parentheses".into()));
                 }
