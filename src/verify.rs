@@ -21,7 +21,8 @@ use crate::util::TempPath;
 pub enum Unrestorable {
     #[error(transparent)]
     Archive(#[from] ArchiveError),
-    #[error("data.db: {0}")]
+    /// Its text already names data.db (or the accounts database) as the problem.
+    #[error(transparent)]
     Accounts(#[from] AccountsError),
 }
 
