@@ -34,6 +34,9 @@ pub fn seed_accounts(dir: &Path) {
 pub struct Options {
     pub lang: Option<Lang>,
     pub create_gate: Option<pb_backups::service::Gate>,
+    pub restore_gate: Option<pb_backups::service::Gate>,
+    /// Progress log lines this often instead of every few seconds.
+    pub progress_every: Option<Duration>,
     pub login_rate: Option<pb_backups::http::ratelimit::RateLimit>,
     /// Peers trusted to name the client in forwarding headers.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -70,6 +73,10 @@ impl TestServer {
         config.restart = RestartMode::InProcess;
         config.default_lang = options.lang.unwrap_or(Lang::Zh);
         config.create_gate = options.create_gate;
+        config.restore_gate = options.restore_gate;
+        if let Some(every) = options.progress_every {
+            config.progress = pb_backups::progress::Display::Log { every };
+        }
         if let Some(rate) = options.login_rate {
             config.login_rate = rate;
         }
