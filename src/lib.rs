@@ -14,8 +14,9 @@
 //! - [`restore`]: the journaled swap of restored data, and crash recovery at start.
 //! - [`listener`]: the listening socket that survives a restart; [`lock`]: one server per data dir.
 //! - [`service`]: the only owner of state; one method per API operation.
-//! - [`http`]: poem-openapi operations, error shape, languages, Swagger UI, and response
-//!   shaping (`fields`); [`metrics`]: Prometheus counts of operations, sizes and scheduled backups.
+//! - [`http`]: poem-openapi operations, error shape, languages, Swagger UI, CORS as
+//!   PocketBase answers it, and response shaping (`fields`); [`metrics`]: Prometheus counts
+//!   of operations, sizes and scheduled backups.
 //! - [`server`]: serve, restart after a restore; [`cli`]: the command line; [`offline`]: its
 //!   backup tools that work on the storage directly, with [`progress`] shown on the way.
 //!
