@@ -283,7 +283,7 @@ fn a_legacy_pb_backups_data_dir_is_converted_at_start() {
     // both layouts sign) is still valid; old passwords still log in.
     let accounts = Accounts::open(&dir).unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let (_, su_id, su_email, su_password, su_key, ..) = legacy_rows[0];
+    let (_, su_id, su_email, _, su_key, ..) = legacy_rows[0];
     let claims = json!({"collectionId": SUPERUSERS_ID, "exp": now + 3600, "id": su_id, "refreshable": true, "type": "auth"});
     let key = format!("{su_key}su-auth-secret");
     let old_token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(key.as_bytes())).unwrap();
