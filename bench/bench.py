@@ -17,15 +17,18 @@ archive) and started together; the target is about the two done at once, then th
 store's completion (moto shares this machine's cores with the compression; see
 bench/README.md).
 
---quick runs small sizes once and makes no timed assertion (CI runs it from scripts/test):
-it fails only when a step does not work. --scale measures ours alone from 512 MiB to
-4 GiB and 70,000 to 200,000 files, and plots time and memory against size.
+--quick runs small sizes (CI runs it from scripts/test): it fails when a step does not
+work, and when ours is out of generous same-run bounds against upstream (QUICK_BOUNDS), so
+that a 2x regression fails CI. Every run checks the bytes downloaded and uploaded. --scale
+measures ours alone from 512 MiB to 4 GiB and 70,000 to 200,000 files, and plots time and
+memory against size.
 """
 
 import argparse
 import contextlib
 import ctypes
 import datetime
+import hashlib
 import http.client
 import json
 import os
@@ -54,9 +57,11 @@ SCALE_PAYLOAD_VERSION = 1
 MiB = 1 << 20
 GiB = 1 << 30
 
-# Sizes of a full run, of --quick (CI: small, once, short list load) and of --scale.
+# Sizes of a full run, of --quick (CI: small, short list load) and of --scale.
 FULL = {"size": 512, "files": 70000, "s3_size": 256, "repeat": 3, "list_backups": 1000, "list_clients": 64, "list_secs": 5.0}
-QUICK = {"size": 32, "files": 5000, "s3_size": 32, "repeat": 1, "list_backups": 100, "list_clients": 16, "list_secs": 1.0}
+# Quick repeats each create, download and upload 3 times, as a full run does: a single
+# 0.2 s create is too noisy for QUICK_BOUNDS to hold to a ratio.
+QUICK = {"size": 32, "files": 5000, "s3_size": 32, "repeat": 3, "list_backups": 100, "list_clients": 16, "list_secs": 1.0}
 SCALE_SIZES_MIB = [512, 2048, 4096]
 SCALE_FILES = [70000, 200000]
 
@@ -83,6 +88,28 @@ TARGETS = [
     # the store's completion, which no pipeline can start before the last part; the 1.2x is
     # for the pipeline's ends. The max and the sum of the two done apart are shown beside.
     ("s3", "create_s", "overlap_s", 1.2),
+]
+# --quick's bounds, checked in the same run (CI): (case, figure, against, bound), as TARGETS.
+# Measured on the shared 2-core machine (load 2-5, other builds writing to the same disk),
+# eight runs: create 0.10-0.22x upstream in the size case (median of 3 creates; typical 0.16)
+# and 0.03-0.10x in the files case (typical 0.05; upstream's own creates there took 1.1 s in
+# one run and 2.4 s in another); restore until serving 0.25-0.40x (typical 0.32) and
+# 0.30-0.40x (typical 0.33; one run at 0.65 before the sync ahead of the restore step); peak
+# RSS 21-54 MiB in every step. So ours twice as slow as a typical run fails the size case's
+# create (0.32 > 0.3) and restore (0.64 > 0.5) and the files case's restore (0.66 > 0.65); the
+# files case's create, noisier, fails at three times. A restore is one sample: its bounds have
+# the least room (1.25x and 1.6x the worst run seen). Memory is capped at 96 MiB, half again
+# the 64 MiB target of full runs, as machines with more cores run more workers.
+QUICK_BOUNDS = [
+    ("size", "create_s", "upstream", 0.3),
+    ("size", "restore_s", "upstream", 0.5),
+    ("files", "create_s", "upstream", 0.15),
+    ("files", "restore_s", "upstream", 0.65),
+    ("*", "rss_create_mib", "abs", 96),
+    ("*", "rss_download_mib", "abs", 96),
+    ("*", "rss_upload_mib", "abs", 96),
+    ("size", "rss_list_mib", "abs", 96),
+    ("*", "rss_restore_mib", "abs", 96),
 ]
 LIMIT_LABELS = {
     "zip_s": "zip -r -1 -q",
@@ -350,6 +377,37 @@ def curl(args):
     return int(code), float(secs)
 
 
+def sha256_of(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return os.path.getsize(path), h.hexdigest()
+
+
+def downloaded_sha256(port, path):
+    """Size and SHA-256 of what a GET of `path` answers, read as it streams."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise BenchFailure("download answered %s" % resp.status)
+        h, n = hashlib.sha256(), 0
+        for chunk in iter(lambda: resp.read(1 << 20), b""):
+            h.update(chunk)
+            n += len(chunk)
+        return n, h.hexdigest()
+    finally:
+        conn.close()
+
+
+def check_same_bytes(what, got, want):
+    """Fails the run when (size, sha256) `got` is not `want`."""
+    if got != want:
+        raise BenchFailure("%s: %d bytes, sha256 %s; expected %d bytes, sha256 %s" % (what, got[0], got[1][:16], want[0], want[1][:16]))
+
+
 # ---------------------------------------------------------------- memory
 
 
@@ -572,6 +630,9 @@ def run_server(server, args, loadgen, upload_source, upload_dir, steps):
                 runs.append(secs)
             r["download_runs_s"], r["download_s"] = runs, median(runs)
             r["rss_download_mib"] = rss.peak_since(t0)
+            # Untimed: the bytes served are the stored archive's.
+            got = downloaded_sha256(port, "/api/backups/bench_create.zip?token=%s" % file_token)
+            check_same_bytes("%s: the downloaded bench_create.zip" % server.name, got, sha256_of(created))
 
         if "upload" in steps:
             log(server.name, "upload")
@@ -594,6 +655,11 @@ def run_server(server, args, loadgen, upload_source, upload_dir, steps):
                 runs.append(secs)
             r["upload_runs_s"], r["upload_s"] = runs, median(runs)
             r["rss_upload_mib"] = rss.peak_since(t0)
+            sent = sha256_of(upload_path)
+            for i in range(args.repeat):
+                name = "bench_upload.zip" if i == 0 else "bench_upload_%d.zip" % (i + 1)
+                check_same_bytes("%s: the stored upload %s" % (server.name, name),
+                                 sha256_of(os.path.join(server.backups_dir, name)), sent)
 
         if "list" in steps:
             log(server.name, "list with %d backups" % args.list_backups)
@@ -627,6 +693,9 @@ def run_server(server, args, loadgen, upload_source, upload_dir, steps):
         if request(port, "GET", "/api/backups", None, auth)[0] != 401:
             raise BenchFailure("%s: the old token still works after the password change" % server.name)
         token_2 = login(port, PASSWORD_2)
+        # The writeback of the steps before (uploads, list fillers) must not land in the
+        # restore's time: ours syncs the file system before it serves the restored data.
+        sync()
         poller = RefusalPoller(port)
         time.sleep(0.2)
         t0 = rss.begin_step(r, "restore")
@@ -867,8 +936,13 @@ def ratio(a, b):
 def check_targets(case, ours, upstream, limits):
     """figure -> {against, bound, value, holds}; `holds` is None when the figure to compare
     with is missing (upstream skipped, zip/unzip unavailable)."""
+    return check_bounds(TARGETS, case, ours, upstream, limits)
+
+
+def check_bounds(bounds, case, ours, upstream, limits):
+    """check_targets for any list of bounds shaped like TARGETS."""
     results = {}
-    for target_case, key, against, bound in TARGETS:
+    for target_case, key, against, bound in bounds:
         if target_case not in ("*", case) or not ours or key not in ours:
             continue
         if against == "abs":
@@ -1308,13 +1382,23 @@ def print_s3_table(ours, lim, targets):
 
 
 def quick_failures(cases):
-    """In --quick, what makes the run fail besides an exception: list requests that failed."""
+    """In --quick, what makes the run fail besides an exception: list requests that failed,
+    and figures of ours out of QUICK_BOUNDS (or missing, when a bound needs them)."""
     problems = []
     for case, figures in cases.items():
         for name in ("ours", "upstream"):
             r = figures.get(name) or {}
             if r.get("list_errors"):
                 problems.append("%s, %s case: %d list requests failed" % (name, case, r["list_errors"]))
+        ours, upstream = figures.get("ours") or {}, figures.get("upstream") or {}
+        for key, t in check_bounds(QUICK_BOUNDS, case, ours, upstream, figures.get("limits")).items():
+            if t["holds"]:
+                continue
+            shown = "ours %s, upstream %s" % (fmt(ours.get(key)), fmt(upstream.get(key))) if t["against"] == "upstream" \
+                else "ours %s" % fmt(ours.get(key))
+            problems.append("%s case: %s is %s, bound %s (%s)" % (
+                case, key, "missing" if t["value"] is None else ("%.2fx" % t["value"] if t["against"] == "upstream" else fmt(t["value"])),
+                target_text(t).split(":")[0], shown))
     return problems
 
 
@@ -1399,9 +1483,15 @@ def run_side_by_side(args, ours_bin, upstream_bin, loadgen):
         out = os.path.join(HERE, "results", "%s-%s.json" % (datetime.datetime.now().strftime("%Y%m%d-%H%M%S"), tag))
     write_json(out, result)
     if args.quick:
+        shown = []
+        for case, figures in results.items():
+            bounds = check_bounds(QUICK_BOUNDS, case, figures.get("ours") or {}, figures.get("upstream") or {}, None)
+            shown += ["%s %s %s (%s)" % (case, key, "-" if t["value"] is None else "%.2f" % t["value"], target_text(t))
+                      for key, t in bounds.items()]
+        print("\n--quick bounds: " + "; ".join(shown))
         problems = quick_failures(results)
         if problems:
-            raise BenchFailure("; ".join(problems))
+            raise BenchFailure("out of the --quick bounds or broken: " + "; ".join(problems))
 
 
 # ---------------------------------------------------------------- scale
@@ -1509,7 +1599,7 @@ def parse_args():
                "  bench/run --case s3 --s3-size 64   ours streaming a create to a local moto S3\n"
                "  bench/run --case files --files 20000 --repeat 1\n"
                "  bench/run --size 64 --case size    a quick look while the machine is busy\n"
-               "  bench/run --quick                  what CI runs: small, once, no timed assertion\n"
+               "  bench/run --quick                  what CI runs: small, with same-run bounds against upstream\n"
                "  bench/run --scale                  ours alone, 512 MiB..4 GiB and 70k..200k files, plot\n"
                "  bench/run --scale --scale-sizes 16,32 --scale-files 2000 --plot /tmp/scale.png\n")
     p.add_argument("--case", choices=["size", "files", "s3", "both", "all"], default="all",
@@ -1522,8 +1612,9 @@ def parse_args():
                    help="s3 case: payload in MiB, made like the size case's (default %d, quick %d)" % (FULL["s3_size"], QUICK["s3_size"]))
     p.add_argument("--only", choices=["ours", "upstream", "both"], default="both", help="which servers to run (default both)")
     p.add_argument("--quick", action="store_true",
-                   help="small sizes, one run, short list load; no timed assertion: fails only when a step "
-                        "does not work; results go to target/bench-quick.json (run by scripts/test)")
+                   help="small sizes, 3 runs, short list load; fails when a step does not work or ours is out "
+                        "of the same-run bounds against upstream (QUICK_BOUNDS); results go to "
+                        "target/bench-quick.json (run by scripts/test)")
     p.add_argument("--scale", action="store_true",
                    help="ours alone over growing data dirs (--scale-sizes, --scale-files): time and peak RSS "
                         "of create and restore, table, JSON and a PNG plot (--plot)")
@@ -1537,7 +1628,7 @@ def parse_args():
     p.add_argument("--work", help="scratch dir for the servers' data dirs (default: CACHE/work)")
     p.add_argument("--ours-bin", help="use this pb-backups binary instead of building one")
     p.add_argument("--repeat", type=int,
-                   help="runs of create, download, upload and of each limit; the median is reported (default 3, quick 1)")
+                   help="runs of create, download, upload and of each limit; the median is reported (default 3)")
     p.add_argument("--list-backups", type=int, help="backups in the folder for the list step (default 1000, quick 100)")
     p.add_argument("--list-clients", type=int, help="concurrent list clients (default 64, quick 16)")
     p.add_argument("--list-secs", type=float, help="measured seconds of list load (default 5, quick 1)")

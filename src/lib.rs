@@ -22,8 +22,9 @@
 //!   survive it too; [`lock`]: one server per data dir.
 //! - [`service`]: the only owner of state; one method per API operation; [`logins`]: its
 //!   login steps (password, one-time password, the rules, MFA, alerts on new origins).
-//! - [`http`]: poem-openapi operations, error shape, languages, Swagger UI, the console at
-//!   `/_/`, response shaping (`fields`), and the client's address behind proxies (`client`);
+//! - [`http`]: poem-openapi operations, error shape, languages, Swagger UI, CORS as
+//!   PocketBase answers it, the console at `/_/`, response shaping (`fields`), and the
+//!   client's address behind proxies (`client`);
 //!   [`metrics`]: Prometheus counts of operations, sizes and scheduled backups.
 //! - [`server`]: serve, restart after a restore; [`cli`]: the command line; [`offline`]: its
 //!   backup tools that work on the storage directly, with [`progress`] shown on the way.

@@ -60,7 +60,7 @@ pub enum Display {
 impl Display {
     /// Log lines at the usual interval: the server's way.
     pub fn log() -> Display {
-        Display::Log { every: log_every() }
+        Display::Log { every: LOG_EVERY }
     }
 
     /// A bar when stderr is a terminal, else log lines: the offline commands' way.
@@ -71,17 +71,6 @@ impl Display {
             Display::log()
         }
     }
-}
-
-/// The interval of log lines. Debug builds (the tests' binary) take it from
-/// `PB_TEST_PROGRESS_EVERY_MS`, so a test sees several lines in a short run; release
-/// builds have no such knob.
-fn log_every() -> Duration {
-    #[cfg(debug_assertions)]
-    if let Some(ms) = std::env::var("PB_TEST_PROGRESS_EVERY_MS").ok().and_then(|v| v.parse().ok()) {
-        return Duration::from_millis(ms);
-    }
-    LOG_EVERY
 }
 
 /// The create or restore running now, if any, for whoever asks how far it is.

@@ -70,6 +70,9 @@ pub struct ServeConfig {
     pub lock: Option<crate::lock::DataDirLock>,
     /// Where the backup schedule's minutes come from (tests inject a manual clock).
     pub schedule_clock: crate::schedule::Clock,
+    /// How the progress of creates and restores is shown (log lines every few seconds; tests
+    /// shorten the interval).
+    pub progress: crate::progress::Display,
 }
 
 impl ServeConfig {
@@ -87,6 +90,7 @@ impl ServeConfig {
             trusted_proxies: Vec::new(),
             lock: None,
             schedule_clock: Default::default(),
+            progress: crate::progress::Display::log(),
         }
     }
 }
@@ -337,7 +341,7 @@ pub async fn run(
             limits: config.limits,
             create_gate: config.create_gate.clone(),
             restore_gate: config.restore_gate.clone(),
-            progress: crate::progress::Display::log(),
+            progress: config.progress,
         };
         let service = Service::new(service_config, accounts, restart)
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;

@@ -114,7 +114,7 @@ pub enum BackupError {
         source: ArchiveError,
     },
     /// The archive is sound but its `data.db` could not serve as accounts: nobody could log in.
-    #[error("archive cannot be restored: data.db: {0}")]
+    #[error("archive cannot be restored: {0}")]
     NoUsableAccounts(#[source] AccountsError),
     #[error("backups storage: {0}")]
     Storage(#[source] StorageError),

@@ -30,7 +30,8 @@ pub const FREE_SPACE_MARGIN: u64 = 64 << 20;
 pub enum Unrestorable {
     #[error(transparent)]
     Archive(#[from] ArchiveError),
-    #[error("data.db: {0}")]
+    /// Its text already names data.db (or the accounts database) as the problem.
+    #[error(transparent)]
     Accounts(#[from] AccountsError),
 }
 

@@ -199,25 +199,101 @@ fn write_legacy_superuser(dir: &Path) {
     .unwrap();
 }
 
+/// A data dir of the old pb-backups layout (argon2 hashes, `_collection_secrets`) becomes
+/// PocketBase's at the first command that opens it: every record comes over whole (id,
+/// email, hash, token key, times), the collections' secrets with them, so old passwords
+/// still log in and tokens signed before the conversion stay valid; the old tables are gone.
 #[test]
 fn a_legacy_pb_backups_data_dir_is_converted_at_start() {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    use pb_backups::accounts::Accounts;
+    use pb_backups::auth::{self, TokenKind};
+
+    const SUPERUSERS_ID: &str = "pbc_3142635823";
+    const USERS_ID: &str = "_pb_users_auth_";
+    // (table, id, email, password, token key, created, updated)
+    let legacy_rows = [
+        ("_superusers", "legacysu0000001", "old-admin@example.com", "old-admin-password", "superusertokenkeysuperusertokenkeysuperusertokenke", "2024-01-02 03:04:05.678Z", "2024-02-03 04:05:06.789Z"),
+        ("users", "legacyus0000001", "old-user@example.com", "old-user-password", "usertokenkeyusertokenkeyusertokenkeyusertokenkeyus", "2024-03-04 05:06:07.890Z", "2024-04-05 06:07:08.901Z"),
+    ];
+    let hash = |password: &str| {
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        argon2::Argon2::default().hash_password(password.as_bytes(), &salt).unwrap().to_string()
+    };
+
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("pb_data");
     std::fs::create_dir_all(&dir).unwrap();
     let conn = rusqlite::Connection::open(dir.join("data.db")).unwrap();
     conn.execute_batch(
         "CREATE TABLE _collection_secrets (collection_id TEXT PRIMARY KEY NOT NULL, auth_secret TEXT NOT NULL, file_secret TEXT NOT NULL);
-         INSERT INTO _collection_secrets VALUES ('pbc_3142635823', 'a', 'b'), ('_pb_users_auth_', 'c', 'd');
+         INSERT INTO _collection_secrets VALUES ('pbc_3142635823', 'su-auth-secret', 'su-file-secret'), ('_pb_users_auth_', 'user-auth-secret', 'user-file-secret');
          CREATE TABLE _superusers (id TEXT PRIMARY KEY NOT NULL, email TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, token_key TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL);
          CREATE TABLE users (id TEXT PRIMARY KEY NOT NULL, email TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, token_key TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL);",
     )
     .unwrap();
+    for (table, id, email, password, token_key, created, updated) in legacy_rows {
+        conn.execute(
+            &format!("INSERT INTO {table} VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+            rusqlite::params![id, email, hash(password), token_key, created, updated],
+        )
+        .unwrap();
+    }
     drop(conn);
+
     let out = pb_backups(&["superuser", "upsert", "new@example.com", "password-123"], &dir);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
     let conn = rusqlite::Connection::open(dir.join("data.db")).unwrap();
     let n: i64 = conn.query_row("SELECT COUNT(*) FROM _collections WHERE type = 'auth'", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 2);
+    // The secrets, in the collections' options where PocketBase keeps them.
+    for (id, secrets) in [(SUPERUSERS_ID, ["su-auth-secret", "su-file-secret"]), (USERS_ID, ["user-auth-secret", "user-file-secret"])] {
+        let kept: (String, String) = conn
+            .query_row(
+                "SELECT json_extract(options, '$.authToken.secret'), json_extract(options, '$.fileToken.secret') FROM _collections WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!([kept.0.as_str(), kept.1.as_str()], secrets, "{id}: secrets");
+    }
+    // The records, whole.
+    for (table, id, email, password, token_key, created, updated) in legacy_rows {
+        let row: (String, String, String, String, String) = conn
+            .query_row(&format!("SELECT email, password, tokenKey, created, updated FROM {table} WHERE id = ?1"), [id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap_or_else(|e| panic!("{table} {id}: {e}"));
+        assert_eq!(row, (email.to_string(), hash(password), token_key.to_string(), created.to_string(), updated.to_string()), "{table} {id}");
+    }
+    let emails = |table: &str| -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("SELECT email FROM {table} ORDER BY email")).unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(emails("_superusers"), ["new@example.com", "old-admin@example.com"]);
+    assert_eq!(emails("users"), ["old-user@example.com"]);
+    let leftovers: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = '_collection_secrets' OR name LIKE '\\_legacy\\_%' ESCAPE '\\'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(leftovers, 0, "the legacy tables are gone");
+    drop(conn);
+
+    // A token signed before the conversion (token key, then the collection's secret, as
+    // both layouts sign) is still valid; old passwords still log in.
+    let accounts = Accounts::open(&dir).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (_, su_id, su_email, _, su_key, ..) = legacy_rows[0];
+    let claims = json!({"collectionId": SUPERUSERS_ID, "exp": now + 3600, "id": su_id, "refreshable": true, "type": "auth"});
+    let key = format!("{su_key}su-auth-secret");
+    let old_token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(key.as_bytes())).unwrap();
+    let record = auth::verify(&accounts, &old_token, TokenKind::Auth, now).expect("a token from before the conversion");
+    assert_eq!((record.id.as_str(), record.email.as_str()), (su_id, su_email));
+    for (table, id, email, password, ..) in legacy_rows {
+        let record = accounts.authenticate(table, email, None, password).unwrap();
+        assert_eq!(record.map(|r| r.id), Some(id.to_string()), "{table}: login with the old password");
+    }
+    assert!(accounts.authenticate("_superusers", su_email, None, "wrong-password").unwrap().is_none());
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! `serve --metrics`: `/metrics` parsed with a Prometheus text parser, counters at 0 from the
 //! start and counting, busy refusals apart from errors; off by default; `--log-format json`
-//! writes one JSON object per line, progress lines of long creates and restores among them.
+//! writes one JSON object per line; long creates and restores log their progress.
 
 mod support;
 
@@ -149,6 +149,7 @@ async fn metrics_are_off_by_default() {
 /// process does not touch them).
 #[tokio::test(flavor = "multi_thread")]
 async fn busy_refusals_count_as_busy() {
+    capture_logs();
     pb_backups::metrics::enable();
     let gate = gate::Gate::new();
     let server = TestServer::start_with(Options { create_gate: Some(gate.hook()), ..Default::default() }).await;
@@ -186,50 +187,100 @@ async fn busy_refusals_count_as_busy() {
     server.stop().await;
 }
 
-/// The server logs the progress of a create and of a restore at its interval (shortened for
-/// the test), as JSON with bytes done of the total, rate and time left; the totals are the
-/// planned files' size and the archive's uncompressed size.
-#[tokio::test(flavor = "multi_thread")]
-async fn long_creates_and_restores_log_their_progress() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("pb_data");
-    seed_accounts(&dir);
-    // Enough work for several 5 ms intervals, even on a fast machine (a create of this took
-    // 35 ms here): random bytes (stored) and text (deflated).
-    let storage = dir.join("storage");
-    std::fs::create_dir_all(&storage).unwrap();
-    std::fs::write(storage.join("random.bin"), random_bytes(&mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(11), 24 << 20)).unwrap();
-    let text: String = (0..800_000u32).map(|i| format!("{{\"id\":{i},\"note\":\"line {}\"}}\n", i % 977)).collect();
-    std::fs::write(storage.join("text.jsonl"), text).unwrap();
-    let server = BinaryServer::start_with(&dir, &[("PB_LOG_FORMAT", "json"), ("PB_TEST_PROGRESS_EVERY_MS", "5")]);
-    let client = reqwest::Client::new();
-    let token = login(&client, &server.base, "_superusers", SUPERUSER.0, SUPERUSER.1).await;
+/// This process's log lines as JSON, for the in-process tests to read their server's from.
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
 
-    let planned = planned_bytes(&dir, true);
-    let r = client.post(format!("{}/api/backups", server.base)).header("Authorization", &token).json(&json!({"name": "p.zip"}));
-    assert_eq!(r.send().await.unwrap().status(), 204);
-    let archive = std::fs::File::open(dir.join("backups/p.zip")).unwrap();
-    let mut archive = zip::ZipArchive::new(archive).unwrap();
-    let uncompressed: u64 = (0..archive.len()).map(|i| archive.by_index(i).unwrap().size()).sum();
-    let r = client.post(format!("{}/api/backups/p.zip/restore", server.base)).header("Authorization", &token);
-    assert_eq!(r.send().await.unwrap().status(), 204);
-    let log_path = server.log.clone();
-    drop(server);
+struct Captured;
 
-    let log = std::fs::read_to_string(log_path).unwrap();
-    let progress: Vec<Value> = log
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Logs of this process go to [`LOGS`] (as the server's `--log-format json` writes them)
+/// and to the test output. Called by every in-process test here before its server starts,
+/// so this is the subscriber, not the one `TestServer` would set.
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use tracing_subscriber::prelude::*;
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::EnvFilter::new("info"))
+            .with(tracing_subscriber::fmt::layer().json().with_writer(|| Captured))
+            .with(tracing_subscriber::fmt::layer().with_test_writer())
+            .init();
+    });
+}
+
+/// The progress lines logged so far for `what` ("create", "restore") of `backup`.
+fn progress_lines(what: &str, backup: &str) -> Vec<Value> {
+    let logs = LOGS.lock().unwrap();
+    String::from_utf8_lossy(&logs)
         .lines()
         .map(|line| serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .filter(|v| v["fields"]["message"] == "progress")
+        .filter(|v| v["fields"]["message"] == "progress" && v["fields"]["what"] == what && v["fields"]["backup"] == backup)
         .map(|v| v["fields"].clone())
-        .collect();
+        .collect()
+}
+
+/// The server logs the progress of a create and of a restore at its interval, as fields
+/// with bytes done of the total, rate and time left; the totals are the planned files' size
+/// and the archive's uncompressed size. Each is held at its gate once its bytes are done,
+/// until two more lines are logged: however fast the machine, the lines come, and the last
+/// says all is done.
+#[tokio::test(flavor = "multi_thread")]
+async fn long_creates_and_restores_log_their_progress() {
+    capture_logs();
+    let (create_gate, restore_gate) = (gate::Gate::new(), gate::Gate::new());
+    let server = TestServer::start_with(Options {
+        create_gate: Some(create_gate.hook()),
+        restore_gate: Some(restore_gate.hook()),
+        progress_every: Some(Duration::from_millis(5)),
+        ..Default::default()
+    })
+    .await;
+    // Random bytes (stored) and text (deflated).
+    let storage = server.data_dir().join("storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    std::fs::write(storage.join("random.bin"), random_bytes(&mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(11), 4 << 20)).unwrap();
+    let text: String = (0..100_000u32).map(|i| format!("{{\"id\":{i},\"note\":\"line {}\"}}\n", i % 977)).collect();
+    std::fs::write(storage.join("text.jsonl"), text).unwrap();
+    let token = server.superuser_token().await;
+    let planned = planned_bytes(server.data_dir(), true);
+
+    // Sends `request` with `gate` holding its work once done, waits for two more progress
+    // lines of `what`, lets it go and expects its 204.
+    let held_until_two_lines = |gate: std::sync::Arc<gate::Gate>, what: &'static str, request: reqwest::RequestBuilder| async move {
+        gate.hold_next();
+        let sent = tokio::spawn(request.send());
+        tokio::time::timeout(Duration::from_secs(60), gate.held()).await.expect("the work reaches its gate");
+        let seen = progress_lines(what, "p.zip").len();
+        eventually(Duration::from_secs(30), "two progress lines while held", || async {
+            (progress_lines(what, "p.zip").len() >= seen + 2).then_some(())
+        })
+        .await;
+        gate.release();
+        assert_eq!(sent.await.unwrap().unwrap().status(), 204, "{what}");
+    };
+    let create = server.client.post(server.url("/api/backups")).header("Authorization", &token).json(&json!({"name": "p.zip"}));
+    held_until_two_lines(create_gate.clone(), "create", create).await;
+    let archive = std::fs::File::open(server.data_dir().join("backups/p.zip")).unwrap();
+    let mut archive = zip::ZipArchive::new(archive).unwrap();
+    let uncompressed: u64 = (0..archive.len()).map(|i| archive.by_index(i).unwrap().size()).sum();
+    let restore = server.client.post(server.url("/api/backups/p.zip/restore")).header("Authorization", &token);
+    held_until_two_lines(restore_gate.clone(), "restore", restore).await;
+
     for (what, total) in [("create", planned), ("restore", uncompressed)] {
-        let lines: Vec<&Value> = progress.iter().filter(|f| f["what"] == what).collect();
-        assert!(lines.len() >= 2, "at least two {what} progress lines:\n{log}");
+        let lines = progress_lines(what, "p.zip");
         let mut last_done = 0;
-        for f in lines {
+        for f in &lines {
             let field = |name: &str| f[name].as_u64().unwrap_or_else(|| panic!("{name} in {f}"));
-            assert_eq!(f["backup"], "p.zip", "{f}");
             assert_eq!(field("total"), total, "{what}: {f}");
             let done = field("done");
             assert!(last_done <= done && done <= total, "{what}: {f}");
@@ -240,7 +291,12 @@ async fn long_creates_and_restores_log_their_progress() {
             }
             last_done = done;
         }
+        // The last was logged while the work was held, its bytes all done.
+        let last = lines.last().unwrap();
+        assert!(last["done"].as_u64() == Some(total) && total > 0, "{what}: the last line says all is done: {last}");
+        assert_eq!(last["eta_seconds"], 0, "{what}: {last}");
     }
+    server.stop().await;
 }
 
 /// Bytes a create plans to archive from `dir`: its files, less the backups, the temp folder,

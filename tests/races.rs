@@ -26,6 +26,9 @@ use support::gate::Gate;
 
 const CLIENTS: usize = 16;
 const ROUNDS: usize = 8;
+/// A race that one side always wins proves little: rounds go on past `ROUNDS` until each
+/// outcome has happened, and the test fails if one has not by this many.
+const MAX_ROUNDS: usize = 4 * ROUNDS;
 const DEADLINE: Duration = Duration::from_secs(20);
 
 fn su() -> Option<&'static str> {
@@ -85,7 +88,8 @@ async fn exactly_one_create_or_restore_wins_a_race() {
     let live = Live::start(Some(gate.hook()), None);
     upload(&live, "seed.zip").await;
     let mut wins = (0, 0);
-    for round in 0..ROUNDS {
+    let mut round = 0;
+    while round < ROUNDS || (round < MAX_ROUNDS && (wins.0 == 0 || wins.1 == 0)) {
         upload(&live, "doomed.zip").await;
         let data_db_before = live.data_db_id();
         // A winning create waits in the gate until every other client has its answer.
@@ -167,8 +171,10 @@ async fn exactly_one_create_or_restore_wins_a_race() {
             let r = send_ok(&live, Request::new("DELETE", "/api/backups/doomed.zip").auth(su())).await;
             assert_eq!(r.status, 204);
         }
+        round += 1;
     }
-    eprintln!("{ROUNDS} rounds: {} won by a create, {} by a restore", wins.0, wins.1);
+    eprintln!("{round} rounds: {} won by a create, {} by a restore", wins.0, wins.1);
+    assert!(wins.0 > 0 && wins.1 > 0, "in {round} rounds, {} won by a create and {} by a restore: both must win some", wins.0, wins.1);
     live.stop().await;
 }
 
@@ -178,10 +184,13 @@ async fn exactly_one_create_or_restore_wins_a_race() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_delete_and_a_restore_of_one_key_never_both_win() {
     const PAIRS: usize = 48;
+    // As above: both must win some, within this many pairs.
+    const MAX_PAIRS: usize = 4 * PAIRS;
     let messages = Lang::Zh.messages();
     let live = Live::start(None, None);
     let (mut restores, mut deletes) = (0, 0);
-    for round in 0..PAIRS {
+    let mut round = 0;
+    while round < PAIRS || (round < MAX_PAIRS && (restores == 0 || deletes == 0)) {
         if !keys(&live).await.contains(&"target.zip".to_string()) {
             upload(&live, "target.zip").await;
         }
@@ -214,8 +223,10 @@ async fn a_delete_and_a_restore_of_one_key_never_both_win() {
             }
             _ => panic!("round {round}: neither won: restore {restore:?}, delete {delete:?}"),
         }
+        round += 1;
     }
-    eprintln!("{PAIRS} delete/restore pairs of one key: {restores} won by the restore, {deletes} by the delete");
+    eprintln!("{round} delete/restore pairs of one key: {restores} won by the restore, {deletes} by the delete");
+    assert!(restores > 0 && deletes > 0, "in {round} pairs, {restores} won by the restore and {deletes} by the delete: both must win some");
     live.stop().await;
 }
 

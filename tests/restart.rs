@@ -1,6 +1,8 @@
 //! A restore with the real binary: the data is replaced, the accounts come from the backup,
 //! the process re-executes itself on the same socket, and no connection is ever refused. A
 //! stop signal at any point of that restart stops the server with the restored data whole.
+//! And the drain before a restart: connections already taken are answered if they speak
+//! soon, and a silent one does not hold the restart up.
 
 mod support;
 
@@ -314,4 +316,64 @@ async fn a_restore_answered_during_shutdown_is_swapped_in_before_the_stop() {
     server.await.unwrap().expect("the server stopped without an error");
     assert_eq!(std::fs::read_to_string(dir.join("marker.txt")).unwrap(), "before", "the answered restore took effect");
     assert!(!dir.join(".pb_temp/restore").exists(), "and was committed");
+}
+
+/// The drain before a restart (in-process: the same server loop). Connections the running
+/// instance has already taken get their answer if they send their request while it waits
+/// for them (here 50 ms after the restart is asked for), and are not waited for past its
+/// bound (200 ms): one that speaks only after 300 ms finds itself closed, unanswered, by then
+/// and the restarted instance serves meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_answers_taken_connections_that_speak_soon_and_does_not_wait_for_silent_ones() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let gate = support::gate::Gate::new();
+    let server = TestServer::start_with(Options { restore_gate: Some(gate.hook()), ..Default::default() }).await;
+    let su = server.superuser_token().await;
+    let (status, body) = create(&server, &su, json!({"name": "snap.zip"})).await;
+    assert_eq!(status, 204, "{body}");
+    // Written after the backup: gone once the restore is swapped in.
+    let marker = server.data_dir().join("marker.txt");
+    std::fs::write(&marker, "after the backup").unwrap();
+    let addr = server.base.trim_start_matches("http://").to_string();
+    const REQUEST: &[u8] = b"GET /api/health HTTP/1.1\r\nHost: test\r\n\r\n";
+    async fn read_all(conn: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut answer)).await.expect("the connection is answered or closed")?;
+        Ok(answer)
+    }
+
+    // The restore waits in its gate, extracted: the restart has not been asked for yet.
+    gate.hold_next();
+    let restore = tokio::spawn(server.client.post(server.url("/api/backups/snap.zip/restore")).header("Authorization", &su).send());
+    gate.held().await;
+    // Two connections the running instance takes: a request on a third one, opened after
+    // them, is answered only once they have been taken (the backlog is served in order).
+    let mut soon = TcpStream::connect(&addr).await.unwrap();
+    let mut late = TcpStream::connect(&addr).await.unwrap();
+    // Bounded: a restart that never comes must fail the wait below, not hang it.
+    let fresh = || reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(5)).build().unwrap();
+    assert_eq!(fresh().get(server.url("/api/health")).send().await.unwrap().status(), 200);
+
+    gate.release();
+    let asked = std::time::Instant::now();
+    assert_eq!(restore.await.unwrap().unwrap().status(), 204);
+    tokio::time::sleep(Duration::from_millis(50).saturating_sub(asked.elapsed())).await;
+    soon.write_all(REQUEST).await.unwrap();
+    let answer = String::from_utf8_lossy(&read_all(&mut soon).await.expect("an answer, not a reset")).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200"), "the connection that spoke after 50 ms: {answer:?}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "answered by the draining instance: {answer}");
+
+    // The restarted instance serves the restored data while the other is still silent.
+    eventually(Duration::from_secs(30), "the restarted instance", || async {
+        let r = fresh().get(server.url("/api/health")).send().await.ok()?;
+        (r.status() == 200 && !marker.exists()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300).saturating_sub(asked.elapsed())).await;
+    let _ = late.write_all(REQUEST).await; // may fail: the peer is gone
+    let unanswered = read_all(&mut late).await.unwrap_or_default();
+    assert!(unanswered.is_empty(), "the connection silent for 300 ms was closed unanswered: {:?}", String::from_utf8_lossy(&unanswered));
+    server.stop().await;
 }

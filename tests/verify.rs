@@ -11,14 +11,39 @@ use serde_json::{json, Value};
 
 use support::*;
 
-fn verify(dir: &Path, args: &[&str]) -> Output {
+/// `backups verify` on `dir`, with its work files in `work` (its `TMPDIR`).
+fn verify_in(dir: &Path, work: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pb-backups"))
         .args(["backups", "verify", "--dir"])
         .arg(dir)
         .args(args)
         .env("RUST_LOG", "warn")
+        .env("TMPDIR", work)
         .output()
         .expect("run pb-backups")
+}
+
+/// Every path under `dir` (SQLite's side files aside: the running server's), with the
+/// bytes of each backup.
+fn listing(dir: &Path) -> std::collections::BTreeMap<String, Option<Vec<u8>>> {
+    fn walk(base: &Path, folder: &Path, out: &mut std::collections::BTreeMap<String, Option<Vec<u8>>>) {
+        for entry in std::fs::read_dir(folder).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            if ["-wal", "-shm", "-journal"].iter().any(|s| rel.ends_with(s)) {
+                continue;
+            }
+            if path.is_dir() {
+                out.insert(format!("{rel}/"), None);
+                walk(base, &path, out);
+            } else {
+                out.insert(rel.clone(), rel.starts_with("backups/").then(|| std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut out = Default::default();
+    walk(dir, dir, &mut out);
+    out
 }
 
 fn text(o: &Output) -> String {
@@ -67,6 +92,9 @@ fn verify_passes_good_backups_and_names_what_is_wrong_with_bad_ones() {
         assert_eq!(r.send().await.unwrap().status(), 204);
     });
     let backups = dir.join("backups");
+    let work = root.path().join("verify-work");
+    std::fs::create_dir(&work).unwrap();
+    let verify = |dir: &Path, args: &[&str]| verify_in(dir, &work, args);
     // While the server runs (read-only).
     let ok = verify(&dir, &["good.zip"]);
     assert!(ok.status.success(), "{}", text(&ok));
@@ -95,16 +123,19 @@ fn verify_passes_good_backups_and_names_what_is_wrong_with_bad_ones() {
     };
     std::fs::write(backups.join("no_accounts.zip"), zip_with(&[("data.db", &empty_db)])).unwrap();
     std::fs::write(backups.join("unsafe.zip"), zip_with(&[("data.db", &data_db), ("../escape.txt", b"x")])).unwrap();
+    let before = listing(&dir);
 
-    for (key, says) in [
-        ("crc.zip", "does not match its declared size or checksum"),
-        ("corrupt_db.zip", "integrity check"),
-        ("no_accounts.zip", "data.db"),
-        ("unsafe.zip", "unsafe entry name"),
-    ] {
+    // Each with its reason, exactly.
+    let reasons = [
+        ("crc.zip", "entry \"notes.txt\" does not match its declared size or checksum"),
+        ("corrupt_db.zip", CORRUPT_DB),
+        ("no_accounts.zip", "data.db: it holds tables but is not a PocketBase data dir (no `_collections` table)"),
+        ("unsafe.zip", "unsafe entry name \"../escape.txt\""),
+    ];
+    for (key, reason) in reasons {
         let out = verify(&dir, &[key]);
         assert_eq!(out.status.code(), Some(1), "{key}: {}", text(&out));
-        assert!(text(&out).contains(&format!("BAD  {key}")) && text(&out).contains(says), "{key}: {}", text(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("BAD  {key}: {reason}\n"), "{key}");
     }
     let missing = verify(&dir, &["never_made.zip"]);
     assert_eq!(missing.status.code(), Some(1));
@@ -112,6 +143,9 @@ fn verify_passes_good_backups_and_names_what_is_wrong_with_bad_ones() {
     let all = verify(&dir, &["--all"]);
     assert_eq!(all.status.code(), Some(1), "{}", text(&all));
     assert!(text(&all).contains("ok   good.zip") && text(&all).contains("4 of 5 backups would not restore"), "{}", text(&all));
+    for (key, reason) in reasons {
+        assert!(text(&all).lines().any(|l| l == format!("BAD  {key}: {reason}")), "{key}: {}", text(&all));
+    }
 
     // The restore makes the same checks before its 204: the damaged database is refused.
     rt.block_on(async {
@@ -121,11 +155,17 @@ fn verify_passes_good_backups_and_names_what_is_wrong_with_bad_ones() {
         let (status, body) = status_json(r.header("Accept-Language", "en").send().await.unwrap()).await;
         assert_eq!((status, body["message"].as_str()), (400, Some("The archive is corrupt.")), "{body}");
     });
-    // Verify left nothing behind in the data dir or the storage.
-    let mut names: Vec<String> = std::fs::read_dir(&backups).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    names.sort();
-    assert_eq!(names, ["corrupt_db.zip", "crc.zip", "good.zip", "no_accounts.zip", "unsafe.zip"]);
+    // Verify (and the refused restore) left nothing behind: the data dir holds the same
+    // files, the backups the same bytes, and verify's work folder is empty.
+    let after = listing(&dir);
+    assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "paths in the data dir");
+    assert!(after == before, "a backup's bytes changed");
+    assert!(after.contains_key("backups/good.zip") && after.contains_key("backups/unsafe.zip"));
+    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0, "verify's work files are gone");
 }
+
+/// What `integrity_check` makes of the damaged database of `corrupt_db`.
+const CORRUPT_DB: &str = "data.db in the archive fails SQLite's integrity check: database disk image is malformed";
 
 #[tokio::test]
 async fn health_tells_superusers_whether_a_backup_can_start() {
@@ -188,7 +228,8 @@ async fn verify_reads_backups_from_s3() {
     assert!(good.status.success(), "{}", text(&good));
     let all = run(&["--all"]);
     assert_eq!(all.status.code(), Some(1), "{}", text(&all));
-    assert!(text(&all).contains("ok   good.zip") && text(&all).contains("BAD  bad.zip"), "{}", text(&all));
+    assert!(text(&all).lines().any(|l| l.starts_with("ok   good.zip: ")), "{}", text(&all));
+    assert!(text(&all).lines().any(|l| l == format!("BAD  bad.zip: {CORRUPT_DB}")), "{}", text(&all));
     let missing = run(&["gone.zip"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing).contains("404"), "{}", text(&missing));

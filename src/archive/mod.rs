@@ -11,6 +11,8 @@ mod format;
 mod read;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod zip64_check;
 mod zip_writer;
 
 pub use create::{create_backup, create_backup_counted, CreateOptions, CreateStats};

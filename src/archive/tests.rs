@@ -790,13 +790,16 @@ fn declared_entry_count_is_checked_before_parsing() {
 mod zip64 {
     //! `create` → `read` with the zip64 thresholds lowered, so the zip64 sizes, offsets, local
     //! headers and end records (and the entry-count form beyond 65,535 entries) run on small
-    //! data; every archive is also read by the zip crate and by Python's `zipfile`.
+    //! data; each archive's records are checked for the zip64 forms its thresholds call for
+    //! (a writer that ignored them would still read back), and every archive is also read by
+    //! the zip crate and by Python's `zipfile`.
 
     use std::process::Command;
 
     use proptest::prelude::*;
 
     use super::super::create::create_backup_with;
+    use super::super::zip64_check::{check_zip64_forms, Zip64Seen};
     use super::super::zip_writer::Zip64Limits;
     use super::*;
 
@@ -835,7 +838,7 @@ mod zip64 {
         }
     }
 
-    fn round_trip(files: &[(usize, bool)], seed: u64, limits: Zip64Limits) {
+    fn round_trip(files: &[(usize, bool)], seed: u64, limits: Zip64Limits) -> Zip64Seen {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         fs::create_dir(&data).unwrap();
@@ -844,6 +847,7 @@ mod zip64 {
         let out = File::create(&archive).unwrap();
         let stats = create_backup_with(&data, &[], tmp.path(), out, &CreateOptions::default(), limits, &Default::default()).unwrap();
         assert_eq!(stats.bytes_out, fs::metadata(&archive).unwrap().len());
+        let seen = check_zip64_forms(&fs::read(&archive).unwrap(), limits);
 
         // Ours.
         let summary = validate(&archive, &ArchiveLimits::default()).unwrap();
@@ -868,6 +872,7 @@ mod zip64 {
             sizes.insert(name, entry.size());
         }
         assert_eq!(python_listing(&archive), sizes);
+        seen
     }
 
     fn limits() -> impl Strategy<Value = Zip64Limits> {
@@ -891,11 +896,29 @@ mod zip64 {
         }
     }
 
-    /// The real thresholds, with more entries than a classic end record can count.
+    /// The real thresholds, with more entries than a classic end record can count: the
+    /// zip64 end record, and nothing else in zip64 form.
     #[test]
     fn more_than_65535_entries() {
         let files = vec![(0usize, true); 66_000];
-        round_trip(&files, 1, Zip64Limits::default());
+        let seen = round_trip(&files, 1, Zip64Limits::default());
+        assert_eq!(seen, Zip64Seen { end_record: true, ..Zip64Seen::default() });
+    }
+
+    /// Each threshold crossed on its own, so that each form is seen to follow its own
+    /// threshold: files from 1,000 bytes on in zip64 form (sizes and descriptors), offsets
+    /// from 20,000 on (the directory's too, so the end record), and the end record once there
+    /// are 4 entries.
+    #[test]
+    fn each_threshold_brings_its_own_form() {
+        // About 40 KB: entries start past 20,000 whatever their order.
+        let files = [(3_000, false), (500, false), (9_000, false), (200, true), (12_000, false), (8_000, false), (6_000, false)];
+        let sizes_only = round_trip(&files, 2, Zip64Limits { large_file: 1_000, field: u64::from(u32::MAX), entries: 0xFFFF });
+        assert_eq!((sizes_only.local_headers, sizes_only.central_offsets, sizes_only.end_record), (5, 0, false), "{sizes_only:?}");
+        let offsets = round_trip(&files, 2, Zip64Limits { large_file: 3 << 30, field: 20_000, entries: 0xFFFF });
+        assert!(offsets.central_offsets > 0 && offsets.local_headers == 0 && offsets.end_record, "{offsets:?}");
+        let entries = round_trip(&files, 2, Zip64Limits { large_file: 3 << 30, field: u64::from(u32::MAX), entries: 4 });
+        assert_eq!(entries, Zip64Seen { end_record: true, ..Zip64Seen::default() });
     }
 }
 

@@ -436,6 +436,7 @@ mod tests {
     use std::io::{Cursor, Read};
     use std::time::Duration;
 
+    use super::super::zip64_check::{check_zip64_forms, Zip64Seen};
     use super::*;
 
     #[test]
@@ -447,7 +448,8 @@ mod tests {
         assert_eq!(dos_time(None), (dos_date(1980, 1, 1), 0));
     }
 
-    /// The writer alone, every zip64 form forced by thresholds of 1, read back by the zip crate.
+    /// The writer alone, every zip64 form forced by thresholds of 1, found in the bytes and
+    /// read back by the zip crate.
     #[test]
     fn every_field_in_zip64_form_reads_back() {
         let limits = Zip64Limits { large_file: 0, field: 1, entries: 1 };
@@ -468,6 +470,11 @@ mod tests {
         let size = zip.finish().unwrap();
         let bytes = zip.out.into_inner().unwrap().into_inner();
         assert_eq!(size, bytes.len() as u64);
+        // Both files in zip64 form (the directory has no sizes to move), the streamed one
+        // with a 64-bit descriptor; every offset but the first (0) in the zip64 field.
+        let seen = check_zip64_forms(&bytes, limits);
+        let all = Zip64Seen { local_headers: 2, descriptors: 1, central_sizes: 2, central_offsets: 2, end_record: true };
+        assert_eq!(seen, all);
         let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
         assert_eq!(archive.len(), 3);
         let mut text = String::new();
@@ -493,6 +500,7 @@ mod tests {
         zip.finish().unwrap();
         assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0, "the scratch file has no name");
         let bytes = zip.out.into_inner().unwrap().into_inner();
+        assert_eq!(check_zip64_forms(&bytes, Zip64Limits::default()), Zip64Seen::default(), "no zip64 form below the thresholds");
         let archive = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
         assert_eq!(archive.len(), count);
         let names: Vec<String> =

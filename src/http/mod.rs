@@ -9,8 +9,9 @@ pub mod accounts;
 pub mod auth;
 pub mod backups;
 pub mod body;
-pub mod console;
 pub mod client;
+pub mod console;
+pub mod cors;
 pub mod download;
 pub mod error;
 pub mod extensions;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use poem::endpoint::make_sync;
-use poem::middleware::{Cors, SetHeader};
+use poem::middleware::SetHeader;
 use poem::web::{Html, Redirect};
 use poem::{get, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 
@@ -80,7 +81,6 @@ pub fn app(
                 }
             }
         })))
-        .with(Cors::new())
         .with(
             SetHeader::new()
                 .overriding("X-Content-Type-Options", "nosniff")
@@ -94,6 +94,7 @@ pub fn app(
             let service = service.clone();
             move |ep, req| per_request(ep, req, default_lang, allowed.clone(), service.clone())
         })
+        .with(cors::Cors)
         .data(service)
         .data(Arc::new(backups::ListJsonCache::default()))
         .data(Arc::new(ratelimit::RateLimiter::new(login_rate)))

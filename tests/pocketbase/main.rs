@@ -13,6 +13,8 @@ mod mfa;
 
 mod kept_in_place;
 
+mod cors;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -36,6 +36,8 @@ pub struct Options {
     pub lang: Option<Lang>,
     pub create_gate: Option<pb_backups::service::Gate>,
     pub restore_gate: Option<pb_backups::service::Gate>,
+    /// Progress log lines this often instead of every few seconds.
+    pub progress_every: Option<Duration>,
     pub login_rate: Option<pb_backups::http::ratelimit::RateLimit>,
     /// Peers trusted to name the client in forwarding headers.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -78,6 +80,9 @@ impl TestServer {
         config.default_lang = options.lang.unwrap_or(Lang::Zh);
         config.create_gate = options.create_gate;
         config.restore_gate = options.restore_gate;
+        if let Some(every) = options.progress_every {
+            config.progress = pb_backups::progress::Display::Log { every };
+        }
         if let Some(rate) = options.login_rate {
             config.login_rate = rate;
         }
