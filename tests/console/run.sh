@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the console's browser test against the server at $PB_URL (see console.test.mjs for the
-# environment). Installs what it needs when missing: Debian's Chromium (the browser Playwright
+# Runs a console browser test (default console.test.mjs; mfa.test.mjs is the other) against the
+# server at $PB_URL (see each file for its environment). Installs what it needs when missing: Debian's Chromium (the browser Playwright
 # drives; no browser is downloaded) and the pinned playwright-core into node_modules here.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -15,4 +15,4 @@ if [[ ! -f $stamp || package-lock.json -nt $stamp || package.json -nt $stamp ]];
 fi
 
 # A stuck step fails rather than hangs the suite.
-exec node --test --test-concurrency=1 --test-timeout=300000 console.test.mjs
+exec node --test --test-concurrency=1 --test-timeout=300000 "${1:-console.test.mjs}"
