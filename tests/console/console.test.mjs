@@ -206,8 +206,22 @@ test("upload a zip from disk, after a confirmation, with its progress", async ()
 });
 
 test("verify: OK for a good backup, the API's reason for a corrupted one", async () => {
+  // The answer held back while the list re-renders (as a poll's reload may do on a slow machine):
+  // the verdict still lands on the row.
+  let release;
+  const held = new Promise((resolve) => (release = resolve));
+  await page.route("**/api/backups/console_a.zip/verify", async (route) => {
+    await held;
+    await route.continue();
+  });
   await button(row("console_a.zip"), "Verify").click();
+  await until(async () => (await row("console_a.zip").locator("output").textContent()) === "Checking…", "Checking…");
+  await row("console_a.zip").evaluate((r) => (r.dataset.before = "refresh"));
+  await button(page, "Refresh").click();
+  await until(async () => (await row("console_a.zip").getAttribute("data-before")) === null, "the row rendered anew");
+  release();
   await until(async () => (await row("console_a.zip").locator("output").textContent()) === "OK", "OK");
+  await page.unroute("**/api/backups/console_a.zip/verify");
   // The good archive with bytes of its data flipped: a zip still, but its checksums fail.
   const damaged = Buffer.from(downloaded);
   for (let i = 200; i < Math.min(damaged.length - 200, 1200); i += 7) damaged[i] ^= 0x5a;

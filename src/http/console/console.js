@@ -20,6 +20,8 @@ const state = {
   mfaId: null,
   otpId: null,
   backups: [],
+  // Verify verdicts by key: a list re-rendered while a verify runs keeps its answer.
+  verdicts: new Map(),
   canBackup: true,
   progress: null,
   // Requests of ours that keep the server busy (a create or restore awaiting its answer).
@@ -240,8 +242,6 @@ async function loadBackups() {
 
 function renderRows() {
   const rows = $("#rows");
-  // Verdicts stay with their backup across a re-render.
-  const verdicts = new Map([...rows.querySelectorAll("tr")].map((r) => [r.dataset.key, $(".verdict", r).textContent]));
   rows.replaceChildren();
   for (const backup of state.backups) {
     const row = $("#row-template").content.firstElementChild.cloneNode(true);
@@ -254,7 +254,7 @@ function renderRows() {
     time.dateTime = when.toISOString();
     time.textContent = when.toLocaleString(state.lang === "zh" ? "zh-CN" : "en");
     time.title = `${when.toISOString().replace("T", " ").replace(/\.\d+Z$/, "")} UTC`;
-    $(".verdict", row).textContent = verdicts.get(backup.key) || "";
+    $(".verdict", row).textContent = state.verdicts.get(backup.key) || "";
     applyTexts(row);
     rows.append(row);
   }
@@ -494,6 +494,7 @@ $("#delete-form").addEventListener("submit", (event) => {
   event.preventDefault();
   inDialog($("#delete-dialog"), async () => {
     await api("DELETE", keyPath(deleting));
+    state.verdicts.delete(deleting);
     await loadBackups();
   });
 });
@@ -501,14 +502,19 @@ $("#delete-form").addEventListener("submit", (event) => {
 // ---- verify (this server's extension: the restore's checks, nothing changed) ----
 
 async function verify(key, button) {
-  const verdict = $(".verdict", button.closest("tr"));
-  verdict.textContent = t("verifying");
+  // The row may be re-rendered before the answer comes: the verdict goes to whichever row has the key then.
+  const show = (text) => {
+    state.verdicts.set(key, text);
+    const row = [...$("#rows").querySelectorAll("tr")].find((r) => r.dataset.key === key);
+    if (row) $(".verdict", row).textContent = text;
+  };
+  show(t("verifying"));
   button.disabled = true;
   try {
     const result = await api("POST", `${keyPath(key)}/verify`);
-    verdict.textContent = result.ok ? t("ok") : result.reason;
+    show(result.ok ? t("ok") : result.reason);
   } catch (e) {
-    verdict.textContent = e.message;
+    show(e.message);
   } finally {
     button.disabled = false;
   }
