@@ -1,7 +1,8 @@
 //! One data format with PocketBase (R31, R32), proven against the real PocketBase binaries
 //! (0.40.6 and 0.23.12, fetched and cached by `scripts/pocketbase-bin`; the tests fail, never
 //! skip, when they cannot be had): its backups restore here with their accounts, tokens,
-//! collections and files; ours restore there; each server serves the other's data dir.
+//! collections and files; ours restore there; each server serves the other's data dir, and
+//! the bucket its settings keep backups in (`s3`).
 //!
 //! The helpers here (a real PocketBase, logins, downloads) serve the submodules too.
 
@@ -12,6 +13,8 @@ mod rules;
 mod mfa;
 
 mod kept_in_place;
+
+mod s3;
 
 use std::collections::BTreeMap;
 use std::io::Read;
