@@ -1,7 +1,8 @@
 //! The operators' console at `/_/` in headless Chromium against the real binary: every action
 //! through the page (`tests/console/console.test.mjs`, Playwright over Debian's Chromium, both
-//! installed by `tests/console/run.sh` when missing). `PB_CONSOLE_SCREENSHOT=PATH` also saves a
-//! screenshot of the page there (`scripts/console-screenshot` makes the README's).
+//! installed by `tests/console/run.sh` when missing), the S3 settings against moto.
+//! `PB_CONSOLE_SCREENSHOT=PATH` also saves a screenshot of the page there
+//! (`scripts/console-screenshot` makes the README's).
 
 mod support;
 
@@ -21,6 +22,7 @@ fn the_console_does_every_action_in_a_real_browser() {
     hold.execute_batch("PRAGMA journal_mode = DELETE; CREATE TABLE held (x); INSERT INTO held VALUES (1);").unwrap();
     drop(hold);
     let server = BinaryServer::start(&dir);
+    let bucket = tokio::runtime::Runtime::new().unwrap().block_on(support::s3::new_bucket(support::s3::moto()));
     let test_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
     let mut command = Command::new("bash");
     command
@@ -28,7 +30,9 @@ fn the_console_does_every_action_in_a_real_browser() {
         .env("PB_URL", &server.base)
         .env("PB_DATA_DIR", &dir)
         .env("PB_SUPERUSER_EMAIL", SUPERUSER.0)
-        .env("PB_SUPERUSER_PASSWORD", SUPERUSER.1);
+        .env("PB_SUPERUSER_PASSWORD", SUPERUSER.1)
+        .env("PB_S3_ENDPOINT", support::s3::moto())
+        .env("PB_S3_BUCKET", &bucket);
     let output = command.output().expect("bash and node are needed for the console test");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
