@@ -695,8 +695,16 @@ impl SettingsApi {
 #[derive(Object, Debug)]
 #[oai(rename = "TestS3Body")]
 pub struct TestS3Body {
-    /// `backups` (`backups.s3`) or `storage` (`s3`).
-    pub filesystem: String,
+    pub filesystem: S3Filesystem,
+}
+
+/// `backups` (`backups.s3`) or `storage` (the file storage's `s3`). Read by the handler, so
+/// that any other value gets PocketBase's field code rather than a parse error.
+#[derive(poem_openapi::Enum, Debug)]
+#[oai(rename_all = "lowercase")]
+pub enum S3Filesystem {
+    Backups,
+    Storage,
 }
 
 #[derive(ApiResponse)]
