@@ -31,14 +31,17 @@ pub struct DataDirArg {
     pub dir: PathBuf,
 }
 
-/// Backups in an S3-compatible bucket instead of `<dir>/backups`. Access keys are read from
-/// the environment only and never shown: PB_BACKUPS_S3_ACCESS_KEY and PB_BACKUPS_S3_SECRET_KEY,
-/// else the standard AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN).
+/// Backups in an S3-compatible bucket named on the command line, whatever the data dir's
+/// settings (`backups.s3`, PocketBase's way, used when no bucket is named here) say. Access
+/// keys are read from the environment only and never shown: PB_BACKUPS_S3_ACCESS_KEY and
+/// PB_BACKUPS_S3_SECRET_KEY, else the standard AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and
+/// AWS_SESSION_TOKEN).
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Backups in S3")]
 pub struct S3Args {
-    /// Keep backups in this S3 bucket (which must exist) instead of <dir>/backups. Keys come
-    /// from PB_BACKUPS_S3_ACCESS_KEY/SECRET_KEY, else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.
+    /// Keep backups in this S3 bucket (which must exist), whatever the settings' backups.s3
+    /// says. Keys come from PB_BACKUPS_S3_ACCESS_KEY/SECRET_KEY, else
+    /// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.
     #[arg(long = "backups-s3-bucket", env = "PB_BACKUPS_S3_BUCKET", value_name = "BUCKET")]
     pub bucket: Option<String>,
     /// Base URL of an S3-compatible service (MinIO, R2, …); else AWS_ENDPOINT_URL_S3 or
@@ -56,8 +59,8 @@ pub struct S3Args {
     #[arg(long = "backups-s3-path-style", env = "PB_BACKUPS_S3_PATH_STYLE", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false", value_name = "BOOL")]
     pub path_style: bool,
     /// Send the SHA-256 of every write (each part of a multipart upload) for the store to
-    /// verify (x-amz-checksum-sha256). Turn off for stores that reject checksum headers
-    /// (`check-s3` shows it).
+    /// verify (x-amz-checksum-sha256), to this bucket or the settings' one. Turn off for
+    /// stores that reject checksum headers (`check-s3` shows it).
     #[arg(long = "backups-s3-checksums", env = "PB_BACKUPS_S3_CHECKSUMS", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "true", value_name = "BOOL")]
     pub checksums: bool,
 }
@@ -209,10 +212,13 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum BackupsCommand {
-    /// Check an S3 configuration (the same flags and environment as `serve`): endpoint
-    /// reachable, bucket present, keys accepted, writes and conditional writes working.
-    /// Writes and removes a few small test objects under the prefix.
+    /// Check the S3 configuration that applies (the same flags and environment as `serve`;
+    /// without a bucket there, the data dir's settings' backups.s3): endpoint reachable,
+    /// bucket present, keys accepted, writes and conditional writes working. Writes and
+    /// removes a few small test objects under the prefix.
     CheckS3 {
+        #[command(flatten)]
+        dir: DataDirArg,
         #[command(flatten)]
         s3: S3Args,
     },
@@ -296,23 +302,21 @@ pub async fn run(cli: Cli, inherited: listener::Inherited) -> Result<(), Box<dyn
             let config = serve_config(dir, &lang, max_archive_size, login, &s3)?;
             serve(&http, config, inherited, schedule.patch()).await?
         }
-        Command::Backups(BackupsCommand::CheckS3 { s3 }) => check_s3(&s3).await?,
-        Command::Backups(BackupsCommand::List { dir, s3 }) => crate::offline::run(&dir.dir, s3.config()?.map(|(c, _)| c), Offline::List).await?,
-        Command::Backups(BackupsCommand::Create { name, dir, s3 }) => {
-            crate::offline::run(&dir.dir, s3.config()?.map(|(c, _)| c), Offline::Create(name)).await?
-        }
-        Command::Backups(BackupsCommand::Restore { key, dir, s3 }) => {
-            crate::offline::run(&dir.dir, s3.config()?.map(|(c, _)| c), Offline::Restore(key)).await?
-        }
-        Command::Backups(BackupsCommand::Delete { key, dir, s3 }) => {
-            crate::offline::run(&dir.dir, s3.config()?.map(|(c, _)| c), Offline::Delete(key)).await?
-        }
+        Command::Backups(BackupsCommand::CheckS3 { dir, s3 }) => check_s3(&s3, &dir.dir).await?,
+        Command::Backups(BackupsCommand::List { dir, s3 }) => offline(&dir, &s3, Offline::List).await?,
+        Command::Backups(BackupsCommand::Create { name, dir, s3 }) => offline(&dir, &s3, Offline::Create(name)).await?,
+        Command::Backups(BackupsCommand::Restore { key, dir, s3 }) => offline(&dir, &s3, Offline::Restore(key)).await?,
+        Command::Backups(BackupsCommand::Delete { key, dir, s3 }) => offline(&dir, &s3, Offline::Delete(key)).await?,
         Command::Backups(BackupsCommand::Verify { key, all, dir, s3 }) => {
-            let storage = crate::offline::open_storage(&dir.dir, s3.config()?.map(|(c, _)| c))?;
+            let storage = crate::offline::open_storage(&dir.dir, s3.config()?.map(|(c, _)| c), s3.checksums)?;
             crate::offline::verify(&storage, key.as_deref(), all).await?
         }
     }
     Ok(())
+}
+
+async fn offline(dir: &DataDirArg, s3: &S3Args, command: Offline) -> Result<(), Box<dyn std::error::Error>> {
+    Ok(crate::offline::run(&dir.dir, s3.config()?.map(|(c, _)| c), s3.checksums, command).await?)
 }
 
 /// The server's configuration from `serve`'s flags.
@@ -325,7 +329,8 @@ fn serve_config(
 ) -> Result<ServeConfig, Box<dyn std::error::Error>> {
     let mut config = ServeConfig::new(dir.dir);
     config.default_lang = lang.parse()?;
-    config.storage = s3.config()?.map_or(StorageChoice::Local, |(s3, _)| StorageChoice::S3(Box::new(s3)));
+    config.storage = s3.config()?.map_or(StorageChoice::Settings, |(s3, _)| StorageChoice::S3(Box::new(s3)));
+    config.s3_checksums = s3.checksums;
     if let Some(max) = max_archive_size {
         // The one archive limit: it applies to uploads and restores alike.
         config.limits.max_total_size = max;
@@ -376,8 +381,26 @@ fn ensure_superuser(accounts: &Accounts) -> Result<(), Box<dyn std::error::Error
     Ok(())
 }
 
-async fn check_s3(args: &S3Args) -> Result<(), Box<dyn std::error::Error>> {
-    let (config, keys) = args.config()?.ok_or("no bucket: set --backups-s3-bucket or PB_BACKUPS_S3_BUCKET")?;
+/// Checks the bucket that applies: the flags', else the one the data dir's settings enable.
+async fn check_s3(args: &S3Args, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let (config, keys) = match args.config()? {
+        Some((config, keys)) => (config, format!("{keys}, bucket from the --backups-s3-* flags")),
+        None => {
+            let settings = crate::settings::load_read_only(dir).map_err(|e| {
+                format!("no --backups-s3-bucket, and the settings in {} cannot be read: {e}", dir.display())
+            })?;
+            if !settings.backups_s3.enabled {
+                return Err(format!(
+                    "nothing to check: backups are kept in {} (no --backups-s3-bucket, and the settings' backups.s3 is not enabled)",
+                    dir.join(crate::layout::BACKUPS_DIR).display()
+                )
+                .into());
+            }
+            let config = crate::backends::config_of(&settings.backups_s3, args.checksums)
+                .map_err(|e| format!("the settings' backups.s3 cannot be used: {e}"))?;
+            (config, "from the settings' backups.s3".to_string())
+        }
+    };
     println!(
         "checking bucket {:?} at {} (region {}, prefix {:?}, {} requests, part checksums {}, keys {keys})",
         config.bucket,

@@ -121,6 +121,15 @@ pub enum Message {
     AuthRuleRefused,
     /// PocketBase's refusal of a superuser outside the settings' `superuserIPs`.
     AddressNotAllowed,
+    // S3 settings and their test (PocketBase's words, without its raw error).
+    NotAUrl,
+    S3TestFailed,
+    S3NotEnabled,
+    S3Unusable,
+    S3Unreachable,
+    S3Refused,
+    S3NoBucket,
+    S3Unexpected,
 }
 
 impl Message {
@@ -227,6 +236,26 @@ impl Message {
             (AuthRuleRefused, Lang::En) => "The request doesn't satisfy the collection requirements to authenticate.",
             (AddressNotAllowed, Lang::Zh) => "你无权执行此请求。",
             (AddressNotAllowed, Lang::En) => "You are not allowed to perform this request.",
+            (NotAUrl, Lang::Zh) => "必须是有效的 URL。",
+            (NotAUrl, Lang::En) => "Must be a valid URL.",
+            (S3TestFailed, Lang::Zh) => "测试 S3 文件系统失败。",
+            (S3TestFailed, Lang::En) => "Failed to test the S3 filesystem.",
+            (S3NotEnabled, Lang::Zh) => "测试 S3 文件系统失败。S3 存储文件系统未启用。",
+            (S3NotEnabled, Lang::En) => "Failed to test the S3 filesystem. S3 storage filesystem is not enabled.",
+            (S3Unusable, Lang::Zh) => "测试 S3 文件系统失败。无法使用已保存的设置（端点必须是 http:// 或 https:// URL）。",
+            (S3Unusable, Lang::En) => {
+                "Failed to test the S3 filesystem. The saved settings cannot be used (the endpoint must be an http:// or https:// URL)."
+            }
+            (S3Unreachable, Lang::Zh) => "测试 S3 文件系统失败。无法连接到端点。",
+            (S3Unreachable, Lang::En) => "Failed to test the S3 filesystem. The endpoint cannot be reached.",
+            (S3Refused, Lang::Zh) => "测试 S3 文件系统失败。存储拒绝了访问密钥和密钥，或它们无权写入该存储桶。",
+            (S3Refused, Lang::En) => {
+                "Failed to test the S3 filesystem. The store refused the access key and secret, or they may not write to the bucket."
+            }
+            (S3NoBucket, Lang::Zh) => "测试 S3 文件系统失败。存储桶不存在。",
+            (S3NoBucket, Lang::En) => "Failed to test the S3 filesystem. The bucket does not exist.",
+            (S3Unexpected, Lang::Zh) => "测试 S3 文件系统失败。存储返回了意外的响应。",
+            (S3Unexpected, Lang::En) => "Failed to test the S3 filesystem. The store gave an unexpected answer.",
         }
     }
 

@@ -14,7 +14,9 @@
 //!   access rules PocketBase keeps there (`authRule` in PocketBase's filter syntax,
 //!   [`accounts::rule`]), second factors and login origins in its tables ([`accounts::mfa`]).
 //! - [`settings`]: the settings row PocketBase keeps in `data.db` (the backups schedule,
-//!   `superuserIPs`, `trustedProxy`, mail); [`schedule`]: scheduled backups and their pruning.
+//!   `backups.s3` and `s3`, `superuserIPs`, `trustedProxy`, mail); [`schedule`]: scheduled
+//!   backups and their pruning; [`backends`]: which storage an operation uses (the flags'
+//!   bucket, or as `backups.s3` says), its S3 clients, and the settings' S3 test.
 //! - [`verify`]: the checks a restore makes before its 204, shared with `backups verify`, and
 //!   the fetch before them (a backup that cannot fit is refused before its download).
 //! - [`restore`]: the journaled swap of restored data, and crash recovery at start.
@@ -36,6 +38,7 @@
 pub mod accounts;
 pub mod archive;
 pub mod auth;
+pub mod backends;
 pub mod cli;
 pub mod http;
 pub mod i18n;

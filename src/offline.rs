@@ -1,19 +1,21 @@
 //! Backup tools of the command line that work without a server: `backups list | create |
 //! restore | delete` on a data dir whose server is stopped (through the same service the API
-//! uses, so the same rules, names, exclusivity and journaled swap), and `backups verify`,
-//! which only reads and so also runs beside a server.
+//! uses, so the same rules, names, exclusivity, journaled swap and choice of storage), and
+//! `backups verify`, which only reads and so also runs beside a server. The storage is the
+//! server's: the `--backups-s3-*` flags' bucket when given, else as the data dir's settings
+//! (`backups.s3`) say.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::archive::ArchiveLimits;
+use crate::backends::{Backend, Backends};
 use crate::lock::{DataDirLock, LockError};
 use crate::model::names::BackupKey;
 use crate::server::{self, ServerError};
-use crate::layout::BACKUPS_DIR;
+use crate::layout::{BACKUPS_DIR, DATA_DB};
 use crate::service::{BackupError, RestartHandle, Service, ServiceConfig};
-use crate::storage::s3::{S3Config, S3Storage};
-use crate::storage::{BackupStorage, LocalStorage};
+use crate::storage::s3::S3Config;
 use crate::verify::{self, Verdict};
 
 /// Why a command failed; `main` prints it and exits 1.
@@ -66,18 +68,19 @@ pub enum Offline {
 }
 
 /// Runs `command` on `dir` with the server stopped: refused at once while anyone holds the
-/// data dir's lock (a running server does for as long as it runs).
-pub async fn run(dir: &Path, s3: Option<S3Config>, command: Offline) -> Result<(), OfflineError> {
+/// data dir's lock (a running server does for as long as it runs). `flags`: the bucket the
+/// command line names, which wins over the settings; `checksums` for buckets they name.
+pub async fn run(dir: &Path, flags: Option<S3Config>, checksums: bool, command: Offline) -> Result<(), OfflineError> {
     std::fs::create_dir_all(dir)?;
     let dir = dir.canonicalize()?;
     let _lock = DataDirLock::acquire(&dir)?;
     // Finishes or undoes a restore a crash interrupted, as a server's start would.
     let accounts = Arc::new(server::open_data_dir(&dir)?);
-    let storage = open_storage(&dir, s3)?;
+    let backends = Backends::new(dir.join(BACKUPS_DIR), flags, checksums).map_err(|e| OfflineError::Storage(e.to_string()))?;
     let (restart, mut restarts) = RestartHandle::new();
     let config = ServiceConfig {
         data_dir: dir.clone(),
-        storage,
+        backends: Arc::new(backends),
         limits: ArchiveLimits::default(),
         create_gate: None,
         restore_gate: None,
@@ -131,19 +134,26 @@ pub async fn run(dir: &Path, s3: Option<S3Config>, command: Offline) -> Result<(
     Ok(())
 }
 
-/// The backups storage of a data dir: the S3 bucket when configured, else `<dir>/backups`.
-pub fn open_storage(dir: &Path, s3: Option<S3Config>) -> Result<Arc<dyn BackupStorage>, OfflineError> {
-    let storage: Arc<dyn BackupStorage> = match s3 {
-        Some(config) => Arc::new(S3Storage::new(config).map_err(|e| OfflineError::Storage(e.to_string()))?),
-        None => Arc::new(LocalStorage::open(dir.join(BACKUPS_DIR)).map_err(|e| OfflineError::Storage(e.to_string()))?),
+/// The backups storage of a data dir, for a reader beside a running server: the flags'
+/// bucket when given, else as the settings say, read without writing (a dir without a
+/// `data.db` has no settings: the local folder).
+pub fn open_storage(dir: &Path, flags: Option<S3Config>, checksums: bool) -> Result<Backend, OfflineError> {
+    let storage_error = |e: String| OfflineError::Storage(e);
+    let backends = Backends::new(dir.join(BACKUPS_DIR), flags, checksums).map_err(|e| storage_error(e.to_string()))?;
+    if let Some(fixed) = backends.fixed() {
+        return Ok(fixed);
+    }
+    let s3 = match dir.join(DATA_DB).exists() {
+        true => crate::settings::load_read_only(dir).map_err(|e| storage_error(format!("settings: {e}")))?.backups_s3,
+        false => Default::default(),
     };
-    Ok(storage)
+    backends.for_settings(&s3).map_err(|e| storage_error(e.to_string()))
 }
 
 /// Verifies `key`, or every stored backup with `all`, printing one line per backup. Work
 /// files go to the system's temp folder (`TMPDIR`), never into the data dir, so a server
 /// running meanwhile is not disturbed.
-pub async fn verify(storage: &Arc<dyn BackupStorage>, key: Option<&str>, all: bool) -> Result<(), OfflineError> {
+pub async fn verify(storage: &Backend, key: Option<&str>, all: bool) -> Result<(), OfflineError> {
     let keys: Vec<BackupKey> = if all {
         let mut list = storage.list().await.map_err(|e| OfflineError::Storage(e.to_string()))?;
         list.sort_by(|a, b| b.modified.cmp(&a.modified).then_with(|| a.key.cmp(&b.key)));
@@ -155,7 +165,7 @@ pub async fn verify(storage: &Arc<dyn BackupStorage>, key: Option<&str>, all: bo
     let temp = std::env::temp_dir();
     let mut bad = 0;
     for key in &keys {
-        match verify::verify_stored(storage, key, &temp, &ArchiveLimits::default()).await {
+        match verify::verify_stored(&storage.storage, key, &temp, &ArchiveLimits::default()).await {
             Ok(Verdict::Good { size, summary }) => {
                 println!("ok   {key}: {size} bytes, {} entries, {} bytes decoded", summary.entries, summary.total_size)
             }

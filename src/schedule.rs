@@ -12,6 +12,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use crate::backends::Backend;
 use crate::model::names::{self, BackupKey, AUTO_PREFIX};
 use crate::service::{BackupError, Service};
 use crate::settings;
@@ -160,10 +161,16 @@ pub async fn run_tick(service: &Arc<Service>, at: OffsetDateTime) -> TickOutcome
     }
     let key = names::auto_backup_key(&settings.app_name, at);
     let started = std::time::Instant::now();
-    let result = service.create_as(key.clone()).await;
+    // The run creates and prunes in the storage chosen as it starts.
+    let (result, pruned) = match service.backups_storage().await {
+        Ok(storage) => {
+            let result = service.create_in(&storage, key.clone()).await;
+            // As upstream: pruned after every run, a failed or skipped one too.
+            (result, prune(service, &storage, settings.backups.cron_max_keep).await)
+        }
+        Err(e) => (Err(e), Vec::new()),
+    };
     let took = started.elapsed();
-    // As upstream: pruned after every run, a failed or skipped one too.
-    let pruned = prune(service, settings.backups.cron_max_keep).await;
     match result {
         Ok(_) => {
             crate::metrics::operation("scheduled_create", "success", took);
@@ -189,12 +196,12 @@ pub async fn run_tick(service: &Arc<Service>, at: OffsetDateTime) -> TickOutcome
 
 /// Deletes the scheduled backups beyond the newest `keep` (by modification time, then key,
 /// as listed); returns the keys deleted.
-async fn prune(service: &Service, keep: i64) -> Vec<BackupKey> {
+async fn prune(service: &Service, storage: &Backend, keep: i64) -> Vec<BackupKey> {
     let keep = usize::try_from(keep).unwrap_or(0);
     if keep == 0 {
         return Vec::new();
     }
-    let listing = match service.listing().await {
+    let listing = match service.listing_in(storage).await {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "scheduled backups: cannot list for pruning");
@@ -204,7 +211,7 @@ async fn prune(service: &Service, keep: i64) -> Vec<BackupKey> {
     let autos = listing.items.iter().filter(|m| m.key.as_str().starts_with(AUTO_PREFIX));
     let mut pruned = Vec::new();
     for meta in autos.skip(keep) {
-        match service.delete(meta.key.as_str()).await {
+        match service.delete_in(storage, &meta.key).await {
             Ok(()) => pruned.push(meta.key.clone()),
             Err(e) => tracing::warn!(key = %meta.key, error = %e, "scheduled backups: prune failed"),
         }

@@ -27,9 +27,9 @@ use crate::archive::ArchiveLimits;
 use crate::i18n::Lang;
 use crate::restore::{self, Recovery, RestoreError};
 use crate::layout::BACKUPS_DIR;
+use crate::backends::Backends;
 use crate::service::{Gate, RestartHandle, RestartRequest, Service, ServiceConfig};
-use crate::storage::s3::{S3Config, S3Storage};
-use crate::storage::{BackupStorage, LocalStorage};
+use crate::storage::s3::S3Config;
 use crate::{http, listener};
 
 /// How the server comes back after a restore.
@@ -44,16 +44,20 @@ pub enum RestartMode {
 /// Where finished backups are kept.
 #[derive(Clone, Debug, Default)]
 pub enum StorageChoice {
-    /// `<data dir>/backups`.
+    /// As the settings' `backups.s3` says, for each operation: its bucket while enabled,
+    /// else `<data dir>/backups` (PocketBase's way).
     #[default]
-    Local,
-    /// A bucket of an S3-compatible store.
+    Settings,
+    /// A bucket of an S3-compatible store, whatever the settings say (the `--backups-s3-*`
+    /// flags).
     S3(Box<S3Config>),
 }
 
 pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub storage: StorageChoice,
+    /// Part checksums for the buckets the settings name (`--backups-s3-checksums`).
+    pub s3_checksums: bool,
     pub default_lang: Lang,
     pub restart: RestartMode,
     pub limits: ArchiveLimits,
@@ -79,7 +83,8 @@ impl ServeConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> ServeConfig {
         ServeConfig {
             data_dir: data_dir.into(),
-            storage: StorageChoice::Local,
+            storage: StorageChoice::Settings,
+            s3_checksums: true,
             default_lang: Lang::Zh,
             restart: RestartMode::Exec,
             limits: ArchiveLimits::default(),
@@ -108,7 +113,7 @@ pub enum ServerError {
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
     #[error(transparent)]
-    Storage(#[from] crate::storage::s3::S3ConfigError),
+    Storage(#[from] crate::backends::ConfigError),
     #[error("serving: {0}")]
     Serve(std::io::Error),
 }
@@ -314,11 +319,20 @@ pub async fn run(
         Some(lock) => lock,
         None => crate::lock::DataDirLock::acquire(&config.data_dir)?,
     };
-    // A remote store outlives in-process restarts; the local folder is reopened each time.
-    let remote: Option<Arc<dyn BackupStorage>> = match &config.storage {
-        StorageChoice::Local => None,
-        StorageChoice::S3(s3) => Some(Arc::new(S3Storage::new(S3Config::clone(s3))?)),
+    // The storages (and their S3 clients) outlive in-process restarts; which one an
+    // operation uses is read from the settings of the data served, restored ones included.
+    let flags = match &config.storage {
+        StorageChoice::Settings => None,
+        StorageChoice::S3(s3) => Some(S3Config::clone(s3)),
     };
+    let backends = Arc::new(Backends::new(config.data_dir.join(BACKUPS_DIR), flags, config.s3_checksums)?);
+    if let Some(o) = backends.overridden() {
+        tracing::info!(
+            bucket = %o.bucket,
+            prefix = %o.prefix,
+            "backups storage: the S3 bucket of the --backups-s3-* flags, whatever the settings' backups.s3 says"
+        );
+    }
     loop {
         let accounts = Arc::new(open_data_dir(&config.data_dir)?);
         // A stop taken while this round started (after the re-exec of a restore, say) is
@@ -327,17 +341,10 @@ pub async fn run(
             tracing::info!("stop requested while starting: not serving");
             return Ok(());
         }
-        let storage: Arc<dyn BackupStorage> = match &remote {
-            Some(remote) => remote.clone(),
-            None => Arc::new(
-                LocalStorage::open(config.data_dir.join(BACKUPS_DIR))
-                    .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?,
-            ),
-        };
         let (restart, mut restart_rx) = RestartHandle::new();
         let service_config = ServiceConfig {
             data_dir: config.data_dir.clone(),
-            storage,
+            backends: backends.clone(),
             limits: config.limits,
             create_gate: config.create_gate.clone(),
             restore_gate: config.restore_gate.clone(),
@@ -384,9 +391,7 @@ pub async fn run(
         scheduler.abort();
         let _ = scheduler.await;
         // Requests cut off when the grace ran out may have left uploads to abort.
-        if let Some(remote) = &remote {
-            remote.settle().await;
-        }
+        backends.settle().await;
         served.map_err(ServerError::Serve)?;
 
         let (request, stopping) = match stop_rx.await {

@@ -1,10 +1,12 @@
 //! The one place that owns the server's state and does the backup and restore work.
 //!
-//! It holds the exclusivity coordinator, the backups storage, the accounts and the data
+//! It holds the exclusivity coordinator, the backups storages, the accounts and the data
 //! dir, and exposes one async method per API operation, each returning a typed error that
-//! the HTTP layer maps to a documented response. Heavy work (zip, SQLite, password hashes)
-//! runs on blocking threads; creates and restores run in tasks of their own, so a client
-//! that disconnects cannot abandon them half-way.
+//! the HTTP layer maps to a documented response. Each operation takes the storage the
+//! settings choose when it starts ([`Service::backups_storage`]) and keeps it to its end; the
+//! coordinator is the server's, whatever storage an operation works on. Heavy work (zip,
+//! SQLite, password hashes) runs on blocking threads; creates and restores run in tasks of
+//! their own, so a client that disconnects cannot abandon them half-way.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +18,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use crate::accounts::{Accounts, AccountsError, Record};
+use crate::backends::{self, Backend, Backends};
 use crate::archive::{self, ArchiveError, ArchiveLimits, Output};
 use crate::auth::{self, AuthError, TokenKind};
 use crate::model::coordinator::{Activity, Busy, Coordinator};
@@ -202,7 +205,8 @@ pub struct UploadedFile {
 
 pub struct ServiceConfig {
     pub data_dir: PathBuf,
-    pub storage: Arc<dyn BackupStorage>,
+    /// Where backups go: chosen per operation, from the flags or the settings.
+    pub backends: Arc<Backends>,
     pub limits: ArchiveLimits,
     pub create_gate: Option<Gate>,
     pub restore_gate: Option<Gate>,
@@ -213,7 +217,9 @@ pub struct ServiceConfig {
 pub struct Service {
     data_dir: PathBuf,
     temp_dir: PathBuf,
-    storage: Arc<dyn BackupStorage>,
+    backends: Arc<Backends>,
+    /// The storage the settings chose at their last reading (see [`Service::backups_storage`]).
+    chosen: Mutex<ChosenStorage>,
     accounts: Arc<Accounts>,
     coordinator: Arc<Mutex<Coordinator>>,
     /// Woken whenever a delete ends: a restore of the key it deleted waits for it.
@@ -245,10 +251,25 @@ pub struct Listing {
 }
 
 struct CachedListing {
+    /// The storage listed.
+    backend: u64,
     generation: u64,
     stamp: Option<(i64, i64, i64, i64)>,
     at: Instant,
     listing: Arc<Listing>,
+}
+
+/// How long the storage the settings chose is used before they are read again. Our own
+/// changes take effect at once (they drop it); this bounds how long a change made to
+/// `data.db` some other way goes unseen.
+const CHOSEN_MAX_AGE: Duration = Duration::from_secs(2);
+
+/// The storage chosen at the last reading of the settings. `generation` is bumped by every
+/// change of the settings, so that a reading that began before one is not kept.
+#[derive(Default)]
+struct ChosenStorage {
+    generation: u64,
+    current: Option<(Instant, Backend)>,
 }
 
 /// How long a listing is reused at most: the folder's timestamps have a coarse clock (a
@@ -313,7 +334,8 @@ impl Service {
         Ok(Service {
             data_dir: config.data_dir,
             temp_dir,
-            storage: config.storage,
+            backends: config.backends,
+            chosen: Mutex::default(),
             accounts,
             coordinator: Arc::default(),
             deletes_done: tokio::sync::Notify::new(),
@@ -346,6 +368,67 @@ impl Service {
 
     pub(crate) fn access_cache(&self) -> &crate::settings::AccessCache {
         &self.access
+    }
+
+    /// What the `--backups-s3-*` flags chose, when they win over the settings' `backups.s3`.
+    pub fn s3_override(&self) -> Option<&backends::Override> {
+        self.backends.overridden()
+    }
+
+    /// The backups storage for an operation starting now: the flags' bucket when they name
+    /// one, else as the settings' `backups.s3` says (read again after any change). The
+    /// operation keeps it to its end, whatever the settings say meanwhile. Settings that
+    /// cannot be read or used are the storage error: backups never go somewhere else than
+    /// configured.
+    pub async fn backups_storage(&self) -> Result<Backend, BackupError> {
+        if let Some(fixed) = self.backends.fixed() {
+            return Ok(fixed);
+        }
+        let generation = {
+            let chosen = self.chosen.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, backend)) = &chosen.current {
+                if at.elapsed() < CHOSEN_MAX_AGE {
+                    return Ok(backend.clone());
+                }
+            }
+            chosen.generation
+        };
+        let unavailable = |e: String| BackupError::Storage(StorageError::Unavailable(std::io::Error::other(e)));
+        let settings = self.settings().await.map_err(|e| {
+            tracing::error!(error = %e, "settings unreadable: the backups storage cannot be chosen");
+            unavailable(e.to_string())
+        })?;
+        let backend = self.backends.for_settings(&settings.backups_s3).map_err(|e| {
+            tracing::error!(error = %e, "the settings' backups.s3 cannot be used");
+            unavailable(e.to_string())
+        })?;
+        let mut chosen = self.chosen.lock().unwrap_or_else(|p| p.into_inner());
+        if chosen.generation == generation {
+            chosen.current = Some((Instant::now(), backend.clone()));
+        }
+        Ok(backend)
+    }
+
+    /// The settings changed: the next operation reads them again.
+    pub(crate) fn settings_changed(&self) {
+        let mut chosen = self.chosen.lock().unwrap_or_else(|p| p.into_inner());
+        chosen.generation += 1;
+        chosen.current = None;
+    }
+
+    /// Tests the saved S3 section (`backups.s3`, or the file storage's `s3`) as PocketBase
+    /// does, whatever the flags say: writes a small object and deletes it.
+    pub async fn test_s3(&self, backups: bool) -> Result<(), backends::TestError> {
+        let settings = self.settings().await.map_err(|e| {
+            tracing::error!(error = %e, "settings unreadable: S3 not tested");
+            backends::TestError::SettingsUnreadable
+        })?;
+        backends::test(if backups { &settings.backups_s3 } else { &settings.storage_s3 }).await
+    }
+
+    /// Until the storages' background clean-up has ended (see `BackupStorage::settle`).
+    pub async fn settle(&self) {
+        self.backends.settle().await;
     }
 
     /// Whether a create or restore runs now (health's `canBackup` is the opposite).
@@ -386,29 +469,31 @@ impl Service {
 
     /// Every backup, newest first (then by key), reused while nothing has changed (R8).
     pub async fn listing(&self) -> Result<Arc<Listing>, BackupError> {
+        self.listing_in(&self.backups_storage().await?).await
+    }
+
+    /// [`Service::listing`] of the storage an operation holds.
+    pub async fn listing_in(&self, storage: &Backend) -> Result<Arc<Listing>, BackupError> {
         let generation = self.generation.load(Ordering::SeqCst);
-        let stamp = self.storage.change_stamp();
+        let stamp = storage.change_stamp();
         if let Some(c) = &*self.list_cache.lock().unwrap_or_else(|p| p.into_inner()) {
-            if c.generation == generation && c.stamp == stamp && c.at.elapsed() < LIST_CACHE_MAX_AGE {
+            if c.backend == storage.id
+                && c.generation == generation
+                && c.stamp == stamp
+                && c.at.elapsed() < LIST_CACHE_MAX_AGE
+            {
                 return Ok(c.listing.clone());
             }
         }
         let at = Instant::now();
-        let listing = Arc::new(Listing { items: self.list().await? });
+        let listing = Arc::new(Listing { items: list(storage).await? });
         *self.list_cache.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(CachedListing { generation, stamp, at, listing: listing.clone() });
+            Some(CachedListing { backend: storage.id, generation, stamp, at, listing: listing.clone() });
         Ok(listing)
     }
 
     fn changed(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Every backup, newest first (then by key).
-    async fn list(&self) -> Result<Vec<BackupMeta>, BackupError> {
-        let mut list = self.storage.list().await.map_err(BackupError::Storage)?;
-        list.sort_by(|a, b| b.modified.cmp(&a.modified).then_with(|| a.key.cmp(&b.key)));
-        Ok(list)
     }
 
     /// Creates a backup named `name` (generated when absent or empty) and returns its key
@@ -417,35 +502,38 @@ impl Service {
         if !lock(&self.coordinator).admits_create() {
             return Err(BackupError::Busy);
         }
-        let key = match name.filter(|n| !n.is_empty()) {
-            Some(name) => {
-                let key = names::create_name(name).map_err(BackupError::InvalidName)?;
-                match self.storage.head(&key).await {
-                    Ok(_) => return Err(BackupError::NameExists),
-                    Err(StorageError::NotFound) => key,
-                    Err(e) => return Err(BackupError::Storage(e)),
-                }
-            }
+        // A name that is not valid is refused before the storage is looked at.
+        let name = match name.filter(|n| !n.is_empty()) {
+            Some(name) => Some(names::create_name(name).map_err(BackupError::InvalidName)?),
+            None => None,
+        };
+        let storage = self.backups_storage().await?;
+        let key = match name {
+            Some(key) => match storage.head(&key).await {
+                Ok(_) => return Err(BackupError::NameExists),
+                Err(StorageError::NotFound) => key,
+                Err(e) => return Err(BackupError::Storage(e)),
+            },
             None => {
-                let existing = self.storage.list().await.map_err(BackupError::Storage)?;
+                let existing = storage.list().await.map_err(BackupError::Storage)?;
                 names::generated_name(time::OffsetDateTime::now_utc(), |k| {
                     existing.iter().any(|m| m.key.as_str() == k)
                 })
             }
         };
-        self.create_as(key).await
+        self.create_in(&storage, key).await
     }
 
-    /// Creates a backup under a key already chosen: the API's create once the name is
-    /// checked, and scheduled backups ([`crate::schedule`]). `Busy` at once while a create
-    /// or restore runs: never queued.
-    pub async fn create_as(&self, key: BackupKey) -> Result<BackupKey, BackupError> {
+    /// Creates a backup in `storage` under a key already chosen: the API's create once the
+    /// name is checked, and scheduled backups ([`crate::schedule`]). `Busy` at once while a
+    /// create or restore runs (in any storage: the server runs one at a time): never queued.
+    pub async fn create_in(&self, storage: &Backend, key: BackupKey) -> Result<BackupKey, BackupError> {
         let guard = self.start(|c| c.start_create(key.clone()))?;
         let progress = Progress::start("create", key.as_str(), self.progress).shown_in(&self.running);
         let work = CreateWork {
             data_dir: self.data_dir.clone(),
             temp_dir: self.temp_dir.clone(),
-            storage: self.storage.clone(),
+            storage: storage.storage.clone(),
             gate: self.create_gate.clone(),
             key: key.clone(),
             progress: progress.counter(),
@@ -461,7 +549,7 @@ impl Service {
         .await?;
         self.changed();
         if result.is_ok() && crate::metrics::enabled() {
-            if let Ok(meta) = self.storage.head(&key).await {
+            if let Ok(meta) = storage.head(&key).await {
                 crate::metrics::archive_created(meta.size);
             }
         }
@@ -487,7 +575,7 @@ impl Service {
         if lock(&self.coordinator).key_in_use() == Some(&key) {
             return Err(BackupError::NameExists);
         }
-        self.storage.put_file(&key, file.temp.path()).await?;
+        self.backups_storage().await?.put_file(&key, file.temp.path()).await?;
         file.temp.keep(); // consumed by the storage
         self.changed();
         tracing::info!(key = %key, "backup uploaded");
@@ -497,11 +585,18 @@ impl Service {
     /// Deletes a backup, unless a create or restore works on its key (R20).
     pub async fn delete(&self, raw_key: &str) -> Result<(), BackupError> {
         let key = BackupKey::parse(raw_key).ok_or(BackupError::NotFound)?;
+        self.delete_in(&self.backups_storage().await?, &key).await
+    }
+
+    /// [`Service::delete`] in the storage an operation holds. A key a create or restore works
+    /// on is busy in every storage: the coordinator knows keys, not storages.
+    pub async fn delete_in(&self, storage: &Backend, key: &BackupKey) -> Result<(), BackupError> {
+        let key = key.clone();
         // Decided under the coordinator's lock: a restore of this key either started before
         // (busy) or waits until the delete has ended.
         lock(&self.coordinator).start_delete(&key).map_err(|_| BackupError::Busy)?;
         let _deleting = DeleteGuard { service: self, key: &key };
-        self.storage.delete(&key).await?;
+        storage.delete(&key).await?;
         self.changed();
         tracing::info!(key = %key, "backup deleted");
         Ok(())
@@ -513,12 +608,13 @@ impl Service {
     /// check (including a decode of every entry) is refused with nothing changed (R21).
     pub async fn restore(&self, raw_key: &str) -> Result<(), BackupError> {
         let key = BackupKey::parse(raw_key).ok_or(BackupError::NotFound)?;
+        let storage = self.backups_storage().await?;
         let guard = self.start_restore(&key).await?;
-        let size = self.storage.head(&key).await?.size;
+        let size = storage.head(&key).await?.size;
         // Counts the extraction (not the fetch from the storage).
         let progress = Progress::start("restore", key.as_str(), self.progress).shown_in(&self.running);
         let work = RestoreWork {
-            storage: self.storage.clone(),
+            storage: storage.storage.clone(),
             temp_dir: self.temp_dir.clone(),
             limits: self.limits,
             restart: self.restart.clone(),
@@ -550,8 +646,9 @@ impl Service {
         if restoring() || self.is_draining() {
             return Err(BackupError::Busy);
         }
+        let storage = self.backups_storage().await?.storage;
         let work = {
-            let (storage, temp_dir, limits) = (self.storage.clone(), self.temp_dir.clone(), self.limits);
+            let (temp_dir, limits) = (self.temp_dir.clone(), self.limits);
             let verifying = self.verifying.clone();
             async move {
                 let _permit = verifying.acquire_owned().await.map_err(|e| BackupError::Failed(Box::new(e)))?;
@@ -579,8 +676,9 @@ impl Service {
         range: impl FnOnce(u64) -> Option<std::ops::Range<u64>>,
     ) -> Result<BackupReader, BackupError> {
         let key = BackupKey::parse(raw_key).ok_or(BackupError::NotFound)?;
-        let meta = self.storage.head(&key).await?;
-        Ok(self.storage.open(&key, range(meta.size)).await?)
+        let storage = self.backups_storage().await?;
+        let meta = storage.head(&key).await?;
+        Ok(storage.open(&key, range(meta.size)).await?)
     }
 
     // ---- accounts ----
@@ -615,6 +713,13 @@ impl Service {
     pub async fn file_token(&self, record: Record) -> Result<String, AccountError> {
         self.with_accounts(move |a| Ok(auth::issue(a, &record, TokenKind::File, now_unix())?)).await
     }
+}
+
+/// Every backup of `storage`, newest first (then by key).
+async fn list(storage: &Backend) -> Result<Vec<BackupMeta>, BackupError> {
+    let mut list = storage.list().await.map_err(BackupError::Storage)?;
+    list.sort_by(|a, b| b.modified.cmp(&a.modified).then_with(|| a.key.cmp(&b.key)));
+    Ok(list)
 }
 
 /// Everything a restore needs before the swap, owned, so it can run in a task of its own.

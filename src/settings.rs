@@ -1,9 +1,11 @@
 //! The app settings PocketBase keeps in `data.db` (`_params` row `settings`), as far as this
-//! server uses them: `backups.cron` / `backups.cronMaxKeep`, `superuserIPs`, `trustedProxy`
-//! and the mail settings (`smtp`, `meta.senderName` / `meta.senderAddress`) read and written,
-//! `meta.appName` and `meta.appURL` read. Every other key of the row is kept exactly as it is
-//! on update, so a data dir's settings are shared with PocketBase in both directions. The
-//! access checks read theirs through [`AccessCache`].
+//! server uses them: `backups.cron` / `backups.cronMaxKeep`, `backups.s3` and `s3` (see
+//! [`s3`]), `superuserIPs`, `trustedProxy` and the mail settings (`smtp`, `meta.senderName` /
+//! `meta.senderAddress`) read and written, `meta.appName` and `meta.appURL` read. Every other
+//! key of the row is kept exactly as it is on update, so a data dir's settings are shared with
+//! PocketBase in both directions. The access checks read theirs through [`AccessCache`].
+
+pub mod s3;
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -19,6 +21,7 @@ use crate::layout::DATA_DB;
 use crate::mail::{self, AuthMethod, MailConfig, SmtpConfig};
 use crate::sqlite::{self, Access, ObjectKind};
 use crate::schedule::{self, CronError};
+pub use s3::{S3Patch, S3Settings};
 
 /// `_params.id` of the settings row.
 const SETTINGS_ROW: &str = "settings";
@@ -46,6 +49,10 @@ pub struct Settings {
     /// Addresses and CIDR ranges superusers may log in and call from; empty: anywhere.
     pub superuser_ips: Vec<String>,
     pub trusted_proxy: TrustedProxy,
+    /// `backups.s3`: where backups are kept when enabled (else `<data dir>/backups`).
+    pub backups_s3: S3Settings,
+    /// `s3`: PocketBase's file storage; stored and tested here, never used.
+    pub storage_s3: S3Settings,
 }
 
 /// Which request headers name the client (as a reverse proxy writes them), in order of
@@ -166,6 +173,8 @@ pub struct SettingsPatch {
     pub trusted_proxy: TrustedProxyPatch,
     pub smtp: SmtpPatch,
     pub meta: MetaPatch,
+    pub backups_s3: S3Patch,
+    pub storage_s3: S3Patch,
 }
 
 /// One refused field, PocketBase's validation code first.
@@ -190,6 +199,8 @@ pub enum FieldProblem {
     NotAllowed,
     /// `validation_is_email`.
     NotAnEmail,
+    /// `validation_is_url`: an S3 endpoint that is not a URL.
+    NotAUrl,
 }
 
 impl FieldProblem {
@@ -202,6 +213,7 @@ impl FieldProblem {
             FieldProblem::NotAHost => "validation_is_host",
             FieldProblem::NotAllowed => "validation_in_invalid",
             FieldProblem::NotAnEmail => "validation_is_email",
+            FieldProblem::NotAUrl => "validation_is_url",
             // PocketBase's code, misspelling included: clients match on it.
             FieldProblem::InvalidIpOrSubnet => "validation_invlaid_ip_or_subnet",
         }
@@ -209,7 +221,8 @@ impl FieldProblem {
 }
 
 /// A refused field: its section (`backups`, `superuserIPs`) and its name there (for a list,
-/// the entry's index), as PocketBase nests them in the error's `data`.
+/// the entry's index; `s3.bucket` for a field of `backups.s3`: each `.` one level deeper),
+/// as PocketBase nests them in the error's `data`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvalidField {
     pub section: &'static str,
@@ -429,12 +442,21 @@ fn from_row(value: &Value) -> Settings {
             headers: strings(&value["trustedProxy"]["headers"], MAX_PROXY_HEADERS),
             use_leftmost_ip: value["trustedProxy"]["useLeftmostIP"].as_bool().unwrap_or(false),
         },
+        backups_s3: s3::from_value(&backups["s3"]),
+        storage_s3: s3::from_value(&value["s3"]),
     }
 }
 
 /// The settings stored in the data dir's `data.db`.
 pub fn load(data_dir: &Path) -> Result<Settings, SettingsError> {
     Ok(from_row(&row(&open(data_dir)?)?))
+}
+
+/// As [`load`], for a reader beside a running server or on a data dir that may not be one:
+/// opened read-only, so a missing `data.db` is an error rather than a new empty file.
+pub fn load_read_only(data_dir: &Path) -> Result<Settings, SettingsError> {
+    let (conn, _deadline) = sqlite::open(&data_dir.join(DATA_DB), Access::ReadOnly, sqlite::QUERY_BUDGET)?;
+    Ok(from_row(&row(&conn)?))
 }
 
 /// Applies `patch` to the stored `backups` section if the result is valid; nothing is
@@ -478,6 +500,15 @@ pub fn update(data_dir: &Path, patch: &SettingsPatch) -> Result<Settings, Settin
     if patch.meta != MetaPatch::default() {
         validate_sender(&sender.0, &sender.1, &mut invalid);
     }
+    // Checked when changed, as the mail sections are.
+    let backups_s3 = s3::merged(&current.backups_s3, &patch.backups_s3);
+    if !patch.backups_s3.is_empty() {
+        s3::validate(&backups_s3, "backups", "s3.", &mut invalid);
+    }
+    let storage_s3 = s3::merged(&current.storage_s3, &patch.storage_s3);
+    if !patch.storage_s3.is_empty() {
+        s3::validate(&storage_s3, "s3", "", &mut invalid);
+    }
     if !invalid.fields.is_empty() {
         return Err(SettingsError::Invalid(invalid));
     }
@@ -488,6 +519,12 @@ pub fn update(data_dir: &Path, patch: &SettingsPatch) -> Result<Settings, Settin
     let backups = section(root, "backups");
     backups.insert("cron".into(), json!(next.cron));
     backups.insert("cronMaxKeep".into(), json!(next.cron_max_keep));
+    if !patch.backups_s3.is_empty() {
+        s3::store(section(backups, "s3"), &backups_s3);
+    }
+    if !patch.storage_s3.is_empty() {
+        s3::store(section(root, "s3"), &storage_s3);
+    }
     if let Some(ips) = &patch.superuser_ips {
         root.insert("superuserIPs".into(), json!(ips));
     }
@@ -624,11 +661,13 @@ impl crate::service::Service {
     }
 
     /// See [`update`]; the schedule picks a change up at its next minute, the access checks
-    /// at once.
+    /// and the choice of the backups storage at once.
     pub async fn update_settings(&self, patch: SettingsPatch) -> Result<Settings, SettingsError> {
         let dir = self.data_dir().to_path_buf();
         let settings = tokio::task::spawn_blocking(move || update(&dir, &patch)).await.map_err(join_error)??;
         self.access_cache().set(&settings);
+        // The next backups operation uses the storage `backups.s3` names now.
+        self.settings_changed();
         tracing::info!(
             cron = %settings.backups.cron,
             cron_max_keep = settings.backups.cron_max_keep,
@@ -636,6 +675,8 @@ impl crate::service::Service {
             trusted_proxy = ?settings.trusted_proxy,
             smtp = settings.smtp.enabled,
             smtp_host = %settings.smtp.host,
+            backups_s3 = settings.backups_s3.enabled,
+            backups_s3_bucket = %settings.backups_s3.bucket,
             "settings updated"
         );
         Ok(settings)
@@ -920,6 +961,48 @@ mod tests {
         assert_eq!(s.smtp.password, "");
         let off = update(dir.path(), &smtp(|p| p.enabled = Some(false))).unwrap();
         assert_eq!(off.mail().smtp, None, "SMTP off: the local sendmail");
+    }
+
+    #[test]
+    fn s3_sections_are_checked_when_changed_and_stored_as_pocketbase_stores_them() {
+        let dir = data_dir();
+        let conn = open(dir.path()).unwrap();
+        let mut before = row(&conn).unwrap();
+        before["backups"]["s3"] = json!({"enabled": false, "bucket": "", "custom": 1});
+        conn.execute("UPDATE _params SET value = ?1 WHERE id = 'settings'", [before.to_string()]).unwrap();
+        let on = |secret: Option<&str>| SettingsPatch {
+            backups_s3: S3Patch {
+                enabled: Some(true),
+                bucket: Some("b".into()),
+                region: Some("us-east-1".into()),
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                access_key: Some("a".into()),
+                secret: secret.map(Into::into),
+                force_path_style: Some(true),
+            },
+            ..Default::default()
+        };
+        // What PocketBase 0.40.6 answers for an enabled section without a secret.
+        assert_eq!(refused(dir.path(), &on(None)), ["backups.s3.secret: validation_required"]);
+        let s = update(dir.path(), &on(Some("s"))).unwrap();
+        assert_eq!((s.backups_s3.enabled, s.backups_s3.secret.as_str()), (true, "s"));
+        let stored = row(&conn).unwrap();
+        assert_eq!(stored["backups"]["s3"]["custom"], 1, "other keys stay");
+        assert_eq!(stored["backups"]["s3"]["accessKey"], "a");
+        assert_eq!(stored["backups"]["cron"], before["backups"]["cron"]);
+        // Left out, the secret is kept; the file storage's section is its own.
+        let s = update(dir.path(), &on(None)).unwrap();
+        assert_eq!(s.backups_s3.secret, "s");
+        let files = SettingsPatch { storage_s3: S3Patch { enabled: Some(true), ..Default::default() }, ..Default::default() };
+        assert_eq!(refused(dir.path(), &files), [
+            "s3.endpoint: validation_required",
+            "s3.bucket: validation_required",
+            "s3.region: validation_required",
+            "s3.accessKey: validation_required",
+            "s3.secret: validation_required",
+        ]);
+        assert_eq!(load(dir.path()).unwrap().storage_s3, S3Settings::default(), "nothing stored");
+        assert!(!format!("{s:?}").contains("\"s\""), "the secret stays out of Debug");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The operators' console at `/_/` in headless Chromium against the real binary: every action
-//! through the page (`tests/console/console.test.mjs`), and the login when `_superusers`
-//! requires MFA (`tests/console/mfa.test.mjs`); Playwright over Debian's Chromium, both
-//! installed by `tests/console/run.sh` when missing. `PB_CONSOLE_SCREENSHOT=PATH` also saves a
-//! screenshot of the page there (`scripts/console-screenshot` makes the README's).
+//! through the page (`tests/console/console.test.mjs`, its S3 settings against moto), and the
+//! login when `_superusers` requires MFA (`tests/console/mfa.test.mjs`); Playwright over
+//! Debian's Chromium, both installed by `tests/console/run.sh` when missing.
+//! `PB_CONSOLE_SCREENSHOT=PATH` also saves a screenshot of the page there
+//! (`scripts/console-screenshot` makes the README's).
 
 mod support;
 
@@ -49,7 +50,8 @@ fn the_console_does_every_action_in_a_real_browser() {
     hold.execute_batch("PRAGMA journal_mode = DELETE; CREATE TABLE held (x); INSERT INTO held VALUES (1);").unwrap();
     drop(hold);
     let server = BinaryServer::start(&dir);
-    run_browser_test("console.test.mjs", &server, &dir, &[]);
+    let bucket = tokio::runtime::Runtime::new().unwrap().block_on(support::s3::new_bucket(support::s3::moto()));
+    run_browser_test("console.test.mjs", &server, &dir, &[("PB_S3_ENDPOINT", support::s3::moto()), ("PB_S3_BUCKET", &bucket)]);
 }
 
 /// With MFA on `_superusers`, the page asks for the code mailed to the superuser (a local SMTP

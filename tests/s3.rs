@@ -2,8 +2,10 @@
 //! started once for this file by `scripts/s3-test-server` (which installs it on first use),
 //! one fresh bucket per test. Covers the endpoints' flows on S3, the storage contract
 //! (multipart, ranges, conditional publish), two servers sharing a bucket, an endpoint that
-//! dies mid-create, uploads cut off half-way (no multipart upload left behind), and the
-//! storage 400 for an unreachable endpoint or a missing bucket.
+//! dies mid-create, uploads cut off half-way (no multipart upload left behind), the
+//! storage 400 for an unreachable endpoint or a missing bucket, and the bucket chosen by the
+//! settings' `backups.s3` (per operation, the flags winning) for the API and the offline
+//! commands.
 
 mod support;
 
@@ -29,6 +31,7 @@ use tokio::sync::watch;
 const STORAGE_FAILURE: &str = pb_backups_spec::Lang::Zh.messages().storage_failure;
 const STORAGE_FAILURE_EN: &str = pb_backups_spec::Lang::En.messages().storage_failure;
 const BUSY: &str = pb_backups_spec::Lang::Zh.messages().busy_delete_restore;
+const BUSY_CREATE: &str = pb_backups_spec::Lang::Zh.messages().busy_create;
 
 // ---- the S3 server (moto, buckets, configs: support::s3) ----
 
@@ -685,4 +688,172 @@ async fn measure_create_and_restore() {
         println!("{backend}: create {create_time:?}, restore {restore_time:?} (archive {} MiB)", size >> 20);
         s.stop().await;
     }
+}
+
+// ---- the bucket the settings choose (`backups.s3`) ----
+
+/// `backups.s3` on, for `bucket` on moto (whose keys are anything).
+fn s3_on(bucket: &str) -> Value {
+    json!({"enabled": true, "bucket": bucket, "region": "us-east-1", "endpoint": moto(),
+           "accessKey": "test", "secret": "test", "forcePathStyle": true})
+}
+
+async fn patch_settings(s: &TestServer, token: &str, body: Value) -> (u16, Value) {
+    status_json(s.client.patch(s.url("/api/settings")).header("Authorization", token).json(&body).send().await.unwrap()).await
+}
+
+async fn get_settings(s: &TestServer, token: &str) -> Value {
+    let (status, body) = status_json(s.client.get(s.url("/api/settings")).header("Authorization", token).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The backups in the data dir's own folder, sorted.
+fn local_backups(s: &TestServer) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(s.data_dir().join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".zip"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_settings_choose_the_storage_for_each_operation_and_a_running_create_keeps_its_own() {
+    let bucket = new_bucket(moto()).await;
+    let store = raw(moto(), &bucket);
+    let gate = Gate::new();
+    let s = TestServer::start_with(Options { create_gate: Some(gate.hook()), ..Default::default() }).await;
+    let su = s.superuser_token().await;
+
+    // Off (a new data dir): the local folder.
+    assert_eq!(create(&s, &su, json!({"name": "local.zip"})).await, (204, Value::Null));
+    assert_eq!(local_backups(&s), ["local.zip"]);
+
+    // On: the bucket, from the very next request, without a restart.
+    let (status, body) = patch_settings(&s, &su, json!({"backups": {"s3": s3_on(&bucket)}})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["backups"]["s3"]["bucket"], bucket.as_str());
+    assert!(body["backups"]["s3"].get("secret").is_none(), "the secret is never served: {body}");
+    assert!(body["backups"].get("s3Override").is_none(), "no flags, no override: {body}");
+    assert_eq!(keys(&s, &su).await, Vec::<String>::new());
+    assert_eq!(create(&s, &su, json!({"name": "in_bucket.zip"})).await, (204, Value::Null));
+    assert_eq!(object_names(&store).await, ["in_bucket.zip"]);
+    assert_eq!(local_backups(&s), ["local.zip"]);
+
+    // A create held at its gate while S3 is switched off finishes in the bucket it started in.
+    gate.hold_next();
+    let creating = {
+        let (client, url, su) = (s.client.clone(), s.url("/api/backups"), su.clone());
+        tokio::spawn(async move {
+            let r = client.post(url).header("Authorization", su).json(&json!({"name": "held.zip"})).send().await.unwrap();
+            status_json(r).await
+        })
+    };
+    gate.held().await;
+    let (status, body) = patch_settings(&s, &su, json!({"backups": {"s3": {"enabled": false}}})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(keys(&s, &su).await, ["local.zip"], "the next request lists the folder");
+    // The server still runs one create at a time, whatever storage each works on.
+    assert_eq!(create(&s, &su, json!({"name": "meanwhile.zip"})).await, (400, error_body(400, BUSY_CREATE)));
+    gate.release();
+    assert_eq!(creating.await.unwrap(), (204, Value::Null));
+    assert_eq!(object_names(&store).await, ["held.zip", "in_bucket.zip"]);
+    assert_eq!(local_backups(&s), ["local.zip"], "nothing of the held create in the folder");
+    assert_eq!(keys(&s, &su).await, ["local.zip"]);
+
+    // On again, the secret left out: the stored one is kept and works.
+    let (status, body) = patch_settings(&s, &su, json!({"backups": {"s3": {"enabled": true}}})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(keys(&s, &su).await, ["held.zip", "in_bucket.zip"]);
+    let bytes = download(&s, &su, "held.zip").await;
+    assert_eq!(&bytes[..4], b"PK\x03\x04");
+    assert_eq!(delete(&s, &su, "in_bucket.zip").await, (204, Value::Null));
+    assert_eq!(object_names(&store).await, ["held.zip"]);
+    assert_eq!(upload(&s, &su, "uploaded.zip", bytes).await, (204, Value::Null));
+    assert_eq!(object_names(&store).await, ["held.zip", "uploaded.zip"]);
+    assert_eq!(local_backups(&s), ["local.zip"]);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_flags_win_over_the_settings_and_the_settings_say_so() {
+    let (flagged, named) = (new_bucket(moto()).await, new_bucket(moto()).await);
+    let s = s3_server(&flagged, "").await;
+    let su = s.superuser_token().await;
+    let (status, body) = patch_settings(&s, &su, json!({"backups": {"s3": s3_on(&named)}})).await;
+    assert_eq!(status, 200, "{body}");
+    let settings = get_settings(&s, &su).await;
+    assert_eq!(settings["backups"]["s3"]["bucket"], named.as_str(), "stored as sent");
+    assert_eq!(
+        settings["backups"]["s3Override"],
+        json!({"bucket": flagged, "endpoint": moto(), "region": "us-east-1", "prefix": ""})
+    );
+    assert_eq!(create(&s, &su, json!({"name": "flagged.zip"})).await, (204, Value::Null));
+    assert_eq!(object_names(&raw(moto(), &flagged)).await, ["flagged.zip"]);
+    assert!(object_names(&raw(moto(), &named)).await.is_empty());
+    s.stop().await;
+}
+
+/// `pb-backups ARGS` with `env` and no other S3 variable; (success, stdout, stderr).
+fn cli_with(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pb-backups"));
+    cmd.args(args);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PB_BACKUPS_S3_") || name.starts_with("AWS_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn cli(args: &[&str]) -> (bool, String, String) {
+    cli_with(args, &[])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_offline_commands_and_check_s3_use_the_bucket_the_settings_enable() {
+    let bucket = new_bucket(moto()).await;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("pb_data");
+    seed_accounts(&dir);
+    let d = dir.to_str().unwrap();
+    let (ok, _, err) = cli(&["backups", "check-s3", "--dir", d]);
+    assert!(!ok && err.contains("nothing to check"), "{err}");
+
+    let on = pb_backups::settings::S3Patch {
+        enabled: Some(true),
+        bucket: Some(bucket.clone()),
+        region: Some("us-east-1".into()),
+        endpoint: Some(moto().to_string()),
+        access_key: Some("test".into()),
+        secret: Some("test".into()),
+        force_path_style: Some(true),
+    };
+    let patch = pb_backups::settings::SettingsPatch { backups_s3: on, ..Default::default() };
+    pb_backups::settings::update(&dir, &patch).unwrap();
+    let (ok, out, err) = cli(&["backups", "check-s3", "--dir", d]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("from the settings' backups.s3") && out.contains("the configuration works"), "{out}");
+    assert!(!out.contains("test\"") && !err.contains("secret"), "no key is shown: {out}{err}");
+
+    let (ok, out, err) = cli(&["backups", "create", "offline.zip", "--dir", d]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(object_names(&raw(moto(), &bucket)).await, ["offline.zip"]);
+    let (ok, out, _) = cli(&["backups", "list", "--dir", d]);
+    assert!(ok && out.starts_with("offline.zip\t"), "{out}");
+    let (ok, out, err) = cli(&["backups", "verify", "--all", "--dir", d]);
+    assert!(ok && out.contains("ok   offline.zip"), "{out}\n{err}");
+    assert!(!dir.join("backups").join("offline.zip").exists());
+    // The flags still win: another bucket, named on the command line.
+    let other = new_bucket(moto()).await;
+    let flags = ["--backups-s3-bucket", other.as_str(), "--backups-s3-endpoint", moto(), "--backups-s3-path-style"];
+    let mut list = vec!["backups", "list", "--dir", d];
+    list.extend(flags);
+    let keys = [("PB_BACKUPS_S3_ACCESS_KEY", "test"), ("PB_BACKUPS_S3_SECRET_KEY", "test")];
+    let (ok, out, err) = cli_with(&list, &keys);
+    assert!(ok && out.trim().is_empty(), "{out}\n{err}");
 }

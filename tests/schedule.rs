@@ -77,6 +77,11 @@ fn settings_row(dir: &std::path::Path) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// An S3 section never set, as served (the secret is never served).
+fn s3_off() -> Value {
+    json!({"enabled": false, "bucket": "", "region": "", "endpoint": "", "accessKey": "", "forcePathStyle": false})
+}
+
 #[tokio::test]
 async fn settings_are_for_superusers_and_validated_as_pocketbase_does() {
     let s = Scheduled::start(None).await;
@@ -95,16 +100,18 @@ async fn settings_are_for_superusers_and_validated_as_pocketbase_does() {
         json!({
             "meta": {"appName": "pb-backups", "appURL": "http://127.0.0.1:8090", "senderName": "pb-backups",
                      "senderAddress": "noreply@example.com"},
-            "backups": {"cron": "", "cronMaxKeep": 3},
+            "backups": {"cron": "", "cronMaxKeep": 3, "s3": s3_off()},
             "superuserIPs": [],
             "trustedProxy": {"headers": [], "useLeftmostIP": false},
-            "smtp": {"enabled": false, "host": "", "port": 0, "username": "", "authMethod": "", "tls": false, "localName": ""}
+            "smtp": {"enabled": false, "host": "", "port": 0, "username": "", "authMethod": "", "tls": false, "localName": ""},
+            "s3": s3_off()
         })
     );
     let before = settings_row(s.dir.path());
     let (status, body) = s.patch_settings(json!({"backups": {"cron": "0 3 * * *", "cronMaxKeep": 2}})).await;
-    assert_eq!((status, &body["backups"]), (200, &json!({"cron": "0 3 * * *", "cronMaxKeep": 2})));
-    assert_eq!(s.get_settings().await["backups"], json!({"cron": "0 3 * * *", "cronMaxKeep": 2}));
+    let schedule = json!({"cron": "0 3 * * *", "cronMaxKeep": 2, "s3": s3_off()});
+    assert_eq!((status, &body["backups"]), (200, &schedule));
+    assert_eq!(s.get_settings().await["backups"], schedule);
     // Every other section of the row is as it was.
     let mut after = settings_row(s.dir.path());
     after["backups"]["cron"] = before["backups"]["cron"].clone();
@@ -136,7 +143,7 @@ async fn settings_are_for_superusers_and_validated_as_pocketbase_does() {
     let r = s.client.patch(s.url("/api/settings")).header("Authorization", &s.token);
     let (status, body) = status_json(r.header("Content-Type", "application/json").body("{").send().await.unwrap()).await;
     assert_eq!((status, &body["data"]), (400, &json!({})), "{body}");
-    assert_eq!(s.get_settings().await["backups"], json!({"cron": "0 3 * * *", "cronMaxKeep": 2}));
+    assert_eq!(s.get_settings().await["backups"], schedule);
     s.stop().await;
 }
 
@@ -277,5 +284,5 @@ async fn serve_flags_store_the_schedule_at_start_and_refuse_a_bad_one() {
     let token = login(&client, &base, "_superusers", SUPERUSER.0, SUPERUSER.1).await;
     let r = client.get(format!("{base}/api/settings")).header("Authorization", &token).send().await.unwrap();
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["backups"], json!({"cron": "30 2 * * 0", "cronMaxKeep": 9}));
+    assert_eq!((&body["backups"]["cron"], &body["backups"]["cronMaxKeep"]), (&json!("30 2 * * 0"), &json!(9)));
 }

@@ -51,6 +51,7 @@ fn documented_error(operation_id: &str, status: u16) -> Option<ApiError> {
     let e = match (operation_id, status) {
         ("authWithPassword" | "fileToken" | "health", _) => return None,
         ("verifyBackup", 400) => ApiError::new(400, Message::Busy),
+        ("testS3", 400) => ApiError::new(400, Message::S3NotEnabled),
         ("requestOTP" | "authWithOTP", 403) => ApiError::new(403, Message::OtpDisabled),
         ("requestOTP" | "authWithOTP", 404) => ApiError::not_found(),
         ("requestOTP" | "authWithOTP", _) => return None,

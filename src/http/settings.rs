@@ -1,9 +1,11 @@
 //! `GET` / `PATCH /api/settings`, as PocketBase serves them, for the part this server uses:
-//! the `backups` section (`cron`, `cronMaxKeep`), `superuserIPs`, `trustedProxy` and the mail
-//! settings (`smtp`, `meta.senderName`, `meta.senderAddress`) read and written, `meta.appName`
-//! and `meta.appURL` read only. The SMTP password is never served (the key is left out, as
-//! PocketBase does). Superusers only. Validation errors nest per section, as PocketBase's do:
-//! `data.backups.cron.code`, `data.superuserIPs.0.code`.
+//! the `backups` section (`cron`, `cronMaxKeep`, `s3`), the file storage's `s3`,
+//! `superuserIPs`, `trustedProxy` and the mail settings (`smtp`, `meta.senderName`,
+//! `meta.senderAddress`) read and written, `meta.appName` and `meta.appURL` read only; and
+//! `POST /api/settings/test/s3`. The SMTP password and the S3 secrets are never served (the
+//! keys are left out, as PocketBase does). Superusers only. Validation errors nest per
+//! section, as PocketBase's do: `data.backups.cron.code`, `data.backups.s3.bucket.code`,
+//! `data.superuserIPs.0.code`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,21 +13,23 @@ use std::sync::Arc;
 use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::auth::AuthToken;
 use super::body::{DeferredBody, JSON_BODY_LIMIT, JSON_BODY_TIMEOUT};
 use super::error::{response_errors, ApiError, ErrorBody, FieldError};
+use crate::backends::{Override, TestError};
 use crate::i18n::Message;
 use crate::service::Service;
 use crate::settings::{
-    BackupsPatch, FieldProblem, MetaPatch, Settings, SettingsError, SettingsPatch, SmtpPatch, TrustedProxyPatch,
+    BackupsPatch, FieldProblem, MetaPatch, S3Patch, S3Settings, Settings, SettingsError, SettingsPatch, SmtpPatch,
+    TrustedProxyPatch,
 };
 
 #[derive(Tags)]
 enum ApiTags {
-    /// The app settings this server uses: the automatic backups schedule, who may act as a
-    /// superuser from where, and mail. Superusers only.
+    /// The app settings this server uses: the automatic backups schedule, where backups are
+    /// kept (S3), who may act as a superuser from where, and mail. Superusers only.
     Settings,
 }
 
@@ -41,6 +45,57 @@ pub struct SettingsBody {
     pub superuser_ips: Vec<String>,
     pub trusted_proxy: TrustedProxyBody,
     pub smtp: SmtpSettingsBody,
+    /// PocketBase's file storage in S3: stored and tested here (`POST /api/settings/test/s3`
+    /// with `storage`), not used, as this server serves no files.
+    pub s3: S3SettingsBody,
+}
+
+/// An S3-compatible bucket. The secret is never served.
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase", rename = "S3Settings")]
+pub struct S3SettingsBody {
+    pub enabled: bool,
+    pub bucket: String,
+    pub region: String,
+    /// Base URL of the store, e.g. `https://s3.amazonaws.com` or `http://127.0.0.1:9000`
+    /// (`https://` when no scheme is given).
+    pub endpoint: String,
+    pub access_key: String,
+    /// `ENDPOINT/BUCKET/KEY` requests instead of `BUCKET.ENDPOINT/KEY` (IP addresses, MinIO).
+    pub force_path_style: bool,
+}
+
+/// The bucket the server's `--backups-s3-*` flags (or `PB_BACKUPS_S3_*` environment) name:
+/// while they do, backups go there, whatever `backups.s3` says.
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase", rename = "S3Override")]
+pub struct S3OverrideBody {
+    pub bucket: String,
+    /// Empty: AWS S3.
+    pub endpoint: String,
+    pub region: String,
+    /// The folder inside the bucket; empty: its root.
+    pub prefix: String,
+}
+
+impl From<&Override> for S3OverrideBody {
+    fn from(o: &Override) -> Self {
+        S3OverrideBody { bucket: o.bucket.clone(), endpoint: o.endpoint.clone(), region: o.region.clone(), prefix: o.prefix.clone() }
+    }
+}
+
+impl From<S3Settings> for S3SettingsBody {
+    fn from(s: S3Settings) -> Self {
+        // No secret: it is write only.
+        S3SettingsBody {
+            enabled: s.enabled,
+            bucket: s.bucket,
+            region: s.region,
+            endpoint: s.endpoint,
+            access_key: s.access_key,
+            force_path_style: s.force_path_style,
+        }
+    }
 }
 
 /// Which request headers name the client, for the peers listed with `--trusted-proxy`.
@@ -102,6 +157,14 @@ pub struct BackupsSettingsBody {
     pub cron: String,
     /// How many scheduled backups (`@auto_pb_backup_*`) to keep; at least 1 with a cron.
     pub cron_max_keep: i64,
+    /// Where backups are kept: this bucket (at its root, as PocketBase keeps them) while
+    /// `enabled`, else the data dir's `backups` folder. Read for every operation: a change
+    /// applies to the next one; one running keeps the storage it started with.
+    pub s3: S3SettingsBody,
+    /// Present only when the server's `--backups-s3-*` flags name a bucket: backups then go
+    /// there, and `s3` is stored but not used.
+    #[oai(read_only, skip_serializing_if_is_none)]
+    pub s3_override: Option<S3OverrideBody>,
 }
 
 /// A change to the settings: absent fields keep their value.
@@ -115,6 +178,24 @@ pub struct SettingsPatchBody {
     pub trusted_proxy: Option<TrustedProxyPatchBody>,
     pub smtp: Option<SmtpPatchBody>,
     pub meta: Option<MetaPatchBody>,
+    pub s3: Option<S3PatchBody>,
+}
+
+/// A change to an S3 section: absent fields keep their value. With `enabled`, `endpoint`,
+/// `bucket`, `region`, `accessKey` and `secret` are required (a stored secret counts).
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase", rename = "S3SettingsPatch")]
+pub struct S3PatchBody {
+    pub enabled: Option<bool>,
+    pub bucket: Option<String>,
+    pub region: Option<String>,
+    /// A URL.
+    pub endpoint: Option<String>,
+    pub access_key: Option<String>,
+    /// Write only: absent keeps the stored one, empty (or null) clears it.
+    #[oai(write_only)]
+    pub secret: Option<String>,
+    pub force_path_style: Option<bool>,
 }
 
 #[derive(Object, Debug)]
@@ -159,18 +240,31 @@ pub struct BackupsPatchBody {
     /// 0 or more (at least 1 with a cron), as a 32-bit integer.
     #[oai(validator(minimum(value = "0"), maximum(value = "2147483647")))]
     pub cron_max_keep: Option<i64>,
+    pub s3: Option<S3PatchBody>,
 }
 
 /// A validation error, with the refused fields under their section:
 /// `{"data": {"backups": {"cron": {"code", "message"}}}}`; a list's entries by index:
-/// `{"data": {"superuserIPs": {"0": {"code", "message"}}}}`; sections `backups`,
-/// `superuserIPs`, `trustedProxy`, `smtp`, `meta`.
+/// `{"data": {"superuserIPs": {"0": {"code", "message"}}}}`; a field of `backups.s3` one level
+/// deeper: `{"data": {"backups": {"s3": {"bucket": {"code", "message"}}}}}`; sections
+/// `backups`, `s3`, `superuserIPs`, `trustedProxy`, `smtp`, `meta`.
 #[derive(Object, Debug)]
 #[oai(rename = "SettingsValidationError")]
 pub struct SettingsError400 {
     pub status: u16,
     pub message: String,
-    pub data: BTreeMap<String, BTreeMap<String, FieldError>>,
+    /// Section → field → `{"code", "message"}` (or, for `backups.s3`, field → `{"code",
+    /// "message"}` once more).
+    pub data: BTreeMap<String, BTreeMap<String, Value>>,
+}
+
+impl SettingsBody {
+    /// The settings served, with the flags' bucket when it wins over `backups.s3`.
+    fn served(s: Settings, s3_override: Option<&Override>) -> Self {
+        let mut body = SettingsBody::from(s);
+        body.backups.s3_override = s3_override.map(S3OverrideBody::from);
+        body
+    }
 }
 
 impl From<Settings> for SettingsBody {
@@ -193,12 +287,18 @@ impl From<Settings> for SettingsBody {
                 tls: smtp.tls,
                 local_name: smtp.local_name,
             },
-            backups: BackupsSettingsBody { cron: s.backups.cron, cron_max_keep: s.backups.cron_max_keep },
+            backups: BackupsSettingsBody {
+                cron: s.backups.cron,
+                cron_max_keep: s.backups.cron_max_keep,
+                s3: s.backups_s3.into(),
+                s3_override: None,
+            },
             superuser_ips: s.superuser_ips,
             trusted_proxy: TrustedProxyBody {
                 headers: s.trusted_proxy.headers,
                 use_leftmost_ip: s.trusted_proxy.use_leftmost_ip,
             },
+            s3: s.storage_s3.into(),
         }
     }
 }
@@ -262,12 +362,24 @@ impl UpdateSettingsResponse {
 /// Refused fields: section, field (a list entry's index), code, message.
 type FieldErrors = Vec<(&'static str, String, &'static str, Message)>;
 
-/// A 400 with the refused fields under their sections.
+/// A 400 with the refused fields under their sections (`s3.bucket`: `bucket` under `s3`).
 fn validation(message: Message, fields: FieldErrors) -> UpdateSettingsResponse {
-    let mut data: BTreeMap<String, BTreeMap<String, FieldError>> = BTreeMap::new();
+    let mut data: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     for (section, field, code, msg) in fields {
         let error = FieldError { code: code.into(), message: msg.current().into() };
-        data.entry(section.to_string()).or_default().insert(field, error);
+        let error = poem_openapi::types::ToJSON::to_json(&error).unwrap_or_default();
+        let fields = data.entry(section.to_string()).or_default();
+        match field.split_once('.') {
+            None => {
+                fields.insert(field, error);
+            }
+            Some((group, name)) => {
+                let group = fields.entry(group.to_string()).or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(group) = group {
+                    group.insert(name.to_string(), error);
+                }
+            }
+        }
     }
     UpdateSettingsResponse::BadRequest(Json(SettingsError400 { status: 400, message: message.current().into(), data }))
 }
@@ -307,6 +419,16 @@ fn parse_patch(bytes: &[u8]) -> Result<SettingsPatch, Option<FieldErrors>> {
             };
             BackupsPatch { cron, cron_max_keep }
         }
+        Some(_) => return Err(None),
+    };
+    let backups_s3 = match body.get("backups").and_then(|b| b.get("s3")) {
+        None => S3Patch::default(),
+        Some(Value::Object(fields)) => parse_s3_patch(fields, "backups", "s3.", &mut wrong),
+        Some(_) => return Err(None),
+    };
+    let storage_s3 = match body.get("s3") {
+        None => S3Patch::default(),
+        Some(Value::Object(fields)) => parse_s3_patch(fields, "s3", "", &mut wrong),
         Some(_) => return Err(None),
     };
     let superuser_ips = match body.get("superuserIPs") {
@@ -350,10 +472,44 @@ fn parse_patch(bytes: &[u8]) -> Result<SettingsPatch, Option<FieldErrors>> {
     };
     let (smtp, meta) = parse_mail_patch(body, &mut wrong)?;
     if wrong.is_empty() {
-        Ok(SettingsPatch { backups, superuser_ips, trusted_proxy, smtp, meta })
+        Ok(SettingsPatch { backups, superuser_ips, trusted_proxy, smtp, meta, backups_s3, storage_s3 })
     } else {
         Err(Some(wrong))
     }
+}
+
+/// An S3 section of a PATCH body. An absent field keeps its value; another type, an explicit
+/// null too, is a per-field error, but for the secret, which null clears as in PocketBase.
+fn parse_s3_patch(
+    fields: &Map<String, Value>,
+    section: &'static str,
+    prefix: &str,
+    wrong: &mut FieldErrors,
+) -> S3Patch {
+    let mut refuse = |name: &str| {
+        wrong.push((section, format!("{prefix}{name}"), "validation_invalid_type", Message::InvalidType));
+    };
+    let mut text = |name: &str| match fields.get(name)? {
+        Value::String(s) => Some(s.clone()),
+        _ => {
+            refuse(name);
+            None
+        }
+    };
+    let (bucket, region, endpoint, access_key) = (text("bucket"), text("region"), text("endpoint"), text("accessKey"));
+    let secret = match fields.get("secret") {
+        Some(Value::Null) => Some(String::new()),
+        _ => text("secret"),
+    };
+    let mut flag = |name: &str| match fields.get(name)? {
+        Value::Bool(b) => Some(*b),
+        _ => {
+            wrong.push((section, format!("{prefix}{name}"), "validation_invalid_type", Message::InvalidType));
+            None
+        }
+    };
+    let (enabled, force_path_style) = (flag("enabled"), flag("forcePathStyle"));
+    S3Patch { enabled, bucket, region, endpoint, access_key, secret, force_path_style }
 }
 
 /// The `smtp` and `meta` sections of a PATCH body (a section that is not an object is
@@ -425,6 +581,7 @@ fn field_message(p: &FieldProblem) -> Message {
         FieldProblem::NotAHost => Message::NotAHost,
         FieldProblem::NotAllowed => Message::InvalidValue,
         FieldProblem::NotAnEmail => Message::InvalidEmail,
+        FieldProblem::NotAUrl => Message::NotAUrl,
     }
 }
 
@@ -434,17 +591,18 @@ pub struct SettingsApi;
 impl SettingsApi {
     /// Get settings
     ///
-    /// The app settings this server uses: the automatic backups schedule (`backups`),
-    /// `superuserIPs`, `trustedProxy`, mail (`smtp` without its password, `meta.senderName`,
-    /// `meta.senderAddress`) and `meta.appName`, `meta.appURL`. Only superusers can perform
-    /// this action.
+    /// The app settings this server uses: the automatic backups schedule and storage
+    /// (`backups`, with `backups.s3` and, when the server's flags name a bucket, the read-only
+    /// `backups.s3Override`), the file storage's `s3`, `superuserIPs`, `trustedProxy`, mail
+    /// (`smtp`) and `meta.appName`, `meta.appURL`, `meta.senderName`, `meta.senderAddress`.
+    /// No password or secret is served. Only superusers can perform this action.
     #[oai(path = "/settings", method = "get", operation_id = "getSettings")]
     async fn get(&self, auth: AuthToken, service: Data<&Arc<Service>>) -> GetSettingsResponse {
         if let Err(e) = auth.superuser() {
             return e.into();
         }
         match service.settings().await {
-            Ok(s) => GetSettingsResponse::Ok(Json(s.into())),
+            Ok(s) => GetSettingsResponse::Ok(Json(SettingsBody::served(s, service.s3_override()))),
             Err(e) => {
                 tracing::error!(error = %e, "settings unreadable");
                 ApiError::new(400, Message::BadRequest).into()
@@ -455,11 +613,12 @@ impl SettingsApi {
     /// Update settings
     ///
     /// Changes the automatic backups schedule (`backups.cron`, empty turns it off, and
-    /// `backups.cronMaxKeep`), `superuserIPs`, `trustedProxy` and mail (`smtp`, whose password
-    /// is kept when left out, `meta.senderName`, `meta.senderAddress`). Other keys are ignored
+    /// `backups.cronMaxKeep`), where backups are kept (`backups.s3`), the file storage's `s3`,
+    /// `superuserIPs`, `trustedProxy` and mail (`smtp`, `meta.senderName`,
+    /// `meta.senderAddress`). A password or secret left out is kept. Other keys are ignored
     /// here and kept as stored. Invalid values are refused with nothing stored. A change to
-    /// `superuserIPs` applies to the next request, this client's too. Only superusers can
-    /// perform this action.
+    /// `superuserIPs` or `backups.s3` applies to the next request, this client's too. Only
+    /// superusers can perform this action.
     #[oai(path = "/settings", method = "patch", operation_id = "updateSettings")]
     async fn update(
         &self,
@@ -481,7 +640,7 @@ impl SettingsApi {
             Err(Some(fields)) => return validation(Message::ValidationFailed, fields),
         };
         match service.update_settings(patch).await {
-            Ok(s) => UpdateSettingsResponse::Ok(Json(s.into())),
+            Ok(s) => UpdateSettingsResponse::Ok(Json(SettingsBody::served(s, service.s3_override()))),
             Err(SettingsError::Invalid(invalid)) => {
                 let fields = invalid
                     .fields
@@ -496,11 +655,119 @@ impl SettingsApi {
             }
         }
     }
+
+    /// Test S3
+    ///
+    /// Tests the saved S3 settings of `backups` (`backups.s3`) or `storage` (the file
+    /// storage's `s3`) as PocketBase does: writes a small object under a new
+    /// `pb_settings_test_*` folder of the bucket, then deletes it. 204 when both worked;
+    /// otherwise 400 with the reason (not enabled, unreachable, refused, no such bucket).
+    /// The saved settings are tested whatever the server's `--backups-s3-*` flags say. Only
+    /// superusers can perform this action.
+    #[oai(path = "/settings/test/s3", method = "post", operation_id = "testS3")]
+    async fn test_s3(
+        &self,
+        auth: AuthToken,
+        service: Data<&Arc<Service>>,
+        body: DeferredBody<Json<TestS3Body>, false>,
+    ) -> TestS3Response {
+        if let Err(e) = auth.superuser() {
+            return e.into();
+        }
+        let backups = match body.read_json_value().await {
+            Err(()) => return ApiError::new(400, Message::InvalidJson).into(),
+            Ok(value) => match filesystem(value) {
+                Ok(backups) => backups,
+                Err(e) => return e.into(),
+            },
+        };
+        match service.test_s3(backups).await {
+            Ok(()) => TestS3Response::NoContent,
+            Err(e) => {
+                tracing::warn!(filesystem = if backups { "backups" } else { "storage" }, error = %e, "S3 test failed");
+                ApiError::new(400, test_message(e)).into()
+            }
+        }
+    }
+}
+
+/// Which S3 section to test.
+#[derive(Object, Debug)]
+#[oai(rename = "TestS3Body")]
+pub struct TestS3Body {
+    pub filesystem: S3Filesystem,
+}
+
+/// `backups` (`backups.s3`) or `storage` (the file storage's `s3`). Read by the handler, so
+/// that any other value gets PocketBase's field code rather than a parse error.
+#[derive(poem_openapi::Enum, Debug)]
+#[oai(rename_all = "lowercase")]
+pub enum S3Filesystem {
+    Backups,
+    Storage,
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "TestS3Response::from_poem_error")]
+pub enum TestS3Response {
+    /// The test object was written and deleted.
+    #[oai(status = 204)]
+    NoContent,
+    /// `filesystem` is missing or neither `backups` nor `storage`
+    /// (`data.filesystem.code`: `validation_required`, `validation_in_invalid`), or the test
+    /// failed: the message says why (not enabled, unreachable, refused, no such bucket).
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No valid auth token.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The token is not a superuser's, or it is but the client's address is not among the
+    /// settings' `superuserIPs`.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+}
+response_errors!(TestS3Response, parse_error: || ApiError::new(400, Message::InvalidJson), {
+    400 => BadRequest, 401 => Unauthorized, 403 => Forbidden,
+});
+
+/// Whether a test body names `backups` (else `storage`), with PocketBase's codes: an empty
+/// body or name is `validation_required`, another name `validation_in_invalid`, another
+/// type the unreadable body's 400.
+fn filesystem(body: Option<Value>) -> Result<bool, ApiError> {
+    let name = match body {
+        None => None,
+        Some(Value::Object(fields)) => match fields.get("filesystem") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(name)) => Some(name.clone()),
+            Some(_) => return Err(ApiError::new(400, Message::InvalidJson)),
+        },
+        Some(_) => return Err(ApiError::new(400, Message::InvalidJson)),
+    };
+    let refused = |code, message| ApiError::new(400, Message::S3TestFailed).field("filesystem", code, message);
+    match name.as_deref() {
+        None | Some("") => Err(refused("validation_required", Message::Required)),
+        Some("backups") => Ok(true),
+        Some("storage") => Ok(false),
+        Some(_) => Err(refused("validation_in_invalid", Message::InvalidValue)),
+    }
+}
+
+fn test_message(e: TestError) -> Message {
+    match e {
+        TestError::NotEnabled => Message::S3NotEnabled,
+        TestError::SettingsUnreadable => Message::BadRequest,
+        TestError::Unusable => Message::S3Unusable,
+        TestError::Unreachable => Message::S3Unreachable,
+        TestError::Refused => Message::S3Refused,
+        TestError::NoBucket => Message::S3NoBucket,
+        TestError::Unexpected => Message::S3Unexpected,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn backups(cron: Option<&str>, keep: Option<i64>) -> SettingsPatch {
         SettingsPatch { backups: BackupsPatch { cron: cron.map(Into::into), cron_max_keep: keep }, ..Default::default() }
@@ -551,6 +818,54 @@ mod tests {
             ("trustedProxy", "headers".to_string(), "validation_invalid_type"),
             ("trustedProxy", "useLeftmostIP".to_string(), "validation_invalid_type"),
         ]);
+    }
+
+    #[test]
+    fn s3_patch_bodies() {
+        let patch = parse_patch(
+            br#"{"backups": {"s3": {"enabled": true, "bucket": "b", "region": "r", "endpoint": "http://e",
+                                    "accessKey": "a", "secret": "s", "forcePathStyle": true}},
+                 "s3": {"bucket": "files", "secret": null}}"#,
+        )
+        .unwrap();
+        assert_eq!(patch.backups_s3, S3Patch {
+            enabled: Some(true),
+            bucket: Some("b".into()),
+            region: Some("r".into()),
+            endpoint: Some("http://e".into()),
+            access_key: Some("a".into()),
+            secret: Some("s".into()),
+            force_path_style: Some(true),
+        });
+        // Absent keeps the secret, null clears it; other fields stay unset.
+        assert_eq!(patch.storage_s3, S3Patch { bucket: Some("files".into()), secret: Some(String::new()), ..Default::default() });
+        assert_eq!(parse_patch(br#"{"backups": {"s3": {"bucket": "b"}}}"#).unwrap().backups_s3.secret, None);
+        assert_eq!(parse_patch(br#"{"backups": {"s3": 5}}"#), Err(None));
+        assert_eq!(parse_patch(br#"{"s3": null}"#), Err(None));
+        let mut got = wrong(br#"{"backups": {"s3": {"enabled": "yes", "bucket": 5}}, "s3": {"forcePathStyle": 1}}"#);
+        got.sort();
+        assert_eq!(got, [
+            ("backups", "s3.bucket".to_string(), "validation_invalid_type"),
+            ("backups", "s3.enabled".to_string(), "validation_invalid_type"),
+            ("s3", "forcePathStyle".to_string(), "validation_invalid_type"),
+        ]);
+    }
+
+    #[test]
+    fn test_bodies_name_a_filesystem_as_pocketbase_s_do() {
+        let code = |body: Option<Value>| match filesystem(body) {
+            Ok(backups) => Ok(backups),
+            Err(e) => Err((e.message, e.fields.first().map(|f| (f.0, f.1)))),
+        };
+        assert_eq!(code(Some(json!({"filesystem": "backups"}))), Ok(true));
+        assert_eq!(code(Some(json!({"filesystem": "storage"}))), Ok(false));
+        let required = Err((Message::S3TestFailed, Some(("filesystem", "validation_required"))));
+        assert_eq!(code(None), required);
+        assert_eq!(code(Some(json!({}))), required);
+        assert_eq!(code(Some(json!({"filesystem": ""}))), required);
+        assert_eq!(code(Some(json!({"filesystem": "other"}))), Err((Message::S3TestFailed, Some(("filesystem", "validation_in_invalid")))));
+        assert_eq!(code(Some(json!({"filesystem": 5}))), Err((Message::InvalidJson, None)));
+        assert_eq!(code(Some(json!([1]))), Err((Message::InvalidJson, None)));
     }
 
     #[test]

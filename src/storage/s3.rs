@@ -469,6 +469,23 @@ impl S3Storage {
         }
     }
 
+    /// Writes a small object under a fresh `pb_settings_test_<random>/` folder and deletes it,
+    /// as PocketBase's settings test does; the store's failure is logged, its kind returned.
+    pub async fn write_test_object(&self) -> Result<(), Problem> {
+        use rand::distr::{Alphanumeric, SampleString};
+        let folder = format!("pb_settings_test_{}", Alphanumeric.sample_string(&mut rand::rng(), 5));
+        let probe = self.join(&format!("{folder}/test.txt"));
+        let logged = |step: &str, e: object_store::Error| {
+            tracing::warn!(problem = %explain(step, &e), "S3 test failed");
+            Problem::of(&e)
+        };
+        self.store
+            .put(&probe, PutPayload::from_static(b"test"))
+            .await
+            .map_err(|e| logged("writing a test object", e))?;
+        self.store.delete(&probe).await.map_err(|e| logged("deleting the test object", e))
+    }
+
     /// Checks a configuration step by step: reachable, bucket there, allowed to list and
     /// write, conditional writes honoured. Returns what was checked, or what is wrong.
     pub async fn check(&self) -> Result<Vec<String>, String> {
@@ -791,32 +808,71 @@ fn s3_error_code(body: &str) -> &str {
     xml_text(body, "Code").unwrap_or("(no error code)")
 }
 
-/// An operator-facing description of a failed step, with the likely cause first.
-fn explain(step: &str, e: &object_store::Error) -> String {
-    // object_store's messages already repeat their sources; the innermost says the most.
+/// What kind of failure a request to the store met, told from object_store's error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// No keys were given and the default chain found none.
+    NoCredentials,
+    NoBucket,
+    /// Keys refused, or not allowed to do this.
+    Refused,
+    /// Connection refused, no such host, timed out.
+    Unreachable,
+    /// The store lacks a feature this server needs.
+    Unsupported,
+    Unexpected,
+}
+
+impl Problem {
+    fn of(e: &object_store::Error) -> Problem {
+        // object_store's messages already repeat their sources; the innermost says the most.
+        let chain = format!("{e}: {}", root_cause(e));
+        if chain.contains("169.254.169.254") || chain.contains("credential") {
+            Problem::NoCredentials
+        } else if chain.contains("NoSuchBucket") || matches!(e, object_store::Error::NotFound { .. }) {
+            Problem::NoBucket
+        } else if ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "401"]
+            .iter()
+            .any(|s| chain.contains(s))
+        {
+            Problem::Refused
+        } else if ["connect", "Connection refused", "dns", "timed out", "tcp"].iter().any(|s| chain.contains(s)) {
+            Problem::Unreachable
+        } else if matches!(e, object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) {
+            Problem::Unsupported
+        } else {
+            Problem::Unexpected
+        }
+    }
+}
+
+fn root_cause(e: &object_store::Error) -> &dyn std::error::Error {
     let mut root: &dyn std::error::Error = e;
     while let Some(s) = root.source() {
         root = s;
     }
-    let chain = format!("{e}: {root}");
-    let hint = if chain.contains("169.254.169.254") || chain.contains("credential") {
-        "no usable credentials: set PB_BACKUPS_S3_ACCESS_KEY and PB_BACKUPS_S3_SECRET_KEY \
-         (without them only instance-metadata credentials are tried)"
-    } else if chain.contains("NoSuchBucket") || matches!(e, object_store::Error::NotFound { .. }) {
-        "the bucket does not exist (buckets are never created by pb-backups)"
-    } else if ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "401"]
-        .iter()
-        .any(|s| chain.contains(s))
-    {
-        "access denied: check PB_BACKUPS_S3_ACCESS_KEY / PB_BACKUPS_S3_SECRET_KEY and the bucket's permissions"
-    } else if ["connect", "Connection refused", "dns", "timed out", "tcp"].iter().any(|s| chain.contains(s)) {
-        "cannot reach the endpoint: check --backups-s3-endpoint (and --backups-s3-path-style for IP addresses or MinIO)"
-    } else if matches!(e, object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) {
-        "the store lacks a feature pb-backups needs"
-    } else {
-        "unexpected answer from the store"
+    root
+}
+
+/// An operator-facing description of a failed step, with the likely cause first.
+fn explain(step: &str, e: &object_store::Error) -> String {
+    let hint = match Problem::of(e) {
+        Problem::NoCredentials => {
+            "no usable credentials: set PB_BACKUPS_S3_ACCESS_KEY and PB_BACKUPS_S3_SECRET_KEY \
+             (without them only instance-metadata credentials are tried)"
+        }
+        Problem::NoBucket => "the bucket does not exist (buckets are never created by pb-backups)",
+        Problem::Refused => {
+            "access denied: check the access key and secret (PB_BACKUPS_S3_ACCESS_KEY / PB_BACKUPS_S3_SECRET_KEY, \
+             or the settings' backups.s3) and the bucket's permissions"
+        }
+        Problem::Unreachable => {
+            "cannot reach the endpoint: check it (and path-style requests for IP addresses or MinIO)"
+        }
+        Problem::Unsupported => "the store lacks a feature pb-backups needs",
+        Problem::Unexpected => "unexpected answer from the store",
     };
-    let detail: String = root.to_string().chars().take(400).collect();
+    let detail: String = root_cause(e).to_string().chars().take(400).collect();
     format!("{step}: {hint}\n  cause: {detail}")
 }
 

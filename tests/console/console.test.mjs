@@ -6,6 +6,7 @@
 //   PB_URL                 the server, e.g. http://127.0.0.1:PORT
 //   PB_DATA_DIR            its data dir (to damage a backup, and to hold a create: see hold())
 //   PB_SUPERUSER_EMAIL, PB_SUPERUSER_PASSWORD
+//   PB_S3_ENDPOINT, PB_S3_BUCKET  an S3 store (moto, any keys) and an empty bucket there
 //   PB_CONSOLE_SCREENSHOT  optional: where to save a screenshot of the page (for the README)
 
 import { test, before, after } from "node:test";
@@ -21,6 +22,8 @@ const dataDir = process.env.PB_DATA_DIR;
 const email = process.env.PB_SUPERUSER_EMAIL;
 const password = process.env.PB_SUPERUSER_PASSWORD;
 const consoleUrl = `${base}/_/`;
+const s3Endpoint = process.env.PB_S3_ENDPOINT;
+const s3Bucket = process.env.PB_S3_BUCKET;
 // Long enough for a loaded machine; every wait below is a poll that ends as soon as it can.
 const WAIT_MS = 60000;
 
@@ -265,6 +268,59 @@ test("save the schedule; a bad cron is refused with the API's message", async ()
   await button(page, "Save").click();
   await until(async () => (await page.locator("#settings-result").textContent()) === "Saved.", "saved again");
   assert.equal((await apiCall("GET", "/api/settings")).body.backups.cron, "0 3 * * *");
+});
+
+test("S3: saved from the fields, tested with the API's words, backups go to the bucket, and back", async () => {
+  const field = (name) => page.getByLabel(name, { exact: true });
+  const result = page.locator("#s3-result");
+  const saved = async (what) => {
+    await button(page, "Save").click();
+    await until(async () => (await page.locator("#settings-result").textContent()) === "Saved.", what);
+  };
+  await field("Endpoint").waitFor();
+  // Not enabled yet: the test answers with the API's words.
+  const off = await apiCall("POST", "/api/settings/test/s3", { json: { filesystem: "backups" } });
+  assert.equal(off.status, 400);
+  await button(page, "Test connection").click();
+  await until(async () => (await result.textContent()) === off.body.message, "the API's not-enabled message");
+
+  await field("Use S3 storage").check();
+  await field("Endpoint").fill(s3Endpoint);
+  await field("Bucket").fill(s3Bucket);
+  await field("Region").fill("us-east-1");
+  await field("Access key").fill("test");
+  await field("Secret").fill("test");
+  await field("Force path-style addressing").check();
+  await saved("S3 saved");
+  const s3 = (await apiCall("GET", "/api/settings")).body.backups.s3;
+  assert.deepEqual(s3, { enabled: true, bucket: s3Bucket, region: "us-east-1", endpoint: s3Endpoint, accessKey: "test", forcePathStyle: true });
+  assert.equal(await field("Secret").inputValue(), "", "the secret is never shown");
+  await button(page, "Test connection").click();
+  await until(async () => (await result.textContent()) === "Connection OK.", "the connection works");
+
+  // The list is the bucket's now (empty), and a create lands there, not in the data dir.
+  await until(async () => (await row("console_a.zip").count()) === 0, "the bucket's list");
+  await button(page, "Create backup").click();
+  await dialog().getByLabel("Backup name", { exact: true }).fill("in_the_bucket.zip");
+  await button(dialog(), "Create").click();
+  await row("in_the_bucket.zip").waitFor();
+  await assert.rejects(readFile(path.join(dataDir, "backups", "in_the_bucket.zip")));
+
+  // A bucket that does not exist, the secret left empty (kept): the API's words again.
+  await field("Bucket").fill("no-such-bucket");
+  await saved("the other bucket saved");
+  const missing = await apiCall("POST", "/api/settings/test/s3", { json: { filesystem: "backups" } });
+  assert.equal(missing.status, 400);
+  await result.evaluate((r) => { r.textContent = ""; });
+  await button(page, "Test connection").click();
+  await until(async () => (await result.textContent()) === missing.body.message, "the API's no-bucket message");
+
+  // Off again: the data dir's folder, as the tests below expect.
+  await field("Bucket").fill(s3Bucket);
+  await field("Use S3 storage").uncheck();
+  await saved("S3 off");
+  await row("console_a.zip").waitFor();
+  assert.equal((await apiCall("GET", "/api/settings")).body.backups.s3.enabled, false);
 });
 
 test("every action is reachable by keyboard", async () => {

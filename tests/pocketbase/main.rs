@@ -1,7 +1,8 @@
 //! One data format with PocketBase (R31, R32), proven against the real PocketBase binaries
 //! (0.40.6 and 0.23.12, fetched and cached by `scripts/pocketbase-bin`; the tests fail, never
 //! skip, when they cannot be had): its backups restore here with their accounts, tokens,
-//! collections and files; ours restore there; each server serves the other's data dir.
+//! collections and files; ours restore there; each server serves the other's data dir, and
+//! the bucket its settings keep backups in (`s3`).
 //!
 //! The helpers here (a real PocketBase, logins, downloads) serve the submodules too.
 
@@ -14,6 +15,8 @@ mod mfa;
 mod kept_in_place;
 
 mod cors;
+
+mod s3;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -498,5 +501,5 @@ async fn a_backups_schedule_is_shared_with_pocketbase_both_ways() {
     let ours = BinaryServer::start(&dir);
     let su = login(&ours.base, "_superusers", SUPERUSER).await;
     let settings: Value = get(&ours.base, &su, "/api/settings").await.unwrap().json().await.unwrap();
-    assert_eq!(settings["backups"], json!({"cron": "@daily", "cronMaxKeep": 2}));
+    assert_eq!((&settings["backups"]["cron"], &settings["backups"]["cronMaxKeep"]), (&json!("@daily"), &json!(2)));
 }

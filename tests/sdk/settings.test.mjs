@@ -1,5 +1,5 @@
 // The settings calls of the official PocketBase JS SDK against a running server:
-// `pb.settings.getAll()` and `pb.settings.update({backups: {...}})`.
+// `pb.settings.getAll()`, `pb.settings.update({backups: {...}})` and `pb.settings.testS3()`.
 //
 // Env: PB_URL, PB_SUPERUSER_EMAIL, PB_SUPERUSER_PASSWORD, PB_USER_EMAIL, PB_USER_PASSWORD.
 // Run with `node --test settings.test.mjs` once ./run.sh --install-only has installed the SDK.
@@ -34,12 +34,28 @@ describe("settings through the PocketBase JS SDK", () => {
     assert.equal(typeof initial.backups.cronMaxKeep, "number");
     assert.equal(typeof initial.meta.appName, "string");
 
+    const schedule = (backups) => [backups.cron, backups.cronMaxKeep];
     const updated = await pb.settings.update({ backups: { cron: "0 */6 * * *", cronMaxKeep: 4 } });
-    assert.deepEqual(updated.backups, { cron: "0 */6 * * *", cronMaxKeep: 4 });
-    assert.deepEqual((await pb.settings.getAll()).backups, { cron: "0 */6 * * *", cronMaxKeep: 4 });
+    assert.deepEqual(schedule(updated.backups), ["0 */6 * * *", 4]);
+    assert.deepEqual(schedule((await pb.settings.getAll()).backups), ["0 */6 * * *", 4]);
+    assert.deepEqual(updated.backups.s3, initial.backups.s3, "backups.s3 is left as it was");
 
     const partial = await pb.settings.update({ backups: { cronMaxKeep: 2 } });
-    assert.deepEqual(partial.backups, { cron: "0 */6 * * *", cronMaxKeep: 2 });
+    assert.deepEqual(schedule(partial.backups), ["0 */6 * * *", 2]);
+  });
+
+  it("keeps backups.s3 and tests it as PocketBase does", async () => {
+    const pb = await login("_superusers", env.PB_SUPERUSER_EMAIL, env.PB_SUPERUSER_PASSWORD);
+    const e = await rejection(pb.settings.update({ backups: { s3: { enabled: true, bucket: "" } } }));
+    assert.equal(e.status, 400);
+    assert.equal(e.response.data.backups.s3.bucket.code, "validation_required");
+    const saved = await pb.settings.update({ backups: { s3: { bucket: "kept", secret: "not-served" } } });
+    assert.equal(saved.backups.s3.bucket, "kept");
+    assert.equal(saved.backups.s3.enabled, false);
+    assert.ok(!("secret" in saved.backups.s3), "the secret is never served");
+    const notEnabled = await rejection(pb.settings.testS3("backups"));
+    assert.equal(notEnabled.status, 400);
+    assert.match(notEnabled.response.message, /not enabled|未启用/);
   });
 
   it("refuses an invalid schedule with PocketBase's validation shape", async () => {

@@ -25,36 +25,46 @@ pub fn selected() -> bool {
 /// The moto endpoint, started on first use and killed when this test process exits.
 pub fn moto() -> &'static str {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
-    ENDPOINT.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        // The server is tied to this thread (PDEATHSIG), which lives as long as the process.
-        std::thread::spawn(move || {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/s3-test-server");
-            let mut cmd = Command::new(script);
-            cmd.stdout(Stdio::piped()).stderr(Stdio::null());
-            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let mut child = cmd.spawn().expect("scripts/s3-test-server (needs python3)");
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-            let _ = tx.send(line.trim().strip_prefix("endpoint ").map(str::to_string));
-            let _ = child.wait();
-        });
-        // The first run installs moto into .venv-moto (about a minute).
-        let endpoint = rx.recv_timeout(Duration::from_secs(300)).ok().flatten().expect("the S3 server's endpoint");
-        let addr = endpoint.trim_start_matches("http://").to_string();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "the S3 server did not start listening");
-            std::thread::sleep(Duration::from_millis(50));
+    ENDPOINT.get_or_init(|| start_moto(&[]))
+}
+
+/// A second moto that checks signatures: every key is unknown to it, so each request is
+/// refused (403 `InvalidAccessKeyId`), as a store refuses wrong keys.
+pub fn moto_refusing_keys() -> &'static str {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT.get_or_init(|| start_moto(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]))
+}
+
+fn start_moto(env: &[(&'static str, &'static str)]) -> String {
+    let env = env.to_vec();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The server is tied to this thread (PDEATHSIG), which lives as long as the process.
+    std::thread::spawn(move || {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/s3-test-server");
+        let mut cmd = Command::new(script);
+        cmd.envs(env).stdout(Stdio::piped()).stderr(Stdio::null());
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
         }
-        endpoint
-    })
+        let mut child = cmd.spawn().expect("scripts/s3-test-server (needs python3)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let _ = tx.send(line.trim().strip_prefix("endpoint ").map(str::to_string));
+        let _ = child.wait();
+    });
+    // The first run installs moto into .venv-moto (about a minute).
+    let endpoint = rx.recv_timeout(Duration::from_secs(300)).ok().flatten().expect("the S3 server's endpoint");
+    let addr = endpoint.trim_start_matches("http://").to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "the S3 server did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    endpoint
 }
 
 /// A new empty bucket; object_store never creates buckets.

@@ -570,7 +570,7 @@ async function untilServing() {
   throw new Error(t("notBack"));
 }
 
-// ---- automatic backups (and S3, once the settings API has it) ----
+// ---- automatic backups and where they are kept (S3) ----
 
 async function loadSettings() {
   try {
@@ -594,6 +594,10 @@ async function loadSettings() {
     $("#s3-secret").value = "";
     $("#s3-path-style").checked = !!s3.forcePathStyle;
   }
+  // The server's flags name a bucket: backups go there whatever these fields say.
+  const override = backups.s3Override;
+  $("#s3-override").hidden = !override;
+  $("#s3-override").textContent = override ? t("s3Override", { bucket: override.bucket }) : "";
 }
 
 $("#cron-preset").addEventListener("change", () => {
@@ -627,6 +631,8 @@ $("#settings-form").addEventListener("submit", async (event) => {
     await api("PATCH", "/api/settings", { json: { backups } });
     await loadSettings();
     result.textContent = t("saved");
+    // The list is the storage's the settings name now.
+    await loadBackups();
   } catch (e) {
     result.textContent = e.message;
   } finally {
