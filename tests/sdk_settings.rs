@@ -19,5 +19,5 @@ fn official_js_sdk_reads_and_updates_the_backups_schedule() {
         String::from_utf8_lossy(&output.stderr),
         std::fs::read_to_string(&server.log).unwrap_or_default()
     );
-    assert!(stdout.contains("# pass 3") && stdout.contains("# fail 0"), "{stdout}");
+    assert!(stdout.contains("# pass 4") && stdout.contains("# fail 0"), "{stdout}");
 }
