@@ -68,11 +68,24 @@ S3_NOT_ENABLED = {
     "Failed to test the S3 filesystem. S3 storage filesystem is not enabled.",
 }
 FILESYSTEM_CODES = {"validation_required", "validation_in_invalid"}
-# Settings: a string the schema allows may still not be a cron expression, and a cron needs a
-# cronMaxKeep of at least 1 (PocketBase's rules); errors nest under their section.
+# Settings: what the schema allows and PocketBase's rules still refuse (src/settings.rs,
+# `FieldProblem`), by section and field; errors nest under their section ("*": any index).
+# A string may not be a cron; a cron needs a cronMaxKeep of at least 1; a superuserIPs entry is an
+# address or range; SMTP on needs a host and port; the sender is always required.
 SETTINGS_CODES = {
-    "cron": {"validation_invalid_cron"},
-    "cronMaxKeep": {"validation_required", "validation_min_greater_equal_than_required"},
+    ("backups", "cron"): {"validation_invalid_cron"},
+    ("backups", "cronMaxKeep"): {"validation_required", "validation_min_greater_equal_than_required"},
+    ("superuserIPs", "*"): {"validation_required", "validation_invlaid_ip_or_subnet"},
+    ("smtp", "host"): {"validation_required", "validation_is_host"},
+    ("smtp", "port"): {
+        "validation_required",
+        "validation_min_greater_equal_than_required",
+        "validation_max_less_equal_than_required",
+    },
+    ("smtp", "authMethod"): {"validation_in_invalid"},
+    ("smtp", "localName"): {"validation_is_host"},
+    ("meta", "senderName"): {"validation_required"},
+    ("meta", "senderAddress"): {"validation_required", "validation_is_email"},
 }
 # Operations that `documented_rejection` watches (positive_data_acceptance is off for them).
 WATCHED = {"listBackups", "createBackup", "uploadBackup", "deleteBackup", "restoreBackup", "verifyBackup", "updateSettings", "testS3"}
@@ -106,11 +119,15 @@ def _allowed_400(op_id, body, case):
                 return "malformed multipart body"
         return None
     if op_id == "updateSettings":
-        fields = data.get("backups")
-        if set(data) == {"backups"} and isinstance(fields, dict) and fields and all(
-            isinstance(e, dict) and e.get("code") in SETTINGS_CODES.get(f, set()) for f, e in fields.items()
+        def documented(section, field, error):
+            codes = SETTINGS_CODES.get((section, field)) or SETTINGS_CODES.get((section, "*"), set())
+            return isinstance(error, dict) and error.get("code") in codes
+
+        if data and all(
+            isinstance(fields, dict) and fields and all(documented(section, f, e) for f, e in fields.items())
+            for section, fields in data.items()
         ):
-            return "invalid schedule"
+            return "invalid settings"
         return None
     if op_id == "testS3":
         error = data.get("filesystem")
