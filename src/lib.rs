@@ -40,6 +40,7 @@ pub mod archive;
 pub mod auth;
 pub mod backends;
 pub mod cli;
+pub mod datadir;
 pub mod http;
 pub mod i18n;
 pub mod layout;
