@@ -5,6 +5,7 @@
 //! key of the row is kept exactly as it is on update, so a data dir's settings are shared with
 //! PocketBase in both directions. The access checks read theirs through [`AccessCache`].
 
+pub mod cron;
 pub mod s3;
 
 use std::net::IpAddr;
@@ -20,7 +21,6 @@ use serde_json::{json, Map, Value};
 use crate::layout::DATA_DB;
 use crate::mail::{self, AuthMethod, MailConfig, SmtpConfig};
 use crate::sqlite::{self, Access, ObjectKind};
-use crate::schedule::{self, CronError};
 pub use s3::{S3Patch, S3Settings};
 
 /// `_params.id` of the settings row.
@@ -181,7 +181,7 @@ pub struct SettingsPatch {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FieldProblem {
     /// `validation_invalid_cron`.
-    InvalidCron(CronError),
+    InvalidCron(cron::CronError),
     /// `validation_required`: `cronMaxKeep` is needed while a cron is set; a `superuserIPs`
     /// entry is blank; `smtp.host`/`port` while SMTP is on; the sender always.
     Required,
@@ -292,7 +292,7 @@ pub fn validate(b: &BackupsSettings) -> Result<(), Invalid> {
 
 fn validate_backups(b: &BackupsSettings, invalid: &mut Invalid) {
     if !b.cron.is_empty() {
-        if let Err(e) = schedule::parse_cron(&b.cron) {
+        if let Err(e) = cron::parse_cron(&b.cron) {
             invalid.push("backups", "cron", FieldProblem::InvalidCron(e));
         }
         if b.cron_max_keep == 0 {
@@ -637,69 +637,22 @@ pub struct AccessCache {
 }
 
 impl AccessCache {
-    fn fresh(&self) -> Option<Arc<AccessSettings>> {
+    pub(crate) fn fresh(&self) -> Option<Arc<AccessSettings>> {
         let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         current.as_ref().filter(|(at, _)| at.elapsed() < ACCESS_MAX_AGE).map(|(_, s)| s.clone())
     }
 
-    fn last(&self) -> Option<Arc<AccessSettings>> {
-        self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(_, s)| s.clone())
+    /// The last reading, however old; with none, superusers are refused (fail closed).
+    pub(crate) fn last_or_refusing(&self) -> Arc<AccessSettings> {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().map_or_else(|| Arc::new(AccessSettings::refusing_superusers()), |(_, s)| s.clone())
     }
 
-    fn set(&self, settings: &Settings) -> Arc<AccessSettings> {
+    pub(crate) fn set(&self, settings: &Settings) -> Arc<AccessSettings> {
         let access = Arc::new(AccessSettings::from_settings(settings));
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), access.clone()));
         access
     }
-}
-
-impl crate::service::Service {
-    /// The served settings of this server's data dir.
-    pub async fn settings(&self) -> Result<Settings, SettingsError> {
-        let dir = self.data_dir().to_path_buf();
-        tokio::task::spawn_blocking(move || load(&dir)).await.map_err(join_error)?
-    }
-
-    /// See [`update`]; the schedule picks a change up at its next minute, the access checks
-    /// and the choice of the backups storage at once.
-    pub async fn update_settings(&self, patch: SettingsPatch) -> Result<Settings, SettingsError> {
-        let dir = self.data_dir().to_path_buf();
-        let settings = tokio::task::spawn_blocking(move || update(&dir, &patch)).await.map_err(join_error)??;
-        self.access_cache().set(&settings);
-        // The next backups operation uses the storage `backups.s3` names now.
-        self.settings_changed();
-        tracing::info!(
-            cron = %settings.backups.cron,
-            cron_max_keep = settings.backups.cron_max_keep,
-            superuser_ips = ?settings.superuser_ips,
-            trusted_proxy = ?settings.trusted_proxy,
-            smtp = settings.smtp.enabled,
-            smtp_host = %settings.smtp.host,
-            backups_s3 = settings.backups_s3.enabled,
-            backups_s3_bucket = %settings.backups_s3.bucket,
-            "settings updated"
-        );
-        Ok(settings)
-    }
-
-    /// The settings the access checks use (see [`AccessCache`]). When the row cannot be read,
-    /// the last reading stands; with none, superusers are refused (fail closed).
-    pub async fn access_settings(&self) -> Arc<AccessSettings> {
-        if let Some(access) = self.access_cache().fresh() {
-            return access;
-        }
-        match self.settings().await {
-            Ok(settings) => self.access_cache().set(&settings),
-            Err(e) => {
-                tracing::error!(error = %e, "settings unreadable: access checks use the last reading");
-                self.access_cache().last().unwrap_or_else(|| Arc::new(AccessSettings::refusing_superusers()))
-            }
-        }
-    }
-}
-
-fn join_error(e: tokio::task::JoinError) -> SettingsError {
-    SettingsError::Worker(e.to_string())
 }
 
 #[cfg(test)]
