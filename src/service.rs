@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-mod settings;
+mod app_settings;
 
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
