@@ -12,7 +12,7 @@ use crate::offline::Offline;
 use crate::server::{self, RestartMode, ServeConfig, StorageChoice};
 use crate::storage::s3::{S3Config, S3Storage};
 use crate::http::ratelimit::RateLimit;
-use crate::{http, listener};
+use crate::{datadir, http, listener};
 
 #[derive(Parser, Debug)]
 #[command(name = "pb-backups", version, about = "The PocketBase Backups API, as its specification documents it.")]
@@ -345,13 +345,13 @@ fn account(collection: Collection, cmd: AccountCommand) -> Result<(), Box<dyn st
         AccountCommand::Upsert { email, password, dir } => {
             std::fs::create_dir_all(&dir.dir)?;
             let _lock = DataDirLock::acquire(&dir.dir)?;
-            let accounts = server::open_data_dir(&dir.dir)?;
+            let accounts = datadir::open(&dir.dir)?;
             let record = accounts.upsert(collection, &email, &password)?;
             println!("{} {} saved (id {})", collection.name(), record.email, record.id);
         }
         AccountCommand::Delete { email, dir } => {
             let _lock = DataDirLock::acquire(&dir.dir)?;
-            let accounts = server::open_data_dir(&dir.dir)?;
+            let accounts = datadir::open(&dir.dir)?;
             if accounts.delete(collection, &email)? {
                 println!("{} {email} deleted", collection.name());
             } else {
@@ -436,7 +436,7 @@ async fn serve(
     // Refuse at once, before touching anything, when another server holds the data dir;
     // the lock is handed to `server::run` and held for as long as it serves.
     config.lock = Some(DataDirLock::acquire(&dir)?);
-    ensure_superuser(&server::open_data_dir(&dir)?)?;
+    ensure_superuser(&datadir::open(&dir)?)?;
     if schedule != Default::default() {
         let s = crate::settings::update_backups(&dir, &schedule)?;
         tracing::info!(cron = %s.backups.cron, cron_max_keep = s.backups.cron_max_keep, "backups schedule set from the command line");

@@ -15,8 +15,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::service::Service;
-
 /// The operations counted, as the `kind` label says them.
 pub const KINDS: [&str; 7] = ["list", "create", "upload", "download", "delete", "restore", "scheduled_create"];
 /// `result` label values: done; refused or skipped because another create or restore ran
@@ -145,13 +143,16 @@ pub fn restore_completed() {
     }
 }
 
-/// The metrics in the text exposition format, the stored backups counted first.
-pub async fn render(service: &Service) -> Option<String> {
+/// The metrics in the text exposition format. `stored`: the sizes of the stored backups as
+/// a listing just found them; when it failed, the gauges keep their last values. The caller
+/// lists, so that metrics never call into the service that counts into them.
+pub fn render(stored: Result<impl Iterator<Item = u64>, impl std::fmt::Display>) -> Option<String> {
     let m = METRICS.get()?;
-    match service.listing().await {
-        Ok(listing) => {
-            m.stored_count.set(listing.items.len() as i64);
-            m.stored_bytes.set(listing.items.iter().map(|b| b.size as i64).sum());
+    match stored {
+        Ok(sizes) => {
+            let (count, bytes) = sizes.fold((0i64, 0i64), |(n, sum), size| (n + 1, sum + size as i64));
+            m.stored_count.set(count);
+            m.stored_bytes.set(bytes);
         }
         Err(e) => tracing::warn!(error = %e, "metrics: backups storage not listed"),
     }

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use crate::archive::ArchiveLimits;
 use crate::backends::{Backend, Backends};
+use crate::datadir::{self, DataDirError};
 use crate::lock::{DataDirLock, LockError};
 use crate::model::names::BackupKey;
-use crate::server::{self, ServerError};
 use crate::layout::{BACKUPS_DIR, DATA_DB};
 use crate::service::{BackupError, RestartHandle, Service, ServiceConfig};
 use crate::storage::s3::S3Config;
@@ -31,7 +31,7 @@ pub enum OfflineError {
     #[error(transparent)]
     Locked(#[from] LockError),
     #[error(transparent)]
-    DataDir(#[from] ServerError),
+    DataDir(#[from] DataDirError),
     #[error("{0}")]
     Backup(BackupError),
     #[error("restore: {0}")]
@@ -75,7 +75,7 @@ pub async fn run(dir: &Path, flags: Option<S3Config>, checksums: bool, command: 
     let dir = dir.canonicalize()?;
     let _lock = DataDirLock::acquire(&dir)?;
     // Finishes or undoes a restore a crash interrupted, as a server's start would.
-    let accounts = Arc::new(server::open_data_dir(&dir)?);
+    let accounts = Arc::new(datadir::open(&dir)?);
     let backends = Backends::new(dir.join(BACKUPS_DIR), flags, checksums).map_err(|e| OfflineError::Storage(e.to_string()))?;
     let (restart, mut restarts) = RestartHandle::new();
     let config = ServiceConfig {
@@ -124,7 +124,7 @@ pub async fn run(dir: &Path, flags: Option<S3Config>, checksums: bool, command: 
             tracing::info!(old_entries = pending.old_entries, new_entries = pending.new_entries, "restored data swapped in");
             // Commits the swap once the restored data opens with a superuser, else rolls back
             // (the restored data.db, moved in whole, is then no longer in place).
-            drop(server::open_data_dir(&dir)?);
+            drop(datadir::open(&dir)?);
             if data_db_id(&dir) != restored {
                 return Err(OfflineError::Backup(BackupError::Failed("the restored data did not open; the old data is back".into())));
             }

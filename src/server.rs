@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::io::IoSlice;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -22,10 +22,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
-use crate::accounts::{Accounts, AccountsError, Collection};
+use crate::datadir::{self, DataDirError};
 use crate::archive::ArchiveLimits;
 use crate::i18n::Lang;
-use crate::restore::{self, Recovery, RestoreError};
+use crate::restore;
 use crate::layout::BACKUPS_DIR;
 use crate::backends::Backends;
 use crate::service::{Gate, RestartHandle, RestartRequest, Service, ServiceConfig};
@@ -104,51 +104,14 @@ impl ServeConfig {
 pub enum ServerError {
     #[error("data dir {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
-    #[error("unfinished restore could not be recovered: {0}")]
-    Recovery(#[from] RestoreError),
-    #[error("accounts database: {0}")]
-    Accounts(#[from] AccountsError),
-    #[error("restored data has no superuser")]
-    NoSuperuser,
+    #[error(transparent)]
+    Opening(#[from] DataDirError),
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
     #[error(transparent)]
     Storage(#[from] crate::backends::ConfigError),
     #[error("serving: {0}")]
     Serve(std::io::Error),
-}
-
-/// Finishes or undoes a restore left by a previous run, then opens the accounts. A restore
-/// is committed only if its data opens and holds a superuser; otherwise the old data
-/// comes back.
-pub fn open_data_dir(data_dir: &Path) -> Result<Accounts, ServerError> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|source| ServerError::DataDir { path: data_dir.to_path_buf(), source })?;
-    let dir = restore::DataDir::new(data_dir);
-    match restore::recover_at_start(&dir)? {
-        Recovery::None => {}
-        Recovery::RolledBack => tracing::warn!("an interrupted restore was rolled back; data unchanged"),
-        Recovery::PendingCommit => {
-            let opened = Accounts::open(data_dir).map_err(ServerError::from).and_then(|a| {
-                match a.count(Collection::Superusers)? {
-                    0 => Err(ServerError::NoSuperuser),
-                    _ => Ok(a),
-                }
-            });
-            match opened {
-                Ok(accounts) => {
-                    restore::commit(&dir)?;
-                    tracing::info!("restore complete: serving the restored data");
-                    return Ok(accounts);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "restored data unusable; putting the old data back");
-                    restore::rollback(&dir)?;
-                }
-            }
-        }
-    }
-    Ok(Accounts::open(data_dir)?)
 }
 
 /// How long a draining server waits, at most, for connections it has already taken to send
@@ -334,7 +297,7 @@ pub async fn run(
         );
     }
     loop {
-        let accounts = Arc::new(open_data_dir(&config.data_dir)?);
+        let accounts = Arc::new(datadir::open(&config.data_dir)?);
         // A stop taken while this round started (after the re-exec of a restore, say) is
         // honoured before anything is served.
         if shutdown.as_mut().now_or_never().is_some() {
@@ -421,7 +384,7 @@ pub async fn run(
         };
         if stopping || shutdown.as_mut().now_or_never().is_some() {
             // The swap is done: commit it (or roll it back) as a start would, and stop.
-            drop(open_data_dir(&config.data_dir)?);
+            drop(datadir::open(&config.data_dir)?);
             tracing::info!(key = %request.key, "stop requested during the restart: restore finished, not restarting");
             return Ok(());
         }

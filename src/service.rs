@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod app_settings;
+
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 

@@ -41,7 +41,7 @@ async fn start(sink: &SmtpSink, collections: Vec<(&'static str, Value)>) -> Test
     TestServer::start_with(Options {
         lang: Some(Lang::En),
         prepare: Some(Box::new(move |dir: &Path| {
-            let accounts = pb_backups::server::open_data_dir(dir).unwrap();
+            let accounts = pb_backups::datadir::open(dir).unwrap();
             accounts.upsert(pb_backups::accounts::Collection::Superusers, SECOND_SUPERUSER.0, SECOND_SUPERUSER.1).unwrap();
             drop(accounts);
             configure(dir, port, &collections);
@@ -403,7 +403,7 @@ async fn a_failed_scheduled_backup_is_mailed_to_every_superuser() {
         lang: Some(Lang::En),
         schedule_clock: Some(source),
         prepare: Some(Box::new(move |dir: &Path| {
-            let accounts = pb_backups::server::open_data_dir(dir).unwrap();
+            let accounts = pb_backups::datadir::open(dir).unwrap();
             accounts.upsert(pb_backups::accounts::Collection::Superusers, SECOND_SUPERUSER.0, SECOND_SUPERUSER.1).unwrap();
             drop(accounts);
             configure(dir, port, &[]);
@@ -574,7 +574,7 @@ async fn mfa_rule_selects_the_accounts_and_auth_rule_guards_otp_logins() {
         TestServer::start_with(Options {
             lang: Some(Lang::En),
             prepare: Some(Box::new(move |dir: &Path| {
-                let accounts = pb_backups::server::open_data_dir(dir).unwrap();
+                let accounts = pb_backups::datadir::open(dir).unwrap();
                 for who in [OTHER, BLOCKED] {
                     accounts.upsert(pb_backups::accounts::Collection::Users, who.0, who.1).unwrap();
                 }

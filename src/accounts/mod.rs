@@ -3,8 +3,8 @@
 //! this server with its accounts, password hashes and token secrets intact.
 //!
 //! Auth collections are read from `_collections` (token secrets and lifetimes, and the
-//! `mfa`, `otp` and `authAlert` options from their `options`), records from their tables
-//! (`email`, bcrypt `password`, `tokenKey`). Second factors and login origins live in
+//! `mfa`, `otp` and `authAlert` options from their `options`: [`collections`]), records from
+//! their tables (`email`, bcrypt `password`: [`credentials`], `tokenKey`). Second factors and login origins live in
 //! PocketBase's own tables too ([`mfa`]).
 //! A data dir with no tables is initialised in that layout ([`schema`]); one written by
 //! pb-backups before it kept PocketBase's layout is converted at open ([`legacy`]).
@@ -15,6 +15,8 @@
 //! system tables read must be plain tables, and stored hashes are verified only within
 //! [`hashes`]' bounds.
 
+mod collections;
+mod credentials;
 pub mod hashes;
 mod legacy;
 pub mod mfa;
@@ -25,7 +27,7 @@ mod tests;
 
 use std::fmt;
 use std::path::Path;
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rand::distr::{Alphanumeric, SampleString};
@@ -34,25 +36,20 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{json, Value};
 
 use crate::layout::{AUX_DB, DATA_DB};
-use crate::mail::Template;
-use rule::RuleColumn;
 use crate::sqlite::{self, Access, Deadline, ObjectKind};
 use hashes::HashRefused;
+
+pub use collections::{AuthAlertOptions, AuthCollection, MfaOptions, OtpOptions};
+pub(crate) use collections::TokenSettings;
+use collections::{load_auth_collections, IdentityColumn, MAX_AUTH_COLLECTIONS};
+use credentials::{
+    hash_password, normalize_email, validate_password, verify_stored_password, verify_unknown,
+    PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS,
+};
 
 const SECRET_LEN: usize = 50;
 const ID_LEN: usize = 15;
 const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-const PASSWORD_MIN_CHARS: usize = 8;
-const PASSWORD_MAX_CHARS: usize = 72;
-const EMAIL_MAX_CHARS: usize = 254;
-/// PocketBase's bcrypt cost for record passwords.
-const BCRYPT_COST: u32 = 10;
-
-/// A bcrypt hash (cost 10) of a random password, made once. Verified against when an
-/// identity is unknown, so that a login costs the same whether the email exists.
-static DUMMY_HASH: LazyLock<String> =
-    LazyLock::new(|| hash_password(&random_secret()[..PASSWORD_MAX_CHARS.min(SECRET_LEN)]).unwrap_or_default());
-
 /// The two auth collections the command line manages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Collection {
@@ -70,63 +67,6 @@ impl Collection {
     }
 }
 
-/// An auth collection as PocketBase keeps it in `_collections`.
-#[derive(Clone, PartialEq)]
-pub struct AuthCollection {
-    pub id: String,
-    pub name: String,
-    pub(crate) auth_token: TokenSettings,
-    pub(crate) file_token: TokenSettings,
-    password_auth: bool,
-    /// `authRule`, checked before any token is issued: `None` (JSON null) lets nobody log in,
-    /// `""` everyone, anything else is a filter over the record's own fields.
-    pub auth_rule: Option<String>,
-    /// `passwordAuth.identityFields` as stored: what a login's `identityField` may name.
-    pub identity_fields: Vec<String>,
-    /// Those a login can search by: columns with a single-column unique index.
-    identity_columns: Vec<IdentityColumn>,
-    /// The fields a rule may name, from the collection's `fields` and the table's columns.
-    pub(crate) rule_columns: Vec<RuleColumn>,
-    /// What the queries select for a [`Record`] (see [`record_columns`]).
-    record_columns: String,
-    pub mfa: MfaOptions,
-    pub otp: OtpOptions,
-    pub auth_alert: AuthAlertOptions,
-}
-
-/// `options.mfa`: a second method is required to log in, within `duration_secs` of the first,
-/// for the records `rule` selects (empty: all).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MfaOptions {
-    pub enabled: bool,
-    pub duration_secs: u64,
-    pub rule: String,
-}
-
-/// `options.otp`: one-time passwords of `length` digits by mail, valid `duration_secs`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct OtpOptions {
-    pub enabled: bool,
-    pub duration_secs: u64,
-    pub length: usize,
-    pub email_template: Template,
-}
-
-/// `options.authAlert`: a mail to the account on a login from a new origin.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AuthAlertOptions {
-    pub enabled: bool,
-    pub email_template: Template,
-}
-
-/// An identity field as a login searches it: case-insensitively when its unique index says
-/// `COLLATE NOCASE`, as PocketBase does (its `email` index does not, so emails match exactly).
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct IdentityColumn {
-    name: String,
-    nocase: bool,
-}
-
 /// What a rule says of one record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RuleOutcome {
@@ -140,29 +80,6 @@ pub enum RuleOutcome {
 /// Largest value a rule reads from a record (SQLite's length limit while it runs): with the
 /// rule's own bounds this bounds its time, whatever the (foreign) table holds.
 const MAX_RULE_VALUE: i32 = 1024 * 1024;
-/// Largest `options` or `fields` JSON of a collection read from `_collections`.
-const MAX_COLLECTION_JSON: i64 = 1024 * 1024;
-
-/// One token kind's signing secret (second half of the key) and lifetime.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct TokenSettings {
-    pub(crate) secret: String,
-    pub(crate) duration_secs: u64,
-}
-
-// Hand-written so that secrets never reach a log line.
-impl fmt::Debug for AuthCollection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthCollection").field("id", &self.id).field("name", &self.name).finish_non_exhaustive()
-    }
-}
-
-impl AuthCollection {
-    pub fn is_superusers(&self) -> bool {
-        self.name == schema::SUPERUSERS
-    }
-}
-
 /// An account. `token_key` is part of every token's signing key and changes with the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Record {
@@ -422,7 +339,7 @@ impl Accounts {
             None => None,
         };
         let Some((record, hash)) = found else {
-            verify_password(password, &DUMMY_HASH)?;
+            verify_unknown(password)?;
             return Ok(None);
         };
         if !verify_stored_password(&record, password, &hash)? {
@@ -573,166 +490,6 @@ pub fn check_usable_within(path: &Path, budget: Duration) -> Result<(), Accounts
     Ok(())
 }
 
-/// More auth collections than any PocketBase app has: a bound on what a foreign
-/// `_collections` makes us read.
-const MAX_AUTH_COLLECTIONS: usize = 100;
-/// PocketBase's own limit on collection names (ids are shorter).
-const MAX_COLLECTION_NAME_BYTES: i64 = 255;
-
-/// Every auth collection whose options and table are usable; `_superusers` must be.
-/// Others that are not are left out with a warning (their accounts cannot log in here).
-fn load_auth_collections(conn: &Connection) -> Result<Vec<AuthCollection>, AccountsError> {
-    if !plain_table(conn, "_collections")? {
-        return Err(LayoutError::Foreign.into());
-    }
-    // Oversized JSON comes back as NULL: refused below without being read (octet_length
-    // reads only the size).
-    let mut stmt = conn.prepare(
-        "SELECT id, name, CASE WHEN octet_length(options) <= ?1 THEN options END,
-                CASE WHEN octet_length(fields) <= ?1 THEN fields END
-         FROM _collections
-         WHERE type = 'auth' AND octet_length(id) <= ?2 AND octet_length(name) <= ?2 LIMIT ?3",
-    )?;
-    let limit = MAX_AUTH_COLLECTIONS as i64 + 1;
-    let rows: Vec<(String, String, Option<String>, Option<String>)> = stmt
-        .query_map(params![MAX_COLLECTION_JSON, MAX_COLLECTION_NAME_BYTES, limit], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?
-        .collect::<Result<_, _>>()?;
-    if rows.len() > MAX_AUTH_COLLECTIONS {
-        return Err(LayoutError::TooManyCollections.into());
-    }
-    let mut collections = Vec::new();
-    for (id, name, options, fields) in rows {
-        let too_large = || LayoutError::BadOptions {
-            collection: name.clone(),
-            reason: format!("options or fields over {MAX_COLLECTION_JSON} bytes"),
-        };
-        let parsed = match (options, fields) {
-            (Some(options), Some(fields)) => parse_collection(id, name.clone(), &options).and_then(|mut c| {
-                read_fields(conn, &mut c, &fields)?;
-                Ok(c)
-            }),
-            _ => Err(too_large().into()),
-        };
-        match parsed {
-            Ok(c) => collections.push(c),
-            Err(e) if name == schema::SUPERUSERS => return Err(e),
-            Err(e) => tracing::warn!(collection = %name, error = %e, "auth collection left out"),
-        }
-    }
-    if !collections.iter().any(AuthCollection::is_superusers) {
-        return Err(LayoutError::NoSuperusersCollection.into());
-    }
-    Ok(collections)
-}
-
-fn parse_collection(id: String, name: String, options: &str) -> Result<AuthCollection, AccountsError> {
-    let bad = |reason: String| LayoutError::BadOptions { collection: name.clone(), reason };
-    let options: Value = serde_json::from_str(options).map_err(|e| bad(e.to_string()))?;
-    let token = |kind: &'static str| -> Result<TokenSettings, LayoutError> {
-        let settings = &options[kind];
-        let secret = settings["secret"].as_str().filter(|s| !s.is_empty());
-        let secret = secret.ok_or_else(|| LayoutError::NoSecret { collection: name.clone(), kind })?;
-        let duration_secs = settings["duration"].as_u64().filter(|d| *d > 0);
-        let duration_secs = duration_secs.ok_or_else(|| bad(format!("{kind}.duration is not a positive number")))?;
-        Ok(TokenSettings { secret: secret.to_string(), duration_secs })
-    };
-    let auth_token = token("authToken")?;
-    let file_token = token("fileToken")?;
-    // PocketBase's default when the section is absent is enabled.
-    let password_auth = options["passwordAuth"]["enabled"].as_bool().unwrap_or(true);
-    // Absent, null or not text: nobody may log in (fail closed).
-    let auth_rule = options["authRule"].as_str().map(str::to_string);
-    if auth_rule.is_none() && !options["authRule"].is_null() {
-        tracing::warn!(collection = %name, "authRule is not text: nobody can log in to this collection");
-    }
-    let identity_fields: Vec<String> = match &options["passwordAuth"]["identityFields"] {
-        Value::Array(names) => {
-            names.iter().filter_map(Value::as_str).take(MAX_IDENTITY_FIELDS).map(str::to_string).collect()
-        }
-        _ => vec!["email".to_string()],
-    };
-    let (mfa, otp, auth_alert) = mfa::parse_options(&options)
-        .map_err(|(section, reason)| LayoutError::BadAccessOptions { collection: name.clone(), section, reason })?;
-    Ok(AuthCollection {
-        id,
-        name,
-        auth_token,
-        file_token,
-        password_auth,
-        auth_rule,
-        identity_fields,
-        identity_columns: Vec::new(),
-        rule_columns: Vec::new(),
-        record_columns: String::new(),
-        mfa,
-        otp,
-        auth_alert,
-    })
-}
-
-/// Most identity fields read from a collection's options.
-const MAX_IDENTITY_FIELDS: usize = 16;
-
-/// Field types whose values a rule compares as plain column values, as PocketBase does.
-const PLAIN_FIELD_TYPES: &[&str] =
-    &["text", "email", "url", "editor", "number", "bool", "date", "autodate", "select", "relation", "file", "password"];
-
-/// Fills in what needs the table itself: the columns a record is read from, which fields are
-/// real columns (for rules) and which identity fields have a single-column unique index (for
-/// logins), with its collation.
-fn read_fields(conn: &Connection, c: &mut AuthCollection, fields_json: &str) -> Result<(), AccountsError> {
-    let bad = |reason: String| LayoutError::BadOptions { collection: c.name.clone(), reason };
-    if !plain_table(conn, &c.name)? {
-        return Err(LayoutError::BadRecordsTable(c.name.clone()).into());
-    }
-    let fields: Value = serde_json::from_str(fields_json).map_err(|e| bad(format!("fields: {e}")))?;
-    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
-    let table_columns: Vec<String> = stmt.query_map([&c.name], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    c.record_columns = record_columns(&table_columns);
-    let check = format!("SELECT {}, password FROM {} LIMIT 0", c.record_columns, quoted(&c.name));
-    conn.prepare(&check).map_err(|_| LayoutError::BadRecordsTable(c.name.clone()))?;
-    c.rule_columns = fields
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|f| {
-            let name = table_columns.iter().find(|col| Some(col.as_str()) == f["name"].as_str())?;
-            let opaque = !f["type"].as_str().is_some_and(|t| PLAIN_FIELD_TYPES.contains(&t));
-            Some(RuleColumn { name: name.clone(), opaque })
-        })
-        .collect();
-    let unique = unique_single_column_indexes(conn, &c.name)?;
-    c.identity_columns = c
-        .identity_fields
-        .iter()
-        .filter_map(|field| {
-            let found = unique.iter().find(|(column, _)| column.eq_ignore_ascii_case(field));
-            if found.is_none() {
-                tracing::warn!(collection = %c.name, %field, "identity field without a unique index: not searched");
-            }
-            let (column, nocase) = found?;
-            Some(IdentityColumn { name: column.clone(), nocase: *nocase })
-        })
-        .collect();
-    Ok(())
-}
-
-/// The table's unique indexes on one column: (column, whether it compares ignoring case).
-fn unique_single_column_indexes(conn: &Connection, table: &str) -> Result<Vec<(String, bool)>, AccountsError> {
-    let mut stmt = conn.prepare(
-        "SELECT x.name, x.coll FROM pragma_index_list(?1) AS l JOIN pragma_index_xinfo(l.name) AS x
-         WHERE l.\"unique\" = 1 AND x.key = 1 AND x.name IS NOT NULL
-           AND (SELECT count(*) FROM pragma_index_info(l.name)) = 1",
-    )?;
-    let rows = stmt.query_map([table], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?;
-    rows.map(|r| r.map(|(name, coll)| (name, coll.is_some_and(|c| c.eq_ignore_ascii_case("NOCASE")))))
-        .collect::<Result<_, _>>()
-        .map_err(Into::into)
-}
-
 /// The columns of a [`Record`], in [`record_from_row`]'s order. `created` and `updated` are
 /// ordinary fields of an auth collection in PocketBase (one made through its API may have
 /// neither): read as `''` when the table has no such column.
@@ -780,59 +537,6 @@ fn plain_table(conn: &Connection, name: &str) -> Result<bool, AccountsError> {
 /// A table name as an SQL identifier. Collection names come from the database itself.
 fn quoted(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
-}
-
-/// Lowercased email when it looks like `local@domain` (no spaces or control characters).
-fn normalize_email(email: &str) -> Result<String, AccountsError> {
-    let (local, domain) = email.split_once('@').ok_or(AccountsError::InvalidEmail)?;
-    let well_formed = !local.is_empty()
-        && !domain.is_empty()
-        && !domain.contains('@')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && email.chars().count() <= EMAIL_MAX_CHARS
-        && !email.chars().any(|ch| ch.is_whitespace() || ch.is_control());
-    if well_formed {
-        Ok(email.to_lowercase())
-    } else {
-        Err(AccountsError::InvalidEmail)
-    }
-}
-
-fn validate_password(password: &str) -> Result<(), AccountsError> {
-    let len = password.chars().count();
-    // bcrypt reads at most 72 bytes: a longer password would match on its prefix alone.
-    if (PASSWORD_MIN_CHARS..=PASSWORD_MAX_CHARS).contains(&len) && password.len() <= 72 {
-        Ok(())
-    } else {
-        Err(AccountsError::InvalidPassword)
-    }
-}
-
-/// A `$2a$10$` bcrypt hash, as PocketBase writes them.
-fn hash_password(password: &str) -> Result<String, AccountsError> {
-    let parts = bcrypt::hash_with_result(password, BCRYPT_COST).map_err(|_| AccountsError::Hash)?;
-    Ok(parts.format_for_version(bcrypt::Version::TwoA))
-}
-
-/// `Ok(false)` on a wrong password; [`AccountsError::RefusedHash`] when the stored hash is
-/// unreadable or costs more than [`hashes`] allows (then nothing was hashed).
-fn verify_password(password: &str, hash: &str) -> Result<bool, AccountsError> {
-    Ok(hashes::verify(password, hash)?)
-}
-
-/// Whether `password` matches `record`'s stored `hash`. A refused hash fails the login; the
-/// log names the record and why (never the hash), and the login costs what one for an
-/// unknown identity does.
-fn verify_stored_password(record: &Record, password: &str, hash: &str) -> Result<bool, AccountsError> {
-    match verify_password(password, hash) {
-        Err(AccountsError::RefusedHash(why)) => {
-            tracing::warn!(collection = %record.collection_name, record = %record.id, reason = %why, "stored password hash refused; the login fails");
-            verify_password(password, &DUMMY_HASH)?;
-            Ok(false)
-        }
-        verified => verified,
-    }
 }
 
 fn random_secret() -> String {

@@ -72,7 +72,11 @@ pub fn app(
             move |_| {
                 let service = service.clone();
                 async move {
-                    match crate::metrics::render(&service).await {
+                    if !crate::metrics::enabled() {
+                        return poem::error::ResponseError::as_response(&ApiError::not_found());
+                    }
+                    let listing = service.listing().await;
+                    match crate::metrics::render(listing.as_ref().map(|l| l.items.iter().map(|b| b.size))) {
                         Some(text) => Response::builder()
                             .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
                             .body(text),

@@ -25,7 +25,7 @@ pub const USER: (&str, &str) = ("user@example.com", "0987654321");
 
 /// Creates the test accounts in a data dir (which may not exist yet).
 pub fn seed_accounts(dir: &Path) {
-    let accounts = server::open_data_dir(dir).expect("open data dir");
+    let accounts = pb_backups::datadir::open(dir).expect("open data dir");
     accounts.upsert(Collection::Superusers, SUPERUSER.0, SUPERUSER.1).unwrap();
     accounts.upsert(Collection::Users, USER.0, USER.1).unwrap();
 }

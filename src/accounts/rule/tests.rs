@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 use rusqlite::Connection;
 
+use super::sql::{format_number, like_pattern};
 use super::*;
 
 fn cmp(left: Operand, kind: OpKind, right: Operand) -> Filter {
