@@ -324,10 +324,15 @@ mod cases {
     }
 
     pub async fn test_s3_400_unreachable(f: &Fixture, accept: Option<&str>) -> Got {
-        // A port nothing listens on: taken, then let go.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // A port bound and never listened on, held until the answer: connections are refused,
+        // and no other server (a parallel test's moto) can take it meanwhile.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = socket.local_addr().unwrap().port();
         save_s3(f, "storage", &format!("http://127.0.0.1:{port}"), "files").await;
-        f.send(test_s3(f, accept, Some(&f.su), "storage")).await
+        let got = f.send(test_s3(f, accept, Some(&f.su), "storage")).await;
+        drop(socket);
+        got
     }
 
     pub async fn test_s3_400_no_bucket(f: &Fixture, accept: Option<&str>) -> Got {
