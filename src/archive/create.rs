@@ -210,4 +210,24 @@ mod tests {
         let summary = crate::archive::validate(&zip, &with(4, 15).limits).unwrap();
         assert_eq!(summary.entries, 4, "a restore with the same limits accepts it");
     }
+
+    /// Top-level `.db` files that are no SQLite databases are archived as they are: the
+    /// snapshot, which opens them through SQLite, finds out and hands them back.
+    #[test]
+    fn top_level_db_files_that_are_not_sqlite_are_archived_as_they_are() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("d");
+        fs::create_dir_all(&data).unwrap();
+        let text = b"not a database, only text long enough for a header".to_vec();
+        fs::write(data.join("notes.db"), &text).unwrap();
+        fs::write(data.join("tiny.db"), b"short").unwrap();
+        let mut out = Cursor::new(Vec::new());
+        create_backup(&data, &[], tmp.path(), &mut out, &CreateOptions::default()).unwrap();
+        let mut zip = ZipArchive::new(Cursor::new(out.into_inner())).unwrap();
+        for (name, content) in [("notes.db", &text[..]), ("tiny.db", b"short")] {
+            let mut read = Vec::new();
+            zip.by_name(name).unwrap().read_to_end(&mut read).unwrap();
+            assert_eq!(read, content, "{name}");
+        }
+    }
 }

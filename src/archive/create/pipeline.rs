@@ -283,11 +283,19 @@ impl Reader {
                 return Ok(());
             }
             let sent = match entry.source {
-                Source::Sqlite => {
+                Source::Sqlite => match Snapshot::take(&plan.path(&entry), scratch_dir, &entry.name) {
                     // Deleted once read, before the next entry.
-                    let snapshot = Snapshot::take(&plan.path(&entry), scratch_dir, &entry.name)?;
-                    self.read_file(&entry, File::open(&snapshot.path)?)?
-                }
+                    Ok(snapshot) => self.read_file(&entry, File::open(&snapshot.path)?)?,
+                    // A `.db` that is no SQLite database: no connection of ours has it open,
+                    // so it is read as any file.
+                    Err(ArchiveError::Snapshot { source, .. })
+                        if source.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) =>
+                    {
+                        let Some(file) = open_if_present(&plan.path(&entry))? else { continue };
+                        self.read_file(&entry, file)?
+                    }
+                    Err(e) => return Err(e),
+                },
                 _ => {
                     let Some(file) = open_if_present(&plan.path(&entry))? else {
                         tracing::debug!(name = %entry.name, "file vanished before archiving");

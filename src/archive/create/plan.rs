@@ -8,7 +8,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -213,7 +213,14 @@ impl Walk<'_> {
                 if SQLITE_SIDE_SUFFIXES.iter().any(|s| file_name.ends_with(s)) {
                     return Ok(None);
                 }
-                if top_level && file_name.ends_with(".db") && is_sqlite(&path())? {
+                // Judged by name and size, not by reading the header: opening a live
+                // database with a plain open(2) and closing it drops the POSIX locks that
+                // this process's SQLite connections hold on it (they belong to the process
+                // and the inode). Another process's connection may then believe itself the
+                // last one, checkpoint and delete the WAL under ours, which goes on reading
+                // a stale state. The snapshot opens it through SQLite, and archives a file
+                // that turns out not to be a database as it is.
+                if top_level && file_name.ends_with(".db") && len >= SQLITE_HEADER.len() as u64 {
                     Source::Sqlite
                 } else {
                     Source::File
@@ -245,18 +252,6 @@ impl Walk<'_> {
             }
         }
         Ok(Some(entry))
-    }
-}
-
-fn is_sqlite(path: &Path) -> Result<bool, ArchiveError> {
-    let Some(file) = open_if_present(path)? else {
-        return Ok(false);
-    };
-    let mut header = [0u8; 16];
-    match file.take(16).read_exact(&mut header) {
-        Ok(()) => Ok(&header == SQLITE_HEADER),
-        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(err) => Err(err.into()),
     }
 }
 
