@@ -1524,6 +1524,38 @@ def run_side_by_side(args, ours_bin, upstream_bin, loadgen):
 # ---------------------------------------------------------------- scale
 
 
+def measure_scale_limits(args, label, payload, binary, archive_mib):
+    """The limits beside a scale point (issue 26): those of measure_limits (cp -r + sync,
+    zip -r -1, unzip -q + sync), GNU tar writing the tree to an archive and reading it back
+    into a tree (each + sync -f), and the disk's own write speed: `dd` of as many bytes as
+    our archive from /dev/zero with conv=fsync. One run each (args.repeat is 1 here)."""
+    lim = measure_limits(args, label, payload, binary)
+    base = os.path.join(args.work, label, "limits-tar")
+    shutil.rmtree(base, ignore_errors=True)
+    data_dir = os.path.join(base, "data")
+    os.makedirs(data_dir)
+    try:
+        copy_payload(payload, data_dir)
+        log("limits, %s: tar write and read, dd + fsync" % label)
+        archive = os.path.join(base, "limit.tar")
+        lim["tar_write_s"] = timed(["tar", "-cf", archive, "-C", data_dir, "."], sync_dir=base)
+        out = os.path.join(base, "untarred")
+        os.makedirs(out)
+        lim["tar_read_s"] = timed(["tar", "-xf", archive, "-C", out], sync_dir=out)
+        shutil.rmtree(out)
+        os.remove(archive)
+        shutil.rmtree(data_dir)
+        mib = max(1, int(round(archive_mib)))
+        written = os.path.join(base, "dd.bin")
+        lim["dd_fsync_s"] = timed(["dd", "if=/dev/zero", "of=" + written, "bs=1M", "count=%d" % mib,
+                                   "conv=fsync", "status=none"])
+        lim["dd_mib"] = mib
+        lim["disk_write_mib_s"] = mib / lim["dd_fsync_s"] if lim["dd_fsync_s"] else None
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return lim
+
+
 def run_scale(args, ours_bin):
     """Ours alone over growing data dirs: time and peak RSS of create and restore, as a
     table, as JSON and as a plot."""
@@ -1552,8 +1584,11 @@ def run_scale(args, ours_bin):
     for kind, n in points:
         payload = build_scale_payload(args.cache, n) if kind == "size" else build_files_payload(args.cache, n)
         r = bench_one("ours", ours_bin, args, "scale-%s-%d" % (kind, n), payload, None, None, {"create", "writers", "restore"})
-        rows.append({"kind": kind, "size_mib": n if kind == "size" else None,
-                     "files": n if kind == "files" else None, "ours": r})
+        row = {"kind": kind, "size_mib": n if kind == "size" else None,
+               "files": n if kind == "files" else None, "ours": r}
+        if args.scale_limits:
+            row["limits"] = measure_scale_limits(args, "scale-%s-%d" % (kind, n), payload, ours_bin, r["zip_mib"])
+        rows.append(row)
     load_after = os.getloadavg()
 
     print()
@@ -1575,6 +1610,14 @@ def run_scale(args, ours_bin):
                 failures.append("%s, %s: %s MiB (bound %d MiB)" % (label, key, fmt(r.get(key)), SCALE_RSS_MIB))
         if writers.get("failed"):
             failures.append("%s: %d writes to data.db failed during the create: %s" % (label, writers["failed"], writers["failures"]))
+    if args.scale_limits:
+        print()
+        print("limits (s): " + "; ".join(
+            "%s: zip %s, unzip+sync %s, tar write %s, tar read %s, dd+fsync of the archive's size %s" % (
+                row["kind"] + "-" + str(row["size_mib"] or row["files"]),
+                *(fmt(row["limits"].get(k)) for k in ("zip_s", "unzip_s", "tar_write_s", "tar_read_s", "dd_fsync_s")))
+            for row in rows))
+        print()
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "scale": True,
@@ -1669,6 +1712,9 @@ def parse_args():
                    help="scale run: file counts (default %s; %s with --quick)" % (
                        ",".join(map(str, SCALE_FILES)), ",".join(map(str, SCALE_QUICK_FILES))))
     p.add_argument("--plot", help="scale run: PNG path (default bench/scale.png)")
+    p.add_argument("--scale-limits", action="store_true",
+                   help="scale run: measure each point's limits too (zip, unzip + sync, tar write and read, "
+                        "dd + fsync of the archive's size); needs room for a second copy of the data dir")
     p.add_argument("--cache", default=os.path.expanduser("~/.cache/pb-backups-bench"),
                    help="where payloads, the load generator and the plot venv are kept")
     p.add_argument("--work", help="scratch dir for the servers' data dirs (default: CACHE/work)")
