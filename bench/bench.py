@@ -44,6 +44,8 @@ import threading
 import time
 import zipfile
 
+from writers import DataDbWriter
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 UPSTREAM_VERSION = "0.40.6"
@@ -64,6 +66,9 @@ FULL = {"size": 512, "files": 70000, "s3_size": 256, "repeat": 3, "list_backups"
 QUICK = {"size": 32, "files": 5000, "s3_size": 32, "repeat": 3, "list_backups": 100, "list_clients": 16, "list_secs": 1.0}
 SCALE_SIZES_MIB = [512, 2048, 4096]
 SCALE_FILES = [70000, 200000]
+# --scale --quick (CI): the 200,000-file point alone, with the memory target asserted.
+SCALE_QUICK_FILES = [200000]
+SCALE_RSS_MIB = 64
 
 # Targets of issue 14 (and the two of issue 6 it keeps): (case, figure, against, bound).
 # `against` is "upstream" (ours/upstream), a limit figure (ours/limit, see LIMIT_LABELS) or
@@ -615,6 +620,25 @@ def run_server(server, args, loadgen, upload_source, upload_dir, steps):
         r["zip_mib"] = os.path.getsize(created) / MiB
         r["zip64"] = has_zip64_records(created)
 
+        if "writers" in steps:
+            # One more create, not among the timed ones, with a writer of data.db every
+            # 10 ms through SQLite as PocketBase writes: its longest wait is how long the
+            # create blocks writers. The backup is deleted afterwards (disk).
+            log(server.name, "create with a writer of data.db every 10 ms")
+            with DataDbWriter(os.path.join(server.data_dir, "data.db")) as writer:
+                started = time.monotonic()
+                status, body = request(port, "POST", "/api/backups", {"name": "bench_writers.zip"}, auth)
+                r["writers_create_s"] = time.monotonic() - started
+            if status not in (200, 204):
+                raise BenchFailure("%s: create with a writer answered %s %s" % (server.name, status, body[:200]))
+            r["writers"] = writer.summary()
+            r["writers_max_wait_ms"] = r["writers"].get("max_wait_ms")
+            if r["writers"]["failed"]:
+                log(server.name, "writes failed during the create: %s" % r["writers"]["failures"])
+            status, body = request(port, "DELETE", "/api/backups/bench_writers.zip", None, auth)
+            if status not in (200, 204):
+                raise BenchFailure("%s: delete answered %s %s" % (server.name, status, body[:200]))
+
         if "download" in steps:
             log(server.name, "download")
             status, body = request(port, "POST", "/api/files/token", None, auth)
@@ -914,6 +938,7 @@ ROWS = [
     ("list_p50_ms", "list p50 (ms)", None, True),
     ("list_p99_ms", "list p99 (ms)", None, True),
     ("list_rps", "list requests/s", None, True),
+    ("writers_max_wait_ms", "longest write to data.db during a create (ms)", None, True),
     ("rss_idle_mib", "peak RSS idle (MiB)", None, True),
     ("rss_create_mib", "peak RSS create (MiB)", None, True),
     ("rss_download_mib", "peak RSS download (MiB)", None, True),
@@ -1432,6 +1457,8 @@ def run_side_by_side(args, ours_bin, upstream_bin, loadgen):
         else:
             payload = build_files_payload(args.cache, args.files)
             steps = {"create", "download", "upload", "restore"}
+        if not args.quick:
+            steps.add("writers")
         limits = measure_limits(args, case, payload, ours_bin or upstream_bin)
         upstream = ours = None
         upload_source = None
@@ -1497,6 +1524,38 @@ def run_side_by_side(args, ours_bin, upstream_bin, loadgen):
 # ---------------------------------------------------------------- scale
 
 
+def measure_scale_limits(args, label, payload, binary, archive_mib):
+    """The limits beside a scale point (issue 26): those of measure_limits (cp -r + sync,
+    zip -r -1, unzip -q + sync), GNU tar writing the tree to an archive and reading it back
+    into a tree (each + sync -f), and the disk's own write speed: `dd` of as many bytes as
+    our archive from /dev/zero with conv=fsync. One run each (args.repeat is 1 here)."""
+    lim = measure_limits(args, label, payload, binary)
+    base = os.path.join(args.work, label, "limits-tar")
+    shutil.rmtree(base, ignore_errors=True)
+    data_dir = os.path.join(base, "data")
+    os.makedirs(data_dir)
+    try:
+        copy_payload(payload, data_dir)
+        log("limits, %s: tar write and read, dd + fsync" % label)
+        archive = os.path.join(base, "limit.tar")
+        lim["tar_write_s"] = timed(["tar", "-cf", archive, "-C", data_dir, "."], sync_dir=base)
+        out = os.path.join(base, "untarred")
+        os.makedirs(out)
+        lim["tar_read_s"] = timed(["tar", "-xf", archive, "-C", out], sync_dir=out)
+        shutil.rmtree(out)
+        os.remove(archive)
+        shutil.rmtree(data_dir)
+        mib = max(1, int(round(archive_mib)))
+        written = os.path.join(base, "dd.bin")
+        lim["dd_fsync_s"] = timed(["dd", "if=/dev/zero", "of=" + written, "bs=1M", "count=%d" % mib,
+                                   "conv=fsync", "status=none"])
+        lim["dd_mib"] = mib
+        lim["disk_write_mib_s"] = mib / lim["dd_fsync_s"] if lim["dd_fsync_s"] else None
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return lim
+
+
 def run_scale(args, ours_bin):
     """Ours alone over growing data dirs: time and peak RSS of create and restore, as a
     table, as JSON and as a plot."""
@@ -1524,34 +1583,62 @@ def run_scale(args, ours_bin):
     rows = []
     for kind, n in points:
         payload = build_scale_payload(args.cache, n) if kind == "size" else build_files_payload(args.cache, n)
-        r = bench_one("ours", ours_bin, args, "scale-%s-%d" % (kind, n), payload, None, None, {"create", "restore"})
-        rows.append({"kind": kind, "size_mib": n if kind == "size" else None,
-                     "files": n if kind == "files" else None, "ours": r})
+        r = bench_one("ours", ours_bin, args, "scale-%s-%d" % (kind, n), payload, None, None, {"create", "writers", "restore"})
+        row = {"kind": kind, "size_mib": n if kind == "size" else None,
+               "files": n if kind == "files" else None, "ours": r}
+        if args.scale_limits:
+            row["limits"] = measure_scale_limits(args, "scale-%s-%d" % (kind, n), payload, ours_bin, r["zip_mib"])
+        rows.append(row)
     load_after = os.getloadavg()
 
     print()
     print("pb-backups scale run (ours alone), %s, load %.2f before / %.2f after"
           % (datetime.date.today(), load_before[0], load_after[0]))
     print()
-    print("| data dir | zip (MiB) | ZIP64 | create (s) | peak RSS create (MiB) | restore until serving (s) | peak RSS restore (MiB) |")
-    print("|---|---:|---|---:|---:|---:|---:|")
+    print("| data dir | zip (MiB) | ZIP64 | create (s) | peak RSS create (MiB) | restore until serving (s) | peak RSS restore (MiB) | longest write to data.db during a create (ms) |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    failures = []
     for row in rows:
         r = row["ours"]
         label = "%d MiB random + 1/16 JSON lines" % row["size_mib"] if row["kind"] == "size" else "%d small files" % row["files"]
-        print("| %s | %s | %s | %s | %s | %s | %s |" % (
+        writers = r.get("writers", {})
+        print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
             label, fmt(r["zip_mib"]), fmt(r["zip64"]), fmt(r["create_s"]), fmt(r["rss_create_mib"]),
-            fmt(r["restore_s"]), fmt(r["rss_restore_mib"])))
+            fmt(r["restore_s"]), fmt(r["rss_restore_mib"]), fmt(writers.get("max_wait_ms"))))
+        for key in ("rss_create_mib", "rss_restore_mib"):
+            if r.get(key) is None or r[key] > SCALE_RSS_MIB:
+                failures.append("%s, %s: %s MiB (bound %d MiB)" % (label, key, fmt(r.get(key)), SCALE_RSS_MIB))
+        if writers.get("failed"):
+            failures.append("%s: %d writes to data.db failed during the create: %s" % (label, writers["failed"], writers["failures"]))
+    if args.scale_limits:
+        print()
+        print("limits (s): " + "; ".join(
+            "%s: zip %s, unzip+sync %s, tar write %s, tar read %s, dd+fsync of the archive's size %s" % (
+                row["kind"] + "-" + str(row["size_mib"] or row["files"]),
+                *(fmt(row["limits"].get(k)) for k in ("zip_s", "unzip_s", "tar_write_s", "tar_read_s", "dd_fsync_s")))
+            for row in rows))
+        print()
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "scale": True,
+        "quick": args.quick,
+        "rss_bound_mib": SCALE_RSS_MIB,
         "machine": machine(),
         "load_before": load_before,
         "load_after": load_after,
         "points": rows,
     }
+    if args.quick:
+        # CI: the checkout stays clean, and the memory bound fails the run.
+        write_json(args.out or os.path.join(REPO, "target", "bench-scale-quick.json"), result)
+        if failures:
+            raise BenchFailure("; ".join(failures))
+        return
     out = args.out or os.path.join(HERE, "results", "%s-scale.json" % datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     write_json(out, result)
     plot_scale(args, out, args.plot or os.path.join(HERE, "scale.png"))
+    if failures:
+        print("\nMISSED: " + "; ".join(failures))
 
 
 def plot_venv_python(cache):
@@ -1601,6 +1688,7 @@ def parse_args():
                "  bench/run --size 64 --case size    a quick look while the machine is busy\n"
                "  bench/run --quick                  what CI runs: small, with same-run bounds against upstream\n"
                "  bench/run --scale                  ours alone, 512 MiB..4 GiB and 70k..200k files, plot\n"
+               "  bench/run --scale --quick          CI: 200k files alone, fails past 64 MiB of peak RSS\n"
                "  bench/run --scale --scale-sizes 16,32 --scale-files 2000 --plot /tmp/scale.png\n")
     p.add_argument("--case", choices=["size", "files", "s3", "both", "all"], default="all",
                    help="which case to measure: size (--size MiB of mixed data), files (--files small files), "
@@ -1618,11 +1706,15 @@ def parse_args():
     p.add_argument("--scale", action="store_true",
                    help="ours alone over growing data dirs (--scale-sizes, --scale-files): time and peak RSS "
                         "of create and restore, table, JSON and a PNG plot (--plot)")
-    p.add_argument("--scale-sizes", type=int_list, default=SCALE_SIZES_MIB, metavar="MIB,...",
-                   help="scale run: payload sizes in MiB (default %s)" % ",".join(map(str, SCALE_SIZES_MIB)))
-    p.add_argument("--scale-files", type=int_list, default=SCALE_FILES, metavar="N,...",
-                   help="scale run: file counts (default %s)" % ",".join(map(str, SCALE_FILES)))
+    p.add_argument("--scale-sizes", type=int_list, metavar="MIB,...",
+                   help="scale run: payload sizes in MiB (default %s; none with --quick)" % ",".join(map(str, SCALE_SIZES_MIB)))
+    p.add_argument("--scale-files", type=int_list, metavar="N,...",
+                   help="scale run: file counts (default %s; %s with --quick)" % (
+                       ",".join(map(str, SCALE_FILES)), ",".join(map(str, SCALE_QUICK_FILES))))
     p.add_argument("--plot", help="scale run: PNG path (default bench/scale.png)")
+    p.add_argument("--scale-limits", action="store_true",
+                   help="scale run: measure each point's limits too (zip, unzip + sync, tar write and read, "
+                        "dd + fsync of the archive's size); needs room for a second copy of the data dir")
     p.add_argument("--cache", default=os.path.expanduser("~/.cache/pb-backups-bench"),
                    help="where payloads, the load generator and the plot venv are kept")
     p.add_argument("--work", help="scratch dir for the servers' data dirs (default: CACHE/work)")
@@ -1634,8 +1726,10 @@ def parse_args():
     p.add_argument("--list-secs", type=float, help="measured seconds of list load (default 5, quick 1)")
     p.add_argument("--out", help="JSON results path (default bench/results/DATE-....json; quick: target/bench-quick.json)")
     args = p.parse_args()
-    if args.quick and args.scale:
-        p.error("--quick and --scale are separate runs")
+    if args.scale:
+        # --scale --quick: the one point CI can afford, its peak RSS held to the target.
+        args.scale_sizes = args.scale_sizes if args.scale_sizes is not None else ([] if args.quick else SCALE_SIZES_MIB)
+        args.scale_files = args.scale_files if args.scale_files is not None else (SCALE_QUICK_FILES if args.quick else SCALE_FILES)
     if args.scale and args.only == "upstream":
         p.error("--scale measures ours alone")
     defaults = QUICK if args.quick else FULL

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
 use crate::accounts::{Accounts, Collection};
+use crate::archive::ArchiveLimits;
 use crate::lock::DataDirLock;
 use crate::offline::Offline;
 use crate::server::{self, RestartMode, ServeConfig, StorageChoice};
@@ -187,6 +188,11 @@ pub enum Command {
         /// less 64 MiB, so one that cannot fit is refused up front.
         #[arg(long, env = "PB_MAX_ARCHIVE_SIZE", value_name = "BYTES")]
         max_archive_size: Option<u64>,
+        /// Most entries (files and folders) in an archive, checked on upload and on restore;
+        /// a create of a data dir with more is refused up front, so that no backup is made
+        /// that would not restore.
+        #[arg(long, env = "PB_MAX_ARCHIVE_ENTRIES", value_name = "N", default_value_t = ArchiveLimits::default().max_entries)]
+        max_archive_entries: usize,
         #[command(flatten)]
         login: LoginArgs,
         #[command(flatten)]
@@ -295,11 +301,11 @@ pub async fn run(cli: Cli, inherited: listener::Inherited) -> Result<(), Box<dyn
         Command::Openapi => print!("{}", http::openapi::document_yaml()),
         Command::Superuser(cmd) => account(Collection::Superusers, cmd)?,
         Command::User(cmd) => account(Collection::Users, cmd)?,
-        Command::Serve { http, dir, lang, max_archive_size, login, s3, schedule, metrics } => {
+        Command::Serve { http, dir, lang, max_archive_size, max_archive_entries, login, s3, schedule, metrics } => {
             if metrics {
                 crate::metrics::enable();
             }
-            let config = serve_config(dir, &lang, max_archive_size, login, &s3)?;
+            let config = serve_config(dir, &lang, max_archive_size, max_archive_entries, login, &s3)?;
             serve(&http, config, inherited, schedule.patch()).await?
         }
         Command::Backups(BackupsCommand::CheckS3 { dir, s3 }) => check_s3(&s3, &dir.dir).await?,
@@ -324,6 +330,7 @@ fn serve_config(
     dir: DataDirArg,
     lang: &str,
     max_archive_size: Option<u64>,
+    max_archive_entries: usize,
     login: LoginArgs,
     s3: &S3Args,
 ) -> Result<ServeConfig, Box<dyn std::error::Error>> {
@@ -335,6 +342,8 @@ fn serve_config(
         // The one archive limit: it applies to uploads and restores alike.
         config.limits.max_total_size = max;
     }
+    // Creates are held to it too (see `ArchiveLimits::max_entries`).
+    config.limits.max_entries = max_archive_entries;
     config.login_rate = login.rate();
     config.trusted_proxies = login.trusted_proxies;
     Ok(config)
@@ -556,15 +565,20 @@ mod tests {
     #[test]
     fn serve_flags_reach_the_server_config() {
         let cli = Cli::try_parse_from([
-            "pb-backups", "serve", "--dir", "d", "--max-archive-size", "12345", "--login-burst", "7",
+            "pb-backups", "serve", "--dir", "d", "--max-archive-size", "12345", "--max-archive-entries", "678", "--login-burst", "7",
             "--login-interval-ms", "250", "--trusted-proxy", "10.0.0.0/8", "192.0.2.1",
         ])
         .unwrap();
-        let Command::Serve { dir, lang, max_archive_size, login, s3, .. } = cli.command else {
+        let Command::Serve { dir, lang, max_archive_size, max_archive_entries, login, s3, .. } = cli.command else {
             panic!("not serve");
         };
-        let config = serve_config(dir, &lang, max_archive_size, login, &s3).unwrap();
+        let config = serve_config(dir, &lang, max_archive_size, max_archive_entries, login, &s3).unwrap();
         assert_eq!(config.limits.max_total_size, 12345);
+        assert_eq!(config.limits.max_entries, 678);
+        let Command::Serve { max_archive_entries, .. } = Cli::try_parse_from(["pb-backups", "serve", "--dir", "d"]).unwrap().command else {
+            panic!("not serve");
+        };
+        assert_eq!(max_archive_entries, 10_000_000, "the default entry cap");
         assert_eq!((config.login_rate.burst, config.login_rate.per_attempt), (7, std::time::Duration::from_millis(250)));
         let proxies: Vec<String> = config.trusted_proxies.iter().map(ToString::to_string).collect();
         assert_eq!(proxies, ["10.0.0.0/8", "192.0.2.1/32"]);

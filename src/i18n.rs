@@ -6,6 +6,7 @@
 //! server's default) and read back here through a task-local, so that error mapping deep in
 //! the stack needs no request in hand.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 
 /// The two languages the spec exists in.
@@ -93,6 +94,12 @@ pub enum Message {
     TooManyRequests,
     ArchiveUnsafe,
     ArchiveTooLarge,
+    /// The entry cap, with the archive's count.
+    ArchiveTooManyEntries { entries: u64, max: u64 },
+    /// A create refused: its archive would have more entries than a restore accepts.
+    BackupTooManyEntries { entries: u64, max: u64 },
+    /// A create refused: its archive would be larger than a restore accepts.
+    BackupTooLarge,
     ArchiveNoDataDb,
     ArchiveDataDbNotSqlite,
     ArchiveNoUsableAccounts,
@@ -133,9 +140,31 @@ pub enum Message {
 }
 
 impl Message {
-    pub fn text(self, lang: Lang) -> &'static str {
+    pub fn text(self, lang: Lang) -> Cow<'static, str> {
         use Message::*;
         match (self, lang) {
+            (ArchiveTooManyEntries { entries, max }, Lang::Zh) => {
+                format!("压缩包有 {entries} 个条目，超过上限 {max} 个。").into()
+            }
+            (ArchiveTooManyEntries { entries, max }, Lang::En) => {
+                format!("The archive has {entries} entries, more than the limit of {max}.").into()
+            }
+            (BackupTooManyEntries { entries, max }, Lang::Zh) => {
+                format!("数据目录有 {entries} 个条目，超过恢复所接受的上限 {max} 个（--max-archive-entries），未创建备份。").into()
+            }
+            (BackupTooManyEntries { entries, max }, Lang::En) => format!(
+                "The data dir has {entries} entries, more than the {max} a restore accepts (--max-archive-entries): no backup was made."
+            )
+            .into(),
+            _ => self.static_text(lang).into(),
+        }
+    }
+
+    /// The texts without parameters.
+    fn static_text(self, lang: Lang) -> &'static str {
+        use Message::*;
+        match (self, lang) {
+            (ArchiveTooManyEntries { .. } | BackupTooManyEntries { .. }, _) => unreachable!("rendered by text()"),
             (StorageFailure, Lang::Zh) => "加载备份文件系统失败。",
             (StorageFailure, Lang::En) => "Failed to load backups filesystem.",
             (Unauthorized, Lang::Zh) => "请求需要有效的记录授权令牌。",
@@ -185,6 +214,10 @@ impl Message {
             }
             (ArchiveTooLarge, Lang::Zh) => "压缩包解压后过大。",
             (ArchiveTooLarge, Lang::En) => "The archive is too large once extracted.",
+            (BackupTooLarge, Lang::Zh) => "数据目录解压后的大小超过恢复所接受的上限（--max-archive-size），未创建备份。",
+            (BackupTooLarge, Lang::En) => {
+                "The data dir is larger than a restore accepts (--max-archive-size): no backup was made."
+            }
             (ArchiveNoDataDb, Lang::Zh) => "压缩包中没有 data.db。",
             (ArchiveNoDataDb, Lang::En) => "The archive has no data.db.",
             (ArchiveDataDbNotSqlite, Lang::Zh) => "压缩包中的 data.db 不是 SQLite 数据库。",
@@ -260,7 +293,7 @@ impl Message {
     }
 
     /// The text in the language of the request being served.
-    pub fn current(self) -> &'static str {
+    pub fn current(self) -> Cow<'static, str> {
         self.text(Lang::current())
     }
 }

@@ -118,6 +118,13 @@ pub enum BackupError {
         #[source]
         source: ArchiveError,
     },
+    /// A create refused because its archive would be past what a restore accepts.
+    #[error("backup not made, a restore would refuse it: {source}")]
+    WouldNotRestore {
+        problem: ArchiveProblem,
+        #[source]
+        source: ArchiveError,
+    },
     /// The archive is sound but its `data.db` could not serve as accounts: nobody could log in.
     #[error("archive cannot be restored: {0}")]
     NoUsableAccounts(#[source] AccountsError),
@@ -132,8 +139,10 @@ pub enum BackupError {
 pub enum ArchiveProblem {
     NoDataDb,
     DataDbNotSqlite,
-    /// Too big, too many entries, or a suspicious compression ratio.
+    /// Too big, or a suspicious compression ratio.
     TooLarge,
+    /// More entries than the cap (`--max-archive-entries`).
+    TooManyEntries { entries: u64, max: u64 },
     /// Unsafe paths, links or special files, duplicate or overlapping entries, names too
     /// long or too deep.
     Unsafe,
@@ -147,7 +156,8 @@ impl ArchiveProblem {
         match e {
             A::MissingDataDb => ArchiveProblem::NoDataDb,
             A::DataDbNotSqlite => ArchiveProblem::DataDbNotSqlite,
-            A::TooLarge | A::TooManyEntries | A::SuspiciousRatio { .. } => ArchiveProblem::TooLarge,
+            A::TooLarge | A::SuspiciousRatio { .. } => ArchiveProblem::TooLarge,
+            A::TooManyEntries { entries, max } => ArchiveProblem::TooManyEntries { entries: *entries, max: *max },
             A::UnsafePath { .. }
             | A::SpecialEntry { .. }
             | A::DuplicateEntry { .. }
@@ -536,6 +546,7 @@ impl Service {
             data_dir: self.data_dir.clone(),
             temp_dir: self.temp_dir.clone(),
             storage: storage.storage.clone(),
+            limits: self.limits,
             gate: self.create_gate.clone(),
             key: key.clone(),
             progress: progress.counter(),
@@ -785,6 +796,8 @@ struct CreateWork {
     data_dir: PathBuf,
     temp_dir: PathBuf,
     storage: Arc<dyn BackupStorage>,
+    /// The archive must pass a restore with these.
+    limits: ArchiveLimits,
     gate: Option<Gate>,
     key: BackupKey,
     progress: Arc<ProgressCounter>,
@@ -797,11 +810,11 @@ impl CreateWork {
         }
         let zip = TempPath::new_in(&self.temp_dir, "create", ".zip");
         let (data_dir, temp_dir, path) = (self.data_dir.clone(), self.temp_dir.clone(), zip.path().to_path_buf());
-        let progress = self.progress.clone();
+        let (progress, limits) = (self.progress.clone(), self.limits);
         tokio::task::spawn_blocking(move || -> Result<(), BackupError> {
             let out = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
             let mut out = WritebackFile::new(out);
-            archive_data_dir(&data_dir, &temp_dir, &mut out, &progress)?;
+            archive_data_dir(&data_dir, &temp_dir, &mut out, &limits, &progress)?;
             out.sync_all()?;
             Ok(())
         })
@@ -816,10 +829,10 @@ impl CreateWork {
 
     /// The archive goes straight into the store while it is made.
     async fn run_streamed(self, upload: Box<dyn Upload>) -> Result<(), BackupError> {
-        let (data_dir, temp_dir, progress) = (self.data_dir.clone(), self.temp_dir.clone(), self.progress.clone());
+        let (data_dir, temp_dir, progress, limits) = (self.data_dir.clone(), self.temp_dir.clone(), self.progress.clone(), self.limits);
         let (upload, made) = tokio::task::spawn_blocking(move || {
             let mut upload = upload;
-            let made = archive_data_dir(&data_dir, &temp_dir, &mut upload, &progress);
+            let made = archive_data_dir(&data_dir, &temp_dir, &mut upload, &limits, &progress);
             (upload, made)
         })
         .await?;
@@ -835,15 +848,22 @@ impl CreateWork {
     }
 }
 
-/// Writes the backup archive of `data_dir` to `out`.
+/// Writes the backup archive of `data_dir` to `out`, refusing one that a restore with
+/// `limits` would refuse.
 fn archive_data_dir(
     data_dir: &Path,
     temp_dir: &Path,
     out: impl std::io::Write,
+    limits: &ArchiveLimits,
     progress: &ProgressCounter,
 ) -> Result<(), BackupError> {
     let excluded: Vec<&str> = [BACKUPS_DIR, TEMP_DIR].into_iter().chain(KEPT_IN_PLACE).collect();
-    archive::create_backup_counted(data_dir, &excluded, temp_dir, out, &Default::default(), progress)
-        .map_err(|e| BackupError::Failed(Box::new(e)))?;
+    let opts = archive::CreateOptions { limits: *limits, ..Default::default() };
+    archive::create_backup_counted(data_dir, &excluded, temp_dir, out, &opts, progress).map_err(|e| match e {
+        ArchiveError::TooManyEntries { .. } | ArchiveError::TooLarge => {
+            BackupError::WouldNotRestore { problem: ArchiveProblem::of(&e), source: e }
+        }
+        e => BackupError::Failed(Box::new(e)),
+    })?;
     Ok(())
 }

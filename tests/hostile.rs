@@ -812,7 +812,7 @@ async fn hostile_archives_on_upload_and_restore() {
                 assert_eq!(status, 400, "upload {case}: {body}");
                 assert_eq!(body["message"], UPLOAD_FAILED, "upload {case}: {body}");
                 assert_eq!(body["data"]["file"]["code"], *code, "upload {case}: {body}");
-                assert_eq!(body["data"]["file"]["message"], message.text(Lang::Zh), "upload {case}: {body}");
+                assert_eq!(body["data"]["file"]["message"], *message.text(Lang::Zh), "upload {case}: {body}");
                 assert!(!s.data_dir().join("backups").join(&up_key).exists(), "upload {case} stored");
             }
             OnUpload::Stored => assert_eq!((status, &body), (204, &Value::Null), "upload {case}"),
@@ -842,6 +842,90 @@ async fn hostile_archives_on_upload_and_restore() {
     wait_not_busy(&p, &su).await;
     let temp: Vec<_> = std::fs::read_dir(s.data_dir().join(".pb_temp")).unwrap().collect();
     assert!(temp.is_empty(), "temp folder left with {temp:?}");
+    p.assert_no_leaks();
+    s.stop().await;
+}
+
+/// Entries a backup of the data dir would hold: every file and folder but the backups, the
+/// temp folder, the names kept in place and SQLite's side files.
+fn backup_entries(dir: &Path) -> usize {
+    use pb_backups::layout::{BACKUPS_DIR, KEPT_IN_PLACE, TEMP_DIR};
+    let skipped: Vec<&str> = [BACKUPS_DIR, TEMP_DIR].into_iter().chain(KEPT_IN_PLACE).collect();
+    fn walk(dir: &Path, top: bool, skipped: &[&str]) -> usize {
+        let mut n = 0;
+        for child in std::fs::read_dir(dir).unwrap() {
+            let child = child.unwrap();
+            let name = child.file_name().into_string().unwrap();
+            if (top && skipped.contains(&name.as_str())) || ["-wal", "-shm", "-journal"].iter().any(|s| name.ends_with(s)) {
+                continue;
+            }
+            n += 1;
+            if child.file_type().unwrap().is_dir() {
+                n += walk(&child.path(), false, skipped);
+            }
+        }
+        n
+    }
+    walk(dir, true, &skipped)
+}
+
+/// Limits are symmetric: a create of a data dir past the entry cap is refused up front (it
+/// would make a backup that neither upload nor restore takes), one at the cap makes a
+/// backup that upload takes back, and an archive past the cap is refused on upload and on
+/// restore as "too many entries", with the count and the cap.
+#[tokio::test]
+async fn the_entry_cap_holds_for_create_upload_and_restore_alike() {
+    const CAP: usize = 40;
+    let limits = pb_backups::archive::ArchiveLimits { max_entries: CAP, ..Default::default() };
+    let s = TestServer::start_with(Options { limits: Some(limits), ..Default::default() }).await;
+    let p = Probe::new(&s);
+    let su = s.superuser_token().await;
+    let files = s.data_dir().join("storage/files");
+    std::fs::create_dir_all(&files).unwrap();
+    let mut i = 0;
+    while backup_entries(s.data_dir()) < CAP {
+        std::fs::write(files.join(format!("{i}.txt")), b"x").unwrap();
+        i += 1;
+    }
+    assert_eq!(backup_entries(s.data_dir()), CAP);
+
+    // At the cap: made, and taken back by an upload.
+    let create = |name: &'static str| s.client.post(s.url("/api/backups")).header("Authorization", &su).json(&json!({ "name": name }));
+    assert_eq!(p.send("create at the cap", create("at-cap.zip")).await, (204, Value::Null));
+    let made = std::fs::read(s.data_dir().join("backups/at-cap.zip")).unwrap();
+    assert_eq!(upload(&p, &su, b"again.zip", &made).await, (204, Value::Null), "the backup made is taken back");
+
+    // One past it: refused with the count and the cap, nothing stored or changed.
+    std::fs::write(files.join("one-more.txt"), b"x").unwrap();
+    let before = snapshot(s.data_dir());
+    let got = p.send("create past the cap", create("past-cap.zip")).await;
+    let msg = Message::BackupTooManyEntries { entries: CAP as u64 + 1, max: CAP as u64 };
+    assert_eq!(got, (400, error_body(400, &msg.text(Lang::Zh))));
+    assert!(msg.text(Lang::Zh).contains(&format!("{}", CAP + 1)) && msg.text(Lang::Zh).contains("40"));
+    let en = create("past-cap.zip").header("Accept-Language", "en");
+    let got = p.send("create past the cap, in English", en).await;
+    assert_eq!(got, (400, error_body(400, &msg.text(Lang::En))));
+    assert!(msg.text(Lang::En).contains("41 entries") && msg.text(Lang::En).contains("40"), "{}", msg.text(Lang::En));
+    assert!(!s.data_dir().join("backups/past-cap.zip").exists(), "no backup made");
+    assert_same(&before, s.data_dir(), "a refused create");
+
+    // An archive past the cap, on upload and on restore.
+    let names: Vec<String> = (0..CAP).map(|i| format!("f{i}")).collect();
+    let mut entries = vec![db()];
+    entries.extend(names.iter().map(|n| entry(n, b"x")));
+    let many = raw_zip(&entries);
+    let too_many = Message::ArchiveTooManyEntries { entries: CAP as u64 + 1, max: CAP as u64 };
+    let (status, body) = upload(&p, &su, b"many.zip", &many).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["data"]["file"]["message"], *too_many.text(Lang::Zh), "{body}");
+    assert!(!s.data_dir().join("backups/many.zip").exists());
+    std::fs::write(s.data_dir().join("backups/many.zip"), &many).unwrap();
+    let before = snapshot(s.data_dir());
+    let req = s.client.post(s.url("/api/backups/many.zip/restore")).header("Authorization", &su).header("Accept-Language", "en");
+    let got = p.send("restore past the cap", req).await;
+    assert_eq!(got, (400, error_body(400, &too_many.text(Lang::En))));
+    assert_same(&before, s.data_dir(), "a refused restore");
+    wait_not_busy(&p, &su).await;
     p.assert_no_leaks();
     s.stop().await;
 }

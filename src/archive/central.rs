@@ -96,7 +96,7 @@ pub(super) struct Directory {
 pub(super) fn open(file: &dyn ArchiveSource, max_entries: usize) -> Result<Directory, ArchiveError> {
     let directory = find(file)?;
     if directory.count > max_entries as u64 {
-        return Err(ArchiveError::TooManyEntries);
+        return Err(ArchiveError::TooManyEntries { entries: directory.count, max: max_entries as u64 });
     }
     if directory.count * CENTRAL_LEN as u64 > directory.size {
         return Err(not_zip("central directory too small for its entry count"));
@@ -658,7 +658,7 @@ mod tests {
         let bytes = archive(&[], 0xFFFF);
         assert_eq!(bytes.len(), DIRECTORY_AT + END_LEN);
         let (_dir, _, file) = file_of(&bytes);
-        assert!(matches!(open(&file, 10), Err(ArchiveError::TooManyEntries)));
+        assert!(matches!(open(&file, 10), Err(ArchiveError::TooManyEntries { entries: 0xFFFF, max: 10 })));
         // Within the limit, the directory is too small for that many records.
         assert!(matches!(open(&file, 1 << 20), Err(ArchiveError::NotZip(_))));
     }

@@ -26,7 +26,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::zip_writer::Zip64Limits;
-use super::ArchiveError;
+use super::{ArchiveError, ArchiveLimits};
 use crate::progress::ProgressCounter;
 
 /// Tuning of archive creation.
@@ -37,6 +37,9 @@ pub struct CreateOptions {
     /// A file is stored uncompressed when deflating its first 64 KiB saves less than this
     /// percentage.
     pub min_saving_percent: u32,
+    /// What a restore of the archive will accept: a data dir past them is refused before
+    /// anything is written, so that no backup is made that would not restore.
+    pub limits: ArchiveLimits,
 }
 
 impl Default for CreateOptions {
@@ -46,6 +49,7 @@ impl Default for CreateOptions {
         Self {
             deflate_level: 2,
             min_saving_percent: 3,
+            limits: ArchiveLimits::default(),
         }
     }
 }
@@ -63,7 +67,9 @@ pub struct CreateStats {
 
 /// Writes a zip of `data_dir` to `out`.
 ///
-/// Top-level names in `exclude_top_level` (the backups storage, the temp folder) and SQLite
+/// The data dir is counted first: more entries or bytes than `opts.limits` allow refuse the
+/// backup before anything is written (and a data dir that grows past them meanwhile fails
+/// it). Top-level names in `exclude_top_level` (the backups storage, the temp folder) and SQLite
 /// side files are left out; symlinks and special files are skipped with a warning. Top-level
 /// `*.db` SQLite files are snapshotted into `scratch_dir` (deleted afterwards), so they are
 /// consistent even while the server writes to them. `out` is flushed but not synced: the
@@ -102,9 +108,17 @@ pub(crate) fn create_backup_with<W: Write>(
     zip64: Zip64Limits,
     progress: &ProgressCounter,
 ) -> Result<CreateStats, ArchiveError> {
-    let plan = plan::plan_entries(data_dir, exclude_top_level)?;
-    progress.set_total(plan.entries.iter().map(|e| e.size).sum());
-    pipeline::run(&plan, scratch_dir, out, opts, zip64, progress)
+    let plan = plan::Plan::new(data_dir, exclude_top_level);
+    let count = plan.count()?;
+    let limits = &opts.limits;
+    if count.entries > limits.max_entries as u64 {
+        return Err(ArchiveError::TooManyEntries { entries: count.entries, max: limits.max_entries as u64 });
+    }
+    if count.bytes > limits.max_total_size {
+        return Err(ArchiveError::TooLarge);
+    }
+    progress.set_total(count.bytes);
+    pipeline::run(&plan, plan.walk(), scratch_dir, out, opts, zip64, progress)
 }
 
 #[cfg(test)]
@@ -165,5 +179,55 @@ mod tests {
         let dir = zip.by_name("sub/").unwrap();
         assert!(dir.is_dir());
         assert_eq!(dir.unix_mode().map(|m| m & 0o170_000), Some(0o040_000));
+    }
+
+    /// A data dir past the entry cap or the size limit is refused before a byte is written,
+    /// with the count and the cap; at the cap exactly it is archived.
+    #[test]
+    fn a_data_dir_past_the_limits_is_refused_up_front() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("d");
+        fs::create_dir_all(data.join("sub")).unwrap();
+        for name in ["a", "sub/b", "sub/c"] {
+            fs::write(data.join(name), b"12345").unwrap();
+        }
+        // Four entries (a, sub/, sub/b, sub/c) and 15 bytes.
+        let with = |max_entries, max_total_size| CreateOptions {
+            limits: ArchiveLimits { max_entries, max_total_size, ..ArchiveLimits::default() },
+            ..CreateOptions::default()
+        };
+        let mut out = Vec::new();
+        let err = create_backup(&data, &[], tmp.path(), &mut out, &with(3, 15)).unwrap_err();
+        assert!(matches!(err, ArchiveError::TooManyEntries { entries: 4, max: 3 }), "{err:?}");
+        assert!(out.is_empty(), "nothing written");
+        let err = create_backup(&data, &[], tmp.path(), &mut out, &with(4, 14)).unwrap_err();
+        assert!(matches!(err, ArchiveError::TooLarge), "{err:?}");
+        assert!(out.is_empty(), "nothing written");
+        let stats = create_backup(&data, &[], tmp.path(), &mut out, &with(4, 15)).unwrap();
+        assert_eq!((stats.entries, stats.bytes_in), (4, 15));
+        let zip = tmp.path().join("b.zip");
+        fs::write(&zip, &out).unwrap();
+        let summary = crate::archive::validate(&zip, &with(4, 15).limits).unwrap();
+        assert_eq!(summary.entries, 4, "a restore with the same limits accepts it");
+    }
+
+    /// Top-level `.db` files that are no SQLite databases are archived as they are: the
+    /// snapshot, which opens them through SQLite, finds out and hands them back.
+    #[test]
+    fn top_level_db_files_that_are_not_sqlite_are_archived_as_they_are() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("d");
+        fs::create_dir_all(&data).unwrap();
+        let text = b"not a database, only text long enough for a header".to_vec();
+        fs::write(data.join("notes.db"), &text).unwrap();
+        fs::write(data.join("tiny.db"), b"short").unwrap();
+        let mut out = Cursor::new(Vec::new());
+        create_backup(&data, &[], tmp.path(), &mut out, &CreateOptions::default()).unwrap();
+        let mut zip = ZipArchive::new(Cursor::new(out.into_inner())).unwrap();
+        for (name, content) in [("notes.db", &text[..]), ("tiny.db", b"short")] {
+            let mut read = Vec::new();
+            zip.by_name(name).unwrap().read_to_end(&mut read).unwrap();
+            assert_eq!(read, content, "{name}");
+        }
     }
 }

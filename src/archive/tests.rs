@@ -641,7 +641,7 @@ fn size_and_count_limits_apply() {
     };
     assert!(matches!(
         scene.extract(&few),
-        Err(ArchiveError::TooManyEntries)
+        Err(ArchiveError::TooManyEntries { entries: 3, max: 2 })
     ));
     let small = ArchiveLimits {
         max_total_size: 9,
@@ -784,7 +784,7 @@ fn declared_entry_count_is_checked_before_parsing() {
         ..ArchiveLimits::default()
     };
     let err = validate(&scene.archive, &limits).unwrap_err();
-    assert!(matches!(err, ArchiveError::TooManyEntries), "{err:?}");
+    assert!(matches!(err, ArchiveError::TooManyEntries { .. }), "{err:?}");
 }
 
 mod zip64 {
@@ -1034,7 +1034,7 @@ mod parallel {
             ..ArchiveLimits::default()
         };
         let fewer = ArchiveLimits { max_entries: entries.len() - 1, ..exact };
-        assert!(matches!(scene.extract(&fewer), Err(ArchiveError::TooManyEntries)));
+        assert!(matches!(scene.extract(&fewer), Err(ArchiveError::TooManyEntries { .. })));
         let smaller = ArchiveLimits { max_total_size: total - 1, ..exact };
         assert!(matches!(scene.extract(&smaller), Err(ArchiveError::TooLarge)));
         assert!(fs::read_dir(&scene.dest).unwrap().next().is_none(), "refused before writing");
@@ -1105,7 +1105,7 @@ fn declared_sizes_come_from_the_directory_alone() {
     let small = ArchiveLimits { max_total_size: 20, ..ArchiveLimits::default() };
     assert!(matches!(read_declared(&file, &small), Err(ArchiveError::TooLarge)));
     let few = ArchiveLimits { max_entries: 2, ..ArchiveLimits::default() };
-    assert!(matches!(read_declared(&file, &few), Err(ArchiveError::TooManyEntries)));
+    assert!(matches!(read_declared(&file, &few), Err(ArchiveError::TooManyEntries { .. })));
 }
 
 /// The fuzz target's seeds for the central directory reader say what each was made for:

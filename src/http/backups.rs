@@ -123,7 +123,9 @@ pub enum CreateResponse {
     /// The backup is complete and stored.
     #[oai(status = 204)]
     Created,
-    /// Another backup or restore is in progress, or the name is invalid or taken.
+    /// Another backup or restore is in progress, the name is invalid or taken, or the data
+    /// dir is past what a restore accepts (more entries than `--max-archive-entries`, or
+    /// larger than `--max-archive-size`): no backup is made that would not restore.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
     /// No valid auth token.
@@ -148,7 +150,8 @@ pub enum UploadResponse {
     /// The archive is stored under the base name of its file name.
     #[oai(status = 204)]
     Uploaded,
-    /// The file is missing, not a zip archive, unsafe, or its name is invalid or taken.
+    /// The file is missing, not a zip archive, unsafe or past the limits (size, entries), or
+    /// its name is invalid or taken.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
     /// No valid auth token.
@@ -290,6 +293,13 @@ fn api_error(e: BackupError, busy: Message, failed: Message) -> ApiError {
                 ApiError::new(400, msg)
             }
         }
+        BackupError::WouldNotRestore { problem, .. } => {
+            tracing::warn!(error = %e, "backup refused");
+            ApiError::new(400, match problem {
+                ArchiveProblem::TooManyEntries { entries, max } => Message::BackupTooManyEntries { entries, max },
+                _ => Message::BackupTooLarge,
+            })
+        }
         BackupError::NoUsableAccounts(_) => {
             tracing::warn!(error = %e, "archive refused");
             ApiError::new(400, Message::ArchiveNoUsableAccounts)
@@ -319,6 +329,7 @@ pub(super) fn archive_message(problem: ArchiveProblem) -> Message {
         ArchiveProblem::NoDataDb => Message::ArchiveNoDataDb,
         ArchiveProblem::DataDbNotSqlite => Message::ArchiveDataDbNotSqlite,
         ArchiveProblem::TooLarge => Message::ArchiveTooLarge,
+        ArchiveProblem::TooManyEntries { entries, max } => Message::ArchiveTooManyEntries { entries, max },
         ArchiveProblem::Unsafe => Message::ArchiveUnsafe,
         ArchiveProblem::Corrupt => Message::ArchiveCorrupt,
     }

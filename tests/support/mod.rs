@@ -47,6 +47,8 @@ pub struct Options {
     pub schedule_clock: Option<pb_backups::schedule::Clock>,
     /// Run on the seeded data dir before the server opens it (collections are read at open).
     pub prepare: Option<Box<dyn FnOnce(&Path) + Send>>,
+    /// Archive limits other than the defaults.
+    pub limits: Option<pb_backups::archive::ArchiveLimits>,
 }
 
 /// The server running inside the test process (restarts in-process after a restore).
@@ -87,6 +89,9 @@ impl TestServer {
             config.login_rate = rate;
         }
         config.trusted_proxies = options.trusted_proxies;
+        if let Some(limits) = options.limits {
+            config.limits = limits;
+        }
         if let Some(s3) = options.s3 {
             config.storage = server::StorageChoice::S3(Box::new(s3));
         }
@@ -232,8 +237,8 @@ pub fn random_bytes(rng: &mut impl rand::RngCore, len: usize) -> Vec<u8> {
 }
 
 /// The documented error body.
-pub fn error_body(status: u16, message: &str) -> Value {
-    json!({"status": status, "message": message, "data": {}})
+pub fn error_body(status: u16, message: impl AsRef<str>) -> Value {
+    json!({"status": status, "message": message.as_ref(), "data": {}})
 }
 
 /// A small valid zip holding `data.db` copied from the server's own data (any SQLite file).

@@ -12,8 +12,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
@@ -22,7 +21,7 @@ use super::plan::{open_if_present, Plan, PlannedEntry, Source};
 use super::snapshot::Snapshot;
 use super::{CreateOptions, CreateStats};
 use crate::archive::zip_writer::{OpenEntry, WholeFile, Zip64Limits, ZipOut};
-use crate::archive::ArchiveError;
+use crate::archive::{ArchiveError, ArchiveLimits};
 use crate::progress::ProgressCounter;
 
 /// How much of a file is deflated up front to decide between Deflated and Stored.
@@ -43,9 +42,11 @@ const SMALL_FILE: u64 = BLOCK_SIZE as u64;
 /// A batch ends after this many entries or once its files' planned sizes reach BLOCK_SIZE.
 const BATCH_ENTRIES: usize = 256;
 
-/// Runs the pipeline over the planned entries and writes the archive to `out`.
+/// Runs the pipeline over `entries` (of `plan`, in archive order) and writes the archive to
+/// `out`.
 pub(super) fn run<W: Write>(
-    plan: &Plan,
+    plan: &Plan<'_>,
+    entries: impl Iterator<Item = Result<PlannedEntry, ArchiveError>> + Send,
     scratch_dir: &Path,
     out: W,
     opts: &CreateOptions,
@@ -65,21 +66,22 @@ pub(super) fn run<W: Write>(
         }
         scope.spawn(move || {
             let mut reader = Reader { parts: part_tx, jobs: job_tx, chooser: MethodChooser::new(opts), zip64 };
-            if let Err(err) = reader.read_all(plan, scratch_dir) {
+            if let Err(err) = reader.read_all(plan, entries, scratch_dir) {
                 // The writer may be gone already (it failed first): then nobody listens.
                 let _ = reader.parts.send(Part::Failed(err));
             }
         });
         // Returning drops `part_rx`: a reader still sending then stops, and the workers
         // stop once it has.
-        write_all(plan, part_rx, ZipOut::new(BufWriter::with_capacity(WRITE_BUFFER, out), zip64, scratch_dir), progress)
+        let zip = ZipOut::new(BufWriter::with_capacity(WRITE_BUFFER, out), zip64, scratch_dir);
+        write_all(plan, part_rx, zip, &opts.limits, progress)
     })
 }
 
 /// What the reader hands to the writer, in archive order.
 enum Part {
-    /// Entries `range` (directories and small files), done by a worker.
-    Batch { range: Range<usize>, result: Receiver<io::Result<Vec<SmallFile>>> },
+    /// Directories and small files, done by a worker.
+    Batch { entries: Arc<[PlannedEntry]>, result: Receiver<io::Result<Vec<SmallFile>>> },
     FileStart { name: String, mode: u32, modified: Option<SystemTime>, deflated: bool, large: bool },
     /// The result of one block, ready once a worker has finished it.
     Block(Receiver<io::Result<DoneBlock>>),
@@ -89,8 +91,8 @@ enum Part {
 
 enum Job {
     Block(BlockJob),
-    /// Read and compress the small files among entries `range`.
-    Batch { range: Range<usize>, reply: SyncSender<io::Result<Vec<SmallFile>>> },
+    /// Read and compress the small files among these entries.
+    Batch { entries: Arc<[PlannedEntry]>, reply: SyncSender<io::Result<Vec<SmallFile>>> },
 }
 
 /// A small file of a batch, as a worker found it.
@@ -118,7 +120,7 @@ struct DoneBlock {
     crc: Crc,
 }
 
-fn work(jobs: &Mutex<Receiver<Job>>, plan: &Plan, level: Compression, opts: &CreateOptions) {
+fn work(jobs: &Mutex<Receiver<Job>>, plan: &Plan<'_>, level: Compression, opts: &CreateOptions) {
     let mut small = SmallFileCompressor::new(level, opts.min_saving_percent);
     loop {
         // The lock is held only while waiting for the next job.
@@ -131,8 +133,8 @@ fn work(jobs: &Mutex<Receiver<Job>>, plan: &Plan, level: Compression, opts: &Cre
             Job::Block(BlockJob { data, dictionary, deflate, last, reply }) => {
                 let _ = reply.send(block_done(data, &dictionary, deflate, last, level));
             }
-            Job::Batch { range, reply } => {
-                let _ = reply.send(small.batch(plan, range));
+            Job::Batch { entries, reply } => {
+                let _ = reply.send(small.batch(plan, &entries));
             }
         }
     }
@@ -170,8 +172,8 @@ impl SmallFileCompressor {
         }
     }
 
-    fn batch(&mut self, plan: &Plan, range: Range<usize>) -> io::Result<Vec<SmallFile>> {
-        plan.entries[range]
+    fn batch(&mut self, plan: &Plan<'_>, entries: &[PlannedEntry]) -> io::Result<Vec<SmallFile>> {
+        entries
             .iter()
             .filter(|entry| entry.source == Source::File)
             .map(|entry| self.file(&plan.path(entry)))
@@ -257,16 +259,22 @@ struct Reader {
 struct WriterGone;
 
 impl Reader {
-    fn read_all(&mut self, plan: &Plan, scratch_dir: &Path) -> Result<(), ArchiveError> {
+    fn read_all(
+        &mut self,
+        plan: &Plan<'_>,
+        entries: impl Iterator<Item = Result<PlannedEntry, ArchiveError>>,
+        scratch_dir: &Path,
+    ) -> Result<(), ArchiveError> {
         let mut batch = BatchBuilder::default();
-        for (index, entry) in plan.entries.iter().enumerate() {
+        for entry in entries {
+            let entry = entry?;
             let small = match entry.source {
                 Source::Dir => true,
                 Source::File => entry.size < SMALL_FILE,
                 Source::Sqlite => false,
             };
             if small {
-                if batch.push(index, entry) && self.send_batch(&mut batch).is_err() {
+                if batch.push(entry) && self.send_batch(&mut batch).is_err() {
                     return Ok(());
                 }
                 continue;
@@ -275,17 +283,25 @@ impl Reader {
                 return Ok(());
             }
             let sent = match entry.source {
-                Source::Sqlite => {
+                Source::Sqlite => match Snapshot::take(&plan.path(&entry), scratch_dir, &entry.name) {
                     // Deleted once read, before the next entry.
-                    let snapshot = Snapshot::take(&plan.path(entry), scratch_dir, &entry.name)?;
-                    self.read_file(entry, File::open(&snapshot.path)?)?
-                }
+                    Ok(snapshot) => self.read_file(&entry, File::open(&snapshot.path)?)?,
+                    // A `.db` that is no SQLite database: no connection of ours has it open,
+                    // so it is read as any file.
+                    Err(ArchiveError::Snapshot { source, .. })
+                        if source.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) =>
+                    {
+                        let Some(file) = open_if_present(&plan.path(&entry))? else { continue };
+                        self.read_file(&entry, file)?
+                    }
+                    Err(e) => return Err(e),
+                },
                 _ => {
-                    let Some(file) = open_if_present(&plan.path(entry))? else {
+                    let Some(file) = open_if_present(&plan.path(&entry))? else {
                         tracing::debug!(name = %entry.name, "file vanished before archiving");
                         continue;
                     };
-                    self.read_file(entry, file)?
+                    self.read_file(&entry, file)?
                 }
             };
             if sent.is_err() {
@@ -298,10 +314,10 @@ impl Reader {
 
     /// Hands the batch (if any) to a worker and its result handle to the writer.
     fn send_batch(&self, batch: &mut BatchBuilder) -> Result<(), WriterGone> {
-        let Some(range) = batch.take() else { return Ok(()) };
+        let Some(entries) = batch.take() else { return Ok(()) };
         let (reply, result) = mpsc::sync_channel(1);
-        self.send(Part::Batch { range: range.clone(), result })?;
-        self.jobs.send(Job::Batch { range, reply }).map_err(|_| WriterGone)
+        self.send(Part::Batch { entries: entries.clone(), result })?;
+        self.jobs.send(Job::Batch { entries, reply }).map_err(|_| WriterGone)
     }
 
     fn send(&self, part: Part) -> Result<(), WriterGone> {
@@ -349,24 +365,23 @@ impl Reader {
 /// Consecutive small entries gathered into one job.
 #[derive(Default)]
 struct BatchBuilder {
-    range: Option<Range<usize>>,
+    entries: Vec<PlannedEntry>,
     bytes: u64,
 }
 
 impl BatchBuilder {
-    /// Adds entry `index` (the one after the last added); true when the batch is full.
-    fn push(&mut self, index: usize, entry: &PlannedEntry) -> bool {
-        let range = self.range.get_or_insert(index..index);
-        range.end = index + 1;
+    /// Adds the entry after the last added; true when the batch is full.
+    fn push(&mut self, entry: PlannedEntry) -> bool {
         if entry.source == Source::File {
             self.bytes += entry.size;
         }
-        range.len() >= BATCH_ENTRIES || self.bytes >= BLOCK_SIZE as u64
+        self.entries.push(entry);
+        self.entries.len() >= BATCH_ENTRIES || self.bytes >= BLOCK_SIZE as u64
     }
 
-    fn take(&mut self) -> Option<Range<usize>> {
+    fn take(&mut self) -> Option<Arc<[PlannedEntry]>> {
         self.bytes = 0;
-        self.range.take()
+        (!self.entries.is_empty()).then(|| std::mem::take(&mut self.entries).into())
     }
 }
 
@@ -377,11 +392,14 @@ fn read_block(source: &mut impl Read) -> io::Result<Vec<u8>> {
     Ok(block)
 }
 
-/// Receives the parts in order and writes the archive; returns its counters.
+/// Receives the parts in order and writes the archive; returns its counters. The archive
+/// must stay within what a restore accepts (`limits`): the data dir may have grown since
+/// it was counted.
 fn write_all<W: Write>(
-    plan: &Plan,
+    plan: &Plan<'_>,
     parts: Receiver<Part>,
     mut zip: ZipOut<W>,
+    limits: &ArchiveLimits,
     progress: &ProgressCounter,
 ) -> Result<CreateStats, ArchiveError> {
     let mut stats = CreateStats::default();
@@ -389,10 +407,11 @@ fn write_all<W: Write>(
     let worker_gone = || ArchiveError::Io(io::Error::other("a compression worker stopped"));
     // The reader hangs up after the last part (or after sending its error).
     for part in parts {
+        check_within(&stats, limits)?;
         match part {
-            Part::Batch { range, result } => {
+            Part::Batch { entries, result } => {
                 let mut files = result.recv().map_err(|_| worker_gone())??.into_iter();
-                for entry in &plan.entries[range] {
+                for entry in entries.iter() {
                     if entry.source == Source::Dir {
                         zip.directory(&entry.name, entry.mode, entry.modified)?;
                         stats.entries += 1;
@@ -434,13 +453,25 @@ fn write_all<W: Write>(
     if current.is_some() {
         return Err(worker_gone());
     }
+    check_within(&stats, limits)?;
     stats.bytes_out = zip.finish()?;
     Ok(stats)
 }
 
+/// Refuses an archive past what a restore of it would accept.
+fn check_within(stats: &CreateStats, limits: &ArchiveLimits) -> Result<(), ArchiveError> {
+    if stats.entries as u64 > limits.max_entries as u64 {
+        return Err(ArchiveError::TooManyEntries { entries: stats.entries as u64, max: limits.max_entries as u64 });
+    }
+    if stats.bytes_in > limits.max_total_size {
+        return Err(ArchiveError::TooLarge);
+    }
+    Ok(())
+}
+
 /// Archives, stored, a file planned as small that has grown since (rare: the data dir is
 /// live); returns its size, or `None` if it is gone.
-fn write_grown_file<W: Write>(zip: &mut ZipOut<W>, plan: &Plan, entry: &PlannedEntry) -> Result<Option<u64>, ArchiveError> {
+fn write_grown_file<W: Write>(zip: &mut ZipOut<W>, plan: &Plan<'_>, entry: &PlannedEntry) -> Result<Option<u64>, ArchiveError> {
     let Some(file) = open_if_present(&plan.path(entry))? else { return Ok(None) };
     let len = file.metadata()?.len();
     let large = len >= zip.limits().large_file;
@@ -507,7 +538,7 @@ mod tests {
 
     use zip::{CompressionMethod, ZipArchive};
 
-    use super::super::plan::plan_entries;
+    use super::super::plan::Plan;
     use super::*;
 
     fn names_and_contents(bytes: Vec<u8>) -> Vec<(String, Vec<u8>, CompressionMethod)> {
@@ -536,7 +567,9 @@ mod tests {
         fs::write(data.join("b.bin"), vec![7u8; BLOCK_SIZE + 5]).unwrap();
         fs::write(data.join("c.txt"), b"will grow").unwrap();
         fs::write(data.join("d.txt"), b"will vanish").unwrap();
-        let plan = plan_entries(&data, &[]).unwrap();
+        let plan = Plan::new(&data, &[]);
+        // The walk done first, as if it had run ahead of the workers.
+        let planned: Vec<_> = plan.walk().collect();
 
         let grown: Vec<u8> = (0..SMALL_FILE as usize + 4096).map(|i| (i % 251) as u8).collect();
         fs::write(data.join("c.txt"), &grown).unwrap();
@@ -544,7 +577,7 @@ mod tests {
 
         let mut out = Cursor::new(Vec::new());
         let progress = ProgressCounter::default();
-        let stats = run(&plan, tmp.path(), &mut out, &CreateOptions::default(), Zip64Limits::default(), &progress).unwrap();
+        let stats = run(&plan, planned.into_iter(), tmp.path(), &mut out, &CreateOptions::default(), Zip64Limits::default(), &progress).unwrap();
         assert_eq!(progress.get().0, stats.bytes_in, "every file counted once");
         let read = names_and_contents(out.into_inner());
         let names: Vec<&str> = read.iter().map(|(n, _, _)| n.as_str()).collect();
@@ -562,5 +595,35 @@ mod tests {
         let (_, content, method) = read.iter().find(|(n, _, _)| n == "a/0000.txt").unwrap();
         assert!(content.is_empty());
         assert_eq!(*method, CompressionMethod::Stored, "empty files are stored");
+    }
+
+    /// A data dir that grows past the limits after it was counted fails the create rather
+    /// than making an archive a restore would refuse.
+    #[test]
+    fn growth_past_the_limits_after_the_count_fails_the_create() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("d");
+        fs::create_dir_all(&data).unwrap();
+        for name in ["a", "b", "c"] {
+            fs::write(data.join(name), b"1234").unwrap();
+        }
+        let plan = Plan::new(&data, &[]);
+        let planned: Vec<_> = plan.walk().collect();
+        let progress = ProgressCounter::default();
+        let with = |max_entries, max_total_size| CreateOptions {
+            limits: ArchiveLimits { max_entries, max_total_size, ..ArchiveLimits::default() },
+            ..CreateOptions::default()
+        };
+        let mut out = Cursor::new(Vec::new());
+        let run_with = |opts: &CreateOptions, out: &mut Cursor<Vec<u8>>| {
+            let planned = plan.walk().collect::<Vec<_>>();
+            run(&plan, planned.into_iter(), tmp.path(), out, opts, Zip64Limits::default(), &progress)
+        };
+        let err = run_with(&with(2, 12), &mut out).unwrap_err();
+        assert!(matches!(err, ArchiveError::TooManyEntries { entries: 3, max: 2 }), "{err:?}");
+        let err = run_with(&with(3, 11), &mut out).unwrap_err();
+        assert!(matches!(err, ArchiveError::TooLarge), "{err:?}");
+        let stats = run(&plan, planned.into_iter(), tmp.path(), &mut out, &with(3, 12), Zip64Limits::default(), &progress).unwrap();
+        assert_eq!((stats.entries, stats.bytes_in), (3, 12));
     }
 }

@@ -1,11 +1,20 @@
 //! What goes into a backup: the data dir's entries in a stable order, with the backups
 //! storage, the temp folder, SQLite side files, links and special files left out.
+//!
+//! The entries are walked, not listed: only the folders on the way to the current entry
+//! are held (their children's names, sorted), so memory does not grow with the number of
+//! files in the data dir. A create walks twice: once to count (the entry cap and the
+//! progress total, known before anything is written), then to archive.
 
-use std::fs::{self, File, Metadata};
-use std::os::unix::fs::PermissionsExt;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::io::{self, Read};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use crate::archive::{check_entry_name, ArchiveError, SQLITE_HEADER};
 
@@ -21,19 +30,46 @@ pub(super) enum Source {
     Sqlite,
 }
 
-/// The entries of a backup, in archive order, and the data dir they are in.
+/// The data dir to archive and the top-level names left out.
 #[derive(Debug)]
-pub(super) struct Plan {
+pub(super) struct Plan<'a> {
     pub(super) root: PathBuf,
-    pub(super) entries: Vec<PlannedEntry>,
+    exclude_top_level: &'a [&'a str],
 }
 
-impl Plan {
-    /// Where `entry` is on disk. Built when needed rather than kept: with many small files
-    /// the full paths would be most of the plan's memory.
+impl<'a> Plan<'a> {
+    pub(super) fn new(root: &Path, exclude_top_level: &'a [&'a str]) -> Self {
+        Plan { root: root.to_path_buf(), exclude_top_level }
+    }
+
+    /// Where `entry` is on disk.
     pub(super) fn path(&self, entry: &PlannedEntry) -> PathBuf {
         self.root.join(&*entry.name)
     }
+
+    /// The entries in archive order: names sorted within each folder, a folder right before
+    /// its content.
+    pub(super) fn walk(&self) -> Walk<'_> {
+        Walk { plan: self, stack: Vec::new(), started: false }
+    }
+
+    /// Counts the entries and their bytes, as `walk` would yield them now.
+    pub(super) fn count(&self) -> Result<Count, ArchiveError> {
+        let mut count = Count::default();
+        for entry in self.walk() {
+            let entry = entry?;
+            count.entries += 1;
+            count.bytes += entry.size;
+        }
+        Ok(count)
+    }
+}
+
+/// What a walk found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Count {
+    pub(super) entries: u64,
+    pub(super) bytes: u64,
 }
 
 #[derive(Debug)]
@@ -48,95 +84,174 @@ pub(super) struct PlannedEntry {
     pub(super) size: u64,
 }
 
-/// Lists the archive's entries in a stable order (sorted names, each directory before its
-/// content). Memory grows with the number of files, not with their size.
-pub(super) fn plan_entries(data_dir: &Path, exclude_top_level: &[&str]) -> Result<Plan, ArchiveError> {
-    let mut entries = Vec::new();
-    walk(data_dir, None, exclude_top_level, &mut entries)?;
-    entries.shrink_to_fit();
-    Ok(Plan { root: data_dir.to_path_buf(), entries })
+/// The entries of a [`Plan`], one at a time.
+pub(super) struct Walk<'p> {
+    plan: &'p Plan<'p>,
+    /// The folders being walked, outermost first.
+    stack: Vec<Folder>,
+    started: bool,
 }
 
-fn walk(
-    dir: &Path,
-    prefix: Option<&str>,
-    exclude_top_level: &[&str],
-    entries: &mut Vec<PlannedEntry>,
-) -> Result<(), ArchiveError> {
-    let mut children = fs::read_dir(dir)?.collect::<Result<Vec<_>, _>>()?;
-    children.sort_by_key(|child| child.file_name());
-    for child in children {
-        let path = child.path();
-        let Some(file_name) = child.file_name().to_str().map(str::to_owned) else {
-            tracing::warn!(path = %path.display(), "skipping a file whose name is not UTF-8");
-            continue;
-        };
-        if prefix.is_none() && exclude_top_level.contains(&file_name.as_str()) {
-            continue;
+/// A folder being walked: its children's names, sorted, and how far the walk has got.
+struct Folder {
+    fd: OwnedFd,
+    /// Its name in the archive ("" for the data dir itself).
+    name: String,
+    /// The children's names, one after the other, and where each is in it (start, length):
+    /// one allocation per folder rather than one per name.
+    names: Vec<u8>,
+    spans: Vec<(u32, u32)>,
+    next: usize,
+}
+
+impl Folder {
+    /// Opens and lists the folder at `path` (relative to `at`), `None` if it is gone. Only
+    /// the data dir itself may be reached through a symlink.
+    fn open(at: impl AsFd, path: &Path, name: String) -> Result<Option<Folder>, ArchiveError> {
+        let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        if !name.is_empty() {
+            flags |= OFlags::NOFOLLOW;
         }
-        let name = match prefix {
-            Some(prefix) => format!("{prefix}/{file_name}"),
-            None => file_name.clone(),
+        let fd = match rustix::fs::openat(at, path, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            // The data dir is live: a folder deleted (or replaced by a link or a file) since
+            // it was seen is left out.
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) if !name.is_empty() => {
+                tracing::warn!(name, "a folder changed while the backup was made; left out");
+                return Ok(None);
+            }
+            Err(e) => return Err(io::Error::from(e).into()),
         };
+        let mut names = Vec::new();
+        let mut spans = Vec::new();
+        let mut dir = rustix::fs::Dir::read_from(&fd).map_err(io::Error::from)?;
+        while let Some(child) = dir.read() {
+            let child = child.map_err(io::Error::from)?;
+            let child = child.file_name().to_bytes();
+            if child == b"." || child == b".." {
+                continue;
+            }
+            let start = u32::try_from(names.len()).map_err(|_| io::Error::other("a folder's names exceed 4 GiB"))?;
+            names.extend_from_slice(child);
+            spans.push((start, child.len() as u32));
+        }
+        let name_of = |&(start, len): &(u32, u32)| &names[start as usize..][..len as usize];
+        spans.sort_unstable_by(|a, b| name_of(a).cmp(name_of(b)));
+        names.shrink_to_fit();
+        spans.shrink_to_fit();
+        Ok(Some(Folder { fd, name, names, spans, next: 0 }))
+    }
+
+    fn next_child(&mut self) -> Option<&[u8]> {
+        let &(start, len) = self.spans.get(self.next)?;
+        self.next += 1;
+        Some(&self.names[start as usize..][..len as usize])
+    }
+}
+
+impl Iterator for Walk<'_> {
+    type Item = Result<PlannedEntry, ArchiveError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if !self.started {
+            self.started = true;
+            match Folder::open(rustix::fs::CWD, &self.plan.root, String::new()) {
+                Ok(Some(root)) => self.stack.push(root),
+                Ok(None) => return Some(Err(io::Error::from(io::ErrorKind::NotFound).into())),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        loop {
+            let top = self.stack.last_mut()?;
+            let Some(child) = top.next_child().map(<[u8]>::to_vec) else {
+                self.stack.pop();
+                continue;
+            };
+            match self.entry(child) {
+                Ok(Some(entry)) => return Some(Ok(entry)),
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+impl Walk<'_> {
+    /// The entry for `child` of the innermost folder, `None` if it is left out. A folder
+    /// becomes the innermost one, so that its content comes next.
+    fn entry(&mut self, child: Vec<u8>) -> Result<Option<PlannedEntry>, ArchiveError> {
+        let depth = self.stack.len();
+        let top = self.stack.last().expect("called with a folder open");
+        let top_level = depth == 1;
+        // Only for the log and the rare top-level database: not made for every file.
+        let path = || self.plan.root.join(&top.name).join(OsStr::from_bytes(&child));
+        let Ok(file_name) = std::str::from_utf8(&child) else {
+            tracing::warn!(path = %path().display(), "skipping a file whose name is not UTF-8");
+            return Ok(None);
+        };
+        if top_level && self.plan.exclude_top_level.contains(&file_name) {
+            return Ok(None);
+        }
+        let name = if top_level { file_name.to_owned() } else { format!("{}/{file_name}", top.name) };
         // Restore refuses such names (not portable, too long or too deep), so archiving them
         // would make the backup unusable.
         if let Err(e) = check_entry_name(&name) {
-            tracing::warn!(path = %path.display(), reason = %e, "skipping a file whose name a restore would refuse");
-            continue;
+            tracing::warn!(path = %path().display(), reason = %e, "skipping a file whose name a restore would refuse");
+            return Ok(None);
         }
-        // DirEntry::metadata does not follow symlinks.
-        let metadata = match child.metadata() {
-            Ok(metadata) => metadata,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-            Err(err) => return Err(err.into()),
+        // Relative to the folder's descriptor: no path to resolve again for every file.
+        let stat = match rustix::fs::statat(&top.fd, OsStr::from_bytes(&child), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => stat,
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(io::Error::from(e).into()),
         };
-        let file_type = metadata.file_type();
-        if file_type.is_symlink() {
-            tracing::warn!(path = %path.display(), "skipping a symlink in the data dir");
-            continue;
-        }
-        let source = if file_type.is_dir() {
-            Source::Dir
-        } else if file_type.is_file() {
-            if SQLITE_SIDE_SUFFIXES.iter().any(|s| file_name.ends_with(s)) {
-                continue;
+        #[allow(clippy::unnecessary_cast)] // the field types differ between architectures
+        let (raw_mode, len, secs, nanos) = (stat.st_mode as u32, stat.st_size as u64, stat.st_mtime as i64, stat.st_mtime_nsec as u32);
+        let source = match FileType::from_raw_mode(raw_mode) {
+            FileType::Directory => Source::Dir,
+            FileType::RegularFile => {
+                if SQLITE_SIDE_SUFFIXES.iter().any(|s| file_name.ends_with(s)) {
+                    return Ok(None);
+                }
+                // Judged by name and size, not by reading the header: opening a live
+                // database with a plain open(2) and closing it drops the POSIX locks that
+                // this process's SQLite connections hold on it (they belong to the process
+                // and the inode). Another process's connection may then believe itself the
+                // last one, checkpoint and delete the WAL under ours, which goes on reading
+                // a stale state. The snapshot opens it through SQLite, and archives a file
+                // that turns out not to be a database as it is.
+                if top_level && file_name.ends_with(".db") && len >= SQLITE_HEADER.len() as u64 {
+                    Source::Sqlite
+                } else {
+                    Source::File
+                }
             }
-            if prefix.is_none() && file_name.ends_with(".db") && is_sqlite(&path)? {
-                Source::Sqlite
-            } else {
-                Source::File
+            FileType::Symlink => {
+                tracing::warn!(path = %path().display(), "skipping a symlink in the data dir");
+                return Ok(None);
             }
-        } else {
-            tracing::warn!(path = %path.display(), "skipping a special file in the data dir");
-            continue;
+            _ => {
+                tracing::warn!(path = %path().display(), "skipping a special file in the data dir");
+                return Ok(None);
+            }
         };
-        entries.push(planned(name.as_str().into(), source, &metadata));
+        let modified = u64::try_from(secs)
+            .ok()
+            .and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos.min(999_999_999))));
+        let entry = PlannedEntry {
+            name: name.as_str().into(),
+            source,
+            mode: raw_mode & 0o777,
+            modified,
+            size: if source == Source::Dir { 0 } else { len },
+        };
         if source == Source::Dir {
-            walk(&path, Some(&name), exclude_top_level, entries)?;
+            let top = self.stack.last().expect("checked above");
+            if let Some(folder) = Folder::open(&top.fd, Path::new(OsStr::from_bytes(&child)), name)? {
+                self.stack.push(folder);
+            }
         }
-    }
-    Ok(())
-}
-
-fn planned(name: Box<str>, source: Source, metadata: &Metadata) -> PlannedEntry {
-    PlannedEntry {
-        name,
-        source,
-        mode: metadata.permissions().mode() & 0o777,
-        modified: metadata.modified().ok(),
-        size: if metadata.is_file() { metadata.len() } else { 0 },
-    }
-}
-
-fn is_sqlite(path: &Path) -> Result<bool, ArchiveError> {
-    let Some(file) = open_if_present(path)? else {
-        return Ok(false);
-    };
-    let mut header = [0u8; 16];
-    match file.take(16).read_exact(&mut header) {
-        Ok(()) => Ok(&header == SQLITE_HEADER),
-        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(err) => Err(err.into()),
+        Ok(Some(entry))
     }
 }
 
