@@ -1,5 +1,5 @@
 """Plot of a scale run (bench/run --scale): time and peak RSS of create and restore against
-the size of the data dir. Run by bench.py with the Python of its matplotlib venv (the
+the size of the data dir. Run by scale.py with the Python of its matplotlib venv (the
 bench itself stays standard library only).
 
 Usage: plot_scale.py RESULTS.json OUT.png
