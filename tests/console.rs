@@ -59,16 +59,9 @@ fn the_console_does_every_action_in_a_real_browser() {
 #[test]
 fn the_console_asks_for_the_mailed_code_when_superusers_require_mfa() {
     let root = tempfile::tempdir().unwrap();
-    let (dir, mail_dir) = (root.path().join("pb_data"), root.path().join("mail"));
-    std::fs::create_dir(&mail_dir).unwrap();
+    let dir = root.path().join("pb_data");
     seed_accounts(&dir);
-    let sink = smtp::SmtpSink::start_writing_to(Some(mail_dir.clone()));
-    let options = serde_json::json!({
-        "mfa": {"enabled": true, "duration": 600, "rule": ""},
-        "otp": {"enabled": true, "duration": 180, "length": 8,
-                "emailTemplate": {"subject": "Code", "body": "<p>CODE:{OTP}:END</p>"}}
-    });
-    smtp::configure(&dir, sink.port, &[("_superusers", options)]);
+    let (sink, mail_dir) = smtp::mfa_on_superusers(&dir);
     let server = BinaryServer::start(&dir);
     let passed = run_browser_test("mfa.test.mjs", &server, &dir, &[("PB_MAIL_DIR", mail_dir.to_str().unwrap())]);
     assert_eq!(passed, 2);

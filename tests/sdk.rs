@@ -31,16 +31,9 @@ fn official_js_sdk_drives_every_backups_call() {
 #[test]
 fn official_js_sdk_runs_its_mfa_flow() {
     let root = tempfile::tempdir().unwrap();
-    let (dir, mail_dir) = (root.path().join("pb_data"), root.path().join("mail"));
-    std::fs::create_dir(&mail_dir).unwrap();
+    let dir = root.path().join("pb_data");
     seed_accounts(&dir);
-    let sink = smtp::SmtpSink::start_writing_to(Some(mail_dir.clone()));
-    let options = serde_json::json!({
-        "mfa": {"enabled": true, "duration": 600, "rule": ""},
-        "otp": {"enabled": true, "duration": 180, "length": 8,
-                "emailTemplate": {"subject": "Code", "body": "<p>CODE:{OTP}:END</p>"}}
-    });
-    smtp::configure(&dir, sink.port, &[("_superusers", options)]);
+    let (sink, mail_dir) = smtp::mfa_on_superusers(&dir);
     let server = BinaryServer::start(&dir);
     let env = [("PB_MAIL_DIR", mail_dir.to_str().unwrap())];
     let output = node_sdk_with(&["--test", "mfa.test.mjs"], &server.base, SUPERUSER, USER, &env);

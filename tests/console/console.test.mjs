@@ -15,7 +15,7 @@ import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./browser.mjs";
 
 const base = process.env.PB_URL;
 const dataDir = process.env.PB_DATA_DIR;
@@ -128,20 +128,7 @@ async function hold() {
 
 before(async () => {
   scratch = await mkdtemp(path.join(tmpdir(), "pb-console-"));
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  browser = await launchChromium();
   ({ ctx: context, page } = await newPage("en-US"));
   const login = await apiCall("POST", "/api/collections/_superusers/auth-with-password", { json: { identity: email, password } });
   assert.equal(login.status, 200);

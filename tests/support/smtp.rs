@@ -244,3 +244,19 @@ pub fn configure(dir: &Path, port: u16, collections: &[(&str, serde_json::Value)
         conn.execute("UPDATE _collections SET options = ?1 WHERE name = ?2", rusqlite::params![options.to_string(), name]).unwrap();
     }
 }
+
+/// `_superusers` with MFA and OTP on (an 8-digit code, mailed as `CODE:<code>:END`), the settings'
+/// SMTP pointing at a sink that also writes each mail into `<dir>/../mail` for scripts to read.
+/// Returns the sink and that mail folder.
+pub fn mfa_on_superusers(dir: &Path) -> (SmtpSink, PathBuf) {
+    let mail_dir = dir.parent().expect("a data dir inside a folder of its own").join("mail");
+    std::fs::create_dir_all(&mail_dir).unwrap();
+    let sink = SmtpSink::start_writing_to(Some(mail_dir.clone()));
+    let options = serde_json::json!({
+        "mfa": {"enabled": true, "duration": 600, "rule": ""},
+        "otp": {"enabled": true, "duration": 180, "length": 8,
+                "emailTemplate": {"subject": "Code", "body": "<p>CODE:{OTP}:END</p>"}}
+    });
+    configure(dir, sink.port, &[("_superusers", options)]);
+    (sink, mail_dir)
+}
