@@ -84,23 +84,21 @@ def build_payload(cache, size_mib):
     """The size case: half random bytes, half JSON lines (files of at most 64 MiB), plus
     2,000 small text files; deterministic for a given size, cached between runs."""
     root = os.path.join(cache, "payload-%dM-v%d" % (size_mib, PAYLOAD_VERSION))
-    if os.path.exists(os.path.join(root, ".complete")):
-        return root
-    log("building the %d MiB payload in %s" % (size_mib, root))
-    shutil.rmtree(root, ignore_errors=True)
-    rnd = random.Random(20261123)
-    half = size_mib * MiB // 2
-    pool = [json_line(rnd, i) for i in range(50000)]
-    write_big_files(root, "blobs", half, 64 * MiB, rnd, pool)
-    write_big_files(root, "records", half, 64 * MiB, rnd, pool)
-    for i in range(2000):
-        d = os.path.join(root, "storage", "small", "%02d" % (i // 100))
-        os.makedirs(d, exist_ok=True)
-        lines = "".join(rnd.choice(pool) for _ in range(rnd.randint(1, 8)))
-        with open(os.path.join(d, "note_%04d.txt" % i), "w") as f:
-            f.write(lines)
-    open(os.path.join(root, ".complete"), "w").close()
-    return root
+
+    def fill(root):
+        rnd = random.Random(20261123)
+        half = size_mib * MiB // 2
+        pool = [json_line(rnd, i) for i in range(50000)]
+        write_big_files(root, "blobs", half, 64 * MiB, rnd, pool)
+        write_big_files(root, "records", half, 64 * MiB, rnd, pool)
+        for i in range(2000):
+            d = os.path.join(root, "storage", "small", "%02d" % (i // 100))
+            os.makedirs(d, exist_ok=True)
+            lines = "".join(rnd.choice(pool) for _ in range(rnd.randint(1, 8)))
+            with open(os.path.join(d, "note_%04d.txt" % i), "w") as f:
+                f.write(lines)
+
+    return cached(root, "%d MiB payload" % size_mib, fill)
 
 
 def build_scale_payload(cache, size_mib):
@@ -108,16 +106,14 @@ def build_scale_payload(cache, size_mib):
     zip really exceeds 4 GiB and needs ZIP64 offsets) in files of at most 256 MiB, plus
     size/16 of JSON lines so deflate has some work; cached between runs."""
     root = os.path.join(cache, "scale-%dM-v%d" % (size_mib, SCALE_PAYLOAD_VERSION))
-    if os.path.exists(os.path.join(root, ".complete")):
-        return root
-    log("building the %d MiB scale payload in %s" % (size_mib, root))
-    shutil.rmtree(root, ignore_errors=True)
-    rnd = random.Random(20261127)
-    pool = [json_line(rnd, i) for i in range(50000)]
-    write_big_files(root, "blobs", size_mib * MiB, 256 * MiB, rnd, pool)
-    write_big_files(root, "records", size_mib * MiB // 16, 64 * MiB, rnd, pool)
-    open(os.path.join(root, ".complete"), "w").close()
-    return root
+
+    def fill(root):
+        rnd = random.Random(20261127)
+        pool = [json_line(rnd, i) for i in range(50000)]
+        write_big_files(root, "blobs", size_mib * MiB, 256 * MiB, rnd, pool)
+        write_big_files(root, "records", size_mib * MiB // 16, 64 * MiB, rnd, pool)
+
+    return cached(root, "%d MiB scale payload" % size_mib, fill)
 
 
 FILES_PER_RECORD = 100  # files per storage/<collectionId>/<recordId>/ folder
@@ -141,28 +137,38 @@ def build_files_payload(cache, count):
     storage/<collectionId>/<recordId>/<name>_<suffix>.json, 100 files per record folder;
     deterministic, cached between runs."""
     root = os.path.join(cache, "files-%d-v%d" % (count, FILES_PAYLOAD_VERSION))
-    if os.path.exists(os.path.join(root, ".complete")):
-        return root
-    log("building the %d-file payload in %s" % (count, root))
-    shutil.rmtree(root, ignore_errors=True)
-    rnd = random.Random(20261126)
-    collection = record_dir = None
-    for i in range(count):
-        if i % (FILES_PER_RECORD * RECORDS_PER_COLLECTION) == 0:
-            collection = "pbc_%010d" % rnd.getrandbits(32)
-        if i % FILES_PER_RECORD == 0:
-            record_id = "%015x" % rnd.getrandbits(60)
-            record_dir = os.path.join(root, "storage", collection, record_id)
-            os.makedirs(record_dir)
-        name = "%s_%010x.json" % (rnd.choice(WORDS), rnd.getrandbits(40))
-        with open(os.path.join(record_dir, name), "w") as f:
-            f.write(small_file_text(rnd, record_id, i))
-    open(os.path.join(root, ".complete"), "w").close()
-    return root
+
+    def fill(root):
+        rnd = random.Random(20261126)
+        collection = record_dir = None
+        for i in range(count):
+            if i % (FILES_PER_RECORD * RECORDS_PER_COLLECTION) == 0:
+                collection = "pbc_%010d" % rnd.getrandbits(32)
+            if i % FILES_PER_RECORD == 0:
+                record_id = "%015x" % rnd.getrandbits(60)
+                record_dir = os.path.join(root, "storage", collection, record_id)
+                os.makedirs(record_dir)
+            name = "%s_%010x.json" % (rnd.choice(WORDS), rnd.getrandbits(40))
+            with open(os.path.join(record_dir, name), "w") as f:
+                f.write(small_file_text(rnd, record_id, i))
+
+    return cached(root, "%d-file payload" % count, fill)
 
 
 def payload_is_cached(root):
     return os.path.exists(os.path.join(root, ".complete"))
+
+
+def cached(root, what, fill):
+    """`root`, filled by `fill(root)` unless a finished one is there: `.complete` is written
+    last, so a build cut short is redone from scratch."""
+    if payload_is_cached(root):
+        return root
+    log("building the %s in %s" % (what, root))
+    shutil.rmtree(root, ignore_errors=True)
+    fill(root)
+    open(os.path.join(root, ".complete"), "w").close()
+    return root
 
 
 def copy_payload(payload, data_dir):
