@@ -22,6 +22,16 @@ def timed(argv, cwd=None, sync_dir=None):
     return time.monotonic() - started
 
 
+def time_zip(data_dir, archive, repeat):
+    """Runs of Info-ZIP's `zip -r -1 -q` of `data_dir` into `archive` (the last one is left)."""
+    runs = []
+    for _ in range(repeat):
+        if os.path.exists(archive):
+            os.remove(archive)
+        runs.append(timed(["zip", "-r", "-1", "-q", archive, "."], cwd=data_dir))
+    return runs
+
+
 def limits_unavailable_reason():
     missing = [tool for tool in ("zip", "unzip") if shutil.which(tool) is None]
     if missing:
@@ -60,11 +70,7 @@ def measure_limits(args, case, payload, binary):
             return lim
         log("limits, %s case: zip -r -1 -q, unzip -q + sync" % case)
         archive = os.path.join(base, "limit.zip")
-        runs = []
-        for _ in range(args.repeat):
-            if os.path.exists(archive):
-                os.remove(archive)
-            runs.append(timed(["zip", "-r", "-1", "-q", archive, "."], cwd=data_dir))
+        runs = time_zip(data_dir, archive, args.repeat)
         lim["zip_runs_s"], lim["zip_s"] = runs, median(runs)
         lim["zip_mib"] = os.path.getsize(archive) / MiB
         out = os.path.join(base, "unzipped")

@@ -14,7 +14,7 @@ import time
 
 from api import free_port, login, request
 from common import EMAIL, PASSWORD_1, REPO, BenchFailure, MiB, die_with_parent, log, median, sync
-from limits import limits_unavailable_reason, timed
+from limits import limits_unavailable_reason, time_zip
 from payloads import build_payload, copy_payload
 from probes import RssSampler, cpu_delta, cpu_seconds
 from report import fmt
@@ -213,11 +213,7 @@ def run_s3_case(args, ours_bin):
         if limits_unavailable_reason() is None:
             log("s3 case: zip -r -1 -q (for reference)")
             zip_path = os.path.join(base, "limit.zip")
-            runs = []
-            for _ in range(args.repeat):
-                if os.path.exists(zip_path):
-                    os.remove(zip_path)
-                runs.append(timed(["zip", "-r", "-1", "-q", zip_path, "."], cwd=data_dir))
+            runs = time_zip(data_dir, zip_path, args.repeat)
             os.remove(zip_path)
             lim["zip_runs_s"], lim["zip_s"] = runs, median(runs)
 
