@@ -129,6 +129,25 @@ async fn endpoint_flows_on_s3() {
     s.stop().await;
 }
 
+/// A shared bucket is foreign: a listing that meets more objects under the prefix than its cap
+/// fails (the API's storage error) instead of paging on without end.
+#[tokio::test]
+async fn a_listing_past_its_object_cap_fails_closed() {
+    let bucket = new_bucket(moto()).await;
+    let store = raw(moto(), &bucket);
+    for name in ["q/a.zip", "q/b.zip", "q/sub/notes.txt"] {
+        store.put(&ObjPath::parse(name).unwrap(), PutPayload::from_static(b"x")).await.unwrap();
+    }
+    let capped = |max_listed| {
+        let mut c = config(moto(), &bucket, "q");
+        c.max_listed = max_listed;
+        S3Storage::new(c).unwrap()
+    };
+    assert_eq!(capped(3).list().await.unwrap().len(), 2, "at the cap: listed");
+    let refused = capped(2).list().await;
+    assert!(matches!(refused, Err(StorageError::Unavailable(_))), "{refused:?}");
+}
+
 #[tokio::test]
 async fn storage_contract_on_s3() {
     let bucket = new_bucket(moto()).await;

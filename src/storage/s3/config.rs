@@ -15,6 +15,10 @@ pub type PublishHook = Arc<dyn Fn(BackupKey) -> BoxFuture<'static, ()> + Send + 
 
 /// Part size of uploads: S3's minimum, so that memory (a part filling, two being sent) stays small.
 const DEFAULT_PART: usize = 5 << 20;
+/// Objects a listing reads at most. A shared bucket is foreign: its listing is paged without
+/// end, so a prefix holding millions of objects must not stall every list request. A million
+/// is far past any backups folder (PocketBase keeps a handful) and about 1,000 pages.
+pub const MAX_LISTED_OBJECTS: usize = 1_000_000;
 
 /// Where and how to reach the bucket.
 #[derive(Clone)]
@@ -40,6 +44,9 @@ pub struct S3Config {
     /// (`x-amz-checksum-sha256`), for the store to verify; off for stores that reject it.
     pub checksums: bool,
     pub before_publish: Option<PublishHook>,
+    /// A listing that meets more objects than this under the prefix fails (closed) rather
+    /// than runs on: [`MAX_LISTED_OBJECTS`] unless a test lowers it.
+    pub max_listed: usize,
 }
 
 impl S3Config {
@@ -57,6 +64,7 @@ impl S3Config {
             part_size: DEFAULT_PART,
             checksums: true,
             before_publish: None,
+            max_listed: MAX_LISTED_OBJECTS,
         }
     }
 

@@ -78,6 +78,7 @@ pub struct S3Storage {
     part_size: usize,
     checksums: bool,
     before_publish: Option<PublishHook>,
+    max_listed: usize,
 }
 
 impl S3Storage {
@@ -147,6 +148,7 @@ impl S3Storage {
             part_size: config.part_size,
             checksums: config.checksums,
             before_publish: config.before_publish,
+            max_listed: config.max_listed,
         })
     }
 
@@ -208,8 +210,17 @@ impl BackupStorage for S3Storage {
             // object_store pages through the listing; only metadata is held.
             let mut stream = self.store.list(root.as_ref());
             let mut out = Vec::new();
+            let mut seen = 0usize;
             while let Some(meta) = stream.next().await {
                 let meta = meta.map_err(unavailable)?;
+                seen += 1;
+                if seen > self.max_listed {
+                    tracing::warn!(max = self.max_listed, "backups listing refused: more objects under the prefix than the cap");
+                    return Err(unavailable(format!(
+                        "more than {} objects under the backups prefix; not listed",
+                        self.max_listed
+                    )));
+                }
                 let name = meta.location.as_ref().strip_prefix(strip.as_str());
                 if let Some(key) = name.and_then(BackupKey::parse) {
                     out.push(meta_of(key, &meta));
