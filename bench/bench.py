@@ -41,7 +41,7 @@ from limits import measure_limits
 from payloads import build_files_payload, build_payload, check_free_disk
 from report import case_title, fmt, machine, print_case_table, write_json
 from s3case import print_s3_table, run_s3_case
-from scale import SCALE_FILES, SCALE_QUICK_FILES, SCALE_SIZES_MIB, run_scale
+from scale import SCALE_FILES, SCALE_MIXED_MIB, SCALE_QUICK_FILES, SCALE_SIZES_MIB, UPSTREAM_CAP_S, run_scale
 from servers import build_ours, fetch_upstream
 from steps import bench_one
 from targets import QUICK_BOUNDS, check_bounds, check_targets, target_text
@@ -182,7 +182,10 @@ def parse_args():
                "  bench/run --case files --files 20000 --repeat 1\n"
                "  bench/run --size 64 --case size    a quick look while the machine is busy\n"
                "  bench/run --quick                  what CI runs: small, with same-run bounds against upstream\n"
-               "  bench/run --scale                  ours alone, 512 MiB..4 GiB and 70k..200k files, plot\n"
+               "  bench/run --scale --scale-limits --scale-upstream\n"
+               "                                     issue 26: 512 MiB..16 GiB and 70k..1M files, limits, upstream, plot\n"
+               "  bench/run --scale --scale-sizes '' --scale-mixed '' --scale-files 70000,1000000 --scale-limits\n"
+               "                                     the files points alone\n"
                "  bench/run --scale --quick          CI: 200k files alone, fails past 64 MiB of peak RSS\n"
                "  bench/run --scale --scale-sizes 16,32 --scale-files 2000 --plot /tmp/scale.png\n")
     p.add_argument("--case", choices=["size", "files", "s3", "both", "all"], default="all",
@@ -199,17 +202,26 @@ def parse_args():
                         "of the same-run bounds against upstream (QUICK_BOUNDS); results go to "
                         "target/bench-quick.json (run by scripts/test)")
     p.add_argument("--scale", action="store_true",
-                   help="ours alone over growing data dirs (--scale-sizes, --scale-files): time and peak RSS "
-                        "of create and restore, table, JSON and a PNG plot (--plot)")
+                   help="ours over growing data dirs (--scale-sizes, --scale-mixed, --scale-files): time, peak RSS "
+                        "and peak disk of create and restore (download, upload and verify at the files points), "
+                        "table, JSON and a PNG plot (--plot)")
     p.add_argument("--scale-sizes", type=int_list, metavar="MIB,...",
-                   help="scale run: payload sizes in MiB (default %s; none with --quick)" % ",".join(map(str, SCALE_SIZES_MIB)))
+                   help="scale run: payload sizes in MiB, random bytes plus 1/16 JSON lines (default %s; none "
+                        "with --quick)" % ",".join(map(str, SCALE_SIZES_MIB)))
+    p.add_argument("--scale-mixed", type=int_list, metavar="MIB,...",
+                   help="scale run: payload sizes in MiB, half random, half JSON lines (default %s; none with "
+                        "--quick)" % ",".join(map(str, SCALE_MIXED_MIB)))
+    p.add_argument("--scale-upstream", action="store_true",
+                   help="scale run: upstream PocketBase too (create and restore), where a step finishes within "
+                        "%d s" % UPSTREAM_CAP_S)
     p.add_argument("--scale-files", type=int_list, metavar="N,...",
                    help="scale run: file counts (default %s; %s with --quick)" % (
                        ",".join(map(str, SCALE_FILES)), ",".join(map(str, SCALE_QUICK_FILES))))
     p.add_argument("--plot", help="scale run: PNG path (default bench/scale.png)")
     p.add_argument("--scale-limits", action="store_true",
-                   help="scale run: measure each point's limits too (zip, unzip + sync, tar write and read, "
-                        "dd + fsync of the archive's size); needs room for a second copy of the data dir")
+                   help="scale run: measure each point's limits too (zip, unzip + sync, unzip -t, tar write and "
+                        "read, reading the tree, dd + fsync of the archive's and the data dir's size); needs room "
+                        "for a second copy of the data dir")
     p.add_argument("--cache", default=os.path.expanduser("~/.cache/pb-backups-bench"),
                    help="where payloads, the load generator and the plot venv are kept")
     p.add_argument("--work", help="scratch dir for the servers' data dirs (default: CACHE/work)")
@@ -224,9 +236,10 @@ def parse_args():
     if args.scale:
         # --scale --quick: the one point CI can afford, its peak RSS held to the target.
         args.scale_sizes = args.scale_sizes if args.scale_sizes is not None else ([] if args.quick else SCALE_SIZES_MIB)
+        args.scale_mixed = args.scale_mixed if args.scale_mixed is not None else ([] if args.quick else SCALE_MIXED_MIB)
         args.scale_files = args.scale_files if args.scale_files is not None else (SCALE_QUICK_FILES if args.quick else SCALE_FILES)
     if args.scale and args.only == "upstream":
-        p.error("--scale measures ours alone")
+        p.error("--scale measures ours, and upstream beside it with --scale-upstream")
     defaults = QUICK if args.quick else FULL
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -250,7 +263,12 @@ def main():
     try:
         ours_bin = args.ours_bin or (build_ours() if args.only != "upstream" else None)
         if args.scale:
-            run_scale(args, ours_bin)
+            upstream_bin = None
+            if args.scale_upstream:
+                upstream_bin, reason = fetch_upstream()
+                if upstream_bin is None:
+                    raise BenchFailure("--scale-upstream: no upstream PocketBase: %s" % reason)
+            run_scale(args, ours_bin, upstream_bin)
             return
         loadgen = os.path.join(args.cache, "loadgen")
         if not os.path.exists(loadgen) or os.path.getmtime(loadgen) < os.path.getmtime(os.path.join(HERE, "loadgen.rs")):

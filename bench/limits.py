@@ -1,5 +1,6 @@
 """The machine's own limits for the same work, on a data dir like the servers': `cp -r` +
-`sync`, Info-ZIP `zip -r -1 -q` and `unzip -q` + `sync`."""
+`sync`, Info-ZIP `zip -r -1 -q`, `unzip -q` + `sync` and `unzip -tq` (every entry read and
+its CRC checked, nothing written)."""
 
 import os
 import shutil
@@ -79,6 +80,7 @@ def measure_limits(args, case, payload, binary):
             runs.append(timed(["unzip", "-q", archive, "-d", out], sync_dir=out))
             shutil.rmtree(out)
         lim["unzip_runs_s"], lim["unzip_s"] = runs, median(runs)
+        lim["unzip_test_s"] = timed(["unzip", "-tq", archive])
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return lim

@@ -1,7 +1,9 @@
 """What is watched beside a step: a server's memory (sampled RSS and the kernel's
-high-water mark), connections refused while it restarts, and a process's CPU time."""
+high-water mark), the space used on its file system, connections refused while it
+restarts, and a process's CPU time."""
 
 import os
+import shutil
 import socket
 import threading
 import time
@@ -56,6 +58,46 @@ class RssSampler:
 
     def current(self):
         return (self._field("VmRSS") or 0) / MiB
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join()
+
+
+class DiskSampler:
+    """Samples the bytes used on the file system of `path` every ~10 ms: the space a step
+    needs at its peak (archives, temp copies, extractions) is the most used during it
+    minus what was used when it began. Anything else writing to that file system counts
+    too: run on a quiet machine."""
+
+    def __init__(self, path):
+        self.path = path
+        self.samples = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def used(self):
+        try:
+            return shutil.disk_usage(self.path).used
+        except OSError:
+            return None
+
+    def _run(self):
+        while not self.stopped.is_set():
+            used = self.used()
+            if used is not None:
+                self.samples.append((time.monotonic(), used))
+            time.sleep(0.01)
+
+    def begin(self):
+        """(start time, bytes used then)."""
+        return time.monotonic(), self.used() or 0
+
+    def peak_since(self, begun):
+        t0, base = begun
+        peak = max([used for t, used in self.samples if t >= t0] + [self.used() or 0])
+        return (peak - base) / MiB
 
     def stop(self):
         self.stopped.set()

@@ -1,5 +1,7 @@
-"""The scale run (--scale): ours alone over growing data dirs, time and peak RSS of create
-and restore, each point's limits (--scale-limits), as a table, as JSON and as a plot."""
+"""The scale run (--scale): ours (and upstream with --scale-upstream) over growing data
+dirs: time, peak RSS and peak disk of create and restore, download, upload and verify of
+archives of many entries, each point's limits (--scale-limits) and issue 26's targets
+beside them, as a table, as JSON and as a plot."""
 
 import datetime
 import os
@@ -9,25 +11,39 @@ import sys
 
 from common import HERE, REPO, BenchFailure, GiB, MiB, log
 from limits import measure_limits, timed
-from payloads import (FILES_PAYLOAD_VERSION, SCALE_PAYLOAD_VERSION, build_files_payload, build_scale_payload,
-                      check_free_disk, copy_payload, payload_is_cached)
+from payloads import (FILES_PAYLOAD_VERSION, PAYLOAD_VERSION, SCALE_PAYLOAD_VERSION, build_files_payload, build_payload,
+                      build_scale_payload, check_free_disk, copy_payload, payload_is_cached)
 from report import fmt, machine, write_json
-from steps import bench_one
+from steps import bench_one, disk_usage_mib
 
 
-# The points of a scale run, and its memory target.
+# The points of a scale run, and its memory target. "size": random bytes plus 1/16 JSON
+# lines; "mixed": half random, half JSON lines (issue 26's 16 GiB point); "files": ~100-byte
+# files in record folders.
 SCALE_SIZES_MIB = [512, 2048, 4096]
-SCALE_FILES = [70000, 200000]
+SCALE_MIXED_MIB = [16384]
+SCALE_FILES = [70000, 200000, 1000000]
 # --scale --quick (CI): the 200,000-file point alone, with the memory target asserted.
 SCALE_QUICK_FILES = [200000]
 SCALE_RSS_MIB = 64
+# Upstream is measured where it finishes: a step past this is recorded as not finished.
+UPSTREAM_CAP_S = 600
+# Steps at each kind of point: the files points carry the archive of many entries, so
+# download, upload and verify are measured there (issue 26's third row).
+SCALE_STEPS = {
+    "files": {"create", "writers", "download", "upload", "verify", "restore", "disk"},
+    "size": {"create", "writers", "restore", "disk"},
+    "mixed": {"create", "writers", "restore", "disk"},
+}
+UPSTREAM_STEPS = {"create", "restore"}
 
 
 def measure_scale_limits(args, label, payload, binary, archive_mib):
     """The limits beside a scale point (issue 26): those of measure_limits (cp -r + sync,
-    zip -r -1, unzip -q + sync), GNU tar writing the tree to an archive and reading it back
-    into a tree (each + sync -f), and the disk's own write speed: `dd` of as many bytes as
-    our archive from /dev/zero with conv=fsync. One run each (args.repeat is 1 here)."""
+    zip -r -1, unzip -q + sync, unzip -tq), GNU tar writing the tree to an archive and
+    reading it back into a tree (each + sync -f), reading the tree (tar into a pipe), and
+    the disk's own write speed: `dd` from /dev/zero with conv=fsync of as many bytes as our
+    archive and as the data dir. One run each (args.repeat is 1 here)."""
     lim = measure_limits(args, label, payload, binary)
     base = os.path.join(args.work, label, "limits-tar")
     shutil.rmtree(base, ignore_errors=True)
@@ -35,7 +51,9 @@ def measure_scale_limits(args, label, payload, binary, archive_mib):
     os.makedirs(data_dir)
     try:
         copy_payload(payload, data_dir)
-        log("limits, %s: tar write and read, dd + fsync" % label)
+        data_mib = max(1, int(round(disk_usage_mib(data_dir))))
+        log("limits, %s: reading the tree, tar write and read, dd + fsync" % label)
+        lim["read_tree_s"] = timed(["sh", "-c", 'tar -cf - -C "$1" . | cat >/dev/null', "sh", data_dir])
         archive = os.path.join(base, "limit.tar")
         lim["tar_write_s"] = timed(["tar", "-cf", archive, "-C", data_dir, "."], sync_dir=base)
         out = os.path.join(base, "untarred")
@@ -44,36 +62,99 @@ def measure_scale_limits(args, label, payload, binary, archive_mib):
         shutil.rmtree(out)
         os.remove(archive)
         shutil.rmtree(data_dir)
-        mib = max(1, int(round(archive_mib)))
         written = os.path.join(base, "dd.bin")
-        lim["dd_fsync_s"] = timed(["dd", "if=/dev/zero", "of=" + written, "bs=1M", "count=%d" % mib,
-                                   "conv=fsync", "status=none"])
-        lim["dd_mib"] = mib
-        lim["disk_write_mib_s"] = mib / lim["dd_fsync_s"] if lim["dd_fsync_s"] else None
+        for key, mib in (("dd_fsync_s", max(1, int(round(archive_mib)))), ("dd_data_fsync_s", data_mib)):
+            lim[key] = timed(["dd", "if=/dev/zero", "of=" + written, "bs=1M", "count=%d" % mib,
+                              "conv=fsync", "status=none"])
+            os.remove(written)
+        lim["dd_mib"], lim["dd_data_mib"] = max(1, int(round(archive_mib))), data_mib
+        lim["disk_write_mib_s"] = lim["dd_mib"] / lim["dd_fsync_s"] if lim["dd_fsync_s"] else None
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return lim
 
 
-def run_scale(args, ours_bin):
-    """Ours alone over growing data dirs: time and peak RSS of create and restore, as a
-    table, as JSON and as a plot."""
-    points = [("size", n) for n in args.scale_sizes] + [("files", n) for n in args.scale_files]
+def point_payload(args, kind, n):
+    if kind == "size":
+        return build_scale_payload(args.cache, n)
+    if kind == "mixed":
+        return build_payload(args.cache, n)
+    return build_files_payload(args.cache, n)
+
+
+def point_label(row):
+    return {"size": "%d MiB random + 1/16 JSON lines", "mixed": "%d MiB, half random, half JSON lines",
+            "files": "%d small files"}[row["kind"]] % row["n"]
+
+
+def upstream_point(upstream_bin, args, label, payload):
+    """Upstream on one point, or why not: a step past UPSTREAM_CAP_S is not waited for."""
+    try:
+        return bench_one("upstream", upstream_bin, args, label, payload, None, None, UPSTREAM_STEPS,
+                         cap_s=UPSTREAM_CAP_S)
+    except BenchFailure as e:
+        log("upstream, %s: %s" % (label, e))
+        return {"did_not_finish": str(e)}
+
+
+def scale_targets(rows):
+    """Issue 26's targets, each figure beside its limit measured in the same run:
+    (point, what, figure, bound, holds)."""
+    out = []
+
+    def check(row, what, value, bound):
+        if value is not None and bound is not None:
+            out.append((point_label(row), what, value, bound, value <= bound))
+
+    for row in rows:
+        r, lim = row["ours"], row.get("limits", {})
+        for key in ("rss_create_mib", "rss_restore_mib", "rss_download_mib", "rss_upload_mib", "rss_verify_mib"):
+            if key in r:
+                check(row, key, r[key], SCALE_RSS_MIB)
+        if row["kind"] == "files":
+            check(row, "create_s / zip -r -1", r["create_s"], lim.get("zip_s"))
+            check(row, "restore_s / unzip -q + sync", r["restore_s"], lim.get("unzip_s"))
+            if "verify_s" in r and lim.get("unzip_test_s"):
+                check(row, "verify_s / unzip -tq", r["verify_s"], 1.1 * lim["unzip_test_s"])
+        if row["kind"] == "mixed" and lim:
+            slower = max(lim.get("read_tree_s") or 0, lim.get("dd_fsync_s") or 0)
+            check(row, "create_s / slower of reading the tree and dd of the archive", r["create_s"], 1.1 * slower)
+            check(row, "restore_s / dd of the data dir", r["restore_s"], 1.1 * (lim.get("dd_data_fsync_s") or 0))
+        if "disk_create_peak_mib" in r:
+            check(row, "disk at the create's peak / archive + data dir", r["disk_create_peak_mib"],
+                   r["zip_mib"] + r["data_dir_disk_mib"])
+            check(row, "disk at the restore's peak / archive + data dir", r["disk_restore_peak_mib"],
+                   r["zip_mib"] + r["data_dir_disk_mib"])
+    files = {row["n"]: row["ours"] for row in rows if row["kind"] == "files"}
+    if 70000 in files and 1000000 in files:
+        for key in ("create_s", "restore_s"):
+            row = {"kind": "files", "n": 1000000}
+            check(row, "%s at 1M / at 70k (linear: at most 12x)" % key, files[1000000][key] / files[70000][key], 12)
+    return out
+
+
+def run_scale(args, ours_bin, upstream_bin=None):
+    """Ours (and upstream, with `upstream_bin`) over growing data dirs: time, peak RSS and
+    disk of create and restore, and at the files points download, upload and verify; each
+    point's limits with --scale-limits; as a table, as JSON and as a plot."""
+    points = ([("size", n) for n in args.scale_sizes] + [("mixed", n) for n in args.scale_mixed]
+              + [("files", n) for n in args.scale_files])
     # Disk: the payloads not yet cached, plus the largest point's data dir, backup zip,
     # the restore's extraction and a margin (the restore takes the archive by hard link,
     # a copy when it cannot), side by side (data dirs are deleted after each point).
     need, inodes, largest = GiB, 0, 0
     for kind, n in points:
-        if kind == "size":
+        if kind in ("size", "mixed"):
             nbytes = n * MiB * 17 // 16 + 64 * MiB
-            cached = payload_is_cached(os.path.join(args.cache, "scale-%dM-v%d" % (n, SCALE_PAYLOAD_VERSION)))
+            cached = payload_is_cached(os.path.join(args.cache, "scale-%dM-v%d" % (n, SCALE_PAYLOAD_VERSION)) if kind == "size"
+                                       else os.path.join(args.cache, "payload-%dM-v%d" % (n, PAYLOAD_VERSION)))
         else:
             nbytes = n * 4096
             inodes = max(inodes, 4 * n)
             cached = payload_is_cached(os.path.join(args.cache, "files-%d-v%d" % (n, FILES_PAYLOAD_VERSION)))
         need += 0 if cached else nbytes
         largest = max(largest, nbytes)
-    need += int(4.5 * largest)
+    need += int(3.2 * largest)
     check_free_disk(args.cache, need, inodes, "the scale run")
     check_free_disk(args.work, need, inodes, "the scale run")
 
@@ -81,29 +162,37 @@ def run_scale(args, ours_bin):
     load_before = os.getloadavg()
     rows = []
     for kind, n in points:
-        payload = build_scale_payload(args.cache, n) if kind == "size" else build_files_payload(args.cache, n)
-        r = bench_one("ours", ours_bin, args, "scale-%s-%d" % (kind, n), payload, None, None, {"create", "writers", "restore"})
-        row = {"kind": kind, "size_mib": n if kind == "size" else None,
-               "files": n if kind == "files" else None, "ours": r}
+        payload = point_payload(args, kind, n)
+        label = "scale-%s-%d" % (kind, n)
+        row = {"kind": kind, "n": n, "size_mib": n if kind != "files" else None,
+               "files": n if kind == "files" else None,
+               "ours": bench_one("ours", ours_bin, args, label, payload, None, None, SCALE_STEPS[kind])}
+        if upstream_bin:
+            row["upstream"] = upstream_point(upstream_bin, args, label, payload)
         if args.scale_limits:
-            row["limits"] = measure_scale_limits(args, "scale-%s-%d" % (kind, n), payload, ours_bin, r["zip_mib"])
+            row["limits"] = measure_scale_limits(args, label, payload, ours_bin, row["ours"]["zip_mib"])
         rows.append(row)
     load_after = os.getloadavg()
 
     print()
-    print("pb-backups scale run (ours alone), %s, load %.2f before / %.2f after"
+    print("pb-backups scale run, %s, load %.2f before / %.2f after"
           % (datetime.date.today(), load_before[0], load_after[0]))
     print()
-    print("| data dir | zip (MiB) | ZIP64 | create (s) | peak RSS create (MiB) | restore until serving (s) | peak RSS restore (MiB) | longest write to data.db during a create (ms) |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    print("| data dir | zip (MiB) | ZIP64 | create (s) | peak RSS create (MiB) | restore until serving (s) | peak RSS restore (MiB) "
+          "| verify (s) | peak disk create / restore (MiB) | longest write to data.db during a create (ms) | upstream create / restore (s) |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     failures = []
     for row in rows:
-        r = row["ours"]
-        label = "%d MiB random + 1/16 JSON lines" % row["size_mib"] if row["kind"] == "size" else "%d small files" % row["files"]
+        r, up = row["ours"], row.get("upstream") or {}
+        label = point_label(row)
         writers = r.get("writers", {})
-        print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        upstream = ("did not finish" if "did_not_finish" in up
+                    else "%s / %s" % (fmt(up.get("create_s")), fmt(up.get("restore_s"))) if up else "")
+        print("| %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s | %s |" % (
             label, fmt(r["zip_mib"]), fmt(r["zip64"]), fmt(r["create_s"]), fmt(r["rss_create_mib"]),
-            fmt(r["restore_s"]), fmt(r["rss_restore_mib"]), fmt(writers.get("max_wait_ms"))))
+            fmt(r["restore_s"]), fmt(r["rss_restore_mib"]), fmt(r.get("verify_s")),
+            fmt(r.get("disk_create_peak_mib")), fmt(r.get("disk_restore_peak_mib")),
+            fmt(writers.get("max_wait_ms")), upstream))
         for key in ("rss_create_mib", "rss_restore_mib"):
             if r.get(key) is None or r[key] > SCALE_RSS_MIB:
                 failures.append("%s, %s: %s MiB (bound %d MiB)" % (label, key, fmt(r.get(key)), SCALE_RSS_MIB))
@@ -112,11 +201,18 @@ def run_scale(args, ours_bin):
     if args.scale_limits:
         print()
         print("limits (s): " + "; ".join(
-            "%s: zip %s, unzip+sync %s, tar write %s, tar read %s, dd+fsync of the archive's size %s" % (
-                row["kind"] + "-" + str(row["size_mib"] or row["files"]),
-                *(fmt(row["limits"].get(k)) for k in ("zip_s", "unzip_s", "tar_write_s", "tar_read_s", "dd_fsync_s")))
+            "%s: zip %s, unzip+sync %s, unzip -t %s, tar write %s, tar read %s, read tree %s, dd+fsync of the archive's size %s, of the data dir's %s" % (
+                point_label(row),
+                *(fmt(row["limits"].get(k)) for k in ("zip_s", "unzip_s", "unzip_test_s", "tar_write_s", "tar_read_s",
+                                                        "read_tree_s", "dd_fsync_s", "dd_data_fsync_s")))
             for row in rows))
+    targets = scale_targets(rows)
+    if targets:
         print()
+        print("targets (issue 26), each beside its limit from this run:")
+        for label, what, value, bound, holds in targets:
+            print("  %-5s %s, %s: %s (bound %s)" % ("ok" if holds else "MISS", label, what, fmt(value), fmt(bound)))
+    print()
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "scale": True,
@@ -126,6 +222,7 @@ def run_scale(args, ours_bin):
         "load_before": load_before,
         "load_after": load_after,
         "points": rows,
+        "targets": [{"point": l, "what": w, "value": v, "bound": b, "holds": h} for l, w, v, b, h in targets],
     }
     if args.quick:
         # CI: the checkout stays clean, and the memory bound fails the run.

@@ -1,6 +1,6 @@
 """The measured steps on one server (create, create with a writer, download, upload, list,
-restore until serving), its data dir made and removed around them, and the restore's phases
-read from our server's log."""
+verify, restore until serving), its data dir made and removed around them, and the
+restore's phases read from our server's log."""
 
 import datetime
 import http.client
@@ -14,7 +14,7 @@ import zipfile
 from api import check_same_bytes, curl, downloaded_sha256, login, request, sha256_of
 from common import PASSWORD_1, PASSWORD_2, BenchFailure, MiB, log, median, sync
 from payloads import copy_payload
-from probes import RefusalPoller, RssSampler
+from probes import DiskSampler, RefusalPoller, RssSampler
 from servers import Server, set_superuser_secrets, superuser_secrets
 from writers import DataDbWriter
 
@@ -33,12 +33,23 @@ def has_zip64_records(path):
         return b"PK\x06\x07" in f.read()
 
 
-def run_server(server, args, loadgen, upload_source, upload_dir, steps):
-    """The steps (create, download, upload, list, restore) on one started server; returns
-    its figures. Raises BenchFailure when a step does not work."""
+def disk_usage_mib(path):
+    """Space the files under `path` take on disk (blocks, not apparent sizes)."""
+    out = subprocess.run(["du", "-s", "--block-size=1", path], check=True, capture_output=True, text=True).stdout
+    return int(out.split()[0]) / MiB
+
+
+def run_server(server, args, loadgen, upload_source, upload_dir, steps, cap_s=600):
+    """The steps (create, download, upload, list, verify, restore) on one started server;
+    returns its figures. With "disk" among the steps, also the space the create and the
+    restore take at their peak, beside the data dir's and the archive's own. Raises
+    BenchFailure when a step does not work."""
     r = {}
     pid = server.proc.pid
     rss = RssSampler(pid)
+    disk = DiskSampler(server.data_dir) if "disk" in steps else None
+    if disk:
+        r["data_dir_disk_mib"] = disk_usage_mib(server.data_dir)
     port = server.port
     try:
         r["rss_idle_mib"] = rss.current()
@@ -46,17 +57,21 @@ def run_server(server, args, loadgen, upload_source, upload_dir, steps):
         auth = {"Authorization": token}
 
         log(server.name, "create")
+        disk_t0 = disk.begin() if disk else None
         t0 = rss.begin_step(r, "create")
         runs = []
         for i in range(args.repeat):
             name = "bench_create.zip" if i == 0 else "bench_create_%d.zip" % (i + 1)
             started = time.monotonic()
-            status, body = request(port, "POST", "/api/backups", {"name": name}, auth)
+            status, body = request(port, "POST", "/api/backups", {"name": name}, auth, timeout=cap_s)
             runs.append(time.monotonic() - started)
             if status not in (200, 204):
                 raise BenchFailure("%s: create answered %s %s" % (server.name, status, body[:200]))
         r["create_runs_s"], r["create_s"] = runs, median(runs)
         r["rss_create_mib"] = rss.peak_since(t0)
+        if disk:
+            # The archive itself is in the figure: the create's peak is it plus any temp copy.
+            r["disk_create_peak_mib"] = disk.peak_since(disk_t0)
         created = os.path.join(server.backups_dir, "bench_create.zip")
         r["zip_mib"] = os.path.getsize(created) / MiB
         r["zip64"] = has_zip64_records(created)
@@ -150,6 +165,16 @@ def run_server(server, args, loadgen, upload_source, upload_dir, steps):
             for name in names:
                 os.remove(name)
 
+        if "verify" in steps:
+            log(server.name, "verify")
+            t0 = rss.begin_step(r, "verify")
+            started = time.monotonic()
+            status, body = request(port, "POST", "/api/backups/bench_create.zip/verify", None, auth, timeout=1800)
+            r["verify_s"] = time.monotonic() - started
+            r["rss_verify_mib"] = rss.peak_since(t0)
+            if status != 200 or not json.loads(body).get("ok"):
+                raise BenchFailure("%s: verify answered %s %s" % (server.name, status, body[:200]))
+
         log(server.name, "restore")
         # The backup holds PASSWORD_1; changing it now invalidates `token`, which becomes valid
         # again exactly when the restored data is served. So a server that answers the
@@ -163,6 +188,7 @@ def run_server(server, args, loadgen, upload_source, upload_dir, steps):
         sync()
         poller = RefusalPoller(port)
         time.sleep(0.2)
+        disk_t0 = disk.begin() if disk else None
         t0 = rss.begin_step(r, "restore")
         started = time.monotonic()
         status, body = request(port, "POST", "/api/backups/bench_create.zip/restore", None,
@@ -171,7 +197,7 @@ def run_server(server, args, loadgen, upload_source, upload_dir, steps):
         if status not in (200, 204):
             poller.stop()
             raise BenchFailure("%s: restore answered %s %s" % (server.name, status, body[:200]))
-        deadline = started + 600
+        deadline = started + cap_s
         while True:
             try:
                 if request(port, "GET", "/api/backups", None, auth, timeout=60)[0] == 200:
@@ -187,6 +213,10 @@ def run_server(server, args, loadgen, upload_source, upload_dir, steps):
             time.sleep(0.01)
         r["restore_s"] = time.monotonic() - started
         r["rss_restore_mib"] = rss.peak_since(t0)
+        if disk:
+            # Until served: the extraction beside the old data dir (moved aside, removed
+            # after the swap) and the archive.
+            r["disk_restore_peak_mib"] = disk.peak_since(disk_t0)
         time.sleep(0.3)
         poller.stop()
         r["restore_refused"] = poller.refused
@@ -198,6 +228,8 @@ def run_server(server, args, loadgen, upload_source, upload_dir, steps):
         r["rss_after_mib"] = rss.current()
     finally:
         rss.stop()
+        if disk:
+            disk.stop()
     return r
 
 
@@ -239,7 +271,7 @@ def restore_phases(log_path):
     return phases
 
 
-def bench_one(name, binary, args, case, payload, loadgen, upload_source, steps):
+def bench_one(name, binary, args, case, payload, loadgen, upload_source, steps, cap_s=600):
     """One server on a fresh data dir holding the payload; returns its figures. The data
     dir is deleted afterwards (scale payloads are large); the log stays for reading."""
     base = os.path.join(args.work, case, name)
@@ -260,7 +292,7 @@ def bench_one(name, binary, args, case, payload, loadgen, upload_source, steps):
     server.start()
     try:
         r = run_server(server, args, loadgen, upload_source,
-                       os.path.join(args.work, "upload", case), steps)
+                       os.path.join(args.work, "upload", case), steps, cap_s)
     except (OSError, RuntimeError, http.client.HTTPException) as e:
         # Name the server, the case and whether it is still alive: "connection refused"
         # alone does not say that the server died.

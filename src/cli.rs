@@ -183,16 +183,8 @@ pub enum Command {
         /// Language of messages for requests whose Accept-Language names neither zh nor en.
         #[arg(long, default_value = "zh", env = "PB_LANG", value_parser = ["zh", "en"])]
         lang: String,
-        /// Largest total uncompressed size (bytes) of an archive's entries, checked on upload
-        /// and on restore. A restore is also capped by the free space of the data dir's disk
-        /// less 64 MiB, so one that cannot fit is refused up front.
-        #[arg(long, env = "PB_MAX_ARCHIVE_SIZE", value_name = "BYTES")]
-        max_archive_size: Option<u64>,
-        /// Most entries (files and folders) in an archive, checked on upload and on restore;
-        /// a create of a data dir with more is refused up front, so that no backup is made
-        /// that would not restore.
-        #[arg(long, env = "PB_MAX_ARCHIVE_ENTRIES", value_name = "N", default_value_t = ArchiveLimits::default().max_entries)]
-        max_archive_entries: usize,
+        #[command(flatten)]
+        limits: ArchiveLimitArgs,
         #[command(flatten)]
         login: LoginArgs,
         #[command(flatten)]
@@ -243,6 +235,8 @@ pub enum BackupsCommand {
         dir: DataDirArg,
         #[command(flatten)]
         s3: S3Args,
+        #[command(flatten)]
+        limits: ArchiveLimitArgs,
     },
     /// Restore a backup into the data dir (checked, then swapped in with the journaled swap
     /// a server uses). Server stopped.
@@ -252,6 +246,8 @@ pub enum BackupsCommand {
         dir: DataDirArg,
         #[command(flatten)]
         s3: S3Args,
+        #[command(flatten)]
+        limits: ArchiveLimitArgs,
     },
     /// Delete a stored backup. Server stopped.
     Delete {
@@ -275,7 +271,38 @@ pub enum BackupsCommand {
         dir: DataDirArg,
         #[command(flatten)]
         s3: S3Args,
+        #[command(flatten)]
+        limits: ArchiveLimitArgs,
     },
+}
+
+/// The archive limits, the same for `serve` and the offline commands, so that what one
+/// makes the other accepts.
+#[derive(Args, Debug, Clone)]
+pub struct ArchiveLimitArgs {
+    /// Largest total uncompressed size (bytes) of an archive's entries, checked on upload
+    /// and on restore. A restore is also capped by the free space of the data dir's disk
+    /// less 64 MiB, so one that cannot fit is refused up front.
+    #[arg(long, env = "PB_MAX_ARCHIVE_SIZE", value_name = "BYTES")]
+    max_archive_size: Option<u64>,
+    /// Most entries (files and folders) in an archive, checked on upload and on restore;
+    /// a create of a data dir with more is refused up front, so that no backup is made
+    /// that would not restore.
+    #[arg(long, env = "PB_MAX_ARCHIVE_ENTRIES", value_name = "N", default_value_t = ArchiveLimits::default().max_entries)]
+    max_archive_entries: usize,
+}
+
+impl ArchiveLimitArgs {
+    pub fn limits(&self) -> ArchiveLimits {
+        let mut limits = ArchiveLimits::default();
+        if let Some(max) = self.max_archive_size {
+            // The one archive limit: it applies to uploads and restores alike.
+            limits.max_total_size = max;
+        }
+        // Creates are held to it too (see `ArchiveLimits::max_entries`).
+        limits.max_entries = self.max_archive_entries;
+        limits
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -301,36 +328,39 @@ pub async fn run(cli: Cli, inherited: listener::Inherited) -> Result<(), Box<dyn
         Command::Openapi => print!("{}", http::openapi::document_yaml()),
         Command::Superuser(cmd) => account(Collection::Superusers, cmd)?,
         Command::User(cmd) => account(Collection::Users, cmd)?,
-        Command::Serve { http, dir, lang, max_archive_size, max_archive_entries, login, s3, schedule, metrics } => {
+        Command::Serve { http, dir, lang, limits, login, s3, schedule, metrics } => {
             if metrics {
                 crate::metrics::enable();
             }
-            let config = serve_config(dir, &lang, max_archive_size, max_archive_entries, login, &s3)?;
+            let config = serve_config(dir, &lang, &limits, login, &s3)?;
             serve(&http, config, inherited, schedule.patch()).await?
         }
         Command::Backups(BackupsCommand::CheckS3 { dir, s3 }) => check_s3(&s3, &dir.dir).await?,
-        Command::Backups(BackupsCommand::List { dir, s3 }) => offline(&dir, &s3, Offline::List).await?,
-        Command::Backups(BackupsCommand::Create { name, dir, s3 }) => offline(&dir, &s3, Offline::Create(name)).await?,
-        Command::Backups(BackupsCommand::Restore { key, dir, s3 }) => offline(&dir, &s3, Offline::Restore(key)).await?,
-        Command::Backups(BackupsCommand::Delete { key, dir, s3 }) => offline(&dir, &s3, Offline::Delete(key)).await?,
-        Command::Backups(BackupsCommand::Verify { key, all, dir, s3 }) => {
+        Command::Backups(BackupsCommand::List { dir, s3 }) => offline(&dir, &s3, ArchiveLimits::default(), Offline::List).await?,
+        Command::Backups(BackupsCommand::Create { name, dir, s3, limits }) => {
+            offline(&dir, &s3, limits.limits(), Offline::Create(name)).await?
+        }
+        Command::Backups(BackupsCommand::Restore { key, dir, s3, limits }) => {
+            offline(&dir, &s3, limits.limits(), Offline::Restore(key)).await?
+        }
+        Command::Backups(BackupsCommand::Delete { key, dir, s3 }) => offline(&dir, &s3, ArchiveLimits::default(), Offline::Delete(key)).await?,
+        Command::Backups(BackupsCommand::Verify { key, all, dir, s3, limits }) => {
             let storage = crate::offline::open_storage(&dir.dir, s3.config()?.map(|(c, _)| c), s3.checksums)?;
-            crate::offline::verify(&storage, key.as_deref(), all).await?
+            crate::offline::verify(&storage, key.as_deref(), all, &limits.limits()).await?
         }
     }
     Ok(())
 }
 
-async fn offline(dir: &DataDirArg, s3: &S3Args, command: Offline) -> Result<(), Box<dyn std::error::Error>> {
-    Ok(crate::offline::run(&dir.dir, s3.config()?.map(|(c, _)| c), s3.checksums, command).await?)
+async fn offline(dir: &DataDirArg, s3: &S3Args, limits: ArchiveLimits, command: Offline) -> Result<(), Box<dyn std::error::Error>> {
+    Ok(crate::offline::run(&dir.dir, s3.config()?.map(|(c, _)| c), s3.checksums, limits, command).await?)
 }
 
 /// The server's configuration from `serve`'s flags.
 fn serve_config(
     dir: DataDirArg,
     lang: &str,
-    max_archive_size: Option<u64>,
-    max_archive_entries: usize,
+    limits: &ArchiveLimitArgs,
     login: LoginArgs,
     s3: &S3Args,
 ) -> Result<ServeConfig, Box<dyn std::error::Error>> {
@@ -338,12 +368,7 @@ fn serve_config(
     config.default_lang = lang.parse()?;
     config.storage = s3.config()?.map_or(StorageChoice::Settings, |(s3, _)| StorageChoice::S3(Box::new(s3)));
     config.s3_checksums = s3.checksums;
-    if let Some(max) = max_archive_size {
-        // The one archive limit: it applies to uploads and restores alike.
-        config.limits.max_total_size = max;
-    }
-    // Creates are held to it too (see `ArchiveLimits::max_entries`).
-    config.limits.max_entries = max_archive_entries;
+    config.limits = limits.limits();
     config.login_rate = login.rate();
     config.trusted_proxies = login.trusted_proxies;
     Ok(config)
@@ -569,20 +594,36 @@ mod tests {
             "--login-interval-ms", "250", "--trusted-proxy", "10.0.0.0/8", "192.0.2.1",
         ])
         .unwrap();
-        let Command::Serve { dir, lang, max_archive_size, max_archive_entries, login, s3, .. } = cli.command else {
+        let Command::Serve { dir, lang, limits, login, s3, .. } = cli.command else {
             panic!("not serve");
         };
-        let config = serve_config(dir, &lang, max_archive_size, max_archive_entries, login, &s3).unwrap();
+        let config = serve_config(dir, &lang, &limits, login, &s3).unwrap();
         assert_eq!(config.limits.max_total_size, 12345);
         assert_eq!(config.limits.max_entries, 678);
-        let Command::Serve { max_archive_entries, .. } = Cli::try_parse_from(["pb-backups", "serve", "--dir", "d"]).unwrap().command else {
+        let Command::Serve { limits, .. } = Cli::try_parse_from(["pb-backups", "serve", "--dir", "d"]).unwrap().command else {
             panic!("not serve");
         };
-        assert_eq!(max_archive_entries, 10_000_000, "the default entry cap");
+        assert_eq!(limits.limits().max_entries, 10_000_000, "the default entry cap");
         assert_eq!((config.login_rate.burst, config.login_rate.per_attempt), (7, std::time::Duration::from_millis(250)));
         let proxies: Vec<String> = config.trusted_proxies.iter().map(ToString::to_string).collect();
         assert_eq!(proxies, ["10.0.0.0/8", "192.0.2.1/32"]);
         assert!(Cli::try_parse_from(["pb-backups", "serve", "--restore-max-size", "1"]).is_err(), "the old name is gone");
+    }
+
+    /// The offline commands that make, restore or check archives take the server's limits.
+    #[test]
+    fn offline_commands_take_the_archive_limits() {
+        let flags = ["--max-archive-size", "999", "--max-archive-entries", "5"];
+        for command in [&["create", "x.zip"][..], &["restore", "x.zip"], &["verify", "x.zip"]] {
+            let args = ["pb-backups", "backups"].iter().chain(command).chain(&["--dir", "d"]).chain(&flags);
+            let limits = match Cli::try_parse_from(args).unwrap().command {
+                Command::Backups(BackupsCommand::Create { limits, .. })
+                | Command::Backups(BackupsCommand::Restore { limits, .. })
+                | Command::Backups(BackupsCommand::Verify { limits, .. }) => limits.limits(),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!((limits.max_total_size, limits.max_entries), (999, 5), "{command:?}");
+        }
     }
 
     #[test]

@@ -70,7 +70,13 @@ pub enum Offline {
 /// Runs `command` on `dir` with the server stopped: refused at once while anyone holds the
 /// data dir's lock (a running server does for as long as it runs). `flags`: the bucket the
 /// command line names, which wins over the settings; `checksums` for buckets they name.
-pub async fn run(dir: &Path, flags: Option<S3Config>, checksums: bool, command: Offline) -> Result<(), OfflineError> {
+pub async fn run(
+    dir: &Path,
+    flags: Option<S3Config>,
+    checksums: bool,
+    limits: ArchiveLimits,
+    command: Offline,
+) -> Result<(), OfflineError> {
     std::fs::create_dir_all(dir)?;
     let dir = dir.canonicalize()?;
     let _lock = DataDirLock::acquire(&dir)?;
@@ -81,7 +87,7 @@ pub async fn run(dir: &Path, flags: Option<S3Config>, checksums: bool, command: 
     let config = ServiceConfig {
         data_dir: dir.clone(),
         backends: Arc::new(backends),
-        limits: ArchiveLimits::default(),
+        limits,
         create_gate: None,
         restore_gate: None,
         progress: crate::progress::Display::for_stderr(),
@@ -153,7 +159,7 @@ pub fn open_storage(dir: &Path, flags: Option<S3Config>, checksums: bool) -> Res
 /// Verifies `key`, or every stored backup with `all`, printing one line per backup. Work
 /// files go to the system's temp folder (`TMPDIR`), never into the data dir, so a server
 /// running meanwhile is not disturbed.
-pub async fn verify(storage: &Backend, key: Option<&str>, all: bool) -> Result<(), OfflineError> {
+pub async fn verify(storage: &Backend, key: Option<&str>, all: bool, limits: &ArchiveLimits) -> Result<(), OfflineError> {
     let keys: Vec<BackupKey> = if all {
         let mut list = storage.list().await.map_err(|e| OfflineError::Storage(e.to_string()))?;
         list.sort_by(|a, b| b.modified.cmp(&a.modified).then_with(|| a.key.cmp(&b.key)));
@@ -165,9 +171,10 @@ pub async fn verify(storage: &Backend, key: Option<&str>, all: bool) -> Result<(
     let temp = std::env::temp_dir();
     let mut bad = 0;
     for key in &keys {
-        match verify::verify_stored(&storage.storage, key, &temp, &ArchiveLimits::default()).await {
+        match verify::verify_stored(&storage.storage, key, &temp, limits).await {
             Ok(Verdict::Good { size, summary }) => {
-                println!("ok   {key}: {size} bytes, {} entries, {} bytes decoded", summary.entries, summary.total_size)
+                let order = if summary.in_walk_order { "in walk order" } else { "not in walk order: read into memory" };
+                println!("ok   {key}: {size} bytes, {} entries, {} bytes decoded, {order}", summary.entries, summary.total_size)
             }
             Ok(Verdict::Bad(e)) => {
                 bad += 1;

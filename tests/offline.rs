@@ -1,5 +1,6 @@
-//! `pb-backups backups list | create | restore | delete` with the server stopped: a
-//! create/restore round trip, the API's name rules, and refusal while a server holds the dir.
+//! `pb-backups backups list | create | restore | delete | verify` with the server stopped: a
+//! create/restore round trip, the API's name rules, the archive limits a server takes, and
+//! refusal while a server holds the dir.
 
 mod support;
 
@@ -71,6 +72,32 @@ fn offline_create_and_restore_round_trip() {
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         assert!(text(&out).contains("404"), "{}", text(&out));
     }
+}
+
+/// `--max-archive-entries` and `--max-archive-size` hold the offline commands as they hold a
+/// server: no backup made past the entry cap, none restored or passed past either limit.
+#[test]
+fn offline_commands_keep_the_archive_limits() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("pb_data");
+    seed_accounts(&dir);
+    std::fs::create_dir_all(dir.join("storage/a")).unwrap();
+    for name in ["1", "2", "3"] {
+        std::fs::write(dir.join("storage/a").join(name), "x".repeat(1000)).unwrap();
+    }
+    let out = backups(&dir, &["create", "few.zip", "--max-archive-entries", "3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("entries"), "{}", text(&out));
+    assert!(!ok(&dir, &["list"]).contains("few.zip"), "nothing made");
+
+    ok(&dir, &["create", "all.zip"]);
+    for flags in [["--max-archive-entries", "3"], ["--max-archive-size", "2000"]] {
+        for command in ["restore", "verify"] {
+            let out = backups(&dir, &[&[command, "all.zip"][..], &flags].concat());
+            assert_eq!(out.status.code(), Some(1), "{command} {flags:?}: {}", text(&out));
+        }
+    }
+    assert!(ok(&dir, &["verify", "all.zip"]).contains("ok   all.zip"));
 }
 
 #[test]

@@ -76,6 +76,9 @@ pub struct ArchiveSummary {
     pub total_size: u64,
     /// A top-level regular file entry named `data.db` exists.
     pub has_data_db: bool,
+    /// Listed in walk order (ours and PocketBase's are): read a record at a time, in memory
+    /// that does not grow with the entries. Otherwise its entries were held in a list.
+    pub in_walk_order: bool,
 }
 
 /// Why an archive could not be created, validated or extracted.

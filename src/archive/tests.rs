@@ -654,7 +654,8 @@ fn size_and_count_limits_apply() {
         ArchiveSummary {
             entries: 3,
             total_size: 10,
-            has_data_db: false
+            has_data_db: false,
+            in_walk_order: true,
         }
     );
 }

@@ -12,7 +12,7 @@ use crate::archive::{check_entry_name, ArchiveError, ArchiveLimits, ArchiveSumma
 
 /// A central directory entry as kept for the checks and the extraction: a few dozen bytes,
 /// its name in [`Entries::names`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Entry {
     pub(super) size: u64,
     pub(super) compressed_size: u64,
@@ -51,6 +51,39 @@ pub(super) struct Entries {
 }
 
 impl Entries {
+    /// Room for `entries` entries and `names_bound` bytes of raw names. (Raw bytes: CP437
+    /// names grow when decoded, and the arena then grows once.)
+    pub(super) fn with_capacity(entries: usize, names_bound: u64) -> Self {
+        Self { list: Vec::with_capacity(entries), names: String::with_capacity(names_bound.min(1 << 28) as usize) }
+    }
+
+    /// Appends the entry of `record`, with the permission bits its checks found.
+    pub(super) fn push(&mut self, record: &Record, mode: Option<u16>) -> Result<&Entry, ArchiveError> {
+        let is_dir = record.name.ends_with('/');
+        let name = record.name.strip_suffix('/').unwrap_or(record.name);
+        let name_start = u32::try_from(self.names.len() + name.len())
+            .map(|end| end - name.len() as u32)
+            .map_err(|_| ArchiveError::NotZip("entry names exceed 4 GiB".into()))?;
+        self.names.push_str(name);
+        self.list.push(Entry {
+            size: record.size,
+            compressed_size: record.compressed_size,
+            header_start: record.header_start,
+            crc32: record.crc32,
+            name_start,
+            name_len: name.len() as u32,
+            mode: mode.unwrap_or(NO_MODE),
+            is_dir,
+            deflated: record.method == METHOD_DEFLATED,
+        });
+        Ok(self.list.last().expect("just pushed"))
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.list.clear();
+        self.names.clear();
+    }
+
     pub(super) fn name(&self, entry: &Entry) -> &str {
         let start = entry.name_start as usize;
         &self.names[start..start + entry.name_len as usize]
@@ -76,41 +109,21 @@ pub(super) struct CheckedArchive {
 pub(super) fn check_entries(file: &File, limits: &ArchiveLimits) -> Result<CheckedArchive, ArchiveError> {
     let directory = central::open(file, limits.max_entries)?;
     let mut records = directory.records(file)?;
-    let mut entries = Entries {
-        list: Vec::with_capacity(directory.capacity()),
-        // Only the pages really written count: the bound is cheap when it is loose. (Raw
-        // bytes: CP437 names grow when decoded, and the arena then grows once.)
-        names: String::with_capacity(directory.names_bound().min(1 << 28) as usize),
-    };
+    // Only the pages really written count: the names' bound is cheap when it is loose.
+    let mut entries = Entries::with_capacity(directory.capacity(), directory.names_bound());
     let mut total_size = 0u64;
     // The first refused entry: its position and why.
     let mut refused: Option<(usize, ArchiveError)> = None;
     while let Some(record) = records.next_record()? {
         let position = entries.list.len();
-        let is_dir = record.name.ends_with('/');
-        let name = record.name.strip_suffix('/').unwrap_or(record.name);
-        let name_start = u32::try_from(entries.names.len() + name.len())
-            .map(|end| end - name.len() as u32)
-            .map_err(|_| ArchiveError::NotZip("entry names exceed 4 GiB".into()))?;
-        entries.names.push_str(name);
-        let mut entry = Entry {
-            size: record.size,
-            compressed_size: record.compressed_size,
-            header_start: record.header_start,
-            crc32: record.crc32,
-            name_start,
-            name_len: name.len() as u32,
-            mode: NO_MODE,
-            is_dir,
-            deflated: record.method == METHOD_DEFLATED,
-        };
+        let mut mode = None;
         if refused.is_none() {
             match check_entry(&record, limits, &mut total_size) {
-                Ok(mode) => entry.mode = mode.unwrap_or(NO_MODE),
+                Ok(checked_mode) => mode = checked_mode,
                 Err(err) => refused = Some((position, err)),
             }
         }
-        entries.list.push(entry);
+        entries.push(&record, mode)?;
     }
     drop(records);
 
@@ -178,6 +191,7 @@ pub(super) fn check_entries(file: &File, limits: &ArchiveLimits) -> Result<Check
             entries: entries.list.len(),
             total_size,
             has_data_db: data_db.is_some(),
+            in_walk_order: false,
         },
         entries,
         order,
@@ -254,7 +268,7 @@ fn u16_at(bytes: &[u8], at: usize) -> u64 {
 
 /// The checks of one central directory record, except duplicates; adds its size to
 /// `total_size`. Returns the permission bits it records.
-fn check_entry(
+pub(super) fn check_entry(
     record: &Record,
     limits: &ArchiveLimits,
     total_size: &mut u64,

@@ -30,22 +30,43 @@ pub(super) fn is_inside(name: &str, folder: &str) -> bool {
 /// Walks the folders of an extraction in name order (`order`, see [`name_order`]): `open`
 /// for each folder the first time it is needed (parents first), `close` once nothing after
 /// it in that order lies inside it (children first), with the mode its own entry records.
-/// The folders open at a time are one name's ancestors, so memory is one name's depth
-/// whatever the number or depth of names, and each folder is opened once.
 pub(super) fn walk_dirs(
     entries: &Entries,
     order: &[u32],
     mut open: impl FnMut(&str) -> Result<(), ArchiveError>,
     mut close: impl FnMut(&str, Option<u32>) -> Result<(), ArchiveError>,
 ) -> Result<(), ArchiveError> {
-    // The open folders: the length of each one's name (a prefix of `path`), and its mode.
-    let mut stack: Vec<(usize, Option<u32>)> = Vec::new();
-    let mut path = String::new();
+    let mut walk = DirWalk::default();
     for &position in order {
         let entry = &entries.list[position as usize];
-        let name = entries.name(entry);
+        walk.visit(entries.name(entry), entry.is_dir, entry.mode(), &mut open, &mut close)?;
+    }
+    walk.finish(&mut close)
+}
+
+/// The folders open at a point of a walk in name order: one name's ancestors, so memory is
+/// one name's depth whatever the number or depth of names, and each folder is opened once.
+#[derive(Default)]
+pub(super) struct DirWalk {
+    /// The open folders: the length of each one's name (a prefix of `path`), and its mode.
+    stack: Vec<(usize, Option<u32>)>,
+    path: String,
+}
+
+impl DirWalk {
+    /// The next entry in name order: closes the folders it lies outside of, opens those it
+    /// needs (itself, or its parent).
+    pub(super) fn visit(
+        &mut self,
+        name: &str,
+        is_dir: bool,
+        mode: Option<u32>,
+        open: &mut impl FnMut(&str) -> Result<(), ArchiveError>,
+        close: &mut impl FnMut(&str, Option<u32>) -> Result<(), ArchiveError>,
+    ) -> Result<(), ArchiveError> {
+        let (stack, path) = (&mut self.stack, &mut self.path);
         // The folder this entry needs: itself, or its parent ("" at the top).
-        let folder = if entry.is_dir { name } else { name.rsplit_once('/').map_or("", |(parent, _)| parent) };
+        let folder = if is_dir { name } else { name.rsplit_once('/').map_or("", |(parent, _)| parent) };
         while let Some(&(len, mode)) = stack.last() {
             let prefix = &path[..len];
             if folder == prefix || is_inside(folder, prefix) {
@@ -65,17 +86,25 @@ pub(super) fn walk_dirs(
                 stack.push((end, None));
             }
         }
-        if entry.is_dir {
+        if is_dir {
             // Names are unique, so the folder was opened just now, by this entry.
             if let Some(top) = stack.last_mut() {
-                top.1 = entry.mode();
+                top.1 = mode;
             }
         }
+        Ok(())
     }
-    while let Some((len, mode)) = stack.pop() {
-        close(&path[..len], mode)?;
+
+    /// Closes the folders still open, children first.
+    pub(super) fn finish(
+        mut self,
+        close: &mut impl FnMut(&str, Option<u32>) -> Result<(), ArchiveError>,
+    ) -> Result<(), ArchiveError> {
+        while let Some((len, mode)) = self.stack.pop() {
+            close(&self.path[..len], mode)?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Creates the folder `name` (relative, validated) under `dest`, whose parent exists.

@@ -14,10 +14,11 @@ use std::sync::Mutex;
 use flate2::{Decompress, FlushDecompress, Status};
 use rustix::fs::{Mode, OFlags};
 
-use super::check::{CheckedArchive, Entries, Entry, Named};
-use super::dirs::{make_dir, walk_dirs};
+use super::check::{Entries, Entry, Named};
+use super::dirs::{make_dir, walk_dirs, DirWalk};
+use super::in_order::{is_top_level_file, Pass};
 use super::window::Window;
-use super::Output;
+use super::{Checked, Output};
 use crate::archive::{ArchiveError, ArchiveLimits};
 use crate::progress::ProgressCounter;
 
@@ -29,10 +30,10 @@ const OWNER_DIR_BITS: u32 = 0o700;
 const DEFAULT_FILE_MODE: u32 = 0o644;
 const DEFAULT_DIR_MODE: u32 = 0o755;
 
-/// The extraction itself, of an archive that passed `check_entries`.
+/// The extraction itself, of an archive that passed every check.
 pub(super) fn extract_checked(
     file: &File,
-    checked: CheckedArchive,
+    checked: Checked,
     dest: &Path,
     limits: &ArchiveLimits,
     output: Output,
@@ -40,36 +41,20 @@ pub(super) fn extract_checked(
 ) -> Result<(), ArchiveError> {
     // What is written (everything, or data.db alone), refused up front when it cannot fit.
     let (written, only) = match output {
-        Output::Everything => (checked.summary.total_size, None),
+        Output::Everything => (checked.summary().total_size, None),
         Output::DataDbOnly => {
-            let position = checked.data_db.ok_or(ArchiveError::MissingDataDb)?;
-            (checked.entries.list[position].size, Some(position))
+            let (position, entry) = checked.data_db().ok_or(ArchiveError::MissingDataDb)?;
+            (entry.size, Some(position))
         }
     };
     if written > limits.max_written {
         return Err(ArchiveError::TooLarge);
     }
-    progress.set_total(checked.summary.total_size);
-    let (entries, order) = (checked.entries, checked.order);
-    if output == Output::Everything {
-        walk_dirs(&entries, &order, |path| make_dir(dest, path), |_, _| Ok(()))?;
-    }
-    let files: Vec<u32> = (0..entries.list.len() as u32)
-        .filter(|&p| !entries.list[p as usize].is_dir)
-        .collect();
-    let units = work_units(&entries.list, &files);
-    drop(files);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_THREADS)
-        .min(units.len())
-        .max(1);
+    progress.set_total(checked.summary().total_size);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS);
     let job = Job {
         archive: file,
         dest: dest.as_os_str().as_bytes(),
-        entries: &entries,
-        units: &units,
-        next_unit: AtomicUsize::new(0),
         total_written: AtomicU64::new(0),
         progress,
         max_total_size: match output {
@@ -81,22 +66,20 @@ pub(super) fn extract_checked(
         first_failure: AtomicUsize::new(usize::MAX),
         failure: Mutex::new(None),
     };
-    if threads == 1 {
-        job.work();
-    } else {
-        std::thread::scope(|scope| {
-            for _ in 1..threads {
-                // A thread that cannot start only leaves more units to the others.
-                let spawned = std::thread::Builder::new()
-                    .name("extract".into())
-                    .spawn_scoped(scope, || job.work());
-                if spawned.is_err() {
-                    break;
-                }
+    let make_dirs = output == Output::Everything;
+    let listed = match checked {
+        Checked::Listed(listed) => {
+            if make_dirs {
+                walk_dirs(&listed.entries, &listed.order, |path| make_dir(dest, path), |_, _| Ok(()))?;
             }
-            job.work();
-        });
-    }
+            job.run_listed(&listed.entries, threads);
+            Some(listed)
+        }
+        Checked::InOrder(_) => {
+            job.run_in_order(limits, dest, make_dirs, threads)?;
+            None
+        }
+    };
     if let Some((_, err)) = job.failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(err);
     }
@@ -108,10 +91,25 @@ pub(super) fn extract_checked(
     // children), children first; then everything extracted is made durable with one
     // `syncfs`: an fsync per file and directory costs a journal commit each, seconds for a
     // few thousand files.
-    walk_dirs(&entries, &order, |_| Ok(()), |path, mode| {
+    let set_mode = |path: &str, mode: Option<u32>| {
         let mode = mode.unwrap_or(DEFAULT_DIR_MODE) & 0o777 | OWNER_DIR_BITS;
         fs::set_permissions(dest.join(path), fs::Permissions::from_mode(mode)).map_err(Into::into)
-    })?;
+    };
+    match listed {
+        Some(listed) => walk_dirs(&listed.entries, &listed.order, |_| Ok(()), set_mode)?,
+        None => {
+            let (mut pass, mut walk, mut scratch) = (Pass::new(file, limits)?, DirWalk::default(), Entries::with_capacity(1, 0));
+            let mut set_mode = set_mode;
+            while pass.next_into(&mut scratch)?.is_some() {
+                let (entry, name) = (&scratch.list[0], scratch.name(&scratch.list[0]));
+                if !is_top_level_file(entry, name) {
+                    walk.visit(name, entry.is_dir, entry.mode(), &mut |_| Ok(()), &mut set_mode)?;
+                }
+                scratch.clear();
+            }
+            walk.finish(&mut set_mode)?;
+        }
+    }
     let dest = File::open(dest)?;
     rustix::fs::syncfs(&dest).map_err(io::Error::from)?;
     Ok(())
@@ -169,10 +167,6 @@ fn work_units(entries: &[Entry], files: &[u32]) -> Vec<Range<usize>> {
 struct Job<'a> {
     archive: &'a File,
     dest: &'a [u8],
-    entries: &'a Entries,
-    /// Ranges of positions in `entries`; directories inside them are skipped.
-    units: &'a [Range<usize>],
-    next_unit: AtomicUsize,
     total_written: AtomicU64,
     progress: &'a ProgressCounter,
     /// Decoded bytes allowed in all (what is written too, when everything is).
@@ -185,33 +179,149 @@ struct Job<'a> {
     failure: Mutex<Option<(usize, ArchiveError)>>,
 }
 
+/// A run of entries for one thread, read from the archive in walk order: their positions
+/// start at `first`.
+struct Batch {
+    first: usize,
+    entries: Entries,
+}
+
 impl Job<'_> {
-    /// Takes units until none are left, decoding every entry before the first failure.
-    fn work(&self) {
-        let mut worker = Worker::new();
-        loop {
-            let unit = self.next_unit.fetch_add(1, Ordering::Relaxed);
-            let Some(range) = self.units.get(unit) else {
-                return;
+    /// The files of a compact list, in units taken by `threads` threads (this one too).
+    fn run_listed(&self, entries: &Entries, threads: usize) {
+        let files: Vec<u32> = (0..entries.list.len() as u32)
+            .filter(|&p| !entries.list[p as usize].is_dir)
+            .collect();
+        let units = work_units(&entries.list, &files);
+        drop(files);
+        let next_unit = AtomicUsize::new(0);
+        let work = || {
+            let mut worker = Worker::new();
+            while let Some(range) = units.get(next_unit.fetch_add(1, Ordering::Relaxed)) {
+                self.decode_run(&mut worker, entries, range.clone(), 0);
+            }
+        };
+        let threads = threads.min(units.len()).max(1);
+        std::thread::scope(|scope| {
+            for _ in 1..threads {
+                // A thread that cannot start only leaves more units to the others.
+                if std::thread::Builder::new().name("extract".into()).spawn_scoped(scope, work).is_err() {
+                    break;
+                }
+            }
+            work();
+        });
+    }
+
+    /// The files of an archive in walk order: this thread reads the records again (each
+    /// checked anew), makes the folders on the way when `make_dirs`, and hands the files in
+    /// batches to `threads` threads through a short queue, so memory stays flat.
+    fn run_in_order(&self, limits: &ArchiveLimits, dest: &Path, make_dirs: bool, threads: usize) -> Result<(), ArchiveError> {
+        let mut pass = Pass::new(self.archive, limits)?;
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Batch>(threads);
+        let receiver = Mutex::new(receiver);
+        let work = || {
+            let mut worker = Worker::new();
+            loop {
+                let batch = receiver.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                let Ok(batch) = batch else { return };
+                self.decode_run(&mut worker, &batch.entries, 0..batch.entries.list.len(), batch.first);
+            }
+        };
+        std::thread::scope(|scope| {
+            let mut spawned = 0;
+            for _ in 0..threads {
+                if std::thread::Builder::new().name("extract".into()).spawn_scoped(scope, work).is_err() {
+                    break;
+                }
+                spawned += 1;
+            }
+            let mut inline = None;
+            let mut dispatch = |batch: Batch| match spawned {
+                // No thread could start: this one decodes too.
+                0 => {
+                    let worker = inline.get_or_insert_with(Worker::new);
+                    self.decode_run(worker, &batch.entries, 0..batch.entries.list.len(), batch.first)
+                }
+                _ => {
+                    let _ = sender.send(batch);
+                }
             };
-            for position in range.clone() {
-                if position > self.first_failure.load(Ordering::Relaxed) {
-                    break;
-                }
-                let entry = &self.entries.list[position];
-                if entry.is_dir {
-                    continue;
-                }
-                let entry = (entry, self.entries.name(entry));
-                let result = if self.only.is_some_and(|only| only != position) {
-                    worker.decode(self, entry, None)
-                } else {
-                    worker.extract_file(self, entry)
-                };
-                if let Err(err) = result {
+            let result = self.produce(&mut pass, dest, make_dirs, &mut dispatch);
+            drop(sender);
+            result
+        })
+    }
+
+    /// The producer of [`Job::run_in_order`]: batches of about [`BATCH_BYTES`] or
+    /// [`BATCH_FILES`] files, a large file alone.
+    fn produce(
+        &self,
+        pass: &mut Pass,
+        dest: &Path,
+        make_dirs: bool,
+        dispatch: &mut impl FnMut(Batch),
+    ) -> Result<(), ArchiveError> {
+        let mut walk = DirWalk::default();
+        let new_batch = |first| Batch { first, entries: Entries::with_capacity(BATCH_FILES, 0) };
+        let mut batch = new_batch(0);
+        let mut bytes = 0u64;
+        loop {
+            let position = pass.position;
+            if position > self.first_failure.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            if batch.entries.list.is_empty() {
+                batch.first = position;
+            }
+            let next = pass.next_into(&mut batch.entries);
+            let next = match next {
+                Ok(next) => next,
+                Err(err) => {
+                    // A fault here means the archive changed since it was checked.
                     self.fail(position, err);
-                    break;
+                    return Ok(());
                 }
+            };
+            let Some(_) = next else { break };
+            let entry = batch.entries.list.last().expect("just read").clone();
+            let name = batch.entries.name(&entry);
+            if make_dirs && !is_top_level_file(&entry, name) {
+                walk.visit(name, entry.is_dir, entry.mode(), &mut |path| make_dir(dest, path), &mut |_, _| Ok(()))?;
+            }
+            bytes += entry.compressed_size.max(entry.size);
+            if bytes >= BATCH_BYTES || batch.entries.list.len() >= BATCH_FILES {
+                dispatch(std::mem::replace(&mut batch, new_batch(position + 1)));
+                bytes = 0;
+            }
+        }
+        if !batch.entries.list.is_empty() {
+            dispatch(batch);
+        }
+        Ok(())
+    }
+
+    /// Decodes the files among `range` of `entries` (positions from `first`), up to the
+    /// first failure.
+    fn decode_run(&self, worker: &mut Worker, entries: &Entries, range: Range<usize>, first: usize) {
+        for index in range {
+            let position = first + index;
+            if position > self.first_failure.load(Ordering::Relaxed) {
+                break;
+            }
+            let entry = &entries.list[index];
+            if entry.is_dir {
+                continue;
+            }
+            let entry = (entry, entries.name(entry));
+            let result = if self.only.is_some_and(|only| only != position) {
+                worker.decode(self, entry, None)
+            } else {
+                worker.extract_file(self, entry)
+            };
+            if let Err(err) = result {
+                self.fail(position, err);
+                break;
             }
         }
     }

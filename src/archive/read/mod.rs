@@ -1,6 +1,8 @@
 //! Checking and extracting untrusted archives (uploads, restores).
 //!
-//! Validation reads the central directory, record by record (see `central`), into a
+//! Validation reads the central directory, record by record (see `central`). An archive
+//! listed in walk order (ours, PocketBase's) is checked and extracted one record at a
+//! time, in memory that does not grow with its entries (`in_order`). Any other goes into a
 //! compact list: about 40 bytes per entry plus its name, all names in one arena; then the
 //! local headers, to refuse entries whose data overlap. Names are checked in one sorted
 //! pass (4 bytes per entry), which extraction walks again to make the folders.
@@ -10,13 +12,18 @@
 //! does not grow with the archive beyond that list.
 //!
 //! The parts, each in its own file: `check` (the compact list and every check on it),
-//! `dirs` (the order of names and the folders an extraction makes), `extract` (the
-//! extraction threads) and `window` (reads of the archive at an offset).
+//! `in_order` (the same checks between neighbours, for archives in walk order), `dirs`
+//! (the order of names and the folders an extraction makes), `extract` (the extraction
+//! threads) and `window` (reads of the archive at an offset).
 
 mod check;
 mod dirs;
 mod extract;
+mod in_order;
 mod window;
+
+#[cfg(test)]
+mod tests;
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -24,7 +31,8 @@ use std::path::Path;
 
 use flate2::read::DeflateDecoder;
 
-use check::{check_entries, CheckedArchive, Named};
+use check::{check_entries, CheckedArchive, Entry, Named};
+use in_order::InOrder;
 use extract::extract_checked;
 use window::Window;
 use super::central;
@@ -36,7 +44,41 @@ use crate::progress::ProgressCounter;
 /// are safe, no links or special entries, no duplicates, sizes and ratios within `limits`.
 pub fn validate(path: &Path, limits: &ArchiveLimits) -> Result<ArchiveSummary, ArchiveError> {
     let file = File::open(path)?;
-    Ok(check_entries(&file, limits)?.summary)
+    Ok(check(&file, limits)?.summary().clone())
+}
+
+/// An archive that passed every check, in one of two forms.
+enum Checked {
+    /// Listed in walk order: read again, a record at a time, to extract it.
+    InOrder(InOrder),
+    /// Any other order: its entries in a compact list.
+    Listed(CheckedArchive),
+}
+
+impl Checked {
+    fn summary(&self) -> &ArchiveSummary {
+        match self {
+            Checked::InOrder(in_order) => &in_order.summary,
+            Checked::Listed(listed) => &listed.summary,
+        }
+    }
+
+    /// The top-level `data.db` file: its position and entry.
+    fn data_db(&self) -> Option<(usize, &Entry)> {
+        match self {
+            Checked::InOrder(in_order) => in_order.data_db.as_ref().map(|(position, entry)| (*position, entry)),
+            Checked::Listed(listed) => listed.data_db.map(|position| (position, &listed.entries.list[position])),
+        }
+    }
+}
+
+/// Every check on the archive: in walk order when it is listed so, else on the compact
+/// list, which also reports every fault.
+fn check(file: &File, limits: &ArchiveLimits) -> Result<Checked, ArchiveError> {
+    match in_order::check(file, limits) {
+        Some(in_order) => Ok(Checked::InOrder(in_order)),
+        None => Ok(Checked::Listed(check_entries(file, limits)?)),
+    }
 }
 
 /// [`validate`], plus: the archive holds a top-level `data.db` that starts like an SQLite
@@ -46,14 +88,14 @@ pub fn check_restorable(
     limits: &ArchiveLimits,
 ) -> Result<ArchiveSummary, ArchiveError> {
     let file = File::open(path)?;
-    let checked = check_entries(&file, limits)?;
+    let checked = check(&file, limits)?;
     check_data_db(&file, &checked)?;
-    Ok(checked.summary)
+    Ok(checked.summary().clone())
 }
 
 /// The `data.db` part of [`check_restorable`], on an archive already opened and checked.
-fn check_data_db(file: &File, checked: &CheckedArchive) -> Result<(), ArchiveError> {
-    let Some(data_db) = checked.data_db.map(|position| &checked.entries.list[position]) else {
+fn check_data_db(file: &File, checked: &Checked) -> Result<(), ArchiveError> {
+    let Some((_, data_db)) = checked.data_db() else {
         return Err(ArchiveError::MissingDataDb);
     };
     let data_db = (data_db, DATA_DB);
@@ -82,7 +124,7 @@ fn check_data_db(file: &File, checked: &CheckedArchive) -> Result<(), ArchiveErr
 /// failing entry in archive order, as a serial extraction would report it.
 pub fn extract(path: &Path, dest: &Path, limits: &ArchiveLimits) -> Result<(), ArchiveError> {
     let file = File::open(path)?;
-    let checked = check_entries(&file, limits)?;
+    let checked = check(&file, limits)?;
     extract_checked(&file, checked, dest, limits, Output::Everything, &ProgressCounter::default())
 }
 
@@ -106,9 +148,9 @@ pub fn extract_restorable(
     progress: &ProgressCounter,
 ) -> Result<ArchiveSummary, ArchiveError> {
     let file = File::open(path)?;
-    let checked = check_entries(&file, limits)?;
+    let checked = check(&file, limits)?;
     check_data_db(&file, &checked)?;
-    let summary = checked.summary.clone();
+    let summary = checked.summary().clone();
     extract_checked(&file, checked, dest, limits, output, progress)?;
     Ok(summary)
 }
