@@ -2,7 +2,8 @@
 of the data dir and the number of files, ours and upstream's where it finished. Run by scale.py with the Python of its matplotlib venv (the
 bench itself stays standard library only).
 
-Usage: plot_scale.py RESULTS.json OUT.png
+Usage: plot_scale.py RESULTS.json OUT.png [MORE_RESULTS.json ...]
+(points of several runs together: the size points of one and the files points of another)
 """
 
 import json
@@ -40,6 +41,13 @@ def main():
     with open(results_path) as f:
         result = json.load(f)
     points = result["points"]
+    dates = [result["date"][:10]]
+    for more in sys.argv[3:]:
+        with open(more) as f:
+            other = json.load(f)
+        kinds = {p["kind"] for p in other["points"]}
+        points = [p for p in points if p["kind"] not in kinds] + other["points"]
+        dates.append(other["date"][:10])
     columns = [c for c in COLUMNS if any(p["kind"] in c[0] for p in points)]
     fig, axes = plt.subplots(2, len(columns), figsize=(7 * len(columns), 8), squeeze=False)
     for col, (kinds, x_key, xlabel) in enumerate(columns):
@@ -62,8 +70,8 @@ def main():
             ax.grid(True, alpha=0.3, which="both")
             ax.legend(fontsize=8)
         rss_ax.set_ylim(bottom=0)
-    fig.suptitle("pb-backups scale run, %s (load %.1f); upstream where it finished within 10 minutes"
-                 % (result["date"][:10], result["load_before"][0]))
+    fig.suptitle("pb-backups scale runs of %s; upstream where it finished within 10 minutes"
+                 % " and ".join(sorted(set(dates))))
     fig.tight_layout()
     fig.savefig(png, dpi=110)
 

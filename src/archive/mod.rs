@@ -56,8 +56,9 @@ impl Default for ArchiveLimits {
         Self {
             max_total_size: 1 << 40,
             // Ten times the largest data dirs reported upstream (a million files in a
-            // thousand folders is about 1,001,000 entries). Checking keeps about 44 bytes and
-            // the name of each entry, so this is a bound on memory as much as on work.
+            // thousand folders is about 1,001,000 entries). An archive in walk order (ours,
+            // PocketBase's) is read a record at a time; any other keeps about 44 bytes and the
+            // name of each entry, so for those this is a bound on memory as much as on work.
             max_entries: 10_000_000,
             // Deflate cannot exceed about 1032:1, so a higher declared ratio is a lie; a lower
             // limit would refuse genuine zero-filled files.
