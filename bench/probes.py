@@ -11,16 +11,38 @@ import time
 from common import MiB
 
 
-class RssSampler:
-    """Samples VmRSS of one PID every ~10 ms (the PID survives a re-exec); also resets and
-    reads the kernel's high-water mark (VmHWM), which sees peaks between samples."""
+class Sampler:
+    """A reading (`read()`, None when unavailable) taken every ~10 ms on a thread of its own,
+    kept with its time, until `stop()`."""
 
-    def __init__(self, pid):
-        self.pid = pid
+    def __init__(self):
         self.samples = []
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+
+    def _run(self):
+        while not self.stopped.is_set():
+            value = self.read()
+            if value is not None:
+                self.samples.append((time.monotonic(), value))
+            time.sleep(0.01)
+
+    def most_since(self, t0):
+        return max([value for t, value in self.samples if t >= t0] or [0])
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join()
+
+
+class RssSampler(Sampler):
+    """Samples VmRSS of one PID (the PID survives a re-exec); also resets and reads the
+    kernel's high-water mark (VmHWM), which sees peaks between samples."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        super().__init__()
 
     def _field(self, name):
         try:
@@ -32,12 +54,8 @@ class RssSampler:
             pass
         return None
 
-    def _run(self):
-        while not self.stopped.is_set():
-            rss = self._field("VmRSS")
-            if rss is not None:
-                self.samples.append((time.monotonic(), rss))
-            time.sleep(0.01)
+    def read(self):
+        return self._field("VmRSS")
 
     def begin(self):
         try:
@@ -52,56 +70,35 @@ class RssSampler:
         return self.begin()
 
     def peak_since(self, t0):
-        sampled = max([rss for t, rss in self.samples if t >= t0] or [0])
-        hwm = self._field("VmHWM") or 0
-        return max(sampled, hwm) / MiB
+        return max(self.most_since(t0), self._field("VmHWM") or 0) / MiB
 
     def current(self):
-        return (self._field("VmRSS") or 0) / MiB
-
-    def stop(self):
-        self.stopped.set()
-        self.thread.join()
+        return (self.read() or 0) / MiB
 
 
-class DiskSampler:
-    """Samples the bytes used on the file system of `path` every ~10 ms: the space a step
-    needs at its peak (archives, temp copies, extractions) is the most used during it
-    minus what was used when it began. Anything else writing to that file system counts
-    too: run on a quiet machine."""
+class DiskSampler(Sampler):
+    """Samples the bytes used on the file system of `path`: the space a step needs at its
+    peak (archives, temp copies, extractions) is the most used during it minus what was
+    used when it began. Anything else writing to that file system counts too: run on a
+    quiet machine."""
 
     def __init__(self, path):
         self.path = path
-        self.samples = []
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def used(self):
+    def read(self):
         try:
             return shutil.disk_usage(self.path).used
         except OSError:
             return None
 
-    def _run(self):
-        while not self.stopped.is_set():
-            used = self.used()
-            if used is not None:
-                self.samples.append((time.monotonic(), used))
-            time.sleep(0.01)
-
     def begin(self):
         """(start time, bytes used then)."""
-        return time.monotonic(), self.used() or 0
+        return time.monotonic(), self.read() or 0
 
     def peak_since(self, begun):
         t0, base = begun
-        peak = max([used for t, used in self.samples if t >= t0] + [self.used() or 0])
-        return (peak - base) / MiB
-
-    def stop(self):
-        self.stopped.set()
-        self.thread.join()
+        return (max(self.most_since(t0), self.read() or 0) - base) / MiB
 
 
 class RefusalPoller:

@@ -102,34 +102,34 @@ def scale_targets(rows):
     (point, what, figure, bound, holds)."""
     out = []
 
-    def check(row, what, value, bound):
+    def check(label, what, value, bound):
         if value is not None and bound is not None:
-            out.append((point_label(row), what, value, bound, value <= bound))
+            out.append((label, what, value, bound, value <= bound))
 
     for row in rows:
-        r, lim = row["ours"], row.get("limits", {})
+        r, lim, label = row["ours"], row.get("limits", {}), point_label(row)
         for key in ("rss_create_mib", "rss_restore_mib", "rss_download_mib", "rss_upload_mib", "rss_verify_mib"):
             if key in r:
-                check(row, key, r[key], SCALE_RSS_MIB)
+                check(label, key, r[key], SCALE_RSS_MIB)
         if row["kind"] == "files":
-            check(row, "create_s / zip -r -1", r["create_s"], lim.get("zip_s"))
-            check(row, "restore_s / unzip -q + sync", r["restore_s"], lim.get("unzip_s"))
+            check(label, "create_s / zip -r -1", r["create_s"], lim.get("zip_s"))
+            check(label, "restore_s / unzip -q + sync", r["restore_s"], lim.get("unzip_s"))
             if "verify_s" in r and lim.get("unzip_test_s"):
-                check(row, "verify_s / unzip -tq", r["verify_s"], 1.1 * lim["unzip_test_s"])
+                check(label, "verify_s / unzip -tq", r["verify_s"], 1.1 * lim["unzip_test_s"])
         if row["kind"] == "mixed" and lim:
             slower = max(lim.get("read_tree_s") or 0, lim.get("dd_fsync_s") or 0)
-            check(row, "create_s / slower of reading the tree and dd of the archive", r["create_s"], 1.1 * slower)
-            check(row, "restore_s / dd of the data dir", r["restore_s"], 1.1 * (lim.get("dd_data_fsync_s") or 0))
+            check(label, "create_s / slower of reading the tree and dd of the archive", r["create_s"], 1.1 * slower)
+            check(label, "restore_s / dd of the data dir", r["restore_s"], 1.1 * (lim.get("dd_data_fsync_s") or 0))
         if "disk_create_peak_mib" in r:
-            check(row, "disk at the create's peak / archive + data dir", r["disk_create_peak_mib"],
+            check(label, "disk at the create's peak / archive + data dir", r["disk_create_peak_mib"],
                    r["zip_mib"] + r["data_dir_disk_mib"])
-            check(row, "disk at the restore's peak / archive + data dir", r["disk_restore_peak_mib"],
+            check(label, "disk at the restore's peak / archive + data dir", r["disk_restore_peak_mib"],
                    r["zip_mib"] + r["data_dir_disk_mib"])
     files = {row["n"]: row["ours"] for row in rows if row["kind"] == "files"}
     if 70000 in files and 1000000 in files:
         for key in ("create_s", "restore_s"):
-            row = {"kind": "files", "n": 1000000}
-            check(row, "%s at 1M / at 70k (linear: at most 12x)" % key, files[1000000][key] / files[70000][key], 12)
+            check("1000000 small files", "%s at 1M / at 70k (linear: at most 12x)" % key,
+                  files[1000000][key] / files[70000][key], 12)
     return out
 
 
@@ -139,9 +139,11 @@ def run_scale(args, ours_bin, upstream_bin=None):
     point's limits with --scale-limits; as a table, as JSON and as a plot."""
     points = ([("size", n) for n in args.scale_sizes] + [("mixed", n) for n in args.scale_mixed]
               + [("files", n) for n in args.scale_files])
-    # Disk: the payloads not yet cached, plus the largest point's data dir, backup zip,
-    # the restore's extraction and a margin (the restore takes the archive by hard link,
-    # a copy when it cannot), side by side (data dirs are deleted after each point).
+    # Disk: the payloads not yet cached, plus three copies of the largest point at once and
+    # a margin: the server's data dir, its backup and the restore's extraction (the restore
+    # takes the archive by hard link: work dir and data dir share a file system); the limits
+    # likewise hold a data dir, an archive and its extraction. Data dirs are deleted after
+    # each point.
     need, inodes, largest = GiB, 0, 0
     for kind, n in points:
         if kind in ("size", "mixed"):
@@ -193,7 +195,9 @@ def run_scale(args, ours_bin, upstream_bin=None):
             fmt(r["restore_s"]), fmt(r["rss_restore_mib"]), fmt(r.get("verify_s")),
             fmt(r.get("disk_create_peak_mib")), fmt(r.get("disk_restore_peak_mib")),
             fmt(writers.get("max_wait_ms")), upstream))
-        for key in ("rss_create_mib", "rss_restore_mib"):
+        # Every step's peak: create and restore always, download, upload and verify where run.
+        for key in ("rss_create_mib", "rss_restore_mib") + tuple(
+                k for k in ("rss_download_mib", "rss_upload_mib", "rss_verify_mib") if k in r):
             if r.get(key) is None or r[key] > SCALE_RSS_MIB:
                 failures.append("%s, %s: %s MiB (bound %d MiB)" % (label, key, fmt(r.get(key)), SCALE_RSS_MIB))
         if writers.get("failed"):

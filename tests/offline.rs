@@ -91,10 +91,14 @@ fn offline_commands_keep_the_archive_limits() {
     assert!(!ok(&dir, &["list"]).contains("few.zip"), "nothing made");
 
     ok(&dir, &["create", "all.zip"]);
-    for flags in [["--max-archive-entries", "3"], ["--max-archive-size", "2000"]] {
+    for (flags, says) in [
+        (["--max-archive-entries", "3"], "more than the 3 allowed"),
+        (["--max-archive-size", "2000"], "uncompressed size exceeds the limit"),
+    ] {
         for command in ["restore", "verify"] {
             let out = backups(&dir, &[&[command, "all.zip"][..], &flags].concat());
             assert_eq!(out.status.code(), Some(1), "{command} {flags:?}: {}", text(&out));
+            assert!(text(&out).contains(says), "{command} {flags:?}: {}", text(&out));
         }
     }
     assert!(ok(&dir, &["verify", "all.zip"]).contains("ok   all.zip"));

@@ -98,15 +98,11 @@ pub(super) fn extract_checked(
     match listed {
         Some(listed) => walk_dirs(&listed.entries, &listed.order, |_| Ok(()), set_mode)?,
         None => {
-            let (mut pass, mut walk, mut scratch) = (Pass::new(file, limits)?, DirWalk::default(), Entries::with_capacity(1, 0));
-            let mut set_mode = set_mode;
-            while pass.next_into(&mut scratch)?.is_some() {
-                let (entry, name) = (&scratch.list[0], scratch.name(&scratch.list[0]));
-                if !is_top_level_file(entry, name) {
-                    walk.visit(name, entry.is_dir, entry.mode(), &mut |_| Ok(()), &mut set_mode)?;
-                }
-                scratch.clear();
-            }
+            let (mut walk, mut set_mode) = (DirWalk::default(), set_mode);
+            Pass::new(file, limits)?.for_each(|_, entry, name| match is_top_level_file(entry, name) {
+                true => Ok(()),
+                false => walk.visit(name, entry.is_dir, entry.mode(), &mut |_| Ok(()), &mut set_mode),
+            })?;
             walk.finish(&mut set_mode)?;
         }
     }
@@ -271,19 +267,15 @@ impl Job<'_> {
             if position > self.first_failure.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            if batch.entries.list.is_empty() {
-                batch.first = position;
-            }
-            let next = pass.next_into(&mut batch.entries);
-            let next = match next {
-                Ok(next) => next,
+            match pass.next_into(&mut batch.entries) {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
                 Err(err) => {
                     // A fault here means the archive changed since it was checked.
                     self.fail(position, err);
                     return Ok(());
                 }
-            };
-            let Some(_) = next else { break };
+            }
             let entry = batch.entries.list.last().expect("just read").clone();
             let name = batch.entries.name(&entry);
             if make_dirs && !is_top_level_file(&entry, name) {

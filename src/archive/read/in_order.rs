@@ -38,21 +38,14 @@ pub(super) struct InOrder {
 /// fails (the compact list's checks then decide, and report what is wrong).
 pub(super) fn check(file: &File, limits: &ArchiveLimits) -> Option<InOrder> {
     let mut pass = Pass::new(file, limits).ok()?;
-    let mut scratch = Entries::with_capacity(1, 0);
     let mut data_db = None;
-    loop {
-        scratch.clear();
-        match pass.next_into(&mut scratch) {
-            Ok(Some(position)) => {
-                let entry = &scratch.list[0];
-                if data_db.is_none() && !entry.is_dir && scratch.name(entry) == DATA_DB {
-                    data_db = Some((position, entry.clone()));
-                }
-            }
-            Ok(None) => break,
-            Err(_) => return None,
+    pass.for_each(|position, entry, name| {
+        if data_db.is_none() && !entry.is_dir && name == DATA_DB {
+            data_db = Some((position, entry.clone()));
         }
-    }
+        Ok(())
+    })
+    .ok()?;
     Some(InOrder {
         summary: ArchiveSummary {
             entries: pass.position,
@@ -113,6 +106,19 @@ impl<'f> Pass<'f> {
             top_files: HashSet::new(),
             top_dirs: HashSet::new(),
         })
+    }
+
+    /// Calls `f` with each remaining entry (its position, itself, its name), one at a time.
+    pub(super) fn for_each(
+        &mut self,
+        mut f: impl FnMut(usize, &Entry, &str) -> Result<(), ArchiveError>,
+    ) -> Result<(), ArchiveError> {
+        let mut one = Entries::with_capacity(1, 0);
+        while let Some(position) = self.next_into(&mut one)? {
+            f(position, &one.list[0], one.name(&one.list[0]))?;
+            one.clear();
+        }
+        Ok(())
     }
 
     /// Appends the next entry to `batch` and returns its position in the archive; `None`
