@@ -54,7 +54,7 @@ def measure_limits(args, case, payload, binary):
     if binary:
         subprocess.run([binary, "superuser", "upsert", EMAIL, PASSWORD_1, "--dir", data_dir],
                        check=True, capture_output=True)
-    copy_payload(payload, data_dir)
+    copy_payload(payload, data_dir, link=args.scale)
     lim = {}
     try:
         log("limits, %s case: cp -r + sync" % case)

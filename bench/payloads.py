@@ -171,9 +171,17 @@ def cached(root, what, fill):
     return root
 
 
-def copy_payload(payload, data_dir):
-    subprocess.run(["cp", "-r", os.path.join(payload, "storage"), data_dir], check=True)
+def copy_payload(payload, data_dir, link=False):
+    """The payload's storage/ into `data_dir`: copied, or with `link` hard-linked (the scale
+    run: a 16 GiB point would not fit on the disk three times over otherwise). Links are
+    safe because neither server writes into a file of storage/: a restore renames the old
+    tree aside and extracts new files. Linked files are then read once, so that they are in
+    the page cache as a fresh copy's would be: else the first step to read them pays the
+    disk reads that the steps after it do not."""
+    subprocess.run(["cp", "-al" if link else "-r", os.path.join(payload, "storage"), data_dir], check=True)
     subprocess.run(["sync"], check=True)
+    if link:
+        subprocess.run(["sh", "-c", 'tar -cf - -C "$1" storage | cat >/dev/null', "sh", data_dir], check=True)
 
 
 def check_free_disk(path, need_bytes, need_inodes, what):

@@ -285,7 +285,7 @@ def bench_one(name, binary, args, case, payload, loadgen, upload_source, steps, 
     server.upsert(PASSWORD_2)
     server.secrets_2 = superuser_secrets(data_dir)
     server.upsert(PASSWORD_1)
-    copy_payload(payload, data_dir)
+    copy_payload(payload, data_dir, link=args.scale)
     # The copy's writeback must not land in the create's time (at 4 GiB it tripled it).
     sync()
     log("%s, %s case: serving %s on port %d" % (name, case, data_dir, server.port))
