@@ -143,8 +143,8 @@ def run_scale(args, ours_bin, upstream_bin=None):
     point's limits with --scale-limits; as a table, as JSON and as a plot."""
     points = ([("size", n) for n in args.scale_sizes] + [("mixed", n) for n in args.scale_mixed]
               + [("files", n) for n in args.scale_files])
-    # Disk: the payloads not yet cached, plus about two copies of the largest point at once
-    # and a margin. Data dirs are hard links to the payload (copy_payload), so they cost
+    # Disk: the payloads not yet cached, plus two copies of the largest point at once (an
+    # archive is at most about 1.05x its data: random bytes are stored) and a margin. Data dirs are hard links to the payload (copy_payload), so they cost
     # nothing; what does: a server's backup and the restore's extraction (the restore takes
     # the archive by hard link: work dir and data dir share a file system), and the limits'
     # cp -r copy, then their zip and its extraction. Each is deleted after its step.
@@ -160,7 +160,7 @@ def run_scale(args, ours_bin, upstream_bin=None):
             cached = payload_is_cached(os.path.join(args.cache, "files-%d-v%d" % (n, FILES_PAYLOAD_VERSION)))
         need += 0 if cached else nbytes
         largest = max(largest, nbytes)
-    need += int(2.3 * largest)
+    need += int(2.1 * largest)
     check_free_disk(args.cache, need, inodes, "the scale run")
     check_free_disk(args.work, need, inodes, "the scale run")
 
