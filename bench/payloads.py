@@ -116,7 +116,7 @@ def build_scale_payload(cache, size_mib):
     return cached(root, "%d MiB scale payload" % size_mib, fill)
 
 
-FILES_PER_RECORD = 100  # files per storage/<collectionId>/<recordId>/ folder
+FILES_PER_RECORD = 100  # files per storage/<collectionId>/<recordId>/ folder (the files case)
 RECORDS_PER_COLLECTION = 100
 
 
@@ -132,19 +132,24 @@ def small_file_text(rnd, record_id, i):
     return head + note[:room] + tail
 
 
-def build_files_payload(cache, count):
+def files_payload_root(cache, count, per_folder=FILES_PER_RECORD):
+    suffix = "" if per_folder == FILES_PER_RECORD else "-%dper" % per_folder
+    return os.path.join(cache, "files-%d%s-v%d" % (count, suffix, FILES_PAYLOAD_VERSION))
+
+
+def build_files_payload(cache, count, per_folder=FILES_PER_RECORD):
     """The files case: `count` files of ~100 bytes laid out like a PocketBase storage:
-    storage/<collectionId>/<recordId>/<name>_<suffix>.json, 100 files per record folder;
-    deterministic, cached between runs."""
-    root = os.path.join(cache, "files-%d-v%d" % (count, FILES_PAYLOAD_VERSION))
+    storage/<collectionId>/<recordId>/<name>_<suffix>.json, `per_folder` files per record
+    folder; deterministic, cached between runs."""
+    root = files_payload_root(cache, count, per_folder)
 
     def fill(root):
         rnd = random.Random(20261126)
         collection = record_dir = None
         for i in range(count):
-            if i % (FILES_PER_RECORD * RECORDS_PER_COLLECTION) == 0:
+            if i % (per_folder * RECORDS_PER_COLLECTION) == 0:
                 collection = "pbc_%010d" % rnd.getrandbits(32)
-            if i % FILES_PER_RECORD == 0:
+            if i % per_folder == 0:
                 record_id = "%015x" % rnd.getrandbits(60)
                 record_dir = os.path.join(root, "storage", collection, record_id)
                 os.makedirs(record_dir)

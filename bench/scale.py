@@ -11,8 +11,9 @@ import sys
 
 from common import HERE, REPO, BenchFailure, GiB, MiB, log
 from limits import measure_limits, timed
-from payloads import (FILES_PAYLOAD_VERSION, PAYLOAD_VERSION, SCALE_PAYLOAD_VERSION, build_files_payload, build_payload,
-                      build_scale_payload, check_free_disk, copy_payload, payload_is_cached)
+from payloads import (PAYLOAD_VERSION, SCALE_PAYLOAD_VERSION, build_files_payload, build_payload,
+                      build_scale_payload, check_free_disk, copy_payload, files_payload_root,
+                      payload_is_cached)
 from report import fmt, machine, write_json
 from steps import bench_one, disk_usage_mib
 
@@ -23,6 +24,8 @@ from steps import bench_one, disk_usage_mib
 SCALE_SIZES_MIB = [512, 2048, 4096]
 SCALE_MIXED_MIB = [16384]
 SCALE_FILES = [70000, 200000, 1000000]
+# Issue 26's files point: 1,000,000 files in 1,000 folders.
+SCALE_FILES_PER_FOLDER = 1000
 # --scale --quick (CI): the 200,000-file point alone, with the memory target asserted.
 SCALE_QUICK_FILES = [200000]
 SCALE_RSS_MIB = 64
@@ -81,7 +84,7 @@ def point_payload(args, kind, n):
         return build_scale_payload(args.cache, n)
     if kind == "mixed":
         return build_payload(args.cache, n)
-    return build_files_payload(args.cache, n)
+    return build_files_payload(args.cache, n, SCALE_FILES_PER_FOLDER)
 
 
 def point_label(row):
@@ -157,7 +160,7 @@ def run_scale(args, ours_bin, upstream_bin=None):
         else:
             nbytes = n * 4096
             inodes = max(inodes, 4 * n)
-            cached = payload_is_cached(os.path.join(args.cache, "files-%d-v%d" % (n, FILES_PAYLOAD_VERSION)))
+            cached = payload_is_cached(files_payload_root(args.cache, n, SCALE_FILES_PER_FOLDER))
         need += 0 if cached else nbytes
         largest = max(largest, nbytes)
     need += int(2.1 * largest)
