@@ -55,6 +55,11 @@ impl Auditor {
         } else {
             "could not catch a create running (it finished too fast); with --data-dir the auditor makes creates slower"
         };
+        let finished_meanwhile = if slow {
+            "the create finished before this request was answered"
+        } else {
+            "the create finished before this request was answered; with --data-dir the auditor makes creates slower"
+        };
         let mut window_problems = Vec::new();
         match caught {
             None => {
@@ -95,7 +100,7 @@ impl Auditor {
                                 // It ran after the held one: take it away again.
                                 let _ = self.send(&Req::delete(format!("/api/backups/{second}")).auth(Cred::Su)).await;
                             }
-                            self.skip_row(op, 400, tongue.label(), "the create finished before this request was answered");
+                            self.skip_row(op, 400, tongue.label(), finished_meanwhile);
                             continue;
                         }
                         let why = self.differences(op, 400, tongue.lang(), &got, None);
