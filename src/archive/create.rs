@@ -18,6 +18,7 @@
 //! live databases), `pipeline` (reader, deflate workers, writer) and, one level up,
 //! `zip_writer` (the container).
 
+mod pace;
 mod pipeline;
 mod plan;
 mod snapshot;
@@ -34,6 +35,10 @@ use crate::progress::ProgressCounter;
 pub struct CreateOptions {
     /// Deflate level (1 fastest ..= 9 smallest) for files that compress.
     pub deflate_level: u32,
+    /// The level the blocks of a large file may drop to while compression cannot keep up
+    /// with the output (0: stored deflate blocks); `deflate_level` or more keeps the level
+    /// fixed. See `pace`.
+    pub fastest_level: u32,
     /// A file is stored uncompressed when deflating its first 64 KiB saves less than this
     /// percentage.
     pub min_saving_percent: u32,
@@ -48,6 +53,7 @@ impl Default for CreateOptions {
     fn default() -> Self {
         Self {
             deflate_level: 2,
+            fastest_level: 0,
             min_saving_percent: 3,
             limits: ArchiveLimits::default(),
         }
@@ -229,5 +235,46 @@ mod tests {
             zip.by_name(name).unwrap().read_to_end(&mut read).unwrap();
             assert_eq!(read, content, "{name}");
         }
+    }
+
+    /// A create keeps the locks that this process's SQLite connections hold on a database
+    /// it archives. POSIX locks belong to the process and the inode: a plain open and close
+    /// of the file anywhere in the create would release them (see `plan.rs`).
+    #[test]
+    fn a_create_keeps_the_locks_of_open_database_connections() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("d");
+        fs::create_dir_all(&data).unwrap();
+        let db = data.join("data.db");
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = DELETE; CREATE TABLE t (x); INSERT INTO t VALUES (1); BEGIN IMMEDIATE;")
+            .unwrap();
+        // Open until the end: closing it would release the locks itself.
+        let probe = fs::File::open(&db).unwrap();
+        assert!(reserved_lock_held(&probe), "the connection holds its write lock before the create");
+        let mut out = Cursor::new(Vec::new());
+        create_backup(&data, &[], tmp.path(), &mut out, &CreateOptions::default()).unwrap();
+        assert!(reserved_lock_held(&probe), "the create released the connection's lock");
+        conn.execute_batch("COMMIT").unwrap();
+        let mut zip = ZipArchive::new(Cursor::new(out.into_inner())).unwrap();
+        assert!(zip.by_name("data.db").is_ok());
+    }
+
+    /// Whether some lock covers SQLite's reserved byte (a writer's). Asked through an open
+    /// file description lock: those conflict with this process's own POSIX locks, which a
+    /// plain F_GETLK does not report.
+    fn reserved_lock_held(file: &fs::File) -> bool {
+        use std::os::fd::AsRawFd;
+        const RESERVED_BYTE: libc::off_t = 0x4000_0001;
+        // SAFETY: a zeroed flock is valid (l_pid must be 0 for F_OFD_GETLK).
+        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+        lock.l_type = libc::F_WRLCK as _;
+        lock.l_whence = libc::SEEK_SET as _;
+        lock.l_start = RESERVED_BYTE;
+        lock.l_len = 1;
+        // SAFETY: the descriptor is open for the call, and `lock` is a valid flock.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
+        assert_eq!(rc, 0, "F_OFD_GETLK: {}", std::io::Error::last_os_error());
+        lock.l_type != libc::F_UNLCK as libc::c_short
     }
 }

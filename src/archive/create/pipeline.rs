@@ -11,12 +11,14 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 
+use super::pace::{Behind, Pace};
 use super::plan::{open_if_present, Plan, PlannedEntry, Source};
 use super::snapshot::Snapshot;
 use super::{CreateOptions, CreateStats};
@@ -54,15 +56,19 @@ pub(super) fn run<W: Write>(
     progress: &ProgressCounter,
 ) -> Result<CreateStats, ArchiveError> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS);
-    let level = Compression::new(opts.deflate_level.clamp(1, 9));
+    let highest = opts.deflate_level.clamp(1, 9);
+    let pace = Pace::new(opts.fastest_level, highest);
+    // The level of large files' blocks, set by the writer, read by a worker per block.
+    let block_level = AtomicU32::new(pace.level());
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(workers);
     let job_rx = Mutex::new(job_rx);
     let (part_tx, part_rx) = mpsc::sync_channel::<Part>(QUEUED_PER_WORKER * workers);
 
     std::thread::scope(|scope| {
+        let block_level = &block_level;
         for _ in 0..workers {
             let job_rx = &job_rx;
-            scope.spawn(move || work(job_rx, plan, level, opts));
+            scope.spawn(move || work(job_rx, plan, block_level, opts));
         }
         scope.spawn(move || {
             let mut reader = Reader { parts: part_tx, jobs: job_tx, chooser: MethodChooser::new(opts), zip64 };
@@ -74,7 +80,7 @@ pub(super) fn run<W: Write>(
         // Returning drops `part_rx`: a reader still sending then stops, and the workers
         // stop once it has.
         let zip = ZipOut::new(BufWriter::with_capacity(WRITE_BUFFER, out), zip64, scratch_dir);
-        write_all(plan, part_rx, zip, &opts.limits, progress)
+        write_all(plan, part_rx, zip, &opts.limits, progress, Paced { pace, block_level })
     })
 }
 
@@ -120,8 +126,9 @@ struct DoneBlock {
     crc: Crc,
 }
 
-fn work(jobs: &Mutex<Receiver<Job>>, plan: &Plan<'_>, level: Compression, opts: &CreateOptions) {
-    let mut small = SmallFileCompressor::new(level, opts.min_saving_percent);
+fn work(jobs: &Mutex<Receiver<Job>>, plan: &Plan<'_>, block_level: &AtomicU32, opts: &CreateOptions) {
+    // Small files keep the configured level: their cost is per file, not per byte.
+    let mut small = SmallFileCompressor::new(Compression::new(opts.deflate_level.clamp(1, 9)), opts.min_saving_percent);
     loop {
         // The lock is held only while waiting for the next job.
         let job = match jobs.lock().map(|rx| rx.recv()) {
@@ -131,6 +138,7 @@ fn work(jobs: &Mutex<Receiver<Job>>, plan: &Plan<'_>, level: Compression, opts: 
         // The writer may have given up: then the result is not wanted.
         match job {
             Job::Block(BlockJob { data, dictionary, deflate, last, reply }) => {
+                let level = Compression::new(block_level.load(Ordering::Relaxed));
                 let _ = reply.send(block_done(data, &dictionary, deflate, last, level));
             }
             Job::Batch { entries, reply } => {
@@ -220,7 +228,8 @@ impl SmallFileCompressor {
 }
 
 /// Deflates one block as part of a longer stream: primed with `dictionary`, ending with a
-/// sync flush (or the end of the stream when `last`).
+/// sync flush (or the end of the stream when `last`). Blocks of one stream may differ in
+/// level (level 0 writes stored deflate blocks).
 fn deflate_block(data: &[u8], dictionary: &[u8], last: bool, level: Compression) -> io::Result<Vec<u8>> {
     // A fresh state per block: zlib-rs panics when a stream left unfinished (as a sync
     // flush leaves it) is reset and reused.
@@ -401,12 +410,22 @@ fn write_all<W: Write>(
     mut zip: ZipOut<W>,
     limits: &ArchiveLimits,
     progress: &ProgressCounter,
+    mut paced: Paced<'_>,
 ) -> Result<CreateStats, ArchiveError> {
     let mut stats = CreateStats::default();
     let mut current: Option<OpenEntry> = None;
+    let mut deflating = false;
     let worker_gone = || ArchiveError::Io(io::Error::other("a compression worker stopped"));
-    // The reader hangs up after the last part (or after sending its error).
-    for part in parts {
+    loop {
+        let (part, waited_for_reader) = match parts.try_recv() {
+            Ok(part) => (part, false),
+            Err(TryRecvError::Empty) => match parts.recv() {
+                Ok(part) => (part, true),
+                Err(_) => break,
+            },
+            // The reader hangs up after the last part (or after sending its error).
+            Err(TryRecvError::Disconnected) => break,
+        };
         check_within(&stats, limits)?;
         match part {
             Part::Batch { entries, result } => {
@@ -434,10 +453,23 @@ fn write_all<W: Write>(
             }
             Part::FileStart { name, mode, modified, deflated, large } => {
                 current = Some(zip.start_file(name, mode, modified, deflated, large)?);
+                deflating = deflated;
             }
             Part::Block(result) => {
                 let entry = current.as_mut().ok_or_else(worker_gone)?;
-                let block = result.recv().map_err(|_| worker_gone())??;
+                let (block, waited_for_workers) = match result.try_recv() {
+                    Ok(block) => (block, false),
+                    Err(_) => (result.recv().map_err(|_| worker_gone())?, true),
+                };
+                let block = block?;
+                if deflating {
+                    paced.observe(match (waited_for_reader, waited_for_workers) {
+                        // Reading is the slowest: no level would help.
+                        (true, _) => Behind::Neither,
+                        (false, true) => Behind::Workers,
+                        (false, false) => Behind::Writer,
+                    });
+                }
                 zip.write_data(entry, &block.bytes, block.input_len, &block.crc)?;
                 progress.add(block.input_len);
             }
@@ -456,6 +488,18 @@ fn write_all<W: Write>(
     check_within(&stats, limits)?;
     stats.bytes_out = zip.finish()?;
     Ok(stats)
+}
+
+/// The pace of the blocks' level and where the workers read it.
+struct Paced<'a> {
+    pace: Pace,
+    block_level: &'a AtomicU32,
+}
+
+impl Paced<'_> {
+    fn observe(&mut self, behind: Behind) {
+        self.block_level.store(self.pace.observe(behind), Ordering::Relaxed);
+    }
 }
 
 /// Refuses an archive past what a restore of it would accept.

@@ -93,3 +93,68 @@ fn growth_past_the_limits_after_the_count_fails_the_create() {
     let stats = run(&plan, planned.into_iter(), tmp.path(), &mut out, &with(3, 12), Zip64Limits::default(), &progress).unwrap();
     assert_eq!((stats.entries, stats.bytes_in), (3, 12));
 }
+
+/// Text that deflates to about a fifth at level 2, different in every block.
+fn text(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 100);
+    let mut i = 0u64;
+    while out.len() < len {
+        i += 1;
+        let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+        out.extend_from_slice(format!("{{\"id\":{i},\"name\":\"user{x}\",\"score\":{}}}\n", x % 1000).as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The pace may change the level from one block to the next: one stream mixing levels 0
+/// (stored blocks) to 9, each block primed with the one before, decodes to the input.
+#[test]
+fn blocks_of_one_stream_may_differ_in_level() {
+    let input = text(5 * 100_000 + 123);
+    let blocks: Vec<&[u8]> = input.chunks(100_000).collect();
+    let mut stream = Vec::new();
+    for (i, block) in blocks.iter().enumerate() {
+        let start = i * 100_000;
+        let dictionary = &input[start.saturating_sub(WINDOW)..start];
+        let last = i + 1 == blocks.len();
+        let level = Compression::new([0, 2, 0, 9, 1, 0][i]);
+        stream.extend(deflate_block(block, dictionary, last, level).unwrap());
+    }
+    let mut decoded = Vec::new();
+    flate2::read::DeflateDecoder::new(&stream[..]).read_to_end(&mut decoded).unwrap();
+    assert!(decoded == input);
+}
+
+/// An output slower than compression keeps the configured level: the pace steps down only
+/// when the workers are the ones behind.
+#[test]
+fn a_slow_output_keeps_the_configured_level() {
+    struct Slow(Vec<u8>);
+    impl Write for Slow {
+        // About 20 MB/s: far slower than deflate.
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            std::thread::sleep(std::time::Duration::from_micros(50 * (buf.len() as u64 / 1024 + 1)));
+            self.0.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d");
+    fs::create_dir_all(&data).unwrap();
+    let content = text(24 * BLOCK_SIZE);
+    fs::write(data.join("records.jsonl"), &content).unwrap();
+    let plan = Plan::new(&data, &[]);
+    let mut out = Slow(Vec::new());
+    let opts = CreateOptions::default();
+    run(&plan, plan.walk(), tmp.path(), &mut out, &opts, Zip64Limits::default(), &ProgressCounter::default()).unwrap();
+    let mut zip = ZipArchive::new(Cursor::new(out.0)).unwrap();
+    let entry = zip.by_name("records.jsonl").unwrap();
+    assert_eq!(entry.compression(), CompressionMethod::Deflated);
+    // Level 2 makes this text 0.22 of its size; level 0 and 1 blocks make it larger (0.47
+    // with the pace reversed).
+    let ratio = entry.compressed_size() as f64 / entry.size() as f64;
+    assert!(ratio < 0.3, "compressed to {ratio:.2} of its size: the level dropped");
+}
