@@ -50,15 +50,12 @@ impl Auditor {
                 _ => break Some((req, got)),
             }
         };
-        let not_caught = if slow {
-            "the create finished before this request was answered"
-        } else {
-            "could not catch a create running (it finished too fast); with --data-dir the auditor makes creates slower"
-        };
-        let finished_meanwhile = if slow {
-            "the create finished before this request was answered"
-        } else {
-            "the create finished before this request was answered; with --data-dir the auditor makes creates slower"
+        // Without --data-dir the creates cannot be slowed down: the skips say how to.
+        let hint = if slow { "" } else { "; with --data-dir the auditor makes creates slower" };
+        let finished_meanwhile = format!("the create finished before this request was answered{hint}");
+        let not_caught = match slow {
+            true => finished_meanwhile.clone(),
+            false => format!("could not catch a create running (it finished too fast){hint}"),
         };
         let mut window_problems = Vec::new();
         match caught {
@@ -71,10 +68,10 @@ impl Auditor {
                         let got: Answer = self.send(&req).await;
                         self.row(Operation::Delete, 400, tongue.label(), &req, &got, why);
                     } else {
-                        self.skip_row(Operation::Delete, 400, tongue.label(), not_caught);
+                        self.skip_row(Operation::Delete, 400, tongue.label(), &not_caught);
                     }
-                    self.skip_row(Operation::Create, 400, tongue.label(), not_caught);
-                    self.skip_row(Operation::Restore, 400, tongue.label(), not_caught);
+                    self.skip_row(Operation::Create, 400, tongue.label(), &not_caught);
+                    self.skip_row(Operation::Restore, 400, tongue.label(), &not_caught);
                 }
                 window_problems.push("no create was caught running".to_string());
             }
@@ -100,7 +97,7 @@ impl Auditor {
                                 // It ran after the held one: take it away again.
                                 let _ = self.send(&Req::delete(format!("/api/backups/{second}")).auth(Cred::Su)).await;
                             }
-                            self.skip_row(op, 400, tongue.label(), finished_meanwhile);
+                            self.skip_row(op, 400, tongue.label(), &finished_meanwhile);
                             continue;
                         }
                         let why = self.differences(op, 400, tongue.lang(), &got, None);

@@ -2,9 +2,9 @@
 //! When the workers are behind (the writer waits for a block it was handed), the level
 //! steps down, to stored deflate blocks at the bottom; when the writer is behind (the disk,
 //! a slow upload: each block is done when its turn comes), it steps back up to the
-//! configured level. A backup then goes as fast as the
-//! disk takes it, spending only the CPU time that is spare on compression: on two cores,
-//! level 2 deflates text at about 400 MB/s, well below what a disk writes.
+//! configured level, one level per step. A backup can then go as fast as the disk takes
+//! it, spending on compression only the CPU time that is spare: on two cores, level 2
+//! deflates text at about 400 MB/s, well below what a disk writes.
 //!
 //! Pure: the pipeline reports what it saw and reads the level back.
 

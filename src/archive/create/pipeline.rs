@@ -68,7 +68,7 @@ pub(super) fn run<W: Write>(
         let block_level = &block_level;
         for _ in 0..workers {
             let job_rx = &job_rx;
-            scope.spawn(move || work(job_rx, plan, block_level, opts));
+            scope.spawn(move || work(job_rx, plan, Compression::new(highest), block_level, opts));
         }
         scope.spawn(move || {
             let mut reader = Reader { parts: part_tx, jobs: job_tx, chooser: MethodChooser::new(opts), zip64 };
@@ -126,9 +126,10 @@ struct DoneBlock {
     crc: Crc,
 }
 
-fn work(jobs: &Mutex<Receiver<Job>>, plan: &Plan<'_>, block_level: &AtomicU32, opts: &CreateOptions) {
-    // Small files keep the configured level: their cost is per file, not per byte.
-    let mut small = SmallFileCompressor::new(Compression::new(opts.deflate_level.clamp(1, 9)), opts.min_saving_percent);
+/// A worker: small files at `level`, large files' blocks at `block_level` as it is when
+/// each block starts (small files' cost is per file, not per byte: no pace for them).
+fn work(jobs: &Mutex<Receiver<Job>>, plan: &Plan<'_>, level: Compression, block_level: &AtomicU32, opts: &CreateOptions) {
+    let mut small = SmallFileCompressor::new(level, opts.min_saving_percent);
     loop {
         // The lock is held only while waiting for the next job.
         let job = match jobs.lock().map(|rx| rx.recv()) {

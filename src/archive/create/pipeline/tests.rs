@@ -158,3 +158,57 @@ fn a_slow_output_keeps_the_configured_level() {
     let ratio = entry.compressed_size() as f64 / entry.size() as f64;
     assert!(ratio < 0.3, "compressed to {ratio:.2} of its size: the level dropped");
 }
+
+/// The writer tells the pace who was behind: blocks it had to wait for (handed over before
+/// a worker finished them) step the level down; blocks already done step it back up.
+#[test]
+fn the_writer_steps_the_level_by_who_was_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = Plan::new(tmp.path(), &[]);
+    let blocks = 12;
+    // Writes `blocks` blocks of one deflated file; `late`: each result comes 20 ms after its
+    // handle, so the writer waits for it. All handles are queued first: it never waits for
+    // the reader. Returns the level the writer left for the workers.
+    let level_after = |late: bool, start: u32| {
+        let (part_tx, part_rx) = mpsc::sync_channel::<Part>(blocks + 2);
+        let start_part = Part::FileStart { name: "f".into(), mode: 0o644, modified: None, deflated: true, large: false };
+        part_tx.send(start_part).unwrap();
+        let mut replies = Vec::new();
+        for _ in 0..blocks {
+            let (reply, result) = mpsc::sync_channel(1);
+            part_tx.send(Part::Block(result)).unwrap();
+            replies.push(reply);
+        }
+        part_tx.send(Part::FileEnd).unwrap();
+        drop(part_tx);
+        let done = || {
+            let mut crc = Crc::new();
+            crc.update(b"x");
+            Ok(DoneBlock { bytes: b"x".to_vec(), input_len: 1, crc })
+        };
+        if !late {
+            replies.iter().for_each(|reply| reply.send(done()).unwrap());
+        }
+        let block_level = AtomicU32::new(start);
+        let mut pace = Pace::new(0, 2);
+        while pace.level() > start {
+            pace.observe(Behind::Workers);
+        }
+        std::thread::scope(|scope| {
+            if late {
+                scope.spawn(move || {
+                    for reply in replies {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        let _ = reply.send(done());
+                    }
+                });
+            }
+            let zip = ZipOut::new(BufWriter::new(Cursor::new(Vec::new())), Zip64Limits::default(), tmp.path());
+            let paced = Paced { pace, block_level: &block_level };
+            write_all(&plan, part_rx, zip, &ArchiveLimits::default(), &ProgressCounter::default(), paced).unwrap();
+        });
+        block_level.load(Ordering::Relaxed)
+    };
+    assert_eq!(level_after(true, 2), 0, "compression behind: down to stored blocks");
+    assert_eq!(level_after(false, 0), 2, "output behind: back up to the configured level");
+}
