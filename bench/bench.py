@@ -222,6 +222,10 @@ def parse_args():
                    help="scale run: measure each point's limits too (zip, unzip + sync, unzip -t, tar write and "
                         "read, reading the tree, dd + fsync of the archive's and the data dir's size); needs room "
                         "for a second copy of the data dir")
+    p.add_argument("--scale-cold-read", action="store_true",
+                   help="scale run, with --scale-limits: also read each point's tree with the page cache emptied "
+                        "(needs root; slows everything else on the machine for a while), for the disk's cold read "
+                        "speed beside the warm figures")
     p.add_argument("--cache", default=os.path.expanduser("~/.cache/pb-backups-bench"),
                    help="where payloads, the load generator and the plot venv are kept")
     p.add_argument("--work", help="scratch dir for the servers' data dirs (default: CACHE/work)")

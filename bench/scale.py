@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 
-from common import HERE, REPO, BenchFailure, GiB, MiB, log
+from common import HERE, REPO, BenchFailure, GiB, MiB, drop_page_cache, log
 from limits import measure_limits, timed
 from payloads import (PAYLOAD_VERSION, SCALE_PAYLOAD_VERSION, build_files_payload, build_payload,
                       build_scale_payload, check_free_disk, copy_payload, files_payload_root,
@@ -47,7 +47,9 @@ def measure_scale_limits(args, label, payload, binary, archive_mib, with_tar):
     points GNU tar writing the tree to an archive and reading it back into a tree (each +
     sync -f; the size points' targets do not use them, and a 16 GiB tar would not fit), and
     the disk's own write speed: `dd` from /dev/zero with conv=fsync of as many bytes as our
-    archive and as the data dir. One run each (args.repeat is 1 here)."""
+    archive and as the data dir. One run each (args.repeat is 1 here), each starting with
+    its input in the page cache as the steps do; with --scale-cold-read, the tree read cold
+    too, for the disk's read speed."""
     lim = measure_limits(args, label, payload, binary)
     base = os.path.join(args.work, label, "limits-tar")
     shutil.rmtree(base, ignore_errors=True)
@@ -57,15 +59,23 @@ def measure_scale_limits(args, label, payload, binary, archive_mib, with_tar):
         copy_payload(payload, data_dir, link=True)
         data_mib = max(1, int(round(disk_usage_mib(data_dir))))
         log("limits, %s: reading the tree%s, dd + fsync" % (label, ", tar write and read" if with_tar else ""))
-        lim["read_tree_s"] = timed(["sh", "-c", 'tar -cf - -C "$1" . | cat >/dev/null', "sh", data_dir])
+        read_tree = ["sh", "-c", 'tar -cf - -C "$1" . | cat >/dev/null', "sh", data_dir]
+        lim["read_tree_s"] = timed(read_tree, warm=data_dir)
         if with_tar:
             archive = os.path.join(base, "limit.tar")
-            lim["tar_write_s"] = timed(["tar", "-cf", archive, "-C", data_dir, "."], sync_dir=base)
+            lim["tar_write_s"] = timed(["tar", "-cf", archive, "-C", data_dir, "."], sync_dir=base, warm=data_dir)
             out = os.path.join(base, "untarred")
             os.makedirs(out)
-            lim["tar_read_s"] = timed(["tar", "-xf", archive, "-C", out], sync_dir=out)
+            lim["tar_read_s"] = timed(["tar", "-xf", archive, "-C", out], sync_dir=out, warm=archive)
             shutil.rmtree(out)
             os.remove(archive)
+        # With --scale-cold-read, beside the warm figures, the disk's own read speed: the tree
+        # read with the page cache emptied, what a create of a tree nobody read lately waits for.
+        if args.scale_cold_read:
+            if not drop_page_cache():
+                raise BenchFailure("--scale-cold-read: emptying the page cache needs root")
+            lim["read_tree_cold_s"] = timed(read_tree)
+            lim["disk_read_cold_mib_s"] = data_mib / lim["read_tree_cold_s"]
         shutil.rmtree(data_dir)
         written = os.path.join(base, "dd.bin")
         for key, mib in (("dd_fsync_s", max(1, int(round(archive_mib)))), ("dd_data_fsync_s", data_mib)):
@@ -215,10 +225,10 @@ def run_scale(args, ours_bin, upstream_bin=None):
     if args.scale_limits:
         print()
         print("limits (s): " + "; ".join(
-            "%s: zip %s, unzip+sync %s, unzip -t %s, tar write %s, tar read %s, read tree %s, dd+fsync of the archive's size %s, of the data dir's %s" % (
+            "%s: zip %s, unzip+sync %s, unzip -t %s, tar write %s, tar read %s, read tree %s (cold %s), dd+fsync of the archive's size %s, of the data dir's %s" % (
                 point_label(row),
                 *(fmt(row["limits"].get(k)) for k in ("zip_s", "unzip_s", "unzip_test_s", "tar_write_s", "tar_read_s",
-                                                        "read_tree_s", "dd_fsync_s", "dd_data_fsync_s")))
+                                                        "read_tree_s", "read_tree_cold_s", "dd_fsync_s", "dd_data_fsync_s")))
             for row in rows))
     targets = scale_targets(rows)
     if targets:

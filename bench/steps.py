@@ -12,7 +12,7 @@ import time
 import zipfile
 
 from api import check_same_bytes, curl, downloaded_sha256, login, request, sha256_of
-from common import PASSWORD_1, PASSWORD_2, BenchFailure, MiB, log, median, sync
+from common import PASSWORD_1, PASSWORD_2, BenchFailure, MiB, log, median, read_into_page_cache, sync
 from payloads import copy_payload
 from probes import DiskSampler, RefusalPoller, RssSampler
 from servers import Server, set_superuser_secrets, superuser_secrets
@@ -57,6 +57,12 @@ def run_server(server, args, loadgen, upload_source, upload_dir, steps, cap_s=60
         auth = {"Authorization": token}
 
         log(server.name, "create")
+        # A full scale run starts each step with its input in the page cache, as its limits
+        # (--scale --quick, in CI, checks memory alone and skips the reads).
+        warm = args.scale and not args.quick
+        if warm:
+            read_into_page_cache(server.data_dir)
+            sync()
         disk_t0 = disk.begin() if disk else None
         t0 = rss.begin_step(r, "create")
         runs = []
@@ -81,6 +87,9 @@ def run_server(server, args, loadgen, upload_source, upload_dir, steps, cap_s=60
             # 10 ms through SQLite as PocketBase writes: its longest wait is how long the
             # create blocks writers. The backup is deleted afterwards (disk).
             log(server.name, "create with a writer of data.db every 10 ms")
+            if warm:
+                read_into_page_cache(server.data_dir)
+                sync()
             with DataDbWriter(os.path.join(server.data_dir, "data.db")) as writer:
                 started = time.monotonic()
                 status, body = request(port, "POST", "/api/backups", {"name": "bench_writers.zip"}, auth)
@@ -101,6 +110,8 @@ def run_server(server, args, loadgen, upload_source, upload_dir, steps, cap_s=60
             if status != 200:
                 raise BenchFailure("%s: file token answered %s %s" % (server.name, status, body[:200]))
             file_token = json.loads(body)["token"]
+            if warm:
+                read_into_page_cache(created)
             t0 = rss.begin_step(r, "download")
             runs = []
             for _ in range(args.repeat):
@@ -123,6 +134,9 @@ def run_server(server, args, loadgen, upload_source, upload_dir, steps, cap_s=60
             if os.path.abspath(upload_source) != upload_path:
                 shutil.copyfile(upload_source, upload_path)
             r["upload_mib"] = os.path.getsize(upload_path) / MiB
+            if warm:
+                read_into_page_cache(upload_path)
+                sync()
             t0 = rss.begin_step(r, "upload")
             runs = []
             for i in range(args.repeat):
@@ -167,6 +181,8 @@ def run_server(server, args, loadgen, upload_source, upload_dir, steps, cap_s=60
 
         if "verify" in steps:
             log(server.name, "verify")
+            if warm:
+                read_into_page_cache(created)
             t0 = rss.begin_step(r, "verify")
             started = time.monotonic()
             status, body = request(port, "POST", "/api/backups/bench_create.zip/verify", None, auth, timeout=1800)
@@ -183,6 +199,8 @@ def run_server(server, args, loadgen, upload_source, upload_dir, steps, cap_s=60
         if request(port, "GET", "/api/backups", None, auth)[0] != 401:
             raise BenchFailure("%s: the old token still works after the password change" % server.name)
         token_2 = login(port, PASSWORD_2)
+        if warm:
+            read_into_page_cache(created)
         # The writeback of the steps before (uploads, list fillers) must not land in the
         # restore's time: ours syncs the file system before it serves the restored data.
         sync()

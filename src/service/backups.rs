@@ -18,7 +18,7 @@ use crate::model::coordinator::Activity;
 use crate::model::names::{self, BackupKey};
 use crate::progress::{Progress, ProgressCounter};
 use crate::storage::{BackupMeta, BackupReader, BackupStorage, StorageError, Upload};
-use crate::util::{TempPath, WritebackFile};
+use crate::util::{OutputFile, TempPath};
 use crate::verify;
 
 impl Service {
@@ -336,7 +336,7 @@ impl CreateWork {
         let (progress, limits) = (self.progress.clone(), self.limits);
         tokio::task::spawn_blocking(move || -> Result<(), BackupError> {
             let out = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
-            let mut out = WritebackFile::new(out);
+            let mut out = OutputFile::new(out);
             archive_data_dir(&data_dir, &temp_dir, &mut out, &limits, &progress)?;
             out.sync_all()?;
             Ok(())

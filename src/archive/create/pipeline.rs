@@ -14,11 +14,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 
-use super::pace::{Behind, Pace};
+use super::pace::{Behind, BlockCost, Pace};
 use super::plan::{open_if_present, Plan, PlannedEntry, Source};
 use super::snapshot::Snapshot;
 use super::{CreateOptions, CreateStats};
@@ -57,7 +57,7 @@ pub(super) fn run<W: Write>(
 ) -> Result<CreateStats, ArchiveError> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS);
     let highest = opts.deflate_level.clamp(1, 9);
-    let pace = Pace::new(opts.fastest_level, highest);
+    let pace = Pace::new(opts.fastest_level, highest, workers as u32);
     // The level of large files' blocks, set by the writer, read by a worker per block.
     let block_level = AtomicU32::new(pace.level());
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(workers);
@@ -124,6 +124,9 @@ struct DoneBlock {
     bytes: Vec<u8>,
     input_len: u64,
     crc: Crc,
+    /// The level it was deflated at, and the worker's time on it.
+    level: u32,
+    compress: Duration,
 }
 
 /// A worker: small files at `level`, large files' blocks at `block_level` as it is when
@@ -139,7 +142,7 @@ fn work(jobs: &Mutex<Receiver<Job>>, plan: &Plan<'_>, level: Compression, block_
         // The writer may have given up: then the result is not wanted.
         match job {
             Job::Block(BlockJob { data, dictionary, deflate, last, reply }) => {
-                let level = Compression::new(block_level.load(Ordering::Relaxed));
+                let level = block_level.load(Ordering::Relaxed);
                 let _ = reply.send(block_done(data, &dictionary, deflate, last, level));
             }
             Job::Batch { entries, reply } => {
@@ -150,12 +153,13 @@ fn work(jobs: &Mutex<Receiver<Job>>, plan: &Plan<'_>, level: Compression, block_
 }
 
 /// Checksums a block and deflates it (or passes it through when stored).
-fn block_done(data: Vec<u8>, dictionary: &[u8], deflate: bool, last: bool, level: Compression) -> io::Result<DoneBlock> {
+fn block_done(data: Vec<u8>, dictionary: &[u8], deflate: bool, last: bool, level: u32) -> io::Result<DoneBlock> {
+    let started = Instant::now();
     let mut crc = Crc::new();
     crc.update(&data);
     let input_len = data.len() as u64;
-    let bytes = if deflate { deflate_block(&data, dictionary, last, level)? } else { data };
-    Ok(DoneBlock { bytes, input_len, crc })
+    let bytes = if deflate { deflate_block(&data, dictionary, last, Compression::new(level))? } else { data };
+    Ok(DoneBlock { bytes, input_len, crc, level, compress: started.elapsed() })
 }
 
 /// Reads, checksums and deflates small files whole, with buffers and a compressor reused
@@ -397,8 +401,19 @@ impl BatchBuilder {
 
 /// Reads up to BLOCK_SIZE bytes; fewer only at the end of the source.
 fn read_block(source: &mut impl Read) -> io::Result<Vec<u8>> {
-    let mut block = Vec::with_capacity(BLOCK_SIZE);
-    source.take(BLOCK_SIZE as u64).read_to_end(&mut block)?;
+    // Whole-block reads: `read_to_end` starts each call with small reads and doubles them,
+    // eight syscalls a block, which made reading a cached tree the slowest part of a create.
+    let mut block = vec![0u8; BLOCK_SIZE];
+    let mut filled = 0;
+    while filled < BLOCK_SIZE {
+        match source.read(&mut block[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    block.truncate(filled);
     Ok(block)
 }
 
@@ -463,15 +478,24 @@ fn write_all<W: Write>(
                     Err(_) => (result.recv().map_err(|_| worker_gone())?, true),
                 };
                 let block = block?;
+                let started = Instant::now();
+                zip.write_data(entry, &block.bytes, block.input_len, &block.crc)?;
                 if deflating {
-                    paced.observe(match (waited_for_reader, waited_for_workers) {
+                    let behind = match (waited_for_reader, waited_for_workers) {
                         // Reading is the slowest: no level would help.
                         (true, _) => Behind::Neither,
                         (false, true) => Behind::Workers,
                         (false, false) => Behind::Writer,
-                    });
+                    };
+                    let cost = BlockCost {
+                        level: block.level,
+                        input: block.input_len,
+                        output: block.bytes.len() as u64,
+                        compress: block.compress,
+                        write: started.elapsed(),
+                    };
+                    paced.observe(behind, cost);
                 }
-                zip.write_data(entry, &block.bytes, block.input_len, &block.crc)?;
                 progress.add(block.input_len);
             }
             Part::FileEnd => {
@@ -498,8 +522,8 @@ struct Paced<'a> {
 }
 
 impl Paced<'_> {
-    fn observe(&mut self, behind: Behind) {
-        self.block_level.store(self.pace.observe(behind), Ordering::Relaxed);
+    fn observe(&mut self, behind: Behind, cost: BlockCost) {
+        self.block_level.store(self.pace.observe(behind, cost), Ordering::Relaxed);
     }
 }
 
