@@ -41,6 +41,10 @@ const MAX_WORKERS: usize = 4;
 const WRITE_BUFFER: usize = 1 << 20;
 /// Files smaller than this (when planned) are read and compressed whole, in batches.
 const SMALL_FILE: u64 = BLOCK_SIZE as u64;
+/// The level of large files' blocks moves only after the create has run this long: a
+/// backup done within it is compressed at the configured level, as small as PocketBase's
+/// (issue 14: at most 1.02x its size), and only a long one trades size for time.
+const PACE_AFTER: Duration = Duration::from_secs(5);
 /// A batch ends after this many entries or once its files' planned sizes reach BLOCK_SIZE.
 const BATCH_ENTRIES: usize = 256;
 
@@ -80,7 +84,7 @@ pub(super) fn run<W: Write>(
         // Returning drops `part_rx`: a reader still sending then stops, and the workers
         // stop once it has.
         let zip = ZipOut::new(BufWriter::with_capacity(WRITE_BUFFER, out), zip64, scratch_dir);
-        write_all(plan, part_rx, zip, &opts.limits, progress, Paced { pace, block_level })
+        write_all(plan, part_rx, zip, &opts.limits, progress, Paced::new(pace, block_level, PACE_AFTER))
     })
 }
 
@@ -482,6 +486,7 @@ fn write_all<W: Write>(
                 zip.write_data(entry, &block.bytes, block.input_len, &block.crc)?;
                 if deflating {
                     let behind = match (waited_for_reader, waited_for_workers) {
+                        _ if paced.waiting() => Behind::Neither,
                         // Reading is the slowest: no level would help.
                         (true, _) => Behind::Neither,
                         (false, true) => Behind::Workers,
@@ -519,9 +524,19 @@ fn write_all<W: Write>(
 struct Paced<'a> {
     pace: Pace,
     block_level: &'a AtomicU32,
+    /// Until then the level stays where it starts (see PACE_AFTER).
+    from: Instant,
 }
 
-impl Paced<'_> {
+impl<'a> Paced<'a> {
+    fn new(pace: Pace, block_level: &'a AtomicU32, after: Duration) -> Self {
+        Self { pace, block_level, from: Instant::now() + after }
+    }
+
+    fn waiting(&self) -> bool {
+        Instant::now() < self.from
+    }
+
     fn observe(&mut self, behind: Behind, cost: BlockCost) {
         self.block_level.store(self.pace.observe(behind, cost), Ordering::Relaxed);
     }

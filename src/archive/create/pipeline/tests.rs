@@ -160,7 +160,8 @@ fn a_slow_output_keeps_the_configured_level() {
 }
 
 /// The writer tells the pace who was behind: blocks it had to wait for (handed over before
-/// a worker finished them) step the level down; blocks already done step it back up.
+/// a worker finished them) step the level down; blocks already done step it back up; not
+/// before PACE_AFTER.
 #[test]
 fn the_writer_steps_the_level_by_who_was_behind() {
     let tmp = tempfile::tempdir().unwrap();
@@ -169,7 +170,7 @@ fn the_writer_steps_the_level_by_who_was_behind() {
     // Writes `blocks` blocks of one deflated file; `late`: each result comes 20 ms after its
     // handle, so the writer waits for it. All handles are queued first: it never waits for
     // the reader. Returns the level the writer left for the workers.
-    let level_after = |late: bool, start: u32| {
+    let level_after = |late: bool, start: u32, grace: Duration| {
         let (part_tx, part_rx) = mpsc::sync_channel::<Part>(blocks + 2);
         let start_part = Part::FileStart { name: "f".into(), mode: 0o644, modified: None, deflated: true, large: false };
         part_tx.send(start_part).unwrap();
@@ -205,12 +206,14 @@ fn the_writer_steps_the_level_by_who_was_behind() {
                 });
             }
             let zip = ZipOut::new(BufWriter::new(Cursor::new(Vec::new())), Zip64Limits::default(), tmp.path());
-            let paced = Paced { pace, block_level: &block_level };
+            let paced = Paced::new(pace, &block_level, grace);
             write_all(&plan, part_rx, zip, &ArchiveLimits::default(), &ProgressCounter::default(), paced).unwrap();
         });
         block_level.load(Ordering::Relaxed)
     };
-    assert_eq!(level_after(true, 2), 0, "compression behind: down to stored blocks");
+    assert_eq!(level_after(true, 2, Duration::ZERO), 0, "compression behind: down to stored blocks");
     // Levels 1 and 2 not measured yet: tried.
-    assert_eq!(level_after(false, 0), 2, "output behind: back up to the configured level");
+    assert_eq!(level_after(false, 0, Duration::ZERO), 2, "output behind: back up to the configured level");
+    // A create shorter than its grace keeps the level it started at.
+    assert_eq!(level_after(true, 2, Duration::from_secs(3600)), 2, "the level moved within the grace");
 }
