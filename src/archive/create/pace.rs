@@ -196,6 +196,16 @@ mod tests {
         (0..n).map(|_| pace.observe(behind, machine.block(pace.level()))).last().unwrap_or(pace.level())
     }
 
+    /// A pace on two workers, stepped down from 2 to 0 by compression behind, every level
+    /// measured on the way, and the machine it measured (writing `write_ms_per_mib`).
+    fn stepped_down_to_0(write_ms_per_mib: f64) -> (Machine, Pace) {
+        let machine = Machine { levels: TEXT, write_ms_per_mib };
+        let mut pace = Pace::new(0, 2, 2);
+        observe_n(&mut pace, &machine, Behind::Workers, 2 * STEP_AFTER);
+        assert_eq!(pace.level(), 0);
+        (machine, pace)
+    }
+
     #[test]
     fn compression_behind_steps_down_to_the_lowest_and_no_further() {
         let machine = Machine { levels: TEXT, write_ms_per_mib: 0.7 };
@@ -211,10 +221,7 @@ mod tests {
     /// The writer is behind at level 0, yet stepping up would halve the throughput.
     #[test]
     fn a_fast_output_keeps_the_level_where_compression_would_be_slower() {
-        let machine = Machine { levels: TEXT, write_ms_per_mib: 0.7 };
-        let mut pace = Pace::new(0, 2, 2);
-        observe_n(&mut pace, &machine, Behind::Workers, 2 * STEP_AFTER);
-        assert_eq!(pace.level(), 0);
+        let (machine, mut pace) = stepped_down_to_0(0.7);
         assert_eq!(observe_n(&mut pace, &machine, Behind::Writer, 10 * STEP_AFTER), 0);
     }
 
@@ -222,10 +229,7 @@ mod tests {
     /// GB/s of input, faster than storing; level 2 would be bound by its workers at 0.42.
     #[test]
     fn a_slow_output_steps_up_to_the_fastest_level_and_no_further() {
-        let machine = Machine { levels: TEXT, write_ms_per_mib: 5.0 };
-        let mut pace = Pace::new(0, 2, 2);
-        observe_n(&mut pace, &machine, Behind::Workers, 2 * STEP_AFTER);
-        assert_eq!(pace.level(), 0);
+        let (machine, mut pace) = stepped_down_to_0(5.0);
         assert_eq!(observe_n(&mut pace, &machine, Behind::Writer, STEP_AFTER), 1);
         assert_eq!(observe_n(&mut pace, &machine, Behind::Writer, 10 * STEP_AFTER), 1);
         // Slower still (0.05 GB/s): level 2 pays too.
