@@ -397,14 +397,33 @@ fn finish(dir: &DataDir) -> Result<(), RestoreError> {
 /// Names in the temp folder of garbage that is being deleted in the background.
 const TRASH_PREFIX: &str = "trash-";
 
+/// Removals still running, for a process about to exit (`wait_for_background_removals`).
+static REMOVALS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> = std::sync::Mutex::new(Vec::new());
+
 fn remove_in_background(path: PathBuf) {
     let spawned = std::thread::Builder::new().name("remove-trash".into()).spawn(move || {
         if let Err(e) = fs::remove_dir_all(&path) {
             tracing::warn!(path = %path.display(), error = %e, "could not remove old data");
         }
     });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "could not start removing old data; the next start will");
+    match spawned {
+        Ok(handle) => {
+            let mut removals = REMOVALS.lock().unwrap_or_else(|e| e.into_inner());
+            removals.retain(|h| !h.is_finished());
+            removals.push(handle);
+        }
+        Err(e) => tracing::warn!(error = %e, "could not start removing old data; the next start will"),
+    }
+}
+
+/// Waits until the old data that restores replaced is deleted.
+pub fn wait_for_background_removals() {
+    let removals = std::mem::take(&mut *REMOVALS.lock().unwrap_or_else(|e| e.into_inner()));
+    if removals.iter().any(|h| !h.is_finished()) {
+        tracing::info!("deleting the replaced data");
+    }
+    for handle in removals {
+        let _ = handle.join();
     }
 }
 

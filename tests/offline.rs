@@ -56,8 +56,17 @@ fn offline_create_and_restore_round_trip() {
     // Changes after the backup are undone by its restore; the backups stay.
     std::fs::write(&note, "after").unwrap();
     std::fs::write(dir.join("storage").join("new.txt"), "made later").unwrap();
+    // Enough old data that deleting it takes a while: the command must not exit before.
+    let later = dir.join("storage").join("later");
+    std::fs::create_dir_all(&later).unwrap();
+    for i in 0..3000 {
+        std::fs::write(later.join(i.to_string()), "x").unwrap();
+    }
     assert!(ok(&dir, &["restore", "first.zip"]).contains("restored first.zip"));
     assert_eq!(std::fs::read_to_string(&note).unwrap(), "before");
+    let temp = dir.join(pb_backups::layout::TEMP_DIR);
+    let left: Vec<_> = std::fs::read_dir(&temp).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "the replaced data is left in {}: {left:?}", temp.display());
     assert!(!dir.join("storage").join("new.txt").exists());
     assert!(ok(&dir, &["list"]).contains("first.zip\t"));
     // The restored data serves: its superuser logs in.
