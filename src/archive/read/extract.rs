@@ -52,7 +52,11 @@ pub(super) fn extract_checked(
         return Err(ArchiveError::TooLarge);
     }
     progress.set_total(checked.summary().total_size);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS);
+    // Twice the cores: while one thread waits for its writes (direct ones take a few ms
+    // each), another decodes; with as many threads as cores, a 16 GiB restore on two cores
+    // left them idle a third of the time (16.1 s against 11.4-13.8 s with four).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (2 * cores).min(MAX_THREADS);
     let job = Job {
         archive: file,
         dest: dest.as_os_str().as_bytes(),
