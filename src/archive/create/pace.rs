@@ -272,7 +272,7 @@ mod tests {
         let machine = Machine { levels: TEXT, write_ms_per_mib: 20.0 };
         let mut pace = Pace::new(2, 2, 2);
         assert_eq!(observe_n(&mut pace, &machine, Behind::Workers, 10 * STEP_AFTER), 2);
-        let mut pace = Pace::new(9, 6, 2);
+        let pace = Pace::new(9, 6, 2);
         assert_eq!(pace.level(), 6, "lowest above highest is highest");
         let mut pace = Pace::new(1, 1, 2);
         assert_eq!(observe_n(&mut pace, &machine, Behind::Writer, 10 * STEP_AFTER), 1);
