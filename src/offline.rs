@@ -80,21 +80,8 @@ pub async fn run(
     std::fs::create_dir_all(dir)?;
     let dir = dir.canonicalize()?;
     let _lock = DataDirLock::acquire(&dir)?;
-    let result = run_locked(&dir, flags, checksums, limits, command).await;
-    // A server deletes replaced data in the background; a command about to exit waits, or
-    // the old data would be left in the temp folder, taking its space until the next start.
-    crate::restore::wait_for_background_removals();
-    result
-}
-
-async fn run_locked(
-    dir: &Path,
-    flags: Option<S3Config>,
-    checksums: bool,
-    limits: ArchiveLimits,
-    command: Offline,
-) -> Result<(), OfflineError> {
-    let dir = dir.to_path_buf();
+    // Declared after the lock, so dropped (waited for) while it is still held.
+    let _removals = crate::restore::RemovalsAwaited;
     // Finishes or undoes a restore a crash interrupted, as a server's start would.
     let accounts = Arc::new(datadir::open(&dir)?);
     let backends = Backends::new(dir.join(BACKUPS_DIR), flags, checksums).map_err(|e| OfflineError::Storage(e.to_string()))?;

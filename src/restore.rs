@@ -397,7 +397,7 @@ fn finish(dir: &DataDir) -> Result<(), RestoreError> {
 /// Names in the temp folder of garbage that is being deleted in the background.
 const TRASH_PREFIX: &str = "trash-";
 
-/// Removals still running, for a process about to exit (`wait_for_background_removals`).
+/// Removals still running, for a process about to exit ([`RemovalsAwaited`]).
 static REMOVALS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> = std::sync::Mutex::new(Vec::new());
 
 fn remove_in_background(path: PathBuf) {
@@ -416,14 +416,20 @@ fn remove_in_background(path: PathBuf) {
     }
 }
 
-/// Waits until the old data that restores replaced is deleted.
-pub fn wait_for_background_removals() {
-    let removals = std::mem::take(&mut *REMOVALS.lock().unwrap_or_else(|e| e.into_inner()));
-    if removals.iter().any(|h| !h.is_finished()) {
-        tracing::info!("deleting the replaced data");
-    }
-    for handle in removals {
-        let _ = handle.join();
+/// Waits, when dropped, until the old data that restores replaced is deleted: a server
+/// deletes it in the background, but a command about to exit would leave it in the temp
+/// folder, taking its space until the next start.
+pub struct RemovalsAwaited;
+
+impl Drop for RemovalsAwaited {
+    fn drop(&mut self) {
+        let removals = std::mem::take(&mut *REMOVALS.lock().unwrap_or_else(|e| e.into_inner()));
+        if removals.iter().any(|h| !h.is_finished()) {
+            tracing::info!("deleting the replaced data");
+        }
+        for handle in removals {
+            let _ = handle.join();
+        }
     }
 }
 
