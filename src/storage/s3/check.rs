@@ -112,9 +112,12 @@ impl Problem {
             Problem::NoCredentials
         } else if chain.contains("NoSuchBucket") || matches!(e, object_store::Error::NotFound { .. }) {
             Problem::NoBucket
-        } else if ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "401"]
-            .iter()
-            .any(|s| chain.contains(s))
+        } else if matches!(e, object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. })
+            // A status as object_store prints it, never a bare "403": URLs with a port or a
+            // random object name hold such digits (a refused connection was called denied).
+            || ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "status code: 403", "status code: 401"]
+                .iter()
+                .any(|s| chain.contains(s))
         {
             Problem::Refused
         } else if ["connect", "Connection refused", "dns", "timed out", "tcp"].iter().any(|s| chain.contains(s)) {
@@ -155,4 +158,27 @@ fn explain(step: &str, e: &object_store::Error) -> String {
     };
     let detail: String = root_cause(e).to_string().chars().take(400).collect();
     format!("{step}: {hint}\n  cause: {detail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Problem;
+
+    fn generic(message: &str) -> object_store::Error {
+        object_store::Error::Generic { store: "S3", source: message.into() }
+    }
+
+    #[test]
+    fn digits_in_a_url_do_not_make_a_refused_connection_a_denial() {
+        let e = generic("Error performing PUT http://127.0.0.1:40312/bucket/x4013 - error sending request: Connection refused");
+        assert_eq!(Problem::of(&e), Problem::Unreachable);
+    }
+
+    #[test]
+    fn a_forbidden_status_is_a_denial() {
+        let e = generic("Error performing PUT http://127.0.0.1:9000/b/x - Server returned non-2xx status code: 403 Forbidden: ");
+        assert_eq!(Problem::of(&e), Problem::Refused);
+        let e = object_store::Error::PermissionDenied { path: "x".into(), source: "denied".into() };
+        assert_eq!(Problem::of(&e), Problem::Refused);
+    }
 }
