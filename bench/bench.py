@@ -49,8 +49,9 @@ from targets import QUICK_BOUNDS, check_bounds, check_targets, target_text
 
 # Sizes of a full run and of --quick (CI: small, short list load); --scale's are in scale.py.
 FULL = {"size": 512, "files": 70000, "s3_size": 256, "repeat": 3, "list_backups": 1000, "list_clients": 64, "list_secs": 5.0}
-# Quick repeats each create, download and upload 3 times, as a full run does: a single
-# 0.2 s create is too noisy for QUICK_BOUNDS to hold to a ratio.
+# Quick repeats each create, download, upload and restore 3 times, as a full run does: a
+# single 0.2 s create, or a restore caught by one slow fsync, is too noisy for QUICK_BOUNDS
+# to hold to a ratio.
 QUICK = {"size": 32, "files": 5000, "s3_size": 32, "repeat": 3, "list_backups": 100, "list_clients": 16, "list_secs": 1.0}
 
 
@@ -231,7 +232,7 @@ def parse_args():
     p.add_argument("--work", help="scratch dir for the servers' data dirs (default: CACHE/work)")
     p.add_argument("--ours-bin", help="use this pb-backups binary instead of building one")
     p.add_argument("--repeat", type=int,
-                   help="runs of create, download, upload and of each limit; the median is reported (default 3)")
+                   help="runs of create, download, upload, restore and of each limit; the median is reported (default 3)")
     p.add_argument("--list-backups", type=int, help="backups in the folder for the list step (default 1000, quick 100)")
     p.add_argument("--list-clients", type=int, help="concurrent list clients (default 64, quick 16)")
     p.add_argument("--list-secs", type=float, help="measured seconds of list load (default 5, quick 1)")
