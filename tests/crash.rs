@@ -420,6 +420,17 @@ async fn check_restarted(live: &Live, fx: &Fixture, allowed: &[State], context: 
     (state, keys)
 }
 
+/// The shortest of three runs of `run` (each returns how long its operation took): one slow
+/// first run (343 ms for an upload that then took far less) spread the kills past the work,
+/// and the test failed with 1 of 16 landing mid-upload.
+async fn shortest_of_three<F: std::future::Future<Output = Duration>>(mut run: impl FnMut() -> F) -> Duration {
+    let mut shortest = Duration::MAX;
+    for _ in 0..3 {
+        shortest = shortest.min(run().await);
+    }
+    shortest
+}
+
 /// Kill delays from 0 to a little past the measured duration, evenly spread.
 fn delays(measured: Duration, kills: u64) -> Vec<Duration> {
     let span = measured.mul_f64(1.3);
@@ -461,10 +472,14 @@ async fn sigkill_during_create_lists_no_partial_backup() {
         let request = live.client.post(live.url("/api/backups")).header("Authorization", &live.su).json(&json!({"name": key}));
         tokio::spawn(async move { request.timeout(Duration::from_secs(120)).send().await.map(|r| r.status().as_u16()) })
     };
-    let started = Instant::now();
-    assert_eq!(create(&live, "calibrate.zip".into()).await.unwrap().unwrap(), 204);
-    let measured = started.elapsed();
-    live.delete("calibrate.zip").await;
+    let measured = shortest_of_three(|| async {
+        let started = Instant::now();
+        assert_eq!(create(&live, "calibrate.zip".into()).await.unwrap().unwrap(), 204);
+        let took = started.elapsed();
+        live.delete("calibrate.zip").await;
+        took
+    })
+    .await;
 
     let (mut mid_op, mut published, mut answered) = (0, 0, 0);
     for (i, delay) in delays(measured, kills_per_op()).into_iter().enumerate() {
@@ -510,10 +525,14 @@ async fn sigkill_during_upload_lists_no_partial_backup() {
             .multipart(reqwest::multipart::Form::new().part("file", part));
         tokio::spawn(async move { request.timeout(Duration::from_secs(120)).send().await.map(|r| r.status().as_u16()) })
     };
-    let started = Instant::now();
-    assert_eq!(upload(&live, "calibrate.zip".into()).await.unwrap().unwrap(), 204);
-    let measured = started.elapsed();
-    live.delete("calibrate.zip").await;
+    let measured = shortest_of_three(|| async {
+        let started = Instant::now();
+        assert_eq!(upload(&live, "calibrate.zip".into()).await.unwrap().unwrap(), 204);
+        let took = started.elapsed();
+        live.delete("calibrate.zip").await;
+        took
+    })
+    .await;
 
     let (mut mid_op, mut published, mut answered) = (0, 0, 0);
     for (i, delay) in delays(measured, kills_per_op()).into_iter().enumerate() {
